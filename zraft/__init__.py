@@ -1,0 +1,1 @@
+"""zraft: a replicated key-value store built on Raft."""

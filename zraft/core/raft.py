@@ -1,0 +1,648 @@
+"""The Raft consensus algorithm as a pure, deterministic state machine (sans-I/O).
+
+Inputs: ``tick()`` (one unit of logical time), ``step(message)`` (a message from a peer), ``propose(datas)``
+(new commands, leader only), ``read_index(context)`` (a linearizable read), ``compact(snapshot)`` and
+``report_snapshot(peer, ok)``. Output: ``ready()``, one batch of work for the runtime. The core does no I/O,
+reads no clock and uses no global randomness: the random number generator is injected, so the same inputs
+always give the same outputs.
+
+The persistence contract (etcd-io/raft's, stated plainly):
+  Everything in a ``Ready`` -- its snapshot, its entries and its hard state -- must be durable before any of
+  its messages is sent, and before the runtime feeds the core anything else. Entries replace any stored entry
+  at the same or a higher index (a conflicting suffix is truncated). Committed entries are applied, and reads
+  served, only after that. A node that breaks this can vote twice in a term or lose acknowledged writes.
+
+The leader counts its own log as persisted when it appends: that is safe because the runtime persists the
+batch before it processes the followers' answers that could let the entry commit.
+
+Rules are cited as in the extended Raft paper (§5.x) and Ongaro's dissertation (diss. §x).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .log import CompactedError, RaftLog
+from .progress import Progress, ReplState
+from .types import (
+    NONE,
+    ClusterConfig,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    NotLeader,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    SoftState,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    election_ticks: int = 10
+    """A follower that hears no leader for a random number of ticks in [election_ticks, 2*election_ticks)
+    starts an election; a leader that has not heard from a quorum for election_ticks steps down."""
+    heartbeat_ticks: int = 1
+    pre_vote: bool = True
+    check_quorum: bool = True
+    max_msg_entries: int = 1024
+    max_msg_bytes: int = 1 << 20
+    max_inflight: int = 64
+    """Unanswered appends per follower in steady state (the pipelining window)."""
+    snapshot_timeout_ticks: int = 200
+    """A follower that neither acknowledges nor fails a snapshot within this many ticks is probed again."""
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
+            raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
+        if self.max_msg_entries < 1 or self.max_msg_bytes < 1 or self.max_inflight < 1:
+            raise ValueError("message and window limits must be positive")
+
+
+_RESP = {MsgType.VOTE: MsgType.VOTE_RESP, MsgType.PRE_VOTE: MsgType.PRE_VOTE_RESP}
+
+
+class Raft:
+    def __init__(
+        self,
+        node_id: int,
+        config: ClusterConfig,
+        rng: random.Random,
+        options: Options | None = None,
+        hard_state: HardState | None = None,
+        snapshot: Snapshot | None = None,
+        entries: Sequence[Entry] = (),
+        applied: int | None = None,
+    ) -> None:
+        """Build a node from what its storage holds (nothing, for a new node).
+
+        ``applied`` is the index the state machine already reflects (default: the snapshot's index); committed
+        entries after it are handed out again in the first ``Ready``.
+        """
+        self.id = node_id
+        self.rng = rng
+        self.opts = options or Options()
+        hs = hard_state or HardState()
+        if snapshot is not None:
+            config = snapshot.config
+        self.config = config
+        self.snapshot = snapshot
+        snap_index = snapshot.index if snapshot else 0
+        snap_term = snapshot.term if snapshot else 0
+        commit = max(hs.commit, snap_index)
+        self.log = RaftLog(snap_index, snap_term, list(entries), commit,
+                           snap_index if applied is None else applied)
+        self.term = hs.term
+        self.vote = hs.vote
+        self.lead = NONE
+        self.role = Role.FOLLOWER
+        self.prs: dict[int, Progress] = {}
+        self.votes: dict[int, bool] = {}
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_timeout = 0
+        self._reset_randomized_timeout()
+        self.msgs: list[Message] = []
+        self._prev_hard = HardState(self.term, self.vote, self.log.commit)
+        self._prev_soft = SoftState(self.lead, self.role)
+        self._restored: Snapshot | None = None
+        self._bcast_new = False
+        self._bcast_commit = False
+        # Linearizable reads (diss. §6.4). Leader side:
+        self._reads_before_noop: list[tuple[Any, int]] = []  # (context, origin) until our no-op commits
+        self._read_round = 0  # heartbeat rounds sent for reads in this term
+        self._read_round_open = False  # the current round's heartbeats are not handed out yet: join it
+        self._pending_reads: list[tuple[int, int, Any, int]] = []  # (round, index, context, origin)
+        # Both sides: confirmed reads waiting for the state machine to reach their index.
+        self._reads_waiting_apply: list[ReadState] = []
+        self._failed_reads: list[Any] = []
+
+    # ------------------------------------------------------------------ inputs
+
+    def tick(self) -> None:
+        if self.role == Role.LEADER:
+            self._tick_leader()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.randomized_timeout and self.id in self.config.voters:
+                self.election_elapsed = 0
+                self._campaign(pre=self.opts.pre_vote)
+
+    def campaign(self) -> None:
+        """Start an election now (tests and tools; leadership transfer will use it)."""
+        if self.role != Role.LEADER:
+            self._campaign(pre=self.opts.pre_vote)
+
+    def propose(self, datas: Sequence[bytes]) -> int:
+        """Append commands to the leader's log; returns the index of the first. Raises ``NotLeader``."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        first = self.log.last_index + 1
+        term = self.term
+        self.log.append([Entry(first + i, term, EntryKind.NORMAL, d) for i, d in enumerate(datas)])
+        self._bcast_new = True
+        if len(self.config.voters) == 1:
+            self._maybe_commit()
+        return first
+
+    def read_index(self, context: Any) -> None:
+        """Ask for a linearizable read. ``context`` comes back in ``Ready.read_states`` (serve it) or
+        ``Ready.failed_reads`` (no leader could confirm it: retry elsewhere)."""
+        if self.role == Role.LEADER:
+            self._leader_read(context, self.id)
+        elif self.lead != NONE:
+            self._send(Message(MsgType.READ_INDEX, self.id, self.lead, 0, context=context))
+        else:
+            self._failed_reads.append(context)
+
+    def make_snapshot(self, index: int, data: Any) -> Snapshot:
+        """Describe a snapshot of the state machine taken at ``index`` (which it has applied)."""
+        if not self.log.snap_index <= index <= self.log.applied:
+            raise ValueError(f"snapshot index {index} is outside [{self.log.snap_index}, {self.log.applied}]")
+        return Snapshot(index, self.log.term(index), self.config, data)
+
+    def compact(self, snapshot: Snapshot) -> None:
+        """The runtime has made ``snapshot`` durable: drop the log prefix it covers; send it to laggards."""
+        if snapshot.index <= self.log.snap_index:
+            return
+        self.log.compact(snapshot.index, snapshot.term)
+        self.snapshot = snapshot
+
+    def report_snapshot(self, peer: int, ok: bool) -> None:
+        """The runtime finished (``ok``) or gave up sending a snapshot to ``peer``."""
+        pr = self.prs.get(peer)
+        if self.role != Role.LEADER or pr is None or pr.state != ReplState.SNAPSHOT:
+            return
+        if not ok:
+            pr.pending_snapshot = 0
+        pr.become_probe()
+        pr.probe_sent = True  # wait for the follower's answer or the next heartbeat
+
+    def step(self, m: Message) -> None:
+        t = m.type
+        if t == MsgType.READ_INDEX:  # local messages carry no term (as in etcd)
+            if self.role == Role.LEADER:
+                self._leader_read(m.context, m.src)
+            else:
+                self._send(Message(MsgType.READ_INDEX_RESP, self.id, m.src, 0, reject=True, context=m.context))
+            return
+        if t == MsgType.READ_INDEX_RESP:
+            if m.reject:
+                self._failed_reads.append(m.context)
+            else:
+                self._reads_waiting_apply.append(ReadState(m.context, m.index))
+            return
+
+        if m.term > self.term:
+            if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
+                # diss. §4.2.3 / §9.6: while we have heard from a leader within the election timeout, ignore
+                # (pre)votes, so a node rejoining from a partition cannot depose a healthy leader.
+                if self.opts.check_quorum and self.lead != NONE and self.election_elapsed < self.opts.election_ticks:
+                    return
+            if t == MsgType.PRE_VOTE or (t == MsgType.PRE_VOTE_RESP and not m.reject):
+                pass  # a pre-vote is made for a future term and never changes ours (diss. §9.6)
+            else:
+                # Figure 2, all servers: a newer term makes us a follower in it.
+                leader = m.src if t in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT) else NONE
+                self._become_follower(m.term, leader)
+        elif m.term < self.term:
+            if t == MsgType.APPEND or t == MsgType.HEARTBEAT:
+                # A stale leader (e.g. back from a partition): tell it our term so it steps down. Needed with
+                # PreVote/CheckQuorum, where our term may otherwise never reach it.
+                self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term))
+            elif t == MsgType.PRE_VOTE:
+                self._send(Message(MsgType.PRE_VOTE_RESP, self.id, m.src, self.term, reject=True))
+            return  # Figure 2: reject requests with a stale term; ignore stale responses
+
+        if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
+            self._handle_vote_request(m)
+        elif self.role == Role.LEADER:
+            self._step_leader(m)
+        elif self.role == Role.FOLLOWER:
+            self._step_follower(m)
+        else:
+            self._step_candidate(m)
+
+    # ------------------------------------------------------------------ output
+
+    def has_ready(self) -> bool:
+        lg = self.log
+        return bool(
+            self.msgs or self._restored or self._bcast_new or self._bcast_commit
+            or lg.unstable_from <= lg.last_index or lg.applied < lg.commit
+            or self._failed_reads or self._reads_waiting_apply
+            or self.term != self._prev_hard.term or self.vote != self._prev_hard.vote
+            or lg.commit != self._prev_hard.commit
+            or self.lead != self._prev_soft.leader or self.role != self._prev_soft.role
+        )
+
+    def ready(self) -> Ready:
+        """Hand out everything the runtime must do now (see the module docstring for the order)."""
+        if self._bcast_new or self._bcast_commit:
+            send_if_empty = self._bcast_commit
+            self._bcast_new = self._bcast_commit = False
+            if self.role == Role.LEADER:
+                for peer in self.prs:
+                    self._send_append(peer, send_if_empty)
+        rd = Ready()
+        lg = self.log
+        if self._restored is not None:
+            rd.snapshot = self._restored
+            self._restored = None
+        rd.entries = lg.unstable()
+        prev = self._prev_hard
+        if self.term != prev.term or self.vote != prev.vote or lg.commit != prev.commit:
+            rd.hard_state = self._prev_hard = HardState(self.term, self.vote, lg.commit)
+        prev_soft = self._prev_soft
+        if self.lead != prev_soft.leader or self.role != prev_soft.role:
+            rd.soft_state = self._prev_soft = SoftState(self.lead, self.role)
+        rd.messages = self.msgs
+        self.msgs = []
+        rd.committed_entries = lg.next_committed()
+        if self._reads_waiting_apply:
+            waiting = self._reads_waiting_apply
+            applied = lg.applied
+            rd.read_states = [r for r in waiting if r.index <= applied]
+            if rd.read_states:
+                self._reads_waiting_apply = [r for r in waiting if r.index > applied]
+        if self._failed_reads:
+            rd.failed_reads = self._failed_reads
+            self._failed_reads = []
+        self._read_round_open = False
+        return rd
+
+    def hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.commit)
+
+    def status(self) -> dict[str, Any]:
+        lg = self.log
+        st: dict[str, Any] = {
+            "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.lead,
+            "commit": lg.commit, "applied": lg.applied, "last_index": lg.last_index,
+            "snapshot_index": lg.snap_index,
+        }
+        if self.role == Role.LEADER:
+            st["match"] = {p: pr.match for p, pr in self.prs.items()}
+        return st
+
+    # ------------------------------------------------------------------ roles
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = NONE
+        self.lead = NONE
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+        self.votes = {}
+        if self.role == Role.LEADER:
+            self._abort_leader_reads()
+        self.prs = {}
+
+    def _reset_randomized_timeout(self) -> None:
+        e = self.opts.election_ticks
+        self.randomized_timeout = e + self.rng.randrange(e)
+
+    def _become_follower(self, term: int, leader: int) -> None:
+        self._reset(term)
+        self.role = Role.FOLLOWER
+        self.lead = leader
+
+    def _become_leader(self) -> None:
+        assert self.role == Role.CANDIDATE
+        self._reset(self.term)
+        self.role = Role.LEADER
+        self.lead = self.id
+        nxt = self.log.last_index + 1
+        mi = self.opts.max_inflight
+        self.prs = {v: Progress(nxt, mi) for v in self.config.voters if v != self.id}
+        self._read_round = 0
+        # §5.4.2 / diss. §6.4: a no-op of our own term, so that earlier entries commit and reads become safe.
+        self.log.append([Entry(nxt, self.term, EntryKind.NOOP, b"")])
+        self._bcast_new = True
+        if len(self.config.voters) == 1:
+            self._maybe_commit()
+
+    def _campaign(self, pre: bool) -> None:
+        if pre:
+            # diss. §9.6: ask first whether we could win, without disturbing anyone's term.
+            self.role = Role.PRE_CANDIDATE
+            self.lead = NONE
+            self.votes = {}
+            term = self.term + 1
+            t = MsgType.PRE_VOTE
+        else:
+            self._reset(self.term + 1)
+            self.role = Role.CANDIDATE
+            self.vote = self.id
+            term = self.term
+            t = MsgType.VOTE
+        self.votes[self.id] = True
+        if self._poll():
+            return
+        li, lt = self.log.last_index, self.log.last_term
+        for v in self.config.voters:
+            if v != self.id:
+                self._send(Message(t, self.id, v, term, log_term=lt, index=li))
+
+    def _poll(self) -> bool:
+        """Count the votes; act on a decision. Returns True when the election is decided."""
+        granted = sum(1 for g in self.votes.values() if g)
+        q = self.config.quorum
+        if granted >= q:
+            if self.role == Role.PRE_CANDIDATE:
+                self._campaign(pre=False)
+            else:
+                self._become_leader()
+            return True
+        if len(self.votes) - granted > len(self.config.voters) - q:
+            self._become_follower(self.term, NONE)
+            return True
+        return False
+
+    def _handle_vote_request(self, m: Message) -> None:
+        if m.src not in self.config.voters:
+            return
+        # Figure 2, RequestVote: at most one vote per term, first come first served, and only for a log at
+        # least as up to date as ours (§5.4.1). A pre-vote for a later term does not bind us to anything.
+        can_vote = (
+            self.vote == m.src
+            or (self.vote == NONE and self.lead == NONE)
+            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
+        )
+        resp = _RESP[MsgType(m.type)]
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._send(Message(resp, self.id, m.src, m.term))
+            if m.type == MsgType.VOTE:
+                self.election_elapsed = 0
+                self.vote = m.src
+        else:
+            self._send(Message(resp, self.id, m.src, self.term, reject=True))
+
+    def _step_candidate(self, m: Message) -> None:
+        t = m.type
+        if t == MsgType.APPEND or t == MsgType.HEARTBEAT or t == MsgType.SNAPSHOT:
+            # §5.2: a leader of our term exists; return to follower and serve it.
+            self._become_follower(self.term, m.src)
+            self._step_follower(m)
+        elif (t == MsgType.PRE_VOTE_RESP and self.role == Role.PRE_CANDIDATE) or (
+            t == MsgType.VOTE_RESP and self.role == Role.CANDIDATE
+        ):
+            if m.src in self.config.voters:
+                self.votes.setdefault(m.src, not m.reject)
+                self._poll()
+
+    def _step_follower(self, m: Message) -> None:
+        t = m.type
+        if t == MsgType.APPEND:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_append(m)
+        elif t == MsgType.HEARTBEAT:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self.log.commit = max(self.log.commit, min(m.commit, self.log.last_index))
+            self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context))
+        elif t == MsgType.SNAPSHOT:
+            self.election_elapsed = 0
+            self.lead = m.src
+            self._handle_snapshot(m)
+
+    # ------------------------------------------------------------------ follower: replication
+
+    def _handle_append(self, m: Message) -> None:
+        lg = self.log
+        if m.index < lg.commit:
+            # Everything up to our commit is settled; never touch it (a stale or duplicate append).
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
+            return
+        if lg.matches(m.index, m.log_term):
+            ents = m.entries
+            last_new = m.index + len(ents)
+            if ents:
+                ci = lg.find_conflict(ents)
+                if ci:
+                    # §5.3: delete the conflicting entry and all that follow it, then append the new ones.
+                    lg.truncate_and_append(list(ents[ci - ents[0].index :]))
+            # Figure 2: commit = min(leaderCommit, index of last new entry).
+            c = min(m.commit, last_new)
+            if c > lg.commit:
+                lg.commit = c
+            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
+            return
+        # §5.3 with fast backtracking: tell the leader the last entry that could match, skipping a term per trip.
+        hint, hint_term = lg.find_conflict_by_term(min(m.index, lg.last_index), m.log_term)
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=m.index, reject=True,
+                           hint=hint, log_term=hint_term))
+
+    def _handle_snapshot(self, m: Message) -> None:
+        s = m.snapshot
+        assert s is not None
+        lg = self.log
+        if s.index <= lg.commit:
+            pass  # stale: we are already past it; committed entries stay
+        elif lg.matches(s.index, s.term):
+            lg.commit = s.index  # our log already holds it: just move commit forward
+        else:
+            lg.restore(s.index, s.term)
+            self.snapshot = s
+            self.config = s.config
+            self._restored = s
+        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
+
+    # ------------------------------------------------------------------ leader
+
+    def _tick_leader(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.opts.election_ticks:
+            self.election_elapsed = 0
+            if self.opts.check_quorum:
+                # diss. §6.2: a leader that has not heard from a quorum in an election timeout steps down.
+                active = 1 + sum(1 for v, pr in self.prs.items() if pr.recent_active and v in self.config.voters)
+                if active < self.config.quorum:
+                    self._become_follower(self.term, NONE)
+                    return
+                for pr in self.prs.values():
+                    pr.recent_active = False
+        for _peer, pr in self.prs.items():
+            if pr.state == ReplState.SNAPSHOT:
+                pr.snapshot_ticks += 1
+                if pr.snapshot_ticks >= self.opts.snapshot_timeout_ticks:
+                    pr.become_probe()
+        if self.heartbeat_elapsed >= self.opts.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            last = self.log.last_index
+            for pr in self.prs.values():
+                # A pipelined follower that made no progress over a whole heartbeat interval lost messages:
+                # probe it again from what it has acknowledged.
+                if pr.state == ReplState.REPLICATE and pr.inflight and pr.match < last:
+                    if pr.match == pr.match_at_last_heartbeat:
+                        pr.become_probe()
+                pr.match_at_last_heartbeat = pr.match
+            self._bcast_heartbeat(0)
+
+    def _bcast_heartbeat(self, context: int) -> None:
+        commit = self.log.commit
+        for peer, pr in self.prs.items():
+            self._send(Message(MsgType.HEARTBEAT, self.id, peer, self.term, commit=min(pr.match, commit),
+                               context=context))
+
+    def _step_leader(self, m: Message) -> None:
+        t = m.type
+        pr = self.prs.get(m.src)
+        if pr is None:
+            return
+        if t == MsgType.APPEND_RESP:
+            pr.recent_active = True
+            self._handle_append_resp(m, pr)
+        elif t == MsgType.HEARTBEAT_RESP:
+            pr.recent_active = True
+            pr.probe_sent = False
+            if m.context and m.context > pr.read_ack:
+                pr.read_ack = m.context
+                self._check_read_quorum()
+            if pr.match < self.log.last_index:
+                self._send_append(m.src, True)
+        else:
+            assert t not in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT), \
+                f"§5.2 violated: two leaders in term {self.term} ({self.id} and {m.src})"
+
+    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
+        if m.reject:
+            hint = m.hint
+            if m.log_term > 0:
+                hint, _ = self.log.find_conflict_by_term(hint, m.log_term)
+            if pr.maybe_decrease_to(m.index, hint):
+                if pr.state == ReplState.REPLICATE:
+                    pr.become_probe()
+                self._send_append(m.src, True)
+            return
+        was_paused = pr.is_paused()
+        if not (pr.maybe_update(m.index) or (pr.match == m.index and pr.state == ReplState.PROBE)):
+            return
+        if pr.state == ReplState.PROBE:
+            pr.become_replicate()
+        elif pr.state == ReplState.SNAPSHOT and pr.match >= pr.pending_snapshot:
+            pr.become_probe()
+            pr.become_replicate()
+        if self._maybe_commit():
+            self._bcast_commit = True
+        elif was_paused:
+            self._send_append(m.src, False)
+        # Pipelining: keep the window full while there is something to send.
+        while pr.next <= self.log.last_index and self._send_append(m.src, False):
+            pass
+
+    def _send_append(self, to: int, send_if_empty: bool) -> bool:
+        pr = self.prs[to]
+        if pr.is_paused():
+            return False
+        lg = self.log
+        prev = pr.next - 1
+        try:
+            prev_term = lg.term(prev)
+            ents = lg.slice(pr.next, pr.next + self.opts.max_msg_entries, self.opts.max_msg_bytes) \
+                if pr.next <= lg.last_index else []
+        except CompactedError:
+            return self._send_snapshot(to, pr)
+        if not ents:
+            if not send_if_empty:
+                return False
+            if pr.state == ReplState.REPLICATE and pr.commit_sent >= lg.commit:
+                return False  # it has our commit index already: an empty append would tell it nothing
+
+        self._send(Message(MsgType.APPEND, self.id, to, self.term, log_term=prev_term, index=prev,
+                           entries=tuple(ents), commit=lg.commit))
+        pr.sent(ents[-1].index if ents else prev, lg.commit)
+        return True
+
+    def _send_snapshot(self, to: int, pr: Progress) -> bool:
+        if not pr.recent_active:
+            return False  # do not ship a snapshot to a node that may be down
+        snap = self.snapshot
+        assert snap is not None, "the log was compacted without a snapshot"
+        self._send(Message(MsgType.SNAPSHOT, self.id, to, self.term, snapshot=snap))
+        pr.become_snapshot(snap.index)
+        return True
+
+    def _maybe_commit(self) -> bool:
+        lg = self.log
+        matches = sorted(
+            (lg.last_index if v == self.id else self.prs[v].match for v in self.config.voters), reverse=True
+        )
+        mci = matches[self.config.quorum - 1]
+        # §5.4.2 (Figure 8): only an entry of the leader's own term commits by counting replicas.
+        if mci > lg.commit and lg.term(mci) == self.term:
+            lg.commit = mci
+            if self._reads_before_noop:
+                held, self._reads_before_noop = self._reads_before_noop, []
+                for ctx, origin in held:
+                    self._leader_read(ctx, origin)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ leader: reads (diss. §6.4)
+
+    def _leader_read(self, context: Any, origin: int) -> None:
+        lg = self.log
+        if lg.term(lg.commit) != self.term:
+            # diss. §6.4 step 1: until an entry of this term commits, our commit index may be behind.
+            self._reads_before_noop.append((context, origin))
+            return
+        if len(self.config.voters) == 1:
+            self._release_read(context, lg.commit, origin)
+            return
+        if not self._read_round_open:
+            # One heartbeat round confirms leadership for every read that arrived before it was sent.
+            self._read_round += 1
+            self._read_round_open = True
+            self._bcast_heartbeat(self._read_round)
+        self._pending_reads.append((self._read_round, lg.commit, context, origin))
+
+    def _check_read_quorum(self) -> None:
+        acks = sorted(
+            (self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.voters),
+            reverse=True,
+        )
+        confirmed = acks[self.config.quorum - 1]
+        pending = self._pending_reads
+        n = 0
+        while n < len(pending) and pending[n][0] <= confirmed:
+            _, index, ctx, origin = pending[n]
+            self._release_read(ctx, index, origin)
+            n += 1
+        if n:
+            del pending[:n]
+
+    def _release_read(self, context: Any, index: int, origin: int) -> None:
+        if origin == self.id:
+            self._reads_waiting_apply.append(ReadState(context, index))
+        else:
+            self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, index=index, context=context))
+
+    def _abort_leader_reads(self) -> None:
+        for ctx, origin in self._reads_before_noop:
+            self._fail_read(ctx, origin)
+        for _, _, ctx, origin in self._pending_reads:
+            self._fail_read(ctx, origin)
+        self._reads_before_noop = []
+        self._pending_reads = []
+        self._read_round_open = False
+
+    def _fail_read(self, context: Any, origin: int) -> None:
+        if origin == self.id:
+            self._failed_reads.append(context)
+        else:
+            self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, reject=True, context=context))
+
+    def _send(self, m: Message) -> None:
+        self.msgs.append(m)

@@ -1,0 +1,6 @@
+"""A deterministic simulator: whole clusters of the real Raft core under seeded faults and virtual time."""
+
+from .cluster import TICK_MS, NetConfig, SimCluster, Violation
+from .runner import PROFILES, SeedResult, run_seed
+
+__all__ = ["PROFILES", "TICK_MS", "NetConfig", "SeedResult", "SimCluster", "Violation", "run_seed"]

@@ -1,0 +1,222 @@
+"""One seed, one randomized fault schedule: clients write and read while a nemesis injects faults, then it heals
+and the cluster must elect a leader, commit new writes and converge."""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import random
+import traceback
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .cluster import TICK_MS, NetConfig, SimCluster, Violation
+
+PROFILES = ("calm", "lossy", "partitions", "crashes", "churn")
+"""Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
+after a proposal); and all of them at once."""
+
+KEYS = ("a", "b", "c")
+LEADER_BOUND_MS = 5000.0
+"""After the last fault heals, a stable leader must exist within this much virtual time (100 ticks)."""
+COMMIT_BOUND_MS = 3000.0
+
+
+@dataclass
+class SeedResult:
+    seed: int
+    nodes: int
+    profile: str
+    steps: int = 0
+    faults: int = 0
+    messages: int = 0
+    writes_ok: int = 0
+    reads_ok: int = 0
+    error: str | None = None
+    trace: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def replay_command(self) -> str:
+        return f"python -m zraft.sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile}"
+
+
+def pick(seed: int) -> tuple[int, str]:
+    """The cluster size and fault profile a seed runs with by default."""
+    rng = random.Random(f"shape-{seed}")
+    n = rng.choices((3, 5, 7), weights=(5, 4, 2))[0]
+    return n, rng.choice(PROFILES)
+
+
+def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
+             compact_every: int | None = None) -> SeedResult:
+    dn, dp = pick(seed)
+    n = nodes or dn
+    prof = profile or dp
+    res = SeedResult(seed, n, prof)
+    rng = random.Random(seed * 7919 + 17)
+    net = NetConfig()
+    if prof in ("lossy", "churn"):
+        net = NetConfig(drop=rng.uniform(0.02, 0.15), duplicate=rng.uniform(0.0, 0.1),
+                        long_delay=rng.uniform(0.0, 0.1))
+    if compact_every is None:
+        compact_every = rng.choice((0, 10, 40, 200))
+    c = SimCluster(n, seed, net, compact_every=compact_every)
+    try:
+        _drive(c, rng, prof, duration_ms)
+    except Violation as e:
+        res.error = str(e)
+    except Exception:  # a crash inside the core is a failure too, with its traceback
+        res.error = traceback.format_exc(limit=8)
+    res.steps = c.steps
+    res.faults = c.faults
+    res.messages = c.messages_sent
+    res.writes_ok = c.stats["writes_ok"]
+    res.reads_ok = c.stats["reads_ok"]
+    if res.error is not None:
+        res.trace = c.log_lines[-40:]
+    return res
+
+
+def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> None:
+    ids = list(c.nodes)
+    stopped = False
+    hints = {cl: rng.choice(ids) for cl in range(3)}
+
+    def client_op(cl: int) -> None:
+        if stopped:
+            return
+        target = hints[cl] if rng.random() < 0.85 else rng.choice(ids)
+        key = rng.choice(KEYS)
+        if rng.random() < 0.6:
+            accepted, hint = c.client_write(cl, target, key)
+            if not accepted:
+                hints[cl] = hint or rng.choice(ids)
+        elif not c.client_read(cl, target, key):
+            hints[cl] = rng.choice(ids)
+        c.at(rng.uniform(5, 60), lambda: client_op(cl))
+
+    for cl in hints:
+        c.at(rng.uniform(0, 100), functools.partial(client_op, cl))
+
+    def expire() -> None:
+        c.expire_clients(2000.0)
+        c.at(250.0, expire)
+
+    c.at(250.0, expire)
+
+    fault_end = duration_ms
+    crashed: set[int] = set()
+
+    def nemesis() -> None:
+        if c.now >= fault_end:
+            return
+        kinds = {
+            "partitions": ("partition",),
+            "crashes": ("crash",),
+            "churn": ("partition", "crash"),
+        }.get(prof, ())
+        if kinds:
+            kind = rng.choice(kinds)
+            if kind == "partition":
+                _random_partition(c, rng, ids)
+                if rng.random() < 0.5:
+                    c.at(rng.uniform(200, 1500), c.heal)
+            else:
+                if crashed and rng.random() < 0.5:
+                    i = rng.choice(sorted(crashed))
+                    crashed.discard(i)
+                    c.restart(i)
+                elif len(crashed) < (len(ids) - 1) // 2 + (1 if rng.random() < 0.2 else 0):
+                    ld = c.leader()
+                    i = ld if ld is not None and rng.random() < 0.5 else rng.choice(ids)
+                    if i not in crashed:
+                        if rng.random() < 0.3 and ld == i:
+                            # Figure 8: crash the leader right after it takes a proposal.
+                            c.client_write(9, i, rng.choice(KEYS))
+                        crashed.add(i)
+                        c.crash(i)
+        c.at(rng.uniform(100, 800), nemesis)
+
+    c.at(rng.uniform(200, 600), nemesis)
+    c.run_for(fault_end)
+
+    # Heal everything; from here on the network is reliable.
+    c.heal()
+    for i in sorted(crashed):
+        c.restart(i)
+    c.net = NetConfig()
+    c.note("all faults healed")
+    # A leader may still change once after the heal (a node cut off until then may legitimately win a
+    # pre-vote); a write to a deposed leader is lost, so the client tries again, as a real one would.
+    for attempt in range(3):
+        if not c.run_until(lambda: c.stable_leader() is not None, LEADER_BOUND_MS):
+            raise Violation(f"liveness: no stable leader within {LEADER_BOUND_MS:.0f} ms "
+                            f"({LEADER_BOUND_MS / TICK_MS:.0f} ticks) after the faults healed")
+        ld = c.stable_leader()
+        assert ld is not None
+        accepted, _ = c.client_write(99, ld, "final")
+        if not accepted:
+            raise Violation(f"liveness: stable leader {ld} refused a proposal")
+        if c.run_until(lambda: "final" in c.acked, COMMIT_BOUND_MS):
+            break
+        if attempt == 2:
+            raise Violation(f"liveness: three proposals after the heal did not commit within {COMMIT_BOUND_MS:.0f} ms")
+    stopped = True
+    if not c.run_until(lambda: not c.pending_writes and not c.pending_reads, COMMIT_BOUND_MS):
+        raise Violation(f"liveness: client requests still pending {COMMIT_BOUND_MS:.0f} ms after the clients stopped")
+
+    def settled() -> bool:
+        leader = c.leader()
+        r = c.nodes[leader].raft if leader is not None else None
+        return r is not None and r.log.commit == r.log.last_index and all(
+            n.applied == r.log.commit for n in c.nodes.values())
+
+    if not c.run_until(settled, COMMIT_BOUND_MS):
+        raise Violation(f"liveness: the nodes did not all apply the leader's log within {COMMIT_BOUND_MS:.0f} ms")
+    c.check_converged()
+
+
+def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None:
+    shape = rng.choice(("isolate", "isolate_leader", "split", "bridge", "one_way"))
+    ld = c.leader()
+    if shape in ("isolate", "isolate_leader"):
+        i = ld if shape == "isolate_leader" and ld is not None else rng.choice(ids)
+        c.isolate(i)
+    elif shape == "split":
+        shuffled = ids[:]
+        rng.shuffle(shuffled)
+        k = rng.randint(1, len(ids) // 2)
+        c.partition(shuffled[:k], shuffled[k:])
+    elif shape == "bridge":
+        # Two halves that can both reach one bridge node (Jepsen's "bridge").
+        shuffled = ids[:]
+        rng.shuffle(shuffled)
+        rest = shuffled[1:]  # shuffled[0] is the bridge: it keeps its links to both sides
+        half = len(rest) // 2
+        c.heal()
+        for x in rest[:half]:
+            for y in rest[half:]:
+                c.cut(x, y)
+    else:
+        src = rng.choice(ids)
+        dst = rng.choice([x for x in ids if x != src])
+        c.cut(src, dst, both=False)
+
+
+def _run(args: tuple[int, int | None, str | None, float, int | None]) -> SeedResult:
+    seed, nodes, profile, duration, compact = args
+    return run_seed(seed, nodes, profile, duration, compact)
+
+
+def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
+             duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None) -> Iterator[SeedResult]:
+    """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
+    work = [(s, nodes, profile, duration_ms, compact_every) for s in seeds]
+    if jobs <= 1:
+        yield from map(_run, work)
+        return
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        yield from pool.imap(_run, work, chunksize=8)
