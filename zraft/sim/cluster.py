@@ -19,6 +19,7 @@ from zraft.core import (
     EntryKind,
     HardState,
     Message,
+    MsgType,
     NotLeader,
     Options,
     Raft,
@@ -136,6 +137,10 @@ class SimCluster:
                                                   snapshot_timeout_ticks=20)
         self.config = ClusterConfig(tuple(range(1, n + 1)))
         self.compact_every = compact_every
+        self.crash_after_vote = 0.0
+        """Probability of crashing a node right after it grants a vote (it restarts a moment later)."""
+        self.crash_points = False
+        """Crash nodes between persisting a ready batch and sending it (see ``_process``)."""
         self.nodes = {i: SimNode(i) for i in self.config.voters}
         self.now = 0.0
         self._seq = 0
@@ -270,7 +275,7 @@ class SimCluster:
             node.applied = 0
         # Like a real node, replay the committed log before serving anything.
         self._process(node)
-        if node.applied < node.max_applied:
+        if node.up and node.applied < node.max_applied:
             raise Violation(f"node {node.id} restarted with applied {node.applied} < {node.max_applied} before")
 
     def crash(self, i: int) -> None:
@@ -286,6 +291,11 @@ class SimCluster:
         for key in [k for k in self.pending_reads if k[0] == i]:
             del self.pending_reads[key]
             self.stats["reads_failed"] += 1
+
+    def _crash_restart(self, i: int) -> None:
+        if self.nodes[i].up:
+            self.crash(i)
+            self.at(self.rng.uniform(0.1, 3.0), lambda: self.restart(i))
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -338,8 +348,22 @@ class SimCluster:
             if rd.hard_state.commit < node.max_commit:
                 raise Violation(f"node {node.id}: commit went back from {node.max_commit} to {rd.hard_state.commit}")
             node.max_commit = rd.hard_state.commit
+        if self.crash_points and self.rng.random() < (
+            0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.001
+        ):
+            # A crash after the batch is durable but before any of it is sent or applied; often right after
+            # winning an election, so that a new leader's no-op never leaves it (the Figure 8 pattern).
+            self.crash(node.id)
+            self.at(self.rng.uniform(20.0, 1500.0), lambda: self.restart(node.id))
+            return
+        voted = False
         for m in rd.messages:
             self._send(m)
+            voted = voted or (m.type == MsgType.VOTE_RESP and not m.reject)
+        if voted and self.crash_after_vote and self.rng.random() < self.crash_after_vote:
+            # The classic test for an unpersisted vote: crash the voter right after it votes, bring it straight
+            # back, and let a rival ask in the same term.
+            self.at(0.0, lambda: self._crash_restart(node.id))
         if rd.snapshot is not None:
             snap = rd.snapshot
             if snap.index < node.applied:

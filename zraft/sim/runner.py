@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from zraft.core import Options
+
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn")
@@ -63,7 +65,21 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
                         long_delay=rng.uniform(0.0, 0.1))
     if compact_every is None:
         compact_every = rng.choice((0, 10, 40, 200))
-    c = SimCluster(n, seed, net, compact_every=compact_every)
+    # The core's own settings vary too: small messages and windows split a new leader's no-op from the entries
+    # before it (what makes a Figure 8 bug observable), and PreVote/CheckQuorum off gives split votes.
+    options = Options(
+        election_ticks=10,
+        heartbeat_ticks=rng.choice((1, 2, 3)),
+        pre_vote=rng.random() < 0.75,
+        check_quorum=rng.random() < 0.75,
+        max_msg_entries=rng.choice((1, 3, 64, 1024)),
+        max_inflight=rng.choice((1, 4, 16, 64)),
+        snapshot_timeout_ticks=20,
+    )
+    c = SimCluster(n, seed, net, options, compact_every=compact_every)
+    if prof in ("crashes", "churn"):
+        c.crash_after_vote = 0.3
+        c.crash_points = True
     try:
         _drive(c, rng, prof, duration_ms)
     except Violation as e:
@@ -148,6 +164,8 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> 
     for i in sorted(crashed):
         c.restart(i)
     c.net = NetConfig()
+    c.crash_points = False
+    c.crash_after_vote = 0.0
     c.note("all faults healed")
     # A leader may still change once after the heal (a node cut off until then may legitimately win a
     # pre-vote); a write to a deposed leader is lost, so the client tries again, as a real one would.
