@@ -1,0 +1,139 @@
+"""The file operations storage needs, behind one small interface, so tests can swap in a disk that crashes.
+
+``OsDisk`` is the real one. Its rules: data written is durable only after ``sync``; a new file or a rename is
+durable only after ``sync_dir`` of its directory; after a failed ``sync`` nothing written since the last good
+one may be assumed durable (Linux may drop the dirty pages: "fsyncgate"), so callers must stop, not retry.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+
+class AppendFile(Protocol):
+    """A file written at its logical end, which may be before its physical end (preallocated zeros)."""
+
+    def write(self, data: bytes) -> None: ...
+    def sync(self) -> None: ...
+    def zero(self, start: int, stop: int) -> None: ...
+    def size(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class Disk(Protocol):
+    def listdir(self, path: str) -> list[str]: ...
+    def makedirs(self, path: str) -> None: ...
+    def exists(self, path: str) -> bool: ...
+    def read(self, path: str) -> bytes: ...
+    def open_append(self, path: str, end: int) -> AppendFile: ...
+    def preallocate(self, path: str, size: int) -> None: ...
+    def write_atomic(self, path: str, data: bytes, sync: bool) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def rename(self, src: str, dst: str) -> None: ...
+    def sync_dir(self, path: str) -> None: ...
+
+
+class OsAppendFile:
+    def __init__(self, path: str, end: int, fsync: bool) -> None:
+        self.path = path
+        self._fsync = fsync
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._end = end
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(self._fd, view, self._end)
+            view = view[n:]
+            self._end += n
+
+    def sync(self) -> None:
+        if self._fsync:
+            os.fdatasync(self._fd)
+
+    def zero(self, start: int, stop: int) -> None:
+        """Overwrite [start, stop) with zeros, make it durable, and make ``start`` the logical end."""
+        if stop > start:
+            os.pwrite(self._fd, bytes(stop - start), start)
+        if self._fsync:
+            os.fsync(self._fd)
+        self._end = start
+
+    def size(self) -> int:
+        return self._end
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class OsDisk:
+    """The real file system. With ``fsync=False`` nothing is ever forced to disk: unsafe, for tests and
+    benchmarks only (``Storage`` says so loudly)."""
+
+    def __init__(self, fsync: bool = True) -> None:
+        self.fsync = fsync
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(path)
+
+    def read(self, path: str) -> bytes:
+        with open(path, "rb") as f:
+            return f.read()
+
+    def open_append(self, path: str, end: int) -> AppendFile:
+        return OsAppendFile(path, end, self.fsync)
+
+    def preallocate(self, path: str, size: int) -> None:
+        """Create ``path`` filled with ``size`` zero bytes, really written (not a sparse or unwritten extent, so
+        later overwrites need no metadata update), and durable. Written to a temporary name, then renamed."""
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            chunk = bytes(min(size, 1 << 20))
+            left = size
+            while left > 0:
+                left -= os.write(fd, chunk[: min(left, len(chunk))])
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        self.sync_dir(os.path.dirname(path) or ".")
+
+    def write_atomic(self, path: str, data: bytes, sync: bool) -> None:
+        """Write a temporary file, fsync it, rename it over ``path``, fsync the directory."""
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if sync and self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        if sync:
+            self.sync_dir(os.path.dirname(path) or ".")
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def sync_dir(self, path: str) -> None:
+        if not self.fsync:
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

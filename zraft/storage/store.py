@@ -1,0 +1,346 @@
+"""A node's durable state: the Raft log, its hard state and its snapshots, in one directory.
+
+    <data-dir>/log/<seq:016x>.seg     append-only segments of checksummed records (see ``records``)
+    <data-dir>/snap/<index>-<term>.snap  the newest two snapshots (see ``snapshots``)
+
+Every ``save`` is one write and one fsync: the entries of a ready batch, its hard state and (for an installed
+snapshot) a snapshot marker go into the active segment together (group commit). Truncating a conflicting
+suffix writes nothing special: an entry record replaces every entry at its index or above when the log is
+replayed, so the only physical deletions are whole segments that a snapshot covers. A crash at any point
+leaves a log that replays to a state the node really persisted: a torn last record is cut off with a warning;
+damage anywhere else stops the node with the file and offset.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from zraft.core import Entry, HardState, Snapshot
+
+from . import records as rec
+from . import snapshots
+from .disk import AppendFile, Disk, OsDisk
+from .records import CorruptionError
+
+log = logging.getLogger("zraft.storage")
+
+SEGMENT_BYTES = 64 << 20
+"""A new segment is started once the active one reaches this size."""
+SEG_SUFFIX = ".seg"
+
+
+class StorageError(Exception):
+    """Writing to disk failed (a full disk, an I/O error, a failed fsync). Nothing written since the last
+    successful save may be assumed durable, so the storage refuses all further writes: the node must stop and be
+    restarted, which recovers from what is really on disk."""
+
+
+@dataclass
+class Segment:
+    seq: int
+    path: str
+    max_index: int = 0
+    """The highest entry index written to this segment (an upper bound on its live entries)."""
+    end: int = 0
+    """Where its data ends (the rest is preallocated zeros)."""
+
+
+@dataclass
+class Recovered:
+    """What a node restarts from."""
+
+    hard_state: HardState
+    snapshot: Snapshot | None
+    entries: list[Entry]
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Replay:
+    """Rebuilds the log by replaying records in order (the rules in the module docstring)."""
+
+    def __init__(self) -> None:
+        self.base_index = 0
+        self.base_term: int | None = 0
+        self.entries: list[Entry] = []
+        self.hard_state = HardState()
+        self.snapshot_mark: tuple[int, int] | None = None
+
+    @property
+    def last(self) -> int:
+        return self.base_index + len(self.entries)
+
+    def batch(self, items: list[list[Any]]) -> None:
+        """Consecutive entries as [index, term, kind, data]: the first replaces any entry at its index or above."""
+        first = items[0][0]
+        skip = self.base_index + 1 - first
+        if skip > 0:  # partly covered by the snapshot
+            items = items[skip:]
+            first += skip
+        if not items:
+            return
+        if first > self.last + 1:
+            # A gap: the entries before it were in segments deleted after a snapshot covered them. A later
+            # snapshot marker must cover the gap, or the log is broken (checked at the end).
+            self.base_index, self.base_term, self.entries = first - 1, None, []
+        else:
+            del self.entries[first - self.base_index - 1 :]
+        for i, (index, _, _, _) in enumerate(items):
+            if index != first + i:
+                raise ValueError(f"entries out of order at index {index}")
+        self.entries.extend(Entry(*x) for x in items)
+
+    def snapshot(self, index: int, term: int) -> None:
+        if index == 0:
+            return  # "no snapshot yet", as restated at the start of a segment
+        self.snapshot_mark = (index, term)
+        if index < self.base_index:
+            return
+        # Raft §7: keep the entries after the snapshot if the log has its last entry; else drop them all.
+        if index <= self.last and (
+            (index == self.base_index and self.base_term in (term, None))
+            or (index > self.base_index and self.entries[index - self.base_index - 1].term == term)
+        ):
+            del self.entries[: index - self.base_index]
+        else:
+            self.entries = []
+        self.base_index, self.base_term = index, term
+
+
+class Storage:
+    def __init__(self, path: str, fsync: bool = True, disk: Disk | None = None,
+                 segment_bytes: int = SEGMENT_BYTES, background_prealloc: bool | None = None) -> None:
+        """Open (creating if needed) and recover the data directory ``path``. ``fsync=False`` is UNSAFE: data
+        is not forced to disk and a machine crash can lose acknowledged writes (tests and benchmarks only)."""
+        self.path = path
+        self.disk = disk or OsDisk(fsync=fsync)
+        self.fsync = fsync
+        self.segment_bytes = segment_bytes
+        self.log_dir = f"{path}/log"
+        self.snap_dir = f"{path}/snap"
+        self._failed: BaseException | None = None
+        self._segments: list[Segment] = []
+        self._active: AppendFile | None = None
+        self.background_prealloc = isinstance(self.disk, OsDisk) if background_prealloc is None \
+            else background_prealloc
+        self._spare: tuple[threading.Thread, list[BaseException]] | None = None
+        self._spare_path = f"{self.log_dir}/spare.prealloc"
+        if not fsync:
+            log.warning("path=%s event=unsafe_no_fsync writes are not forced to disk; acknowledged data can be "
+                        "lost in a crash", path)
+        for d in (path, self.log_dir, self.snap_dir):
+            self.disk.makedirs(d)
+        self.recovered = self._recover()
+        self._hard_state = self.recovered.hard_state
+        s = self.recovered.snapshot
+        self._snapshot_mark = (s.index, s.term) if s else (0, 0)
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> Recovered:
+        warnings: list[str] = []
+        names = [n for n in self.disk.listdir(self.log_dir) if n.endswith(SEG_SUFFIX)]
+        seqs = []
+        for n in names:
+            try:
+                seqs.append(int(n[: -len(SEG_SUFFIX)], 16))
+            except ValueError:
+                raise CorruptionError(f"{self.log_dir}/{n}", 0, "unexpected file name in the log directory",
+                                      "remove files zraft did not write from the log directory") from None
+        seqs.sort()
+        for a, b in itertools.pairwise(seqs):
+            if b != a + 1:
+                raise CorruptionError(f"{self.log_dir}/{self._seg_name(a + 1)}", 0, "segment is missing")
+        rp = _Replay()
+        for i, seq in enumerate(seqs):
+            path = f"{self.log_dir}/{self._seg_name(seq)}"
+            last = i == len(seqs) - 1
+            buf = self.disk.read(path)
+            records, end, torn = rec.scan(path, buf, last)
+            seg = Segment(seq, path, end=end)
+            if records and records[0][1][0] != rec.HEADER:
+                raise CorruptionError(path, 0, "segment does not start with a header record")
+            for off, r in records:
+                t = r[0]
+                if t == rec.ENTRIES:
+                    items = r[1]
+                    try:
+                        rp.batch(items)
+                    except (ValueError, TypeError, IndexError) as e:
+                        raise CorruptionError(path, off, f"malformed entries record ({e})") from None
+                    if items and items[-1][0] > seg.max_index:
+                        seg.max_index = items[-1][0]
+                elif t == rec.HARD_STATE:
+                    rp.hard_state = HardState(r[1], r[2], r[3])
+                elif t == rec.SNAPSHOT:
+                    rp.snapshot(r[1], r[2])
+                elif t == rec.HEADER:
+                    if off != 0 or r[1] != rec.VERSION or r[2] != seq:
+                        raise CorruptionError(path, off, f"bad segment header {r[1:]} (expected version "
+                                              f"{rec.VERSION}, segment {seq})")
+                else:
+                    raise CorruptionError(path, off, f"unknown record type {t}")
+            if torn is not None:
+                msg = (f"{path}: cut off a torn tail at offset {torn.offset} ({torn.why}; {len(buf) - torn.offset}"
+                       " bytes): the last write before a crash never completed, nothing in it was acknowledged")
+                log.warning("event=torn_tail %s", msg)
+                warnings.append(msg)
+                f = self.disk.open_append(path, torn.offset)
+                f.zero(torn.offset, len(buf.rstrip(b"\0")))
+                f.close()
+            if not records:  # a segment created just before a crash, with not even its header
+                self.disk.remove(path)
+                self.disk.sync_dir(self.log_dir)
+                continue
+            self._segments.append(seg)
+        if rp.base_term is None:
+            raise CorruptionError(self.log_dir, 0, f"gap in the log: entries before {rp.base_index + 1} are missing "
+                                  "and no snapshot covers them")
+        snap = None
+        if rp.snapshot_mark is not None:
+            snap = snapshots.read(self.disk, self.snap_dir, *rp.snapshot_mark)
+        hs = rp.hard_state
+        if hs.commit > rp.last:
+            raise CorruptionError(self.log_dir, 0, f"hard state commit {hs.commit} is past the last entry {rp.last}")
+        return Recovered(hs, snap, rp.entries, warnings)
+
+    @staticmethod
+    def _seg_name(seq: int) -> str:
+        return f"{seq:016x}{SEG_SUFFIX}"
+
+    # ------------------------------------------------------------------ writing
+
+    def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+        """Make a ready batch durable: its snapshot (if any), then its entries and hard state, in one write and
+        one fsync. Raises ``StorageError`` (and refuses all later writes) if the disk fails."""
+        self._check()
+        try:
+            if snapshot is not None:
+                snapshots.write(self.disk, self.snap_dir, snapshot)
+            parts: list[bytes] = []
+            if snapshot is not None:
+                parts.append(rec.encode([rec.SNAPSHOT, snapshot.index, snapshot.term]))
+            if entries:
+                parts.append(rec.entries_record(entries))
+            if hard_state is not None:
+                parts.append(rec.encode([rec.HARD_STATE, hard_state.term, hard_state.vote, hard_state.commit]))
+            if not parts:
+                return
+            f = self._writable()
+            f.write(b"".join(parts))
+            f.sync()
+        except OSError as e:
+            self._fail(e)
+        if snapshot is not None:
+            self._snapshot_mark = (snapshot.index, snapshot.term)
+            self._after_snapshot(snapshot.index)
+        if entries:
+            seg = self._segments[-1]
+            seg.max_index = max(seg.max_index, entries[-1].index)
+        if hard_state is not None:
+            self._hard_state = hard_state
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot the state machine took, then drop the log segments it makes unnecessary."""
+        self.save(None, [], snapshot)
+
+    def _after_snapshot(self, index: int) -> None:
+        # Whole segments before the active one whose entries the snapshot covers are no longer needed.
+        try:
+            while len(self._segments) > 1 and self._segments[0].max_index <= index:
+                self.disk.remove(self._segments.pop(0).path)
+            self.disk.sync_dir(self.log_dir)
+            names = sorted((p, n) for n in self.disk.listdir(self.snap_dir) if (p := snapshots.parse_name(n)))
+            for _, n in names[:-2]:  # keep the newest two
+                self.disk.remove(f"{self.snap_dir}/{n}")
+        except OSError as e:
+            self._fail(e)
+
+    def _writable(self) -> AppendFile:
+        f = self._active
+        if f is None and self._segments:  # after a restart, go on writing the last segment
+            last = self._segments[-1]
+            f = self._active = self.disk.open_append(last.path, last.end)
+        if f is not None:
+            if f.size() < self.segment_bytes:
+                return f
+            f.close()
+            self._active = None
+        seq = self._segments[-1].seq + 1 if self._segments else 1
+        path = f"{self.log_dir}/{self._seg_name(seq)}"
+        self._take_spare(path)
+        f = self.disk.open_append(path, 0)
+        hs = self._hard_state
+        # Each segment restates the hard state and the snapshot mark, so older segments can be deleted.
+        f.write(rec.encode([rec.HEADER, rec.VERSION, seq])
+                + rec.encode([rec.HARD_STATE, hs.term, hs.vote, hs.commit])
+                + rec.encode([rec.SNAPSHOT, *self._snapshot_mark]))
+        f.sync()
+        self._segments.append(Segment(seq, path))
+        self._active = f
+        self._start_spare()
+        return f
+
+    # Preallocation: a zero-filled segment is prepared in a background thread (the writes release the GIL), so
+    # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path.
+
+    def _start_spare(self) -> None:
+        if not self.background_prealloc or self._spare is not None:
+            return
+        result: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self.disk.preallocate(self._spare_path, self.segment_bytes)
+            except BaseException as e:  # reported when the spare is taken
+                result.append(e)
+
+        t = threading.Thread(target=work, name="zraft-prealloc", daemon=True)
+        self._spare = (t, result)
+        t.start()
+
+    def _take_spare(self, path: str) -> None:
+        spare = self._spare
+        self._spare = None
+        if spare is not None:
+            t, result = spare
+            t.join()
+            if not result:
+                self.disk.rename(self._spare_path, path)
+                self.disk.sync_dir(self.log_dir)
+                return
+        self.disk.preallocate(path, self.segment_bytes)
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"{self.path}: storage failed earlier ({self._failed}); the node must restart")
+
+    def _fail(self, e: OSError) -> None:
+        self._failed = e
+        what = "the disk is full" if e.errno == errno.ENOSPC else f"I/O error: {e}"
+        raise StorageError(f"{self.path}: {what}. Nothing written since the last successful save can be trusted "
+                           "to be durable; this node stops acknowledging writes and must be restarted") from e
+
+    def close(self) -> None:
+        if self._spare is not None:
+            self._spare[0].join()
+            self._spare = None
+        if self._active is not None:
+            try:
+                self._active.close()
+            finally:
+                self._active = None
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def disk_usage(self) -> dict[str, int]:
+        """Segment count and the snapshot index, for status reports."""
+        return {"segments": len(self._segments), "snapshot_index": self._snapshot_mark[0]}
