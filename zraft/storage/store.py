@@ -18,7 +18,7 @@ import itertools
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from zraft.core import Entry, HardState, Snapshot
 
@@ -129,6 +129,10 @@ class Storage:
             else background_prealloc
         self._spare: tuple[threading.Thread, list[BaseException]] | None = None
         self._spare_path = f"{self.log_dir}/spare.prealloc"
+        self._lock = threading.Lock()  # guards the active segment and the counters below
+        self._sync_lock = threading.Lock()  # held across an fsync; taken first (before _lock) by a roll
+        self._written = 0  # batches written
+        self._synced = 0  # batches known durable
         if not fsync:
             log.warning("path=%s event=unsafe_no_fsync writes are not forced to disk; acknowledged data can be "
                         "lost in a crash", path)
@@ -217,32 +221,64 @@ class Storage:
     def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
         """Make a ready batch durable: its snapshot (if any), then its entries and hard state, in one write and
         one fsync. Raises ``StorageError`` (and refuses all later writes) if the disk fails."""
+        self.write(hard_state, entries, snapshot)
+        self.sync()
+
+    def write(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> int:
+        """Write a batch without waiting for the disk; returns its sequence number. The batch is durable once a
+        ``sync()`` -- which may run in another thread, overlapping the next writes (group commit) -- returns
+        a number at least as large. A batch with a snapshot is made durable before this returns."""
         self._check()
+        parts: list[bytes] = []
+        if snapshot is not None:
+            parts.append(rec.encode([rec.SNAPSHOT, snapshot.index, snapshot.term]))
+        if entries:
+            parts.append(rec.entries_record(entries))
+        if hard_state is not None:
+            parts.append(rec.encode([rec.HARD_STATE, hard_state.term, hard_state.vote, hard_state.commit]))
+        if not parts:
+            return self._written
+        data = b"".join(parts)
         try:
             if snapshot is not None:
                 snapshots.write(self.disk, self.snap_dir, snapshot)
-            parts: list[bytes] = []
-            if snapshot is not None:
-                parts.append(rec.encode([rec.SNAPSHOT, snapshot.index, snapshot.term]))
-            if entries:
-                parts.append(rec.entries_record(entries))
-            if hard_state is not None:
-                parts.append(rec.encode([rec.HARD_STATE, hard_state.term, hard_state.vote, hard_state.commit]))
-            if not parts:
-                return
-            f = self._writable()
-            f.write(b"".join(parts))
-            f.sync()
+            active = self._active
+            if active is None or active.size() >= self.segment_bytes:
+                with self._sync_lock, self._lock:  # a roll: no sync may be using the old segment
+                    self._roll_if_needed()
+            with self._lock:
+                f = self._active
+                assert f is not None
+                f.write(data)
+                self._written += 1
+                seq = self._written
+                if entries:
+                    seg = self._segments[-1]
+                    seg.max_index = max(seg.max_index, entries[-1].index)
+                if hard_state is not None:
+                    self._hard_state = hard_state
         except OSError as e:
             self._fail(e)
         if snapshot is not None:
+            self.sync()
             self._snapshot_mark = (snapshot.index, snapshot.term)
             self._after_snapshot(snapshot.index)
-        if entries:
-            seg = self._segments[-1]
-            seg.max_index = max(seg.max_index, entries[-1].index)
-        if hard_state is not None:
-            self._hard_state = hard_state
+        return seq
+
+    def sync(self) -> int:
+        """Make every batch written so far durable; returns the sequence number of the newest durable batch."""
+        self._check()
+        with self._sync_lock:
+            with self._lock:
+                f = self._active
+                seq = self._written
+            if seq > self._synced and f is not None:
+                try:
+                    f.sync()
+                except OSError as e:
+                    self._fail(e)
+                self._synced = seq
+            return self._synced
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot the state machine took, then drop the log segments it makes unnecessary."""
@@ -260,14 +296,16 @@ class Storage:
         except OSError as e:
             self._fail(e)
 
-    def _writable(self) -> AppendFile:
+    def _roll_if_needed(self) -> None:
         f = self._active
         if f is None and self._segments:  # after a restart, go on writing the last segment
             last = self._segments[-1]
             f = self._active = self.disk.open_append(last.path, last.end)
         if f is not None:
             if f.size() < self.segment_bytes:
-                return f
+                return
+            f.sync()  # everything written to the old segment is durable before the new one is used
+            self._synced = self._written
             f.close()
             self._active = None
         seq = self._segments[-1].seq + 1 if self._segments else 1
@@ -283,7 +321,6 @@ class Storage:
         self._segments.append(Segment(seq, path))
         self._active = f
         self._start_spare()
-        return f
 
     # Preallocation: a zero-filled segment is prepared in a background thread (the writes release the GIL), so
     # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path.
@@ -319,7 +356,7 @@ class Storage:
         if self._failed is not None:
             raise StorageError(f"{self.path}: storage failed earlier ({self._failed}); the node must restart")
 
-    def _fail(self, e: OSError) -> None:
+    def _fail(self, e: OSError) -> NoReturn:
         self._failed = e
         what = "the disk is full" if e.errno == errno.ENOSPC else f"I/O error: {e}"
         raise StorageError(f"{self.path}: {what}. Nothing written since the last successful save can be trusted "
