@@ -112,13 +112,13 @@ class _Replay:
 
 
 class Storage:
-    def __init__(self, path: str, fsync: bool = True, disk: Disk | None = None,
+    def __init__(self, path: str, unsafe_no_fsync: bool = False, disk: Disk | None = None,
                  segment_bytes: int = SEGMENT_BYTES, background_prealloc: bool | None = None) -> None:
-        """Open (creating if needed) and recover the data directory ``path``. ``fsync=False`` is UNSAFE: data
+        """Open (creating if needed) and recover the data directory ``path``. ``unsafe_no_fsync=True`` is UNSAFE:
         is not forced to disk and a machine crash can lose acknowledged writes (tests and benchmarks only)."""
         self.path = path
-        self.disk = disk or OsDisk(fsync=fsync)
-        self.fsync = fsync
+        self.disk = disk or OsDisk(fsync=not unsafe_no_fsync)
+        self.unsafe_no_fsync = unsafe_no_fsync
         self.segment_bytes = segment_bytes
         self.log_dir = f"{path}/log"
         self.snap_dir = f"{path}/snap"
@@ -133,7 +133,7 @@ class Storage:
         self._sync_lock = threading.Lock()  # held across an fsync; taken first (before _lock) by a roll
         self._written = 0  # batches written
         self._synced = 0  # batches known durable
-        if not fsync:
+        if unsafe_no_fsync:
             log.warning("path=%s event=unsafe_no_fsync writes are not forced to disk; acknowledged data can be "
                         "lost in a crash", path)
         for d in (path, self.log_dir, self.snap_dir):
