@@ -115,7 +115,7 @@ class Storage:
     def __init__(self, path: str, unsafe_no_fsync: bool = False, disk: Disk | None = None,
                  segment_bytes: int = SEGMENT_BYTES, background_prealloc: bool | None = None) -> None:
         """Open (creating if needed) and recover the data directory ``path``. ``unsafe_no_fsync=True`` is UNSAFE:
-        is not forced to disk and a machine crash can lose acknowledged writes (tests and benchmarks only)."""
+        data is not forced to disk and a machine crash can lose acknowledged writes (tests and benchmarks only)."""
         self.path = path
         self.disk = disk or OsDisk(fsync=not unsafe_no_fsync)
         self.unsafe_no_fsync = unsafe_no_fsync
