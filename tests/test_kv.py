@@ -1,0 +1,99 @@
+"""The key-value state machine: operations, limits, exactly-once sessions, expiry, snapshots."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from zraft import kv
+from zraft.kv import Command, KVStore, Op, Status
+
+
+def run(store: KVStore, *cmds: Command) -> list[Status]:
+    out = []
+    for c in cmds:
+        out.append(store.apply(store.applied + 1, c.encode())[2])
+    return out
+
+
+def test_put_append_delete_get() -> None:
+    s = KVStore()
+    assert run(s, Command(Op.APPEND, 1, 1, 1, b"k", b"a"), Command(Op.APPEND, 1, 2, 1, b"k", b"b")) == [Status.OK] * 2
+    assert s.get(b"k") == b"ab"  # a missing key appends to the empty value
+    run(s, Command(Op.PUT, 1, 3, 1, b"k", b"x"))
+    assert s.get(b"k") == b"x"
+    run(s, Command(Op.DELETE, 1, 4, 1, b"k"))
+    assert s.get(b"k") is None
+
+
+def test_retried_append_is_applied_once() -> None:
+    s = KVStore()
+    c = Command(Op.APPEND, 7, 1, 1, b"k", b"x")
+    assert run(s, c, c, c) == [Status.OK] * 3
+    assert s.get(b"k") == b"x"
+
+
+def test_pipelined_requests_and_retries_out_of_order() -> None:
+    s = KVStore()
+    cmds = [Command(Op.APPEND, 3, q, 1, b"k", b"%d" % q) for q in range(1, 6)]
+    run(s, *cmds[2:], *cmds[:2], *cmds)  # 3,4,5 then 1,2 then every one retried
+    assert sorted(s.get(b"k") or b"") == sorted(b"34512")
+
+
+def test_acknowledged_replies_are_forgotten() -> None:
+    s = KVStore()
+    run(s, *(Command(Op.PUT, 1, q, 1, b"k", b"v") for q in range(1, 11)))
+    run(s, Command(Op.PUT, 1, 11, 11, b"k", b"w"))
+    assert set(s.sessions[1].replies) == {11}
+    assert run(s, Command(Op.APPEND, 1, 3, 11, b"k", b"!")) == [Status.SESSION_EXPIRED]
+    assert s.get(b"k") == b"w"
+
+
+def test_limits() -> None:
+    s = KVStore()
+    big = b"x" * (kv.MAX_VALUE_BYTES + 1)
+    assert run(s, Command(Op.PUT, 1, 1, 1, b"k" * (kv.MAX_KEY_BYTES + 1), b"v")) == [Status.TOO_LARGE]
+    assert run(s, Command(Op.PUT, 1, 2, 1, b"k", big)) == [Status.TOO_LARGE]
+    run(s, Command(Op.PUT, 1, 3, 1, b"k", b"x" * kv.MAX_VALUE_BYTES))
+    assert run(s, Command(Op.APPEND, 1, 4, 1, b"k", b"y")) == [Status.TOO_LARGE]
+    assert len(s.get(b"k") or b"") == kv.MAX_VALUE_BYTES
+    assert kv.check_limits(b"k", big) is not None and kv.check_limits(b"k", b"v") is None
+
+
+def test_sessions_expire_by_log_position(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kv, "SESSION_EXPIRY_ENTRIES", 100)
+    monkeypatch.setattr(kv, "EXPIRY_CHECK_EVERY", 10)
+    s = KVStore()
+    run(s, Command(Op.PUT, 1, 1, 1, b"k", b"v"))
+    for _ in range(200):
+        s.apply_noop(s.applied + 1)
+    assert 1 not in s.sessions
+    # The client comes back with a later request: it cannot be told whether it applied, so it is refused.
+    assert run(s, Command(Op.APPEND, 1, 2, 2, b"k", b"x")) == [Status.SESSION_EXPIRED]
+    assert s.get(b"k") == b"v"
+
+
+def test_snapshot_round_trip_keeps_sessions() -> None:
+    rng = random.Random(1)
+    s = KVStore()
+    for q in range(1, 200):
+        run(s, Command(rng.choice(list(Op)), rng.randrange(5), q, max(1, q - 10), b"k%d" % rng.randrange(9),
+                       rng.randbytes(5)))
+    t = KVStore.restore(s.snapshot())
+    assert t.state() == s.state()
+    # A retry after a restore from the snapshot is still answered from the session, not applied again.
+    last = Command(Op.APPEND, 42, 1, 1, b"z", b"once")
+    run(s, last)
+    t = KVStore.restore(s.snapshot())
+    run(t, last)
+    assert t.get(b"z") == b"once"
+
+
+def test_snapshot_of_unknown_format_is_refused() -> None:
+    import msgpack
+
+    with pytest.raises(ValueError, match="format 9"):
+        KVStore.restore(msgpack.packb([9, 0, {}, {}]))
+    with pytest.raises(ValueError, match="does not decode"):
+        KVStore.restore(b"\xc1garbage")

@@ -1,0 +1,187 @@
+"""The replicated key-value state machine, with client sessions for exactly-once writes.
+
+Pure and deterministic: every node applies the same commands in the same order and ends in the same state.
+Keys and values are bytes. Writes (Put, Append, Delete) travel through the Raft log as commands; reads are
+served from ``get`` once Raft says it is safe (ReadIndex) or, for stale reads, at once.
+
+Exactly-once (Raft dissertation §6.3): each client has an id and numbers its requests 1, 2, 3, ...; each
+command also carries the lowest sequence number whose reply the client may still need (``ack``). A session
+keeps the replies of the client's requests from ``ack`` on, so a retried request gets the recorded reply
+instead of being applied twice, even with many requests in flight. Sessions are part of the replicated state
+(and of snapshots) and expire by log position -- a session unused for ``SESSION_EXPIRY_ENTRIES`` log entries is
+dropped at a deterministic point -- never by a node's own clock. A request from an expired session is refused
+(its outcome cannot be known), never applied.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+MAX_KEY_BYTES = 1024
+"""Keys longer than this are refused."""
+MAX_VALUE_BYTES = 1 << 20
+"""A value (after an Append, too) longer than this is refused."""
+SESSION_EXPIRY_ENTRIES = 1_000_000
+"""A client session unused for this many log entries expires."""
+EXPIRY_CHECK_EVERY = 4096
+"""Sessions are checked for expiry at every log index that is a multiple of this."""
+SNAPSHOT_FORMAT = 1
+
+
+class Op(enum.IntEnum):
+    PUT = 1
+    APPEND = 2
+    DELETE = 3
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    TOO_LARGE = 1
+    """The key or the resulting value is over its limit: nothing was changed."""
+    SESSION_EXPIRED = 2
+    """The client's session expired (or the request was already acknowledged): nothing was applied."""
+    BAD_COMMAND = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    op: Op
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+    value: bytes = b""
+
+    def encode(self) -> bytes:
+        out: bytes = msgpack.packb([int(self.op), self.client, self.seq, self.ack, self.key, self.value],
+                                   use_bin_type=True)
+        return out
+
+    @staticmethod
+    def decode(data: bytes) -> Command:
+        op, client, seq, ack, key, value = msgpack.unpackb(data, raw=False)
+        return Command(Op(op), client, seq, ack, key, value)
+
+
+def check_limits(key: bytes, value: bytes = b"") -> str | None:
+    """Why a request is over the limits, or None. Checked by clients and nodes before proposing."""
+    if len(key) > MAX_KEY_BYTES:
+        return f"key is {len(key)} bytes; the limit is {MAX_KEY_BYTES}"
+    if len(value) > MAX_VALUE_BYTES:
+        return f"value is {len(value)} bytes; the limit is {MAX_VALUE_BYTES}"
+    return None
+
+
+@dataclass(slots=True)
+class Session:
+    last_index: int
+    """The log index of the session's newest command (for expiry)."""
+    ack: int = 1
+    replies: dict[int, int] = field(default_factory=dict)
+    """seq -> status of requests at or above ``ack``."""
+
+
+class KVStore:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.sessions: dict[int, Session] = {}
+        self.applied = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def apply(self, index: int, data: bytes) -> tuple[int, int, Status]:
+        """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with."""
+        if index != self.applied + 1:
+            raise ValueError(f"apply out of order: {index} after {self.applied}")
+        self.applied = index
+        try:
+            cmd = Command.decode(data)
+        except Exception:
+            status = Status.BAD_COMMAND  # never proposed by a correct node; applied as a no-op everywhere
+            self._maybe_expire(index)
+            return 0, 0, status
+        status = self._apply_session(index, cmd)
+        self._maybe_expire(index)
+        return cmd.client, cmd.seq, status
+
+    def apply_noop(self, index: int) -> None:
+        """An entry with no command (a leader's no-op)."""
+        if index != self.applied + 1:
+            raise ValueError(f"apply out of order: {index} after {self.applied}")
+        self.applied = index
+        self._maybe_expire(index)
+
+    def _apply_session(self, index: int, cmd: Command) -> Status:
+        s = self.sessions.get(cmd.client)
+        if s is None:
+            if cmd.ack > 1:
+                # A client we have no session for, already past its first request: its session expired, and
+                # whether its earlier requests applied can no longer be told. Refuse rather than risk a double.
+                return Status.SESSION_EXPIRED
+            s = self.sessions[cmd.client] = Session(index)
+        s.last_index = index
+        if cmd.ack > s.ack:
+            s.ack = cmd.ack
+            for q in [q for q in s.replies if q < cmd.ack]:
+                del s.replies[q]
+        if cmd.seq < s.ack:
+            return Status.SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
+        cached = s.replies.get(cmd.seq)
+        if cached is not None:
+            return Status(cached)  # a retry: answer again, apply nothing
+        status = self._execute(cmd)
+        s.replies[cmd.seq] = int(status)
+        return status
+
+    def _execute(self, cmd: Command) -> Status:
+        if check_limits(cmd.key, cmd.value):
+            return Status.TOO_LARGE
+        if cmd.op == Op.PUT:
+            self.data[cmd.key] = cmd.value
+        elif cmd.op == Op.APPEND:
+            old = self.data.get(cmd.key, b"")
+            if len(old) + len(cmd.value) > MAX_VALUE_BYTES:
+                return Status.TOO_LARGE
+            self.data[cmd.key] = old + cmd.value
+        elif cmd.op == Op.DELETE:
+            self.data.pop(cmd.key, None)
+        return Status.OK
+
+    def _maybe_expire(self, index: int) -> None:
+        if index % EXPIRY_CHECK_EVERY:
+            return
+        horizon = index - SESSION_EXPIRY_ENTRIES
+        for c in [c for c, s in self.sessions.items() if s.last_index < horizon]:
+            del self.sessions[c]
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> bytes:
+        sessions = {c: [s.last_index, s.ack, s.replies] for c, s in self.sessions.items()}
+        out: bytes = msgpack.packb([SNAPSHOT_FORMAT, self.applied, self.data, sessions], use_bin_type=True)
+        return out
+
+    @classmethod
+    def restore(cls, blob: bytes) -> KVStore:
+        try:
+            fmt, applied, data, sessions = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        except Exception as e:
+            raise ValueError(f"state machine snapshot does not decode ({e})") from None
+        if fmt != SNAPSHOT_FORMAT:
+            raise ValueError(f"state machine snapshot format {fmt} is not one this version reads "
+                             f"({SNAPSHOT_FORMAT})")
+        kv = cls()
+        kv.applied = applied
+        kv.data = data
+        kv.sessions = {int(c): Session(v[0], v[1], {int(q): r for q, r in v[2].items()}) for c, v in
+                       sessions.items()}
+        return kv
+
+    def state(self) -> Any:
+        """Everything that must agree across nodes (for tests)."""
+        return self.applied, self.data, {c: (s.ack, s.replies) for c, s in self.sessions.items()}
