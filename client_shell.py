@@ -1,0 +1,181 @@
+"""An interactive shell for a zraft cluster.
+
+    python client_shell.py                    # the cluster launcher.py started (./zraft-data/cluster.json)
+    python client_shell.py --nodes 127.0.0.1:5551,127.0.0.1:5552
+    python client_shell.py get mykey          # run one command and exit
+    printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
+
+Commands: put K V, append K V, get K, delete K, status, leader, help, quit; and for a launcher-made cluster
+kill N, pause N, resume N, restart N (process faults: watch an election happen). Keys and values are UTF-8
+text; a value is the rest of the line. put/append/delete print OK, get prints the value or (nil), leader
+prints the leader's node id. Errors go to stderr and make the exit code non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from zraft import chaos, launch
+from zraft.client import Client, ZraftError
+
+HELP = """commands:
+  put K V        store V under K                  append K V   append V to K's value
+  get K          read K (linearizable)            delete K     remove K
+  status         a table of every node            leader       the leader's node id
+  kill N         SIGKILL node N                   pause N      SIGSTOP node N
+  resume N       SIGCONT node N                   restart N    start node N again
+  help           this text                        quit         leave (or Ctrl-D)"""
+
+
+class Shell:
+    def __init__(self, client: Client, cluster: launch.Cluster | None) -> None:
+        self.client = client
+        self.cluster = cluster
+
+    def run(self, line: str) -> str | None:
+        """Execute one command line; returns the text to print, or None to quit. Raises on errors."""
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise ValueError(f"cannot parse the line: {e}") from None
+        if not words:
+            return ""
+        cmd, args = words[0].lower(), words[1:]
+        if cmd in ("quit", "exit"):
+            return None
+        if cmd == "help":
+            return HELP
+        if cmd in ("put", "append"):
+            if len(args) < 2:
+                raise ValueError(f"usage: {cmd} KEY VALUE")
+            value = " ".join(args[1:])
+            (self.client.put if cmd == "put" else self.client.append)(args[0].encode(), value.encode())
+            return "OK"
+        if cmd == "get":
+            self._arity(cmd, args, 1, "KEY")
+            v = self.client.get(args[0].encode())
+            return "(nil)" if v is None else v.decode(errors="replace")
+        if cmd == "delete":
+            self._arity(cmd, args, 1, "KEY")
+            self.client.delete(args[0].encode())
+            return "OK"
+        if cmd == "leader":
+            idx = self.client.find_leader(3.0)
+            if idx is None:
+                raise ZraftError("no leader right now")
+            return str(self.client.status(idx)["node"])
+        if cmd == "status":
+            return self._status()
+        if cmd in ("kill", "pause", "resume", "restart"):
+            self._arity(cmd, args, 1, "NODE")
+            if self.cluster is None:
+                raise ValueError(f"{cmd} needs a launcher-made cluster (cluster.json), not --nodes")
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError(f"usage: {cmd} NODE (a node id)") from None
+            getattr(chaos, cmd)(self.cluster, node)
+            return "OK"
+        raise ValueError(f"unknown command {cmd!r}; type help")
+
+    @staticmethod
+    def _arity(cmd: str, args: list[str], n: int, names: str) -> None:
+        if len(args) != n:
+            raise ValueError(f"usage: {cmd} {names}")
+
+    def _status(self) -> str:
+        rows = [f"{'node':>4}  {'address':<21} {'role':<13} {'term':>5} {'leader':>6} {'commit':>7} {'applied':>7} "
+                f"{'last':>7}"]
+        for i, addr in enumerate(self.client.nodes):
+            try:
+                s = self.client.status(i)
+            except ZraftError:
+                rows.append(f"{'?':>4}  {addr:<21} {'(no answer)':<13}")
+                continue
+            rows.append(f"{s['node']:>4}  {addr:<21} {s['role']:<13} {s['term']:>5} {s['leader']:>6} "
+                        f"{s['commit']:>7} {s['applied']:>7} {s['last_index']:>7}")
+            if s.get("match"):
+                rows.append("      follower match index: " + ", ".join(f"{k}={v}" for k, v in
+                                                                        sorted(s["match"].items())))
+        return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cluster", help=f"a cluster.json (default {launch.DEFAULT_DATA_DIR}/{launch.CLUSTER_FILE})")
+    p.add_argument("--nodes", help="node addresses HOST:PORT,HOST:PORT,... (instead of a cluster file)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request gives up (default 10)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="a command to run once, e.g. get mykey")
+    a = p.parse_args(argv)
+    cluster = None
+    try:
+        if a.nodes:
+            nodes = [n.strip() for n in a.nodes.split(",") if n.strip()]
+        else:
+            cluster = launch.load(a.cluster or launch.DEFAULT_DATA_DIR)
+            nodes = cluster.addresses
+    except launch.LaunchError as e:
+        print(f"client_shell: {e}", file=sys.stderr)
+        return 2
+    shell = Shell(Client(nodes, deadline=a.timeout), cluster)
+    failures = 0
+
+    def do(line: str) -> bool:
+        nonlocal failures
+        try:
+            out = shell.run(line)
+        except (ZraftError, ValueError, chaos.ChaosError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failures += 1
+            return True
+        if out is None:
+            return False
+        if out:
+            print(out, flush=True)
+        return True
+
+    try:
+        if a.command:
+            do(shlex.join(a.command))
+        elif sys.stdin.isatty():
+            try:
+                import readline
+
+                hist = os.path.expanduser("~/.zraft_history")
+                try:
+                    readline.read_history_file(hist)
+                except OSError:
+                    pass
+            except ImportError:
+                readline = None  # type: ignore[assignment]
+            print(f"zraft shell: {len(nodes)} nodes. Type help.")
+            while True:
+                try:
+                    line = input("zraft> ")
+                except EOFError:
+                    print()
+                    break
+                except KeyboardInterrupt:
+                    print()
+                    continue
+                if not do(line):
+                    break
+            if readline is not None:
+                try:
+                    readline.write_history_file(hist)
+                except OSError:
+                    pass
+        else:
+            for line in sys.stdin:
+                if not do(line.rstrip("\n")):
+                    break
+    finally:
+        shell.client.close()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""Start a local zraft cluster and keep it running in the foreground.
+
+    python launcher.py -n 5
+
+Starts five node processes on 127.0.0.1 (ports 5551-5555), data under ./zraft-data, writes
+./zraft-data/cluster.json (read by client_shell.py and zraft.chaos), prints the nodes and who leads, then
+reports leader changes until Ctrl-C or SIGTERM, which stops every node. Running it again on the same data
+directory brings the same cluster back with its data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from typing import Any
+
+from zraft import launch
+
+
+def table(c: launch.Cluster) -> str:
+    st = launch.statuses(c)
+    rows = [f"{'node':>4}  {'address':<21} {'pid':>7}  {'role':<13} {'term':>5} {'commit':>7}  log"]
+    for spec in c.nodes:
+        s = st.get(spec.id)
+        if s is None:
+            rows.append(f"{spec.id:>4}  {spec.address:<21} {spec.pid:>7}  {'(no answer)':<13}")
+        else:
+            rows.append(f"{spec.id:>4}  {spec.address:<21} {spec.pid:>7}  {s['role']:<13} {s['term']:>5} "
+                        f"{s['commit']:>7}  {spec.log}")
+    return "\n".join(rows)
+
+
+def current_leader(c: launch.Cluster) -> tuple[int, int] | None:
+    best = None
+    for s in launch.statuses(c, timeout=0.3).values():
+        if s and s.get("role") == "leader" and (best is None or s["term"] > best[1]):
+            best = (s["node"], s["term"])
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-n", "--nodes", type=int, default=5, help="how many nodes (default 5)")
+    p.add_argument("--base-port", type=int, default=launch.DEFAULT_BASE_PORT,
+                   help=f"node i listens on base-port + i - 1 (default {launch.DEFAULT_BASE_PORT})")
+    p.add_argument("--host", default="127.0.0.1", help="address the nodes bind (default 127.0.0.1)")
+    p.add_argument("--data-dir", default=launch.DEFAULT_DATA_DIR,
+                   help=f"where the nodes keep their data and logs (default {launch.DEFAULT_DATA_DIR})")
+    p.add_argument("--fresh", action="store_true", help="delete the data directory first and start empty")
+    p.add_argument("--tick-ms", type=int, help="milliseconds per Raft tick (node default 50)")
+    p.add_argument("--election-ticks", type=int, help="election timeout in ticks (node default 10)")
+    p.add_argument("--heartbeat-ticks", type=int, help="heartbeat interval in ticks (node default 2)")
+    p.add_argument("--unsafe-no-fsync", action="store_true",
+                   help="UNSAFE: nodes do not fsync; a machine crash can lose acknowledged writes")
+    a = p.parse_args(argv)
+    node_args: list[str] = []
+    for flag in ("tick_ms", "election_ticks", "heartbeat_ticks"):
+        v = getattr(a, flag)
+        if v is not None:
+            node_args += [f"--{flag.replace('_', '-')}", str(v)]
+    if a.unsafe_no_fsync:
+        node_args.append("--unsafe-no-fsync")
+    try:
+        c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args)
+    except launch.LaunchError as e:
+        print(f"launcher: {e}", file=sys.stderr)
+        return 1
+
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        deadline = time.monotonic() + 5
+        ld = None
+        while ld is None and time.monotonic() < deadline and not stopping:
+            ld = current_leader(c)
+            time.sleep(0.1)
+        print(table(c))
+        print(f"leader: node {ld[0]} (term {ld[1]})" if ld else "leader: none yet")
+        print(f"cluster file: {c.file}   shell: python client_shell.py   stop: Ctrl-C", flush=True)
+        while not stopping:
+            time.sleep(1.0)
+            now = current_leader(c)
+            if now != ld and not stopping:
+                print(f"{time.strftime('%H:%M:%S')} leader: " + (f"node {now[0]} (term {now[1]})" if now
+                                                                  else "none"), flush=True)
+                ld = now
+    finally:
+        print("stopping every node...", flush=True)
+        c.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

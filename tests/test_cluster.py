@@ -1,0 +1,256 @@
+"""A real cluster: node processes over ZeroMQ on 127.0.0.1 (free ports from the OS), the client library, the
+shell and the launcher. Every test stops every process it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import zmq
+
+from zraft import chaos, launch
+from zraft.client import Client, RequestRefused
+from zraft.transport import codec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
+    c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
+    try:
+        yield c
+    finally:
+        c.stop()
+        for n in c.nodes:
+            assert not launch._alive(n.pid) or _zombie(n.pid), f"node {n.id} still running"
+
+
+def _zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def leader_id(c: launch.Cluster) -> int:
+    found: list[int] = []
+
+    def one() -> bool:
+        try:
+            found.append(chaos.leader(c))
+            return True
+        except chaos.ChaosError:
+            return False
+
+    wait_until(one, what="a leader")
+    return found[-1]
+
+
+def shell(c: launch.Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--cluster", c.file, *args],
+                          input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_basic_operations_through_library_and_shell(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses) as cl:
+        cl.put(b"k", b"v1")
+        cl.append(b"k", b"+2")
+        cl.append(b"new", b"x")  # a missing key appends to the empty value
+        assert cl.get(b"k") == b"v1+2"
+        assert cl.get(b"new") == b"x"
+        cl.delete(b"new")
+        assert cl.get(b"new") is None
+        with pytest.raises(RequestRefused, match="limit"):
+            cl.put(b"big", b"x" * ((1 << 20) + 1))
+    r = shell(cluster, "get", "k")
+    assert (r.returncode, r.stdout) == (0, "v1+2\n")
+    r = shell(cluster, stdin="put a hello world\nappend a !\nget a\nget missing\ndelete a\nget a\nbogus\n")
+    assert r.stdout.splitlines() == ["OK", "OK", "hello world!", "(nil)", "OK", "(nil)"]
+    assert "unknown command" in r.stderr and r.returncode != 0
+    r = shell(cluster, "leader")
+    assert r.returncode == 0 and int(r.stdout) in (1, 2, 3)
+    r = shell(cluster, "status")
+    assert r.returncode == 0 and "leader" in r.stdout and len(r.stdout.splitlines()) >= 4
+
+
+def test_kill_leader_new_leader_keeps_every_acknowledged_write(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses) as cl:
+        for i in range(20):
+            cl.put(f"k{i}", f"v{i}")
+        old = leader_id(cluster)
+        chaos.kill(cluster, old)
+        cl.put(b"after", b"kill")  # retries until a new leader takes it
+        assert leader_id(cluster) != old
+        for i in range(20):
+            assert cl.get(f"k{i}") == f"v{i}".encode()
+        chaos.restart(cluster, old)
+        wait_until(lambda: _applied(cluster, old) >= _applied(cluster, leader_id(cluster)), what="catch-up")
+
+
+def _applied(c: launch.Cluster, node_id: int) -> int:
+    st = launch.statuses(c).get(node_id)
+    return int(st["applied"]) if st else -1
+
+
+def test_follower_restarts_and_catches_up(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses) as cl:
+        ld = leader_id(cluster)
+        f = next(n.id for n in cluster.nodes if n.id != ld)
+        chaos.kill(cluster, f)
+        for i in range(50):
+            cl.append(b"log", b"%d," % i)
+        chaos.restart(cluster, f)
+        wait_until(lambda: _applied(cluster, f) >= _applied(cluster, ld) > 0, what="follower catch-up")
+        with Client([cluster.node(f).address]) as direct:
+            assert direct.get(b"log", stale=True) == b"".join(b"%d," % i for i in range(50))
+
+
+def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses, deadline=20) as cl:
+        cl.put(b"a", b"1")
+        old = leader_id(cluster)
+        chaos.pause(cluster, old)
+        try:
+            cl.put(b"a", b"2")  # served by a new leader while the old one is frozen
+            new = leader_id(cluster)
+            assert new != old
+        finally:
+            chaos.resume(cluster, old)
+        wait_until(lambda: (launch.statuses(cluster).get(old) or {}).get("role") == "follower", what="step down")
+        wait_until(lambda: _applied(cluster, old) >= _applied(cluster, new), what="old leader catch-up")
+        assert cl.get(b"a") == b"2"
+
+
+def test_all_nodes_killed_and_restarted_lose_nothing(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses) as cl:
+        for i in range(30):
+            cl.append(b"list", b"%d;" % i)
+    for n in cluster.nodes:
+        chaos.kill(cluster, n.id)
+    for n in cluster.nodes:
+        chaos.restart(cluster, n.id)
+    with Client(cluster.addresses, deadline=20) as cl:
+        assert cl.get(b"list") == b"".join(b"%d;" % i for i in range(30))
+
+
+def test_retried_append_is_applied_once(cluster: launch.Cluster) -> None:
+    """The reply to an Append is lost and the client sends the very same request again: applied once."""
+    ld = leader_id(cluster)
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://{cluster.node(ld).address}")
+        req = codec.encode_client({"op": "append", "id": 1, "client": 777, "seq": 1, "ack": 1, "key": b"once",
+                                   "value": b"X"})
+        for _ in range(3):
+            s.send(req)
+            assert s.poll(5000), "no reply"
+            assert codec.decode_reply(s.recv())["ok"]
+    finally:
+        ctx.destroy(linger=0)
+    with Client(cluster.addresses) as cl:
+        assert cl.get(b"once") == b"X"
+
+
+def test_malformed_messages_do_not_hurt_a_node(cluster: launch.Cluster) -> None:
+    ld = leader_id(cluster)
+    addr = cluster.node(ld).address
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://{addr}")
+        bad = [
+            b"",  # empty
+            b"\xc1\xc1\xc1",  # not msgpack
+            msgpack.packb(["C", {"op": "put"}]),  # missing fields
+            msgpack.packb(["C", {"op": "put", "id": 1, "client": 1, "seq": 1, "ack": 1, "key": "str", "value": 1}]),
+            msgpack.packb(["R", 1, 99, 1, 1, 1]),  # truncated Raft message
+            msgpack.packb(["R", 1, 1, 2, ld, -5, 0, 0, [], 0, False, 0, None, None]),  # negative term
+            msgpack.packb(["X"]),
+            msgpack.packb(["C", {"op": "get", "id": 3, "key": b"k" * ((1 << 20) + 100000)}]),  # oversized
+        ]
+        for payload in bad:
+            s.send(payload)
+        replies = 0
+        while s.poll(2000):
+            r = codec.decode_reply(s.recv())
+            assert r["ok"] is False and r["error"] == "bad_request" and r["message"]
+            replies += 1
+        assert replies == len(bad)
+    finally:
+        ctx.destroy(linger=0)
+    with Client(cluster.addresses) as cl:
+        cl.put(b"still", b"serving")
+        assert cl.get(b"still") == b"serving"
+
+
+def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
+                            "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert r.returncode != 0
+    assert f"port {port}" in r.stderr and "--base-port" in r.stderr
+
+
+def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = launch.free_ports(1)[0]
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
+                          "--data-dir", str(tmp_path / "d")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        seen = []
+        for line in p.stdout:
+            seen.append(line)
+            if line.startswith("cluster file:"):
+                break
+        assert any(line.startswith("leader: node 1") for line in seen), seen
+        c = launch.load(str(tmp_path / "d"))
+        pid = c.nodes[0].pid
+        assert launch._alive(pid)
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 0
+        wait_until(lambda: not launch._alive(pid) or _zombie(pid), what="node stopped")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+@pytest.mark.parametrize("script", ["launcher.py", "client_shell.py"])
+def test_help(script: str) -> None:
+    r = subprocess.run([sys.executable, str(ROOT / script), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_node_help() -> None:
+    r = subprocess.run([sys.executable, "-m", "zraft.node", "--help"], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "--peers" in r.stdout

@@ -1,0 +1,211 @@
+"""The zraft client library.
+
+    c = Client(["127.0.0.1:5551", "127.0.0.1:5552", "127.0.0.1:5553"])
+    c.put(b"k", b"v"); c.append(b"k", b"w"); c.get(b"k")  # -> b"vw"
+
+Finding the leader: a probe goes to every node at once and the first answer that names a leader wins (the
+zguide's "shotgun", used for probes only, never for writes). The client remembers the leader, follows "not the
+leader, try N" answers, and on a timeout tries again elsewhere with backoff until the request's deadline.
+
+Writes are exactly-once: the client has a random id and numbers its writes; a retried write carries the same
+number, and the cluster answers a duplicate from its session table instead of applying it twice. When the
+deadline passes without an answer, a write raises ``OutcomeUnknown``: it may or may not have happened. A
+definite refusal (a value over the limit) raises ``RequestRefused``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import zmq
+
+from zraft.transport import codec
+
+DEFAULT_DEADLINE = 10.0
+ATTEMPT_TIMEOUT = 1.0
+
+
+class ZraftError(Exception):
+    pass
+
+
+class OutcomeUnknown(ZraftError):
+    """No answer before the deadline: the write may or may not have been applied."""
+
+
+class Unavailable(ZraftError):
+    """No leader answered a read before the deadline (nothing was changed)."""
+
+
+class RequestRefused(ZraftError):
+    """The cluster refused the request; nothing was changed (for example a value over the size limit)."""
+
+
+def _b(x: bytes | str) -> bytes:
+    return x.encode() if isinstance(x, str) else x
+
+
+class Client:
+    def __init__(self, nodes: Iterable[str], deadline: float = DEFAULT_DEADLINE,
+                 attempt_timeout: float = ATTEMPT_TIMEOUT, client_id: int | None = None) -> None:
+        self.nodes = [n.removeprefix("tcp://") for n in nodes]
+        if not self.nodes:
+            raise ValueError("a client needs at least one node address")
+        self.deadline = deadline
+        self.attempt_timeout = attempt_timeout
+        self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 62)
+        self._seq = 0
+        self._unfinished: set[int] = set()
+        self._ids = itertools.count(1)
+        self.leader: int | None = None  # index into self.nodes
+        self.ctx = zmq.Context()
+        self.socks = []
+        self.poller = zmq.Poller()
+        for addr in self.nodes:
+            s = self.ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.connect(f"tcp://{addr}")
+            self.socks.append(s)
+            self.poller.register(s, zmq.POLLIN)
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ operations
+
+    def put(self, key: bytes | str, value: bytes | str) -> None:
+        self._write("put", _b(key), _b(value))
+
+    def append(self, key: bytes | str, value: bytes | str) -> None:
+        self._write("append", _b(key), _b(value))
+
+    def delete(self, key: bytes | str) -> None:
+        self._write("delete", _b(key), b"")
+
+    def get(self, key: bytes | str, stale: bool = False) -> bytes | None:
+        """A linearizable read; with ``stale=True`` any node answers from its own state, possibly out of date."""
+        r = self._call({"op": "get", "key": _b(key), "stale": stale}, write=False, any_node=stale)
+        v: bytes | None = r.get("value")
+        return v
+
+    def status(self, node: int) -> dict[str, Any]:
+        """The ``status`` answer of one node (an index into the address list)."""
+        rid = next(self._ids)
+        self.socks[node].send(codec.encode_client({"op": "status", "id": rid}), zmq.NOBLOCK)
+        r = self._wait({rid}, time.monotonic() + self.attempt_timeout)
+        if r is None:
+            raise Unavailable(f"node {self.nodes[node]} did not answer")
+        return r
+
+    def find_leader(self, deadline: float | None = None) -> int | None:
+        """Probe every node at once; return the index of the leader the first answer names (or None)."""
+        end = time.monotonic() + (self.attempt_timeout if deadline is None else deadline)
+        while time.monotonic() < end:
+            rid = next(self._ids)
+            for s in self.socks:
+                try:
+                    s.send(codec.encode_client({"op": "probe", "id": rid}), zmq.NOBLOCK)
+                except zmq.Again:
+                    pass
+            probe_end = min(end, time.monotonic() + 0.3)
+            while True:
+                r = self._wait({rid}, probe_end)
+                if r is None:
+                    break
+                idx = self._index_of(r.get("leader_addr", ""))
+                if idx is not None:
+                    self.leader = idx
+                    return idx
+        return None
+
+    # ------------------------------------------------------------------ machinery
+
+    def _write(self, op: str, key: bytes, value: bytes) -> None:
+        self._seq += 1
+        seq = self._seq
+        self._unfinished.add(seq)
+        ack = min(self._unfinished)
+        try:
+            self._call({"op": op, "key": key, "value": value, "client": self.client_id, "seq": seq, "ack": ack},
+                       write=True)
+        finally:
+            self._unfinished.discard(seq)
+
+    def _index_of(self, addr: str) -> int | None:
+        try:
+            return self.nodes.index(addr)
+        except ValueError:
+            return None
+
+    def _call(self, req: dict[str, Any], write: bool, any_node: bool = False) -> dict[str, Any]:
+        end = time.monotonic() + self.deadline
+        rid = next(self._ids)
+        req["id"] = rid
+        payload = codec.encode_client(req)
+        backoff = 0.02
+        rotate = random.randrange(len(self.nodes))
+        last_error = "no answer"
+        while time.monotonic() < end:
+            if any_node:
+                target = rotate % len(self.nodes)
+                rotate += 1
+            else:
+                if self.leader is None:
+                    self.find_leader(min(self.attempt_timeout, max(0.0, end - time.monotonic())))
+                target = self.leader if self.leader is not None else rotate % len(self.nodes)
+                rotate += 1
+            try:
+                self.socks[target].send(payload, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            r = self._wait({rid}, min(end, time.monotonic() + self.attempt_timeout))
+            if r is None:
+                last_error = f"no answer from {self.nodes[target]}"
+                self.leader = None
+            elif r.get("ok"):
+                return r
+            else:
+                err = r.get("error", "")
+                last_error = f"{err}: {r.get('message', '')}"
+                if err in ("too_large", "bad_request"):
+                    raise RequestRefused(r.get("message", err))
+                if err == "session_expired":
+                    raise OutcomeUnknown(r.get("message", err))
+                hint = self._index_of(r.get("leader_addr", ""))
+                self.leader = hint
+                if err == "not_leader" and hint is not None:
+                    continue  # follow the redirect at once
+            time.sleep(min(backoff, max(0.0, end - time.monotonic())))
+            backoff = min(backoff * 2, 0.5)
+        if write:
+            raise OutcomeUnknown(f"no answer within {self.deadline:.1f} s ({last_error}); the write may or may "
+                                 "not have been applied")
+        raise Unavailable(f"no answer within {self.deadline:.1f} s ({last_error})")
+
+    def _wait(self, ids: set[int], until: float) -> dict[str, Any] | None:
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            for sock, _ in self.poller.poll(int(left * 1000) + 1):
+                while True:
+                    try:
+                        payload = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        r = codec.decode_reply(payload)
+                    except codec.ProtocolError:
+                        continue
+                    if r.get("id") in ids:
+                        return r

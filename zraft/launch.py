@@ -1,0 +1,239 @@
+"""Start and stop a local cluster of node processes (used by launcher.py, the chaos module and the tests).
+
+Each node is a fresh interpreter (``python -m zraft.node``) started with ``subprocess``: nothing is forked from a
+process that holds a ZeroMQ context. The cluster is described in ``<data-dir>/cluster.json``: each node's id,
+address, pid, data directory, log file and the command that starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+CLUSTER_FILE = "cluster.json"
+DEFAULT_BASE_PORT = 5551
+DEFAULT_DATA_DIR = "./zraft-data"
+
+
+class LaunchError(Exception):
+    pass
+
+
+@dataclass
+class NodeSpec:
+    id: int
+    address: str
+    data_dir: str
+    log: str
+    argv: list[str]
+    pid: int = 0
+
+
+@dataclass
+class Cluster:
+    data_dir: str
+    nodes: list[NodeSpec] = field(default_factory=list)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [n.address for n in self.nodes]
+
+    @property
+    def file(self) -> str:
+        return os.path.join(self.data_dir, CLUSTER_FILE)
+
+    def save(self) -> None:
+        tmp = self.file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"version": 1, "nodes": [asdict(n) for n in self.nodes]}, f, indent=2)
+        os.replace(tmp, self.file)
+
+    def node(self, node_id: int) -> NodeSpec:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise KeyError(f"no node {node_id} in {self.file} (nodes: {[n.id for n in self.nodes]})")
+
+    def start_node(self, node_id: int) -> int:
+        n = self.node(node_id)
+        logf = open(n.log, "ab")  # the child gets its own copy of the descriptor
+        try:
+            p = subprocess.Popen(n.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        finally:
+            logf.close()
+        self.procs[node_id] = p
+        n.pid = p.pid
+        self.save()
+        return p.pid
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop every node: SIGTERM, then SIGKILL for any still running after ``timeout``."""
+        try:  # a node restarted by another process (the shell, the chaos module) has a new pid in the file
+            on_disk = {n.id: n.pid for n in load(self.file).nodes}
+            for n in self.nodes:
+                if on_disk.get(n.id, n.pid) != n.pid:
+                    n.pid = on_disk[n.id]
+                    self.procs.pop(n.id, None)
+        except LaunchError:
+            pass
+        for n in self.nodes:
+            _signal(n.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            _signal(n.pid, signal.SIGTERM)
+        end = time.monotonic() + timeout
+        for n in self.nodes:
+            p = self.procs.get(n.id)
+            if p is not None:
+                try:
+                    p.wait(max(0.0, end - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            else:
+                while _alive(n.pid) and time.monotonic() < end:
+                    time.sleep(0.05)
+                _signal(n.pid, signal.SIGKILL)
+
+
+def load(data_dir_or_file: str) -> Cluster:
+    path = data_dir_or_file
+    if os.path.isdir(path):
+        path = os.path.join(path, CLUSTER_FILE)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+        nodes = [NodeSpec(**n) for n in doc["nodes"]]
+    except FileNotFoundError:
+        raise LaunchError(f"{path} not found: start a cluster with `python launcher.py` first, or pass "
+                          "--cluster FILE / --nodes HOST:PORT,...") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise LaunchError(f"{path} is not a zraft cluster file ({e})") from None
+    return Cluster(os.path.dirname(os.path.abspath(path)), nodes)
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """Ports the OS says are free now (for tests)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start(n: int, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT, host: str = "127.0.0.1",
+          fresh: bool = False, ports: list[int] | None = None, node_args: list[str] | None = None,
+          wait: float = 15.0) -> Cluster:
+    """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers."""
+    if n < 1:
+        raise LaunchError("a cluster needs at least one node")
+    data_dir = os.path.abspath(data_dir)
+    if fresh and os.path.exists(data_dir):
+        shutil.rmtree(data_dir)
+    os.makedirs(data_dir, exist_ok=True)
+    ports = ports or [base_port + i for i in range(n)]
+    for p in ports:
+        if not _port_free(host, p):
+            raise LaunchError(f"port {p} on {host} is in use; stop what listens there or pass --base-port")
+    peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
+    c = Cluster(data_dir)
+    for i in range(n):
+        nid = i + 1
+        ndir = os.path.join(data_dir, f"node-{nid}")
+        argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
+                *(node_args or [])]
+        c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"), argv))
+    c.save()
+    try:
+        for spec in c.nodes:
+            c.start_node(spec.id)
+        wait_ready(c, wait)
+    except BaseException:
+        c.stop(timeout=2.0)
+        raise
+    return c
+
+
+def wait_ready(c: Cluster, timeout: float) -> None:
+    """Wait until every node answers a status request; a node that exits is reported with its log's end."""
+    from zraft.client import Client, Unavailable
+
+    end = time.monotonic() + timeout
+    with Client(c.addresses, attempt_timeout=0.3) as cl:
+        for i, spec in enumerate(c.nodes):
+            while True:
+                p = c.procs.get(spec.id)
+                if p is not None and p.poll() is not None:
+                    raise LaunchError(f"node {spec.id} exited with code {p.returncode} at start:\n"
+                                      f"{_tail(spec.log)}")
+                try:
+                    cl.status(i)
+                    break
+                except Unavailable:
+                    if time.monotonic() > end:
+                        raise LaunchError(f"node {spec.id} did not answer within {timeout:.0f} s; "
+                                          f"see {spec.log}") from None
+
+
+def statuses(c: Cluster, timeout: float = 0.5) -> dict[int, dict[str, Any] | None]:
+    from zraft.client import Client, Unavailable
+
+    out: dict[int, dict[str, Any] | None] = {}
+    with Client(c.addresses, attempt_timeout=timeout) as cl:
+        for i, spec in enumerate(c.nodes):
+            try:
+                out[spec.id] = cl.status(i)
+            except Unavailable:
+                out[spec.id] = None
+    return out
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _port_free(host: str, port: int) -> bool:
+    s = socket.socket()
+    try:
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _signal(pid: int, sig: int) -> None:
+    if pid <= 0:
+        return
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

@@ -1,0 +1,395 @@
+"""A zraft node: one process, one event loop, wiring the Raft core to storage, ZeroMQ and the KV store.
+
+    python -m zraft.node --id 1 --peers 1=127.0.0.1:5551,2=127.0.0.1:5552,3=127.0.0.1:5553 --data-dir DIR
+
+Sockets: one ROUTER bound at this node's address receives everything (peers' Raft messages and client
+requests); one DEALER per peer, with routing id ``node-<id>``, sends our Raft messages to that peer's ROUTER.
+Sends never block: when a peer's queue is full the message is dropped and Raft's retries cover it.
+
+Each pass of the loop: wait for input until the next tick is due; take every message that has arrived (up to a
+bound), stepping Raft messages into the core and collecting client writes into one batch (one proposal, so
+one log append, one fsync and one AppendEntries per follower); tick if due; then carry out the ready batch:
+persist (fsync) before sending, send, apply, answer clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from zraft import kv
+from zraft.core import NONE, ClusterConfig, EntryKind, Message, NotLeader, Options, Raft, Ready, Role
+from zraft.storage import CorruptionError, Storage, StorageError
+from zraft.transport import codec
+
+log = logging.getLogger("zraft.node")
+
+TICK_MS = 50
+"""Milliseconds per Raft tick."""
+ELECTION_TICKS = 10
+"""Election timeout: 10-20 ticks (0.5-1 s). A new leader is usually elected within a second of a leader's death."""
+HEARTBEAT_TICKS = 2
+"""The leader sends heartbeats every 2 ticks (100 ms)."""
+MAX_BATCH = 4096
+"""Most messages taken from the socket in one loop pass."""
+SNAPSHOT_EVERY = 100_000
+"""Take a snapshot and compact the log after this many applied entries."""
+PEER_HWM = 10_000
+
+
+@dataclass
+class PendingWrite:
+    identity: bytes
+    req_id: int
+
+
+@dataclass
+class PendingRead:
+    identity: bytes
+    req_id: int
+    key: bytes
+
+
+class Node:
+    def __init__(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None = None,
+                 tick_ms: int = TICK_MS, election_ticks: int = ELECTION_TICKS,
+                 heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
+                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+        if node_id not in peers:
+            raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
+        self.id = node_id
+        self.peers = peers
+        self.addr = peers[node_id]
+        self.bind = bind or f"tcp://{self.addr}"
+        self.tick_s = tick_ms / 1000.0
+        self.snapshot_every = snapshot_every
+        self.storage = Storage(data_dir, unsafe_no_fsync=unsafe_no_fsync)
+        rec = self.storage.recovered
+        for w in rec.warnings:
+            log.warning("node=%d event=recovery %s", node_id, w)
+        self.kv = kv.KVStore()
+        applied = 0
+        if rec.snapshot is not None:
+            self.kv = kv.KVStore.restore(rec.snapshot.data)
+            applied = rec.snapshot.index
+        self.raft = Raft(node_id, ClusterConfig(tuple(sorted(peers))), random.Random(), Options(
+            election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks, max_inflight=64,
+            snapshot_timeout_ticks=max(200, 4 * election_ticks)), rec.hard_state, rec.snapshot, rec.entries, applied)
+        self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
+        self.pending_reads: dict[int, PendingRead] = {}
+        self._next_read = 0
+        self._stop = False
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        self.router.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.bind(self.bind)
+        self.dealers: dict[int, zmq.Socket[bytes]] = {}
+        for pid, addr in peers.items():
+            if pid == node_id:
+                continue
+            d = self.ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.IDENTITY, f"node-{node_id}".encode())
+            d.setsockopt(zmq.SNDHWM, PEER_HWM)
+            d.setsockopt(zmq.IMMEDIATE, 1)
+            d.connect(f"tcp://{addr}")
+            self.dealers[pid] = d
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        log.info("node=%d event=start addr=%s term=%d commit=%d last_index=%d", self.id, self.addr, self.raft.term,
+                 self.raft.log.commit, self.raft.log.last_index)
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        next_tick = time.monotonic() + self.tick_s
+        self._process_ready()  # replay the committed log before serving anything
+        try:
+            while not self._stop:
+                timeout = max(0.0, next_tick - time.monotonic())
+                if poller.poll(int(timeout * 1000)):
+                    self._drain()
+                now = time.monotonic()
+                if now >= next_tick:
+                    self.raft.tick()
+                    next_tick += self.tick_s
+                    if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
+                        next_tick = now + self.tick_s
+                if self.raft.has_ready():
+                    self._process_ready()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        self.storage.close()
+        self.ctx.destroy(linger=0)
+
+    def _drain(self) -> None:
+        writes: list[tuple[bytes, dict[str, Any]]] = []
+        for _ in range(MAX_BATCH):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            if len(frames) < 2:
+                continue
+            identity, payload = frames[0], frames[-1]
+            try:
+                kind, msg = codec.decode(payload)
+            except codec.ProtocolError as e:
+                log.warning("node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
+                self._reply(identity, {"id": 0, "ok": False, "error": "bad_request", "message": str(e)})
+                continue
+            if kind == "raft":
+                if msg.dst != self.id:
+                    log.warning("node=%d event=misrouted dst=%d", self.id, msg.dst)
+                    continue
+                try:
+                    self.raft.step(msg)
+                except AssertionError:
+                    raise
+                except Exception as e:  # a well-formed message the core cannot use must not kill the node
+                    log.warning("node=%d event=bad_raft_message error=%r", self.id, e)
+            elif msg["op"] in ("put", "append", "delete"):
+                writes.append((identity, msg))
+            else:
+                self._client_other(identity, msg)
+        if writes:
+            self._propose(writes)
+
+    # ------------------------------------------------------------------ clients
+
+    def _leader_info(self) -> dict[str, Any]:
+        ld = self.raft.lead
+        return {"leader": ld, "leader_addr": self.peers.get(ld, "") if ld != NONE else ""}
+
+    def _reply(self, identity: bytes, msg: dict[str, Any]) -> None:
+        try:
+            self.router.send_multipart([identity, codec.encode_client(msg)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client is gone or slow; it will retry
+
+    def _not_leader(self, identity: bytes, req_id: int) -> None:
+        self._reply(identity, {"id": req_id, "ok": False, "error": "not_leader",
+                               "message": "this node is not the leader", **self._leader_info()})
+
+    def _propose(self, writes: list[tuple[bytes, dict[str, Any]]]) -> None:
+        if self.raft.role != Role.LEADER:
+            for identity, req in writes:
+                self._not_leader(identity, req["id"])
+            return
+        datas = []
+        for identity, req in writes:
+            key, value = req["key"], req.get("value", b"")
+            why = kv.check_limits(key, value)
+            if why:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": "too_large", "message": why})
+                continue
+            op = {"put": kv.Op.PUT, "append": kv.Op.APPEND, "delete": kv.Op.DELETE}[req["op"]]
+            cmd = kv.Command(op, req["client"], req["seq"], req["ack"], key, value)
+            self.pending_writes.setdefault((cmd.client, cmd.seq), []).append(PendingWrite(identity, req["id"]))
+            datas.append(cmd.encode())
+        if datas:
+            try:
+                self.raft.propose(datas)
+            except NotLeader:  # cannot happen: checked above, and nothing in between changes the role
+                raise
+
+    def _client_other(self, identity: bytes, req: dict[str, Any]) -> None:
+        op, rid = req["op"], req["id"]
+        if op == "probe":
+            self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
+                                   "term": self.raft.term, **self._leader_info()})
+        elif op == "status":
+            st = self.raft.status()
+            del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
+            st.update(self._leader_info())
+            st.update({"node": self.id, "address": self.addr, "kv_applied": self.kv.applied,
+                       "keys": len(self.kv.data), "sessions": len(self.kv.sessions)})
+            st.update(self.storage.disk_usage())
+            if "match" in st:
+                st["match"] = {str(k): v for k, v in st["match"].items()}
+            self._reply(identity, {"id": rid, "ok": True, **st})
+        elif op == "get":
+            if req.get("stale"):
+                self._answer_get(identity, rid, req["key"])
+                return
+            self._next_read += 1
+            ctx = self._next_read
+            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"])
+            self.raft.read_index(ctx)
+
+    def _answer_get(self, identity: bytes, rid: int, key: bytes) -> None:
+        v = self.kv.get(key)
+        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None})
+
+    # ------------------------------------------------------------------ carrying out a ready batch
+
+    def _process_ready(self) -> None:
+        rd: Ready = self.raft.ready()
+        # 1. Persist before anything that depends on it is sent (the core's contract).
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+        # 2. Send.
+        for m in rd.messages:
+            self._send(m)
+        if rd.soft_state is not None:
+            log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
+                     rd.soft_state.role.name.lower(), rd.soft_state.leader)
+            if rd.soft_state.role != Role.LEADER:
+                # Writes waiting here may still commit under the next leader: the client retries with the same
+                # sequence number and the session answers it once.
+                for waiting in self.pending_writes.values():
+                    for w in waiting:
+                        self._reply(w.identity, {"id": w.req_id, "ok": False, "error": "leader_changed",
+                                                 "message": "leadership changed; outcome unknown, retry",
+                                                 **self._leader_info()})
+                self.pending_writes.clear()
+        # 3. Apply.
+        if rd.snapshot is not None:
+            self.kv = kv.KVStore.restore(rd.snapshot.data)
+        for e in rd.committed_entries:
+            if e.kind == EntryKind.NORMAL:
+                client, seq, status = self.kv.apply(e.index, e.data)
+                waiting = self.pending_writes.pop((client, seq), [])
+                if waiting:
+                    for w in waiting:
+                        if status == kv.Status.OK:
+                            self._reply(w.identity, {"id": w.req_id, "ok": True})
+                        else:
+                            self._reply(w.identity, {"id": w.req_id, "ok": False, "error": status.name.lower(),
+                                                     "message": _STATUS_TEXT[status]})
+            else:
+                self.kv.apply_noop(e.index)
+        # 4. Reads.
+        for rs in rd.read_states:
+            pr = self.pending_reads.pop(rs.context, None)
+            if pr is not None:
+                self._answer_get(pr.identity, pr.req_id, pr.key)
+        for ctx in rd.failed_reads:
+            pr = self.pending_reads.pop(ctx, None)
+            if pr is not None:
+                self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": "no_leader",
+                                          "message": "no leader could confirm the read; retry",
+                                          **self._leader_info()})
+        if self.kv.applied - self.raft.log.snap_index >= self.snapshot_every:
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        snap = self.raft.make_snapshot(self.kv.applied, self.kv.snapshot())
+        self.storage.save_snapshot(snap)
+        self.raft.compact(snap)
+        log.info("node=%d event=snapshot index=%d", self.id, snap.index)
+
+    def _send(self, m: Message) -> None:
+        d = self.dealers.get(m.dst)
+        if d is None:
+            return
+        try:
+            d.send(codec.encode_raft(m), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # queue full or peer not connected: dropped, Raft retries
+
+
+_STATUS_TEXT = {
+    kv.Status.TOO_LARGE: "key or value over the size limit",
+    kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
+    kv.Status.BAD_COMMAND: "malformed command",
+}
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    """``1=host:port,2=host:port`` -> {1: "host:port", ...}"""
+    peers = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            i, addr = part.split("=", 1)
+            host, port = addr.rsplit(":", 1)
+            peers[int(i)] = f"{host}:{int(port)}"
+        except ValueError:
+            raise ValueError(f"bad peer {part!r}: expected ID=HOST:PORT") from None
+    if not peers:
+        raise ValueError("no peers given")
+    return peers
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zraft.node", description="Run one zraft node.")
+    p.add_argument("--id", type=int, required=True, help="this node's id (a positive integer in the peer list)")
+    p.add_argument("--peers", help="every node of the cluster, this one included: 1=HOST:PORT,2=HOST:PORT,...")
+    p.add_argument("--cluster", help="a cluster.json written by launcher.py (instead of --peers)")
+    p.add_argument("--data-dir", required=True, help="where this node keeps its log and snapshots")
+    p.add_argument("--bind", help="ZeroMQ endpoint to bind (default: tcp://<this node's address>)")
+    p.add_argument("--tick-ms", type=int, default=TICK_MS, help=f"milliseconds per tick (default {TICK_MS})")
+    p.add_argument("--election-ticks", type=int, default=ELECTION_TICKS,
+                   help=f"election timeout in ticks, randomized up to twice this (default {ELECTION_TICKS})")
+    p.add_argument("--heartbeat-ticks", type=int, default=HEARTBEAT_TICKS,
+                   help=f"heartbeat interval in ticks (default {HEARTBEAT_TICKS})")
+    p.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
+                   help=f"snapshot after this many applied entries (default {SNAPSHOT_EVERY})")
+    p.add_argument("--unsafe-no-fsync", action="store_true",
+                   help="UNSAFE: do not fsync; a machine crash can lose acknowledged writes (benchmarks only)")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        if a.cluster:
+            import json
+
+            with open(a.cluster) as f:
+                peers = {int(n["id"]): n["address"] for n in json.load(f)["nodes"]}
+        elif a.peers:
+            peers = parse_peers(a.peers)
+        else:
+            p.error("give --peers or --cluster")
+        node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
+                    a.unsafe_no_fsync, a.snapshot_every)
+    except zmq.ZMQError as e:
+        if e.errno == zmq.EADDRINUSE:
+            print(f"zraft node {a.id}: address {a.bind or 'tcp://' + peers[a.id]} is in use; stop whatever "
+                  "listens there or pass another port (launcher.py --base-port)", file=sys.stderr)
+        else:
+            print(f"zraft node {a.id}: cannot open sockets: {e}", file=sys.stderr)
+        return 2
+    except CorruptionError as e:
+        print(f"zraft node {a.id}: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, OSError) as e:
+        print(f"zraft node {a.id}: {e}", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: Any) -> None:
+        node.stop()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        node.run()
+    except StorageError as e:
+        log.critical("node=%d event=storage_failed %s", a.id, e)
+        return 4
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Messages on the wire (``codec``); the node runtime owns the ZeroMQ sockets."""
