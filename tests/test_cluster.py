@@ -254,3 +254,28 @@ def test_node_help() -> None:
     r = subprocess.run([sys.executable, "-m", "zraft.node", "--help"], capture_output=True, text=True, timeout=60,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "--peers" in r.stdout
+
+
+def test_pipelined_requests_each_apply_once_in_order(cluster: launch.Cluster) -> None:
+    with Client(cluster.addresses) as cl:
+        ops = [("append", b"p", b"%d," % i) for i in range(300)]
+        assert cl.run_many(ops) == [None] * 300
+        got = cl.run_many([("get", b"p", b""), ("put", b"q", b"1"), ("get", b"q", b"")])
+        assert got[0] == b"".join(b"%d," % i for i in range(300))
+        assert got[2] == b"1"
+
+
+def test_same_data_directory_brings_the_cluster_back(tmp_path: Path) -> None:
+    ports = launch.free_ports(3)
+    c = launch.start(3, str(tmp_path / "d"), ports=ports)
+    try:
+        with Client(c.addresses) as cl:
+            cl.put(b"durable", b"yes")
+    finally:
+        c.stop()
+    c = launch.start(3, str(tmp_path / "d"), ports=ports)
+    try:
+        with Client(c.addresses) as cl:
+            assert cl.get(b"durable") == b"yes"
+    finally:
+        c.stop()

@@ -98,6 +98,58 @@ class Client:
         v: bytes | None = r.get("value")
         return v
 
+    def run_many(self, ops: Iterable[tuple[str, bytes | str, bytes | str]]) -> list[bytes | None]:
+        """Send many requests at once (pipelining) and wait for all: ``ops`` are ("put"|"append", key, value),
+        ("delete", key, _) or ("get", key, _). Returns, in order, the value of each get and None for each write.
+        Requests that fail or time out are retried one by one, writes with their original sequence numbers."""
+        reqs: list[dict[str, Any]] = []
+        for op, key, value in ops:
+            req: dict[str, Any] = {"op": op, "key": _b(key), "id": next(self._ids)}
+            if op in ("put", "append", "delete"):
+                self._seq += 1
+                self._unfinished.add(self._seq)
+                req.update(value=_b(value), client=self.client_id, seq=self._seq)
+            elif op != "get":
+                raise ValueError(f"unknown operation {op!r}")
+            reqs.append(req)
+        results: dict[int, dict[str, Any]] = {}
+        try:
+            if self.leader is None:
+                self.find_leader(self.attempt_timeout)
+            if self.leader is not None:
+                sock = self.socks[self.leader]
+                for req in reqs:
+                    if "seq" in req:
+                        req["ack"] = min(self._unfinished)
+                    try:
+                        sock.send(codec.encode_client(req), zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                waiting = {r["id"] for r in reqs}
+                end = time.monotonic() + self.attempt_timeout
+                while waiting:
+                    r = self._wait(waiting, end)
+                    if r is None:
+                        break
+                    waiting.discard(r["id"])
+                    if r.get("ok"):
+                        results[r["id"]] = r
+            out: list[bytes | None] = []
+            for req in reqs:
+                r = results.get(req["id"])
+                if r is None:  # not answered, or answered with an error: retry alone (same seq for a write)
+                    if "seq" in req:
+                        req["ack"] = min(self._unfinished)
+                    r = self._call(req, write="seq" in req)
+                if "seq" in req:
+                    self._unfinished.discard(req["seq"])
+                out.append(r.get("value") if req["op"] == "get" else None)
+            return out
+        finally:
+            for req in reqs:
+                if "seq" in req:
+                    self._unfinished.discard(req["seq"])
+
     def status(self, node: int) -> dict[str, Any]:
         """The ``status`` answer of one node (an index into the address list)."""
         rid = next(self._ids)

@@ -211,6 +211,7 @@ def _tail(path: str, lines: int = 15) -> str:
 
 def _port_free(host: str, port: int) -> bool:
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT leftovers do not count
     try:
         s.bind((host, port))
         return True
