@@ -153,12 +153,8 @@ def test_every_bit_flip_in_a_segment_is_detected(last: bool) -> None:
     want = reopen(base).recovered
     detected = 0
     for pos in range(len(good)):
-        disk = FaultDisk()
-        disk.files = {p: _copy(f) for p, f in base.files.items()}
-        disk.durable = dict(disk.files)
-        bad = bytearray(good)
-        bad[pos] ^= 1 << (pos % 8)
-        disk.files[target].data = bad
+        disk = base.clone()
+        disk.flip_bit(target, pos)
         try:
             r = reopen(disk).recovered
         except CorruptionError as e:
@@ -171,15 +167,6 @@ def test_every_bit_flip_in_a_segment_is_detected(last: bool) -> None:
     assert detected == len(good) or last
 
 
-def _copy(f):  # type: ignore[no-untyped-def]
-    from zraft.storage.faultdisk import _File
-
-    g = _File()
-    g.data = bytearray(f.data)
-    g.synced = bytes(f.data)
-    return g
-
-
 def test_every_bit_flip_in_a_snapshot_is_detected() -> None:
     base = FaultDisk()
     s = reopen(base)
@@ -189,12 +176,8 @@ def test_every_bit_flip_in_a_snapshot_is_detected() -> None:
     path = f"{D}/snap/{name}"
     good = base.read(path)
     for pos in range(len(good)):
-        disk = FaultDisk()
-        disk.files = {p: _copy(f) for p, f in base.files.items()}
-        disk.durable = dict(disk.files)
-        bad = bytearray(good)
-        bad[pos] ^= 1 << (pos % 8)
-        disk.files[path].data = bad
+        disk = base.clone()
+        disk.flip_bit(path, pos)
         with pytest.raises(CorruptionError) as ei:
             reopen(disk)
         assert ei.value.path == path

@@ -92,6 +92,24 @@ class FaultDisk:
 
     # ------------------------------------------------------------------ faults
 
+    def clone(self) -> FaultDisk:
+        """A copy of this disk as it is now, everything in it durable."""
+        other = FaultDisk()
+        for p, f in self.files.items():
+            g = _File()
+            g.data = bytearray(f.data)
+            g.synced = bytes(f.data)
+            other.files[p] = g
+        other.durable = dict(other.files)
+        other.dirs = set(self.dirs)
+        return other
+
+    def flip_bit(self, path: str, pos: int) -> None:
+        """Damage one bit of a file (bit ``pos % 8`` of byte ``pos``), as bad media would."""
+        f = self.files[path]
+        f.data[pos] ^= 1 << (pos % 8)
+        f.synced = bytes(f.data)
+
     def crash(self, tear: str = "lose") -> None:
         """Forget everything not durable. ``tear``: "lose" drops every unsynced write; "prefix" keeps some of them
         in order, the last one cut at a random byte; "zeros" does the same but, where a cut write extended the
