@@ -81,7 +81,7 @@ def _step(state: bytes | None, op: Op) -> tuple[bool, bytes | None]:
 
 
 class _Node:
-    __slots__ = ("op", "index", "is_call", "match", "prev", "next")
+    __slots__ = ("index", "is_call", "match", "next", "op", "prev")
 
     def __init__(self, op: Op | None, index: int, is_call: bool) -> None:
         self.op = op
