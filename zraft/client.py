@@ -101,7 +101,9 @@ class Client:
     def run_many(self, ops: Iterable[tuple[str, bytes | str, bytes | str]]) -> list[bytes | None]:
         """Send many requests at once (pipelining) and wait for all: ``ops`` are ("put"|"append", key, value),
         ("delete", key, _) or ("get", key, _). Returns, in order, the value of each get and None for each write.
-        Requests that fail or time out are retried one by one, writes with their original sequence numbers."""
+        The requests are concurrent: each write applies exactly once, but in no promised order among them, and a
+        get need not see a write sent in the same call. Requests that fail or time out are retried one by one,
+        writes with their original sequence numbers."""
         reqs: list[dict[str, Any]] = []
         for op, key, value in ops:
             req: dict[str, Any] = {"op": op, "key": _b(key), "id": next(self._ids)}
