@@ -5,14 +5,26 @@ restart (from the command recorded in cluster.json), for a node by id, the curre
     c = launch.load("./zraft-data")
     chaos.kill(c, chaos.leader(c))
 
-Network faults and the chaos run (``python -m zraft.chaos``) are still to come (see the chaos issue).
+Network faults (drop, delay, duplicate, partitions) go to nodes started with ``--chaos`` through a control
+socket local to the machine. ``python -m zraft.chaos`` is a whole chaos run, checked for linearizability.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import multiprocessing
+import os
 import random
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
 
+import msgpack
 import psutil
+import zmq
 
 from zraft.launch import Cluster, statuses
 
@@ -79,3 +91,262 @@ def leader(c: Cluster) -> int:
 
 def random_node(c: Cluster, rng: random.Random | None = None) -> int:
     return (rng or random).choice([n.id for n in c.nodes])
+
+
+# ---------------------------------------------------------------------- network faults
+
+
+def set_net_faults(c: Cluster, node_id: int, **spec: Any) -> None:
+    """Tell a node started with --chaos what to do to its Raft traffic: drop_to / drop_from (peer ids), loss,
+    duplicate (probabilities), delay_ms ((min, max)). No arguments: heal."""
+    from zraft.node import chaos_endpoint
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    try:
+        s.connect(chaos_endpoint(c.node(node_id).data_dir))
+        s.send(msgpack.packb(spec))
+        if not s.poll(2000):
+            raise ChaosError(f"node {node_id} did not answer its chaos control socket (paused, dead, or not "
+                             "started with --chaos)")
+        r = msgpack.unpackb(s.recv())
+        if not r.get("ok"):
+            raise ChaosError(f"node {node_id} refused the fault: {r.get('message')}")
+    finally:
+        s.close()
+
+
+def partition(c: Cluster, *groups: list[int]) -> None:
+    """Cut every link between nodes of different groups (a node in no group is cut from all)."""
+    where = {n: g for g, members in enumerate(groups) for n in members}
+    ids = [n.id for n in c.nodes]
+    for i in ids:
+        others = [j for j in ids if j != i and (i not in where or j not in where or where[i] != where[j])]
+        _quiet(set_net_faults, c, i, drop_to=others, drop_from=others)
+
+
+def cut_one_way(c: Cluster, src: int, dst: int) -> None:
+    _quiet(set_net_faults, c, src, drop_to=[dst])
+    _quiet(set_net_faults, c, dst, drop_from=[src])
+
+
+def heal_network(c: Cluster) -> None:
+    for n in c.nodes:
+        _quiet(set_net_faults, c, n.id)
+
+
+def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
+    try:
+        fn(*args, **kw)
+    except ChaosError:
+        pass  # a dead or paused node has no traffic to fault; it is healed when it comes back
+
+
+# ---------------------------------------------------------------------- the chaos run
+
+
+def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
+                 register_keys: list[str], path: str) -> None:
+    from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
+
+    rng = random.Random(seed)
+    n = 0
+    # Client 1 gives up quickly, so some of its writes end with an unknown outcome that the checker must place.
+    deadline = 1.0 if cid == 1 else 5.0
+    with Client(addresses, deadline=deadline, attempt_timeout=0.5) as cl, open(path, "w") as out:
+        while time.monotonic() < until:
+            n += 1
+            r = rng.random()
+            if r < 0.45:
+                kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
+            elif r < 0.6:
+                kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
+            elif r < 0.65:
+                kind, key, value = "delete", rng.choice(register_keys), None
+            else:
+                kind, key, value = "get", rng.choice(append_keys + register_keys), None
+            rec: dict[str, Any] = {"client": cid, "op": kind, "key": key, "value": value, "output": None,
+                                   "call": time.monotonic()}
+            try:
+                if kind == "get":
+                    v = cl.get(key)
+                    rec["output"] = None if v is None else v.decode()
+                elif kind == "delete":
+                    cl.delete(key)
+                else:
+                    getattr(cl, kind)(key, value)
+                rec["return"] = time.monotonic()
+                rec["status"] = "ok"
+            except (OutcomeUnknown, Unavailable):
+                rec["return"] = None
+                rec["status"] = "unknown" if kind != "get" else "fail"
+            except RequestRefused:
+                rec["return"] = time.monotonic()
+                rec["status"] = "fail"
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+
+
+FAULTS = ("kill", "kill_leader", "pause", "pause_leader", "isolate_leader", "split", "bridge", "one_way")
+
+
+def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]]) -> None:
+    ids = [n.id for n in c.nodes]
+    while time.monotonic() < until:
+        time.sleep(rng.uniform(0.5, 1.5) / rate)
+        if time.monotonic() >= until:
+            break
+        kind = rng.choice(FAULTS)
+        try:
+            ld = leader(c)
+        except ChaosError:
+            ld = rng.choice(ids)
+        target = ld if kind.endswith("_leader") else rng.choice(ids)
+        start = time.monotonic()
+        note = ""
+        try:
+            if kind.startswith("kill"):
+                kill(c, target)
+            elif kind.startswith("pause"):
+                pause(c, target)
+            elif kind == "isolate_leader":
+                partition(c, [target], [i for i in ids if i != target])
+            elif kind == "split":
+                shuffled = ids[:]
+                rng.shuffle(shuffled)
+                k = len(ids) // 2
+                partition(c, shuffled[:k], shuffled[k:])
+                note = f"{sorted(shuffled[:k])} | {sorted(shuffled[k:])}"
+            elif kind == "bridge":
+                shuffled = ids[:]
+                rng.shuffle(shuffled)
+                bridge, rest = shuffled[0], shuffled[1:]
+                half = len(rest) // 2
+                a, b = rest[:half], rest[half:]
+                for x in a:
+                    _quiet(set_net_faults, c, x, drop_to=b, drop_from=b)
+                for y in b:
+                    _quiet(set_net_faults, c, y, drop_to=a, drop_from=a)
+                note = f"{sorted(a)} <-{bridge}-> {sorted(b)}"
+            else:
+                other = rng.choice([i for i in ids if i != target])
+                cut_one_way(c, target, other)
+                note = f"{target} -/-> {other}"
+        except ChaosError as e:
+            note = f"skipped: {e}"
+        time.sleep(rng.uniform(1.0, 3.0) / rate)
+        # Heal this fault before the next one.
+        if kind.startswith("kill"):
+            _quiet(restart, c, target)
+        elif kind.startswith("pause"):
+            _quiet(resume, c, target)
+        else:
+            heal_network(c)
+        events.append({"fault": kind, "node": target, "note": note, "start": start, "end": time.monotonic()})
+
+
+def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
+        keys: int = 3) -> int:
+    """A chaos run: returns the process exit code (0 when every check passed). See ``main``."""
+    from zraft import check, launch
+    from zraft.client import Client
+
+    rng = random.Random(seed)
+    os.makedirs(out_dir, exist_ok=True)
+    data = os.path.join(out_dir, "data")
+    c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos"])
+    append_keys = [f"list{i}" for i in range(keys)]
+    register_keys = [f"reg{i}" for i in range(keys)]
+    events: list[dict[str, Any]] = []
+    t0 = time.monotonic()
+    until = t0 + duration
+    ctx = multiprocessing.get_context("spawn")
+    paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
+    try:
+        procs = [ctx.Process(target=_client_proc, args=(c.addresses, i + 1, seed * 1000 + i, until, append_keys,
+                                                         register_keys, paths[i])) for i in range(clients)]
+        for p in procs:
+            p.start()
+        _nemesis(c, rng, until, rate, events)
+        for p in procs:
+            p.join(60)
+        # Heal everything, then the cluster must elect a leader and answer.
+        heal_start = time.monotonic()
+        for n in c.nodes:
+            _quiet(resume, c, n.id)
+            _quiet(restart, c, n.id)
+        heal_network(c)
+        elected = None
+        with Client(c.addresses, deadline=15.0) as cl:
+            final: dict[str, bytes | None] = {}
+            cl.put(b"chaos-final", b"1")
+            elected = time.monotonic() - heal_start
+            history = []
+            for path in paths:
+                with open(path) as f:
+                    history += [json.loads(line) for line in f if line.strip()]
+            for k in append_keys + register_keys:
+                call = time.monotonic()
+                final[k] = cl.get(k)
+                history.append({"client": 0, "op": "get", "key": k, "value": None,
+                                "output": None if final[k] is None else (final[k] or b"").decode(), "call": call,
+                                "return": time.monotonic(), "status": "ok"})
+    finally:
+        c.stop()
+    hist_path = os.path.join(out_dir, "history.jsonl")
+    with open(hist_path, "w") as f:
+        for h in history:
+            f.write(json.dumps(h) + "\n")
+    ops = [check.Op.from_json(h) for h in history if h["status"] != "fail"]
+    results = check.check(ops)
+    problems = [f"key {r.key!r} is not linearizable: {r.explanation}" for r in results if not r.ok]
+    # Every acknowledged append is in the final value exactly once; no append appears twice.
+    for k in append_keys:
+        parts = [x for x in (final[k] or b"").decode().split(";") if x]
+        dup = {x for x in parts if parts.count(x) > 1}
+        if dup:
+            problems.append(f"{k}: appended more than once: {sorted(dup)[:5]}")
+        acked = {h["value"].rstrip(";") for h in history if h["op"] == "append" and h["key"] == k
+                 and h["status"] == "ok"}
+        lost = acked - set(parts)
+        if lost:
+            problems.append(f"{k}: acknowledged appends missing at the end: {sorted(lost)[:5]}")
+    bound = 15.0
+    if elected is None or elected > bound:
+        problems.append(f"no leader answered within {bound:.0f} s of healing")
+    counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
+    print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients")
+    for e in events:
+        print(f"  t={e['start'] - t0:6.1f}-{e['end'] - t0:5.1f} s  {e['fault']:<15} node {e['node']}  {e['note']}")
+    print(f"operations: {counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown; "
+          f"faults injected: {len(events)}; leader answered {elected:.2f} s after healing" if elected is not None
+          else "no leader after healing")
+    print(f"history: {hist_path}")
+    for problem in problems:
+        print(f"VIOLATION: {problem}")
+    verdict = "PASS" if not problems else "FAIL"
+    print(f"summary: ops={sum(counts.values())} ok={counts['ok']} failed={counts['fail']} "
+          f"unknown={counts['unknown']} faults={len(events)} violations={len(problems)} verdict={verdict}")
+    return 0 if not problems else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zraft.chaos", description=(
+        "A chaos run: start a fresh cluster, run concurrent clients (append with unique values, put, delete, get) "
+        "while a seeded nemesis kills, pauses and partitions nodes, heal, read every key, and check the history "
+        "is linearizable, every acknowledged append is present exactly once, and a leader returns after healing."))
+    p.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and load (default 60)")
+    p.add_argument("--seed", type=int, default=0, help="nemesis and client seed (default 0)")
+    p.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
+    p.add_argument("--rate", type=float, default=1.0, help="fault rate multiplier (default 1: about one fault "
+                                                           "every 3 s)")
+    p.add_argument("--out", help="where to write data, history and report (default ./zraft-chaos-SEED)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

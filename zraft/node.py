@@ -15,6 +15,7 @@ persist (fsync) before sending, send, apply, answer clients.
 from __future__ import annotations
 
 import argparse
+import heapq
 import logging
 import os
 import random
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import zmq
 
 from zraft import kv
@@ -63,7 +65,7 @@ class Node:
     def __init__(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None = None,
                  tick_ms: int = TICK_MS, election_ticks: int = ELECTION_TICKS,
                  heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
-                 snapshot_every: int = SNAPSHOT_EVERY) -> None:
+                 snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         self.id = node_id
@@ -106,6 +108,15 @@ class Node:
             d.setsockopt(zmq.IMMEDIATE, 1)
             d.connect(f"tcp://{addr}")
             self.dealers[pid] = d
+        # Network faults for chaos runs: a control socket on the local machine only (ipc), off by default.
+        self.faults = NetFaults()
+        self.chaos_sock: zmq.Socket[bytes] | None = None
+        if chaos:
+            self.chaos_sock = self.ctx.socket(zmq.ROUTER)
+            self.chaos_sock.setsockopt(zmq.LINGER, 0)
+            self.chaos_sock.bind(chaos_endpoint(data_dir))
+        self._delayed: list[tuple[float, int, Message]] = []
+        self._delay_seq = 0
 
     # ------------------------------------------------------------------ the loop
 
@@ -114,13 +125,21 @@ class Node:
                  self.raft.log.commit, self.raft.log.last_index)
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
+        if self.chaos_sock is not None:
+            poller.register(self.chaos_sock, zmq.POLLIN)
         next_tick = time.monotonic() + self.tick_s
         self._process_ready()  # replay the committed log before serving anything
         try:
             while not self._stop:
-                timeout = max(0.0, next_tick - time.monotonic())
-                if poller.poll(int(timeout * 1000)):
+                wake = min(next_tick, self._delayed[0][0]) if self._delayed else next_tick
+                timeout = max(0.0, wake - time.monotonic())
+                ready = dict(poller.poll(int(timeout * 1000)))
+                if self.router in ready:
                     self._drain()
+                if self.chaos_sock is not None and self.chaos_sock in ready:
+                    self._chaos_control()
+                if self._delayed:
+                    self._release_delayed()
                 now = time.monotonic()
                 if now >= next_tick:
                     self.raft.tick()
@@ -158,6 +177,8 @@ class Node:
             if kind == "raft":
                 if msg.dst != self.id:
                     log.warning("node=%d event=misrouted dst=%d", self.id, msg.dst)
+                    continue
+                if msg.src in self.faults.drop_from:
                     continue
                 try:
                     self.raft.step(msg)
@@ -297,6 +318,22 @@ class Node:
         log.info("node=%d event=snapshot index=%d", self.id, snap.index)
 
     def _send(self, m: Message) -> None:
+        f = self.faults
+        if f.active:
+            if m.dst in f.drop_to or (f.loss and f.rng.random() < f.loss):
+                return
+            copies = 2 if f.duplicate and f.rng.random() < f.duplicate else 1
+            for _ in range(copies):
+                if f.delay_ms[1] > 0:
+                    self._delay_seq += 1
+                    at = time.monotonic() + f.rng.uniform(*f.delay_ms) / 1000
+                    heapq.heappush(self._delayed, (at, self._delay_seq, m))
+                else:
+                    self._send_now(m)
+            return
+        self._send_now(m)
+
+    def _send_now(self, m: Message) -> None:
         d = self.dealers.get(m.dst)
         if d is None:
             return
@@ -304,6 +341,57 @@ class Node:
             d.send(codec.encode_raft(m), zmq.NOBLOCK)
         except zmq.Again:
             pass  # queue full or peer not connected: dropped, Raft retries
+
+    def _release_delayed(self) -> None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._send_now(heapq.heappop(self._delayed)[2])
+
+    def _chaos_control(self) -> None:
+        assert self.chaos_sock is not None
+        while True:
+            try:
+                ident, payload = self.chaos_sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except ValueError:
+                continue
+            try:
+                self.faults.configure(msgpack.unpackb(payload))
+                reply: dict[str, Any] = {"ok": True}
+                log.info("node=%d event=net_faults %s", self.id, self.faults.describe())
+            except Exception as e:
+                reply = {"ok": False, "message": str(e)}
+            self.chaos_sock.send_multipart([ident, msgpack.packb(reply)])
+
+
+class NetFaults:
+    """What this node's transport does to its Raft traffic in a chaos run (nothing, normally)."""
+
+    def __init__(self) -> None:
+        self.rng = random.Random()
+        self.configure({})
+
+    def configure(self, spec: dict[str, Any]) -> None:
+        drop_to = {int(x) for x in spec.get("drop_to", ())}
+        drop_from = {int(x) for x in spec.get("drop_from", ())}
+        loss = float(spec.get("loss", 0.0))
+        duplicate = float(spec.get("duplicate", 0.0))
+        lo, hi = (float(x) for x in spec.get("delay_ms", (0.0, 0.0)))
+        if not (0 <= loss <= 1 and 0 <= duplicate <= 1 and 0 <= lo <= hi):
+            raise ValueError(f"bad fault spec {spec}")
+        self.drop_to, self.drop_from, self.loss, self.duplicate = drop_to, drop_from, loss, duplicate
+        self.delay_ms = (lo, hi)
+        self.active = bool(drop_to or loss or duplicate or hi > 0)
+
+    def describe(self) -> str:
+        return (f"drop_to={sorted(self.drop_to)} drop_from={sorted(self.drop_from)} loss={self.loss} "
+                f"duplicate={self.duplicate} delay_ms={self.delay_ms}")
+
+
+def chaos_endpoint(data_dir: str) -> str:
+    """The node-local control socket of a node started with --chaos."""
+    return f"ipc://{os.path.abspath(data_dir)}/chaos.ipc"
 
 
 _STATUS_TEXT = {
@@ -347,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"snapshot after this many applied entries (default {SNAPSHOT_EVERY})")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: do not fsync; a machine crash can lose acknowledged writes (benchmarks only)")
+    p.add_argument("--chaos", action="store_true",
+                   help="accept network-fault instructions (drop, delay, duplicate) on a local ipc socket in the "
+                        "data directory, for chaos runs")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -362,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.error("give --peers or --cluster")
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
-                    a.unsafe_no_fsync, a.snapshot_every)
+                    a.unsafe_no_fsync, a.snapshot_every, a.chaos)
     except zmq.ZMQError as e:
         if e.errno == zmq.EADDRINUSE:
             print(f"zraft node {a.id}: address {a.bind or 'tcp://' + peers[a.id]} is in use; stop whatever "
