@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import xml.dom.minidom
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,14 @@ def test_short_chaos_run_passes(tmp_path: Path) -> None:
     assert last.startswith("summary:") and "verdict=PASS" in last and "violations=0" in last
     faults = int(last.split("faults=")[1].split()[0])
     assert faults >= 3
+    # The picture of the run: a well-formed SVG with a row per node, the faults and the latency points.
+    page = (out / "timeline.html").read_text()
+    svg = page[page.index("<svg"): page.index("</svg>") + 6]
+    doc = xml.dom.minidom.parseString(svg)
+    texts = [t.firstChild.data for t in doc.getElementsByTagName("text") if t.firstChild is not None]
+    assert {"node 1", "node 2", "node 3", "faults", "latency"} <= set(texts)
+    assert len(doc.getElementsByTagName("circle")) > 100
+    assert "timeline.html" in r.stdout
     # The recorded history checks again on its own.
     r = subprocess.run([sys.executable, "-m", "zraft.check", str(out / "history.jsonl")], capture_output=True,
                        text=True, cwd=ROOT, timeout=300)

@@ -12,12 +12,15 @@ socket local to the machine. ``python -m zraft.chaos`` is a whole chaos run, che
 from __future__ import annotations
 
 import argparse
+import html
+import itertools
 import json
 import logging
 import multiprocessing
 import os
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -246,6 +249,66 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
         events.append({"fault": kind, "node": target, "note": note, "start": start, "end": time.monotonic()})
 
 
+def _watch_leaders(c: Cluster, stop: Any, samples: list[tuple[float, int, int]]) -> None:
+    """Sample who leads, for the timeline: (time, leader node id or 0, term)."""
+    while not stop.is_set():
+        best = (0, 0)
+        for st in statuses(c, timeout=0.2).values():
+            if st and st.get("role") == "leader" and st["term"] >= best[1]:
+                best = (st["node"], st["term"])
+        samples.append((time.monotonic(), *best))
+        stop.wait(0.25)
+
+
+def write_timeline(path: str, t0: float, t1: float, nodes: list[int], events: list[dict[str, Any]],
+                   leaders: list[tuple[float, int, int]], history: list[dict[str, Any]]) -> None:
+    """A self-contained HTML page (inline SVG): who led in which term, when each fault struck and healed, and
+    client latency over time."""
+    width, left = 1000, 90
+    span = max(t1 - t0, 1e-3)
+
+    def x(t: float) -> float:
+        return left + (t - t0) / span * (width - left - 10)
+
+    rows = {n: 30 + 22 * i for i, n in enumerate(nodes)}
+    parts = [f'<text x="5" y="{y + 12}" font-size="12">node {n}</text>' for n, y in rows.items()]
+    palette = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"]
+    for (ta, ld, term), (tb, _, _) in itertools.pairwise(leaders):
+        if ld in rows:
+            parts.append(f'<rect x="{x(ta):.1f}" y="{rows[ld]}" width="{max(x(tb) - x(ta), 0.5):.1f}" height="16" '
+                         f'fill="{palette[term % len(palette)]}"><title>node {ld} leads term {term}</title></rect>')
+    fy = 30 + 22 * len(nodes) + 10
+    parts.append(f'<text x="5" y="{fy + 12}" font-size="12">faults</text>')
+    for i, e in enumerate(events):
+        y = fy + (i % 3) * 14
+        label = html.escape(f"{e['fault']} node {e['node']} {e['note']}")
+        parts.append(f'<rect x="{x(e["start"]):.1f}" y="{y}" width="{max(x(e["end"]) - x(e["start"]), 1):.1f}" '
+                     f'height="12" fill="#d62728" opacity="0.6"><title>{label}</title></rect>'
+                     f'<text x="{x(e["start"]):.1f}" y="{y + 10}" font-size="9">{html.escape(e["fault"])}</text>')
+    ly = fy + 60
+    lh = 160
+    done = [h for h in history if h.get("return") is not None and h["client"]]
+    worst = max([h["return"] - h["call"] for h in done] or [0.001])
+    parts.append(f'<text x="5" y="{ly + 12}" font-size="12">latency</text>'
+                 f'<text x="5" y="{ly + 26}" font-size="10">max {worst * 1000:.0f} ms</text>'
+                 f'<line x1="{left}" y1="{ly + lh}" x2="{width - 10}" y2="{ly + lh}" stroke="#999"/>')
+    step = max(1, len(done) // 4000)
+    for h in done[::step]:
+        lat = h["return"] - h["call"]
+        parts.append(f'<circle cx="{x(h["call"]):.1f}" cy="{ly + lh - lat / worst * lh:.1f}" r="1.2" '
+                     f'fill="{"#333" if h["op"] == "get" else "#1f77b4"}"/>')
+    for s in range(0, int(span) + 1, max(1, int(span) // 10)):
+        parts.append(f'<text x="{x(t0 + s):.1f}" y="{ly + lh + 14}" font-size="10">{s}s</text>')
+    height = ly + lh + 24
+    page = (f"<!doctype html><meta charset=utf-8><title>zraft chaos run</title>"
+            f"<h3 style='font-family:sans-serif'>zraft chaos run: leaders by term (colour), faults, latency "
+            f"(blue: writes, black: reads)</h3>"
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'style="font-family:sans-serif">{"".join(parts)}</svg>')
+    with open(path, "w") as f:
+        f.write(page)
+
+
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
         keys: int = 3) -> int:
     """A chaos run: returns the process exit code (0 when every check passed). See ``main``."""
@@ -268,6 +331,10 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                                                          register_keys, paths[i])) for i in range(clients)]
         for p in procs:
             p.start()
+        stop_watch = threading.Event()
+        leaders: list[tuple[float, int, int]] = []
+        watcher = threading.Thread(target=_watch_leaders, args=(c, stop_watch, leaders), daemon=True)
+        watcher.start()
         _nemesis(c, rng, until, rate, events)
         for p in procs:
             p.join(60)
@@ -282,6 +349,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             final: dict[str, bytes | None] = {}
             cl.put(b"chaos-final", b"1")
             elected = time.monotonic() - heal_start
+            stop_watch.set()
+            watcher.join()
             history = []
             for path in paths:
                 with open(path) as f:
@@ -322,7 +391,10 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     print(f"operations: {counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown; "
           f"faults injected: {len(events)}; leader answered {elected:.2f} s after healing" if elected is not None
           else "no leader after healing")
+    picture = os.path.join(out_dir, "timeline.html")
+    write_timeline(picture, t0, time.monotonic(), [n.id for n in c.nodes], events, leaders, history)
     print(f"history: {hist_path}")
+    print(f"timeline (leaders, faults, latency): {picture}")
     for problem in problems:
         print(f"VIOLATION: {problem}")
     verdict = "PASS" if not problems else "FAIL"
