@@ -191,7 +191,10 @@ def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append
             out.flush()
 
 
-FAULTS = ("kill", "kill_leader", "pause", "pause_leader", "isolate_leader", "split", "bridge", "one_way")
+FAULTS = ("kill", "kill_leader", "pause", "pause_leader", "isolate_leader", "split", "bridge", "one_way",
+          "flaky_network")
+LEADER_AFTER_HEAL_S = 10.0
+"""After each fault heals, some node must report itself leader within this many seconds."""
 
 
 def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]]) -> None:
@@ -232,10 +235,15 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 for y in b:
                     _quiet(set_net_faults, c, y, drop_to=a, drop_from=a)
                 note = f"{sorted(a)} <-{bridge}-> {sorted(b)}"
-            else:
+            elif kind == "one_way":
                 other = rng.choice([i for i in ids if i != target])
                 cut_one_way(c, target, other)
                 note = f"{target} -/-> {other}"
+            else:  # every node loses, duplicates and delays some of its Raft messages
+                spec = {"loss": 0.2, "duplicate": 0.1, "delay_ms": (1.0, 60.0)}
+                for i in ids:
+                    _quiet(set_net_faults, c, i, **spec)
+                note = "20% loss, 10% duplicates, 1-60 ms delays, every node"
         except ChaosError as e:
             note = f"skipped: {e}"
         time.sleep(rng.uniform(1.0, 3.0) / rate)
@@ -246,7 +254,18 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
             _quiet(resume, c, target)
         else:
             heal_network(c)
-        events.append({"fault": kind, "node": target, "note": note, "start": start, "end": time.monotonic()})
+        end = time.monotonic()
+        # Liveness: a leader again soon after each heal.
+        recovered = None
+        while time.monotonic() - end < LEADER_AFTER_HEAL_S:
+            try:
+                leader(c)
+                recovered = time.monotonic() - end
+                break
+            except ChaosError:
+                time.sleep(0.05)
+        events.append({"fault": kind, "node": target, "note": note, "start": start, "end": end,
+                       "leader_after": recovered})
 
 
 def _watch_leaders(c: Cluster, stop: Any, samples: list[tuple[float, int, int]]) -> None:
@@ -383,13 +402,21 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             problems.append(f"{k}: acknowledged appends missing at the end: {sorted(lost)[:5]}")
     bound = 15.0
     if elected is None or elected > bound:
-        problems.append(f"no leader answered within {bound:.0f} s of healing")
+        problems.append(f"no leader answered within {bound:.0f} s of the final heal")
+    for e in events:
+        if e["leader_after"] is None:
+            problems.append(f"no leader within {LEADER_AFTER_HEAL_S:.0f} s after healing {e['fault']} "
+                            f"at t={e['end'] - t0:.1f} s")
+    changes = sum(1 for a, b in itertools.pairwise(leaders) if b[1] and (a[1], a[2]) != (b[1], b[2]))
     counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
     print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients")
     for e in events:
-        print(f"  t={e['start'] - t0:6.1f}-{e['end'] - t0:5.1f} s  {e['fault']:<15} node {e['node']}  {e['note']}")
+        after = "no leader!" if e["leader_after"] is None else f"leader {e['leader_after']:.2f} s after heal"
+        print(f"  t={e['start'] - t0:6.1f}-{e['end'] - t0:5.1f} s  {e['fault']:<15} node {e['node']}  "
+              f"({after})  {e['note']}")
     print(f"operations: {counts['ok']} ok, {counts['fail']} failed, {counts['unknown']} unknown; "
-          f"faults injected: {len(events)}; leader answered {elected:.2f} s after healing" if elected is not None
+          f"faults injected: {len(events)}; leader changes seen: {changes}; a leader answered {elected:.2f} s after "
+          f"the final heal" if elected is not None
           else "no leader after healing")
     picture = os.path.join(out_dir, "timeline.html")
     write_timeline(picture, t0, time.monotonic(), [n.id for n in c.nodes], events, leaders, history)
@@ -399,7 +426,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         print(f"VIOLATION: {problem}")
     verdict = "PASS" if not problems else "FAIL"
     print(f"summary: ops={sum(counts.values())} ok={counts['ok']} failed={counts['fail']} "
-          f"unknown={counts['unknown']} faults={len(events)} violations={len(problems)} verdict={verdict}")
+          f"unknown={counts['unknown']} faults={len(events)} leader_changes={changes} violations={len(problems)} "
+          f"verdict={verdict}")
     return 0 if not problems else 1
 
 

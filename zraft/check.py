@@ -69,14 +69,30 @@ class KeyResult:
     explanation: str = ""
 
 
-def _step(state: bytes | None, op: Op) -> tuple[bool, bytes | None]:
+# States are fingerprints, not bytes: (length, the value as a big-endian integer mod the prime 2^127 - 1). An
+# append updates the fingerprint from the old one and the appended bytes alone (F(s + v) = F(s) * 256^len(v) +
+# F(v)), so long append-only values cost no memory per state; two different values of one length collide only
+# if their difference is a multiple of 2^127 - 1.
+_P = (1 << 127) - 1
+
+State = tuple[int, int] | None
+
+
+def fingerprint(data: bytes) -> tuple[int, int]:
+    return len(data), int.from_bytes(data, "big") % _P
+
+
+def _step(state: State, op: Op, fp_value: tuple[int, int] | None, fp_output: State) -> tuple[bool, State]:
     k = op.kind
     if k == "get":
-        return op.output == state, state
+        return fp_output == state, state
     if k == "put":
-        return True, op.value
+        return True, fp_value
     if k == "append":
-        return True, (state or b"") + (op.value or b"")
+        assert fp_value is not None
+        n, h = state or (0, 0)
+        vn, vh = fp_value
+        return True, (n + vn, (h * pow(256, vn, _P) + vh) % _P)
     return True, None  # delete
 
 
@@ -96,6 +112,12 @@ def check_key(ops: list[Op], key: str = "") -> KeyResult:
     """Whether one register's history is linearizable."""
     # A read whose answer never arrived constrains nothing.
     ops = [o for o in ops if not (o.kind == "get" and o.ret is None)]
+    # A put or append of unknown outcome whose value no read ever returned may as well have happened after
+    # everything else (it has no result of its own and nothing saw it), so leave it out: each such operation
+    # would otherwise double the states the search must consider.
+    seen = [o.output for o in ops if o.kind == "get" and o.output is not None]
+    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append") and o.value
+                                  and not any(o.value in out for out in seen))]
     n = len(ops)
     if n == 0:
         return KeyResult(key, True, 0)
@@ -141,17 +163,19 @@ def check_key(ops: list[Op], key: str = "") -> KeyResult:
         if c.next is not None:
             c.next.prev = c
 
-    state: bytes | None = None
+    fp_value = [None if o.value is None else fingerprint(o.value) for o in ops]
+    fp_output: list[State] = [None if o.output is None else fingerprint(o.output) for o in ops]
+    state: State = None
     linearized = 0
-    cache: set[tuple[int, bytes | None]] = {(0, None)}
-    stack: list[tuple[_Node, bytes | None]] = []
+    cache: set[tuple[int, State]] = {(0, None)}
+    stack: list[tuple[_Node, State]] = []
     best = 0
     entry = head.next
     while head.next is not None:
         assert entry is not None
         if entry.is_call:
             assert entry.op is not None
-            ok, new_state = _step(state, entry.op)
+            ok, new_state = _step(state, entry.op, fp_value[entry.index], fp_output[entry.index])
             if ok:
                 new_lin = linearized | (1 << entry.index)
                 if (new_lin, new_state) not in cache:
