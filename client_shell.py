@@ -88,7 +88,7 @@ class Shell:
 
     def _status(self) -> str:
         rows = [f"{'node':>4}  {'address':<21} {'role':<13} {'term':>5} {'leader':>6} {'commit':>7} {'applied':>7} "
-                f"{'last':>7}"]
+                f"{'last':>7} {'snapshot':>8} {'log':>7}"]
         for i, addr in enumerate(self.client.nodes):
             try:
                 s = self.client.status(i)
@@ -96,7 +96,8 @@ class Shell:
                 rows.append(f"{'?':>4}  {addr:<21} {'(no answer)':<13}")
                 continue
             rows.append(f"{s['node']:>4}  {addr:<21} {s['role']:<13} {s['term']:>5} {s['leader']:>6} "
-                        f"{s['commit']:>7} {s['applied']:>7} {s['last_index']:>7}")
+                        f"{s['commit']:>7} {s['applied']:>7} {s['last_index']:>7} {s['snapshot_index']:>8} "
+                        f"{s['log_entries']:>7}")
             if s.get("match"):
                 rows.append("      follower match index: " + ", ".join(f"{k}={v}" for k, v in
                                                                         sorted(s["match"].items())))

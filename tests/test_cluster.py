@@ -91,6 +91,9 @@ def test_basic_operations_through_library_and_shell(cluster: launch.Cluster) -> 
     assert r.returncode == 0 and int(r.stdout) in (1, 2, 3)
     r = shell(cluster, "status")
     assert r.returncode == 0 and "leader" in r.stdout and len(r.stdout.splitlines()) >= 4
+    with Client(cluster.addresses) as cl:
+        st = cl.status(0)
+    assert st["log_entries"] == st["last_index"] - st["snapshot_index"] > 0
 
 
 def test_kill_leader_new_leader_keeps_every_acknowledged_write(cluster: launch.Cluster) -> None:

@@ -241,7 +241,8 @@ class Node:
             del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
             st.update(self._leader_info())
             st.update({"node": self.id, "address": self.addr, "kv_applied": self.kv.applied,
-                       "keys": len(self.kv.data), "sessions": len(self.kv.sessions)})
+                       "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
+                       "log_entries": self.raft.log.last_index - self.raft.log.snap_index})
             st.update(self.storage.disk_usage())
             if "match" in st:
                 st["match"] = {str(k): v for k, v in st["match"].items()}
