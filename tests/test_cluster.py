@@ -224,9 +224,10 @@ def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """Also from another working directory: the nodes find the package wherever the launcher is run from."""
     port = launch.free_ports(1)[0]
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
-                          "--data-dir", str(tmp_path / "d")], stdout=subprocess.PIPE, text=True)
+                          "--data-dir", str(tmp_path / "d")], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert p.stdout is not None
         seen = []

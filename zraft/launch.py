@@ -68,7 +68,7 @@ class Cluster:
         logf = open(n.log, "ab")  # the child gets its own copy of the descriptor
         try:
             p = subprocess.Popen(n.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+                                 start_new_session=True, env=_node_env())
         finally:
             logf.close()
         self.procs[node_id] = p
@@ -102,6 +102,14 @@ class Cluster:
                 while _alive(n.pid) and time.monotonic() < end:
                     time.sleep(0.05)
                 _signal(n.pid, signal.SIGKILL)
+
+
+def _node_env() -> dict[str, str]:
+    """The environment for a node process: this zraft package importable wherever the launcher runs from."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
 
 
 def load(data_dir_or_file: str) -> Cluster:
