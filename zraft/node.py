@@ -29,7 +29,7 @@ import msgpack
 import zmq
 
 from zraft import kv
-from zraft.core import NONE, ClusterConfig, EntryKind, Message, NotLeader, Options, Raft, Ready, Role
+from zraft.core import NONE, ClusterConfig, EntryKind, Message, Options, Raft, Ready, Role
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.transport import codec
 
@@ -226,10 +226,7 @@ class Node:
             self.pending_writes.setdefault((cmd.client, cmd.seq), []).append(PendingWrite(identity, req["id"]))
             datas.append(cmd.encode())
         if datas:
-            try:
-                self.raft.propose(datas)
-            except NotLeader:  # cannot happen: checked above, and nothing in between changes the role
-                raise
+            self.raft.propose(datas)  # we are leader: checked above, and nothing in between changes the role
 
     def _client_other(self, identity: bytes, req: dict[str, Any]) -> None:
         op, rid = req["op"], req["id"]

@@ -463,7 +463,7 @@ class SimCluster:
 
     # ------------------------------------------------------------------ clients
 
-    def new_op(self, client: int) -> int:
+    def new_op(self) -> int:
         self._next_op += 1
         return self._next_op
 
@@ -472,7 +472,7 @@ class SimCluster:
         node = self.nodes[node_id]
         if not node.up or node.raft is None:
             return False, 0
-        seq = self.new_op(client)
+        seq = self.new_op()
         data = encode_command(client, seq, key)
         try:
             index = node.raft.propose([data])
@@ -487,7 +487,7 @@ class SimCluster:
         node = self.nodes[node_id]
         if not node.up or node.raft is None:
             return False
-        seq = self.new_op(client)
+        seq = self.new_op()
         ctx = (client, seq)
         self.pending_reads[(node_id, ctx)] = PendingRead(
             key, node_id, self.now, len(self.acked.get(key, ())), self.max_acked_index
