@@ -13,6 +13,7 @@ import pytest
 from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.faultdisk import FaultDisk
+from zraft.storage.snapshots import loaded
 
 CFG = ClusterConfig((1, 2, 3))
 D = "/data"
@@ -70,7 +71,7 @@ def test_snapshot_compaction_deletes_whole_segments() -> None:
     s.save_snapshot(snap)
     assert len(disk.listdir(f"{D}/log")) < segs_before
     r = reopen(disk).recovered
-    assert r.snapshot == snap
+    assert loaded(r.snapshot) == snap
     assert r.entries == ents(301, 400)
     assert r.hard_state.commit == 400
 
@@ -97,7 +98,7 @@ def test_installed_snapshot_replaces_a_divergent_log() -> None:
     s.save(HardState(3, 0, 20), ents(21, 22, term=3), snapshot=snap)
     s.save(None, ents(23, 23, term=3))
     r = reopen(disk).recovered
-    assert r.snapshot == snap and r.entries == ents(21, 23, term=3)
+    assert loaded(r.snapshot) == snap and r.entries == ents(21, 23, term=3)
 
 
 def test_snapshot_inside_the_log_keeps_the_suffix() -> None:
@@ -289,7 +290,7 @@ def test_crash_keeps_exactly_what_was_synced() -> None:
         r = reopen(disk).recovered
         assert r.entries == model, trial
         assert r.hard_state == hs
-        assert r.snapshot == snap
+        assert loaded(r.snapshot) == snap
 
 
 def test_real_files_round_trip(tmp_path: os.PathLike[str]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from crash_writer import Op, ops, writer
 
 from zraft.storage import Storage
+from zraft.storage.snapshots import loaded
 
 ITERATIONS = 300
 
@@ -93,7 +94,7 @@ def test_sigkill_at_random_points(tmp_path: Path) -> None:
         # "in progress" one, recovered whole.
         done = all_ops[:inflight_index]
         inflight = all_ops[inflight_index] if inflight_index < len(all_ops) else None
-        assert _acceptable(done, inflight, r.entries, r.snapshot, r.hard_state), (
+        assert _acceptable(done, inflight, r.entries, loaded(r.snapshot), r.hard_state), (
             f"iteration {it} (seed {seed}, {done_count} saves done): recovered state is not what the saves made "
             f"durable ({len(r.entries)} entries, snapshot {r.snapshot and r.snapshot.index})"
         )

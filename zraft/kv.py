@@ -16,6 +16,7 @@ dropped at a deterministic point -- never by a node's own clock. A request from 
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,13 @@ SESSION_EXPIRY_ENTRIES = 1_000_000
 """A client session unused for this many log entries expires."""
 EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
+"""Snapshot layout: a stream of msgpack objects. First ``[2, applied, key_count, sessions]`` (sessions: client ->
+``[last_index, ack, {seq: status}]``), then arrays ``[key, value, key, value, ...]`` of at most
+``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all. Format 1 (one
+object: ``[1, applied, {key: value}, sessions]``) is still read."""
+SNAPSHOT_CHUNK_PAIRS = 4096
+SNAPSHOT_CHUNK_BYTES = 4 << 20
 
 
 class Op(enum.IntEnum):
@@ -85,11 +92,50 @@ class Session:
     """seq -> status of requests at or above ``ack``."""
 
 
+class SnapshotImage:
+    """The store as it was at one log index, serialized in chunks while the store goes on changing.
+
+    Taking it costs the event loop a list of the keys and a copy of the session table. Afterwards the store
+    saves the old value of each key the first time a write touches it (copy-on-write, per key), and ``chunks()``
+    -- which may run in another thread -- reads each key's live value and then prefers the saved one. The store
+    records the old value before changing the live one, so that order of reads always finds the value as it
+    was, whatever the two threads interleave (dict operations are atomic under the GIL).
+    """
+
+    def __init__(self, kv: KVStore) -> None:
+        self.applied = kv.applied
+        self.sessions = {c: [s.last_index, s.ack, dict(s.replies)] for c, s in kv.sessions.items()}
+        self.keys = list(kv.data)
+        self._data = kv.data
+        self.before: dict[bytes, bytes | None] = {}
+
+    def chunks(self) -> Iterator[bytes]:
+        yield msgpack.packb([SNAPSHOT_FORMAT, self.applied, len(self.keys), self.sessions], use_bin_type=True)
+        data, before, keys = self._data, self.before, self.keys
+        out: list[bytes] = []
+        size = 0
+        for k in keys:
+            v = data.get(k)
+            if k in before:  # after reading the live value (see the class docstring)
+                v = before[k]
+            assert v is not None, "a key of the image lost its value"
+            out.append(k)
+            out.append(v)
+            size += len(k) + len(v)
+            if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
+                yield msgpack.packb(out, use_bin_type=True)
+                out = []
+                size = 0
+        if out:
+            yield msgpack.packb(out, use_bin_type=True)
+
+
 class KVStore:
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.sessions: dict[int, Session] = {}
         self.applied = 0
+        self._image: SnapshotImage | None = None
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
@@ -141,6 +187,9 @@ class KVStore:
     def _execute(self, cmd: Command) -> Status:
         if check_limits(cmd.key, cmd.value):
             return Status.TOO_LARGE
+        img = self._image
+        if img is not None and cmd.key not in img.before:
+            img.before[cmd.key] = self.data.get(cmd.key)  # before the change (see SnapshotImage)
         if cmd.op == Op.PUT:
             self.data[cmd.key] = cmd.value
         elif cmd.op == Op.APPEND:
@@ -161,25 +210,64 @@ class KVStore:
 
     # ------------------------------------------------------------------ snapshots
 
+    def begin_snapshot(self) -> SnapshotImage:
+        """An image of the store as it is now, to serialize while the store goes on (one at a time)."""
+        if self._image is not None:
+            raise RuntimeError("a snapshot image is already being taken")
+        self._image = SnapshotImage(self)
+        return self._image
+
+    def end_snapshot(self) -> None:
+        """The image is written (or abandoned): stop saving old values for it."""
+        self._image = None
+
     def snapshot(self) -> bytes:
-        sessions = {c: [s.last_index, s.ack, s.replies] for c, s in self.sessions.items()}
-        out: bytes = msgpack.packb([SNAPSHOT_FORMAT, self.applied, self.data, sessions], use_bin_type=True)
-        return out
+        img = self.begin_snapshot()
+        try:
+            return b"".join(img.chunks())
+        finally:
+            self.end_snapshot()
 
     @classmethod
     def restore(cls, blob: bytes) -> KVStore:
-        try:
-            fmt, applied, data, sessions = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-        except Exception as e:
-            raise ValueError(f"state machine snapshot does not decode ({e})") from None
-        if fmt != SNAPSHOT_FORMAT:
-            raise ValueError(f"state machine snapshot format {fmt} is not one this version reads "
-                             f"({SNAPSHOT_FORMAT})")
+        return cls.restore_chunks([blob])
+
+    @classmethod
+    def restore_chunks(cls, chunks: Iterable[bytes]) -> KVStore:
+        """Rebuild a store from a snapshot's bytes, given in pieces of any size."""
+        up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+        it = iter(chunks)
+
+        def objects() -> Iterator[Any]:
+            for piece in it:
+                up.feed(piece)
+                yield from up
+
         kv = cls()
-        kv.applied = applied
-        kv.data = data
-        kv.sessions = {int(c): Session(v[0], v[1], {int(q): r for q, r in v[2].items()}) for c, v in
-                       sessions.items()}
+        try:
+            objs = objects()
+            head = next(objs)
+            if head[0] == 1:  # format 1: everything in one object
+                _, kv.applied, kv.data, sessions = head
+            elif head[0] == SNAPSHOT_FORMAT:
+                _, kv.applied, count, sessions = head
+                data = kv.data
+                for arr in objs:
+                    for i in range(0, len(arr), 2):
+                        data[arr[i]] = arr[i + 1]
+                if len(data) != count:
+                    raise ValueError(f"it holds {len(data)} keys, its header says {count}")
+            else:
+                raise ValueError(f"state machine snapshot format {head[0]} is not one this version reads "
+                                 f"(1 and {SNAPSHOT_FORMAT})")
+            kv.sessions = {int(c): Session(v[0], v[1], {int(q): r for q, r in v[2].items()}) for c, v in
+                           sessions.items()}
+        except ValueError as e:
+            if "format" in str(e):
+                raise
+            raise ValueError(f"state machine snapshot does not decode ({e})") from None
+        except Exception as e:
+            raise ValueError(f"state machine snapshot does not decode ({e!r})") from None
         return kv
 
     def state(self) -> Any:

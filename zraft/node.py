@@ -29,8 +29,10 @@ import msgpack
 import zmq
 
 from zraft import kv
-from zraft.core import NONE, ClusterConfig, EntryKind, Message, Options, Raft, Ready, Role
-from zraft.storage import CorruptionError, Storage, StorageError
+from zraft.core import NONE, ClusterConfig, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
+from zraft.snapshotting import Receiver, Sender, SnapshotJob
+from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError
+from zraft.storage.snapshots import SnapshotFile
 from zraft.transport import codec
 
 log = logging.getLogger("zraft.node")
@@ -44,7 +46,9 @@ HEARTBEAT_TICKS = 2
 MAX_BATCH = 4096
 """Most messages taken from the socket in one loop pass."""
 SNAPSHOT_EVERY = 100_000
-"""Take a snapshot and compact the log after this many applied entries."""
+"""Take a snapshot and compact the log after this many applied entries..."""
+SNAPSHOT_BYTES = 256 << 20
+"""... or once this many bytes have been written to the log since the last snapshot."""
 PEER_HWM = 10_000
 
 
@@ -65,7 +69,8 @@ class Node:
     def __init__(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None = None,
                  tick_ms: int = TICK_MS, election_ticks: int = ELECTION_TICKS,
                  heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
-                 snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False) -> None:
+                 snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
+                 snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         self.id = node_id
@@ -74,15 +79,20 @@ class Node:
         self.bind = bind or f"tcp://{self.addr}"
         self.tick_s = tick_ms / 1000.0
         self.snapshot_every = snapshot_every
-        self.storage = Storage(data_dir, unsafe_no_fsync=unsafe_no_fsync)
+        self.snapshot_bytes = snapshot_bytes
+        self.storage = Storage(data_dir, unsafe_no_fsync=unsafe_no_fsync, segment_bytes=segment_bytes)
         rec = self.storage.recovered
         for w in rec.warnings:
             log.warning("node=%d event=recovery %s", node_id, w)
         self.kv = kv.KVStore()
         applied = 0
         if rec.snapshot is not None:
-            self.kv = kv.KVStore.restore(rec.snapshot.data)
+            self.kv = _restore(rec.snapshot)
             applied = rec.snapshot.index
+        self.snap_job: SnapshotJob | None = None
+        self.snap_stats: dict[str, Any] = {}
+        self._job_max_pass = 0.0
+        self._job_max_late = 0.0
         self.raft = Raft(node_id, ClusterConfig(tuple(sorted(peers))), random.Random(), Options(
             election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks, max_inflight=64,
             snapshot_timeout_ticks=max(200, 4 * election_ticks)), rec.hard_state, rec.snapshot, rec.entries, applied)
@@ -117,6 +127,8 @@ class Node:
             self.chaos_sock.bind(chaos_endpoint(data_dir))
         self._delayed: list[tuple[float, int, Message]] = []
         self._delay_seq = 0
+        self.sender = Sender(node_id, self._send_chunk)
+        self.receiver = Receiver(node_id, self.storage, self._send_ack)
 
     # ------------------------------------------------------------------ the loop
 
@@ -134,6 +146,7 @@ class Node:
                 wake = min(next_tick, self._delayed[0][0]) if self._delayed else next_tick
                 timeout = max(0.0, wake - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
+                t_pass = time.perf_counter()
                 if self.router in ready:
                     self._drain()
                 if self.chaos_sock is not None and self.chaos_sock in ready:
@@ -142,12 +155,19 @@ class Node:
                     self._release_delayed()
                 now = time.monotonic()
                 if now >= next_tick:
+                    if self.snap_job is not None:
+                        self._job_max_late = max(self._job_max_late, now - next_tick)
                     self.raft.tick()
+                    self._tick_transfers()
                     next_tick += self.tick_s
                     if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
                         next_tick = now + self.tick_s
+                if self.snap_job is not None and self.snap_job.done():
+                    self._finish_snapshot()
                 if self.raft.has_ready():
                     self._process_ready()
+                if self.snap_job is not None:
+                    self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t_pass)
         finally:
             self.close()
 
@@ -155,6 +175,9 @@ class Node:
         self._stop = True
 
     def close(self) -> None:
+        if self.snap_job is not None:
+            self.snap_job.thread.join()
+        self.receiver.abort()
         self.storage.close()
         self.ctx.destroy(linger=0)
 
@@ -174,7 +197,17 @@ class Node:
                 log.warning("node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
                 self._reply(identity, {"id": 0, "ok": False, "error": "bad_request", "message": str(e)})
                 continue
-            if kind == "raft":
+            if kind == "snap_chunk" or kind == "snap_ack":
+                if msg.dst != self.id or msg.src in self.faults.drop_from:
+                    continue
+                if kind == "snap_chunk":
+                    self._on_chunk(msg)
+                elif self.sender.on_ack(msg) == "failed":
+                    self.raft.report_snapshot(msg.src, False)
+            elif kind == "raft":
+                if msg.type == MsgType.SNAPSHOT:
+                    log.warning("node=%d event=bad_raft_message error=snapshots travel in chunks", self.id)
+                    continue
                 if msg.dst != self.id:
                     log.warning("node=%d event=misrouted dst=%d", self.id, msg.dst)
                     continue
@@ -239,7 +272,14 @@ class Node:
             st.update(self._leader_info())
             st.update({"node": self.id, "address": self.addr, "kv_applied": self.kv.applied,
                        "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
-                       "log_entries": self.raft.log.last_index - self.raft.log.snap_index})
+                       "log_entries": self.raft.log.last_index - self.raft.log.snap_index,
+                       "last_snapshot": self.snap_stats,
+                       "snapshot_in_progress": self.snap_job is not None,
+                       "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in
+                                            self.sender.transfers.items()}})
+            rc = self.receiver.current
+            if rc is not None:
+                st["snapshot_receiving"] = [rc.received, rc.size]
             st.update(self.storage.disk_usage())
             if "match" in st:
                 st["match"] = {str(k): v for k, v in st["match"].items()}
@@ -271,6 +311,7 @@ class Node:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
                      rd.soft_state.role.name.lower(), rd.soft_state.leader)
             if rd.soft_state.role != Role.LEADER:
+                self.sender.clear()
                 # Writes waiting here may still commit under the next leader: the client retries with the same
                 # sequence number and the session answers it once.
                 for waiting in self.pending_writes.values():
@@ -281,7 +322,7 @@ class Node:
                 self.pending_writes.clear()
         # 3. Apply.
         if rd.snapshot is not None:
-            self.kv = kv.KVStore.restore(rd.snapshot.data)
+            self._install(rd.snapshot)
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 client, seq, status = self.kv.apply(e.index, e.data)
@@ -306,14 +347,79 @@ class Node:
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": "no_leader",
                                           "message": "no leader could confirm the read; retry",
                                           **self._leader_info()})
-        if self.kv.applied - self.raft.log.snap_index >= self.snapshot_every:
-            self._snapshot()
+        self._maybe_snapshot()
 
-    def _snapshot(self) -> None:
-        snap = self.raft.make_snapshot(self.kv.applied, self.kv.snapshot())
+    # ------------------------------------------------------------------ snapshots
+
+    def _maybe_snapshot(self) -> None:
+        if self.snap_job is not None or self.kv.applied <= self.raft.log.snap_index:
+            return
+        if (self.kv.applied - self.raft.log.snap_index >= self.snapshot_every
+                or self.storage.bytes_since_snapshot >= self.snapshot_bytes):
+            self._job_max_pass = self._job_max_late = 0.0
+            self.snap_job = SnapshotJob(self.storage, self.kv, self.raft.make_snapshot(self.kv.applied, None))
+            log.info("node=%d event=snapshot_begin index=%d keys=%d loop_pause_ms=%.1f", self.id,
+                     self.kv.applied, len(self.snap_job.image.keys), self.snap_job.begin_s * 1000)
+
+    def _finish_snapshot(self) -> None:
+        job = self.snap_job
+        assert job is not None
+        self.snap_job = None
+        t0 = time.perf_counter()
+        try:
+            snap = job.finish()
+        except OSError as e:
+            raise StorageError(f"writing a snapshot failed: {e}") from e
+        if snap.index <= self.raft.log.snap_index:  # a snapshot from the leader was installed meanwhile
+            log.info("node=%d event=snapshot_obsolete index=%d", self.id, snap.index)
+            return
         self.storage.save_snapshot(snap)
         self.raft.compact(snap)
-        log.info("node=%d event=snapshot index=%d", self.id, snap.index)
+        finish_s = time.perf_counter() - t0
+        assert isinstance(snap.data, SnapshotFile)
+        self.snap_stats = {"index": snap.index, "keys": len(job.image.keys), "bytes": snap.data.size,
+                           "seconds": round(time.monotonic() - job.started, 3),
+                           "begin_ms": round(job.begin_s * 1000, 2), "finish_ms": round(finish_s * 1000, 2),
+                           "max_loop_pass_ms": round(max(self._job_max_pass, finish_s) * 1000, 2),
+                           "max_tick_late_ms": round(self._job_max_late * 1000, 2)}
+        log.info("node=%d event=snapshot %s", self.id, " ".join(f"{k}={v}" for k, v in self.snap_stats.items()))
+
+    def _install(self, snap: Snapshot) -> None:
+        if self.snap_job is not None:
+            self.snap_job.thread.join()  # its image is of the store being replaced; its result will be ignored
+        t0 = time.perf_counter()
+        self.kv = _restore(snap)
+        log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
+                 len(self.kv.data), time.perf_counter() - t0)
+
+    def _on_chunk(self, c: codec.SnapChunk) -> None:
+        snap = self.receiver.on_chunk(c)
+        if snap is not None:
+            self.raft.step(Message(MsgType.SNAPSHOT, c.src, self.id, c.term, snapshot=snap))
+
+    def _tick_transfers(self) -> None:
+        for peer in self.sender.tick():
+            self.raft.report_snapshot(peer, False)
+
+    def _send_chunk(self, peer: int, c: codec.SnapChunk) -> bool:
+        return self._send_raw(peer, codec.encode_chunk(c))
+
+    def _send_ack(self, peer: int, a: codec.SnapAck) -> None:
+        self._send_raw(peer, codec.encode_ack(a))
+
+    def _send_raw(self, peer: int, payload: bytes) -> bool:
+        """Send a snapshot transfer message; False if the peer's queue is full (try again later)."""
+        f = self.faults
+        if f.active and (peer in f.drop_to or (f.loss and f.rng.random() < f.loss)):
+            return True  # lost on the way
+        d = self.dealers.get(peer)
+        if d is None:
+            return True
+        try:
+            d.send(payload, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
 
     def _send(self, m: Message) -> None:
         f = self.faults
@@ -332,6 +438,14 @@ class Node:
         self._send_now(m)
 
     def _send_now(self, m: Message) -> None:
+        if m.type == MsgType.SNAPSHOT:
+            assert m.snapshot is not None
+            try:
+                self.sender.start(m.dst, m.term, m.snapshot)
+            except OSError as e:
+                log.warning("node=%d event=snapshot_send_failed peer=%d error=%s", self.id, m.dst, e)
+                self.raft.report_snapshot(m.dst, False)
+            return
         d = self.dealers.get(m.dst)
         if d is None:
             return
@@ -392,6 +506,12 @@ def chaos_endpoint(data_dir: str) -> str:
     return f"ipc://{os.path.abspath(data_dir)}/chaos.ipc"
 
 
+def _restore(snap: Snapshot) -> kv.KVStore:
+    if isinstance(snap.data, SnapshotFile):
+        return kv.KVStore.restore_chunks(snap.data.data_chunks())
+    return kv.KVStore.restore(snap.data)
+
+
 _STATUS_TEXT = {
     kv.Status.TOO_LARGE: "key or value over the size limit",
     kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
@@ -431,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"heartbeat interval in ticks (default {HEARTBEAT_TICKS})")
     p.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
                    help=f"snapshot after this many applied entries (default {SNAPSHOT_EVERY})")
+    p.add_argument("--snapshot-bytes", type=int, default=SNAPSHOT_BYTES,
+                   help="... or after this many bytes written to the log since the last one "
+                        f"(default {SNAPSHOT_BYTES})")
+    p.add_argument("--segment-bytes", type=int, default=SEGMENT_BYTES,
+                   help="size of a log segment file; whole segments are deleted after a snapshot "
+                        f"(default {SEGMENT_BYTES})")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: do not fsync; a machine crash can lose acknowledged writes (benchmarks only)")
     p.add_argument("--chaos", action="store_true",
@@ -451,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.error("give --peers or --cluster")
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
-                    a.unsafe_no_fsync, a.snapshot_every, a.chaos)
+                    a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes)
     except zmq.ZMQError as e:
         if e.errno == zmq.EADDRINUSE:
             print(f"zraft node {a.id}: address {a.bind or 'tcp://' + peers[a.id]} is in use; stop whatever "

@@ -49,6 +49,12 @@ class FaultDisk:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
         return bytes(self.files[path].data)
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        return self.read(path)[offset : offset + length]
+
+    def file_size(self, path: str) -> int:
+        return len(self.read(path))
+
     def open_append(self, path: str, end: int) -> FaultFile:
         if path not in self.files:
             self.files[path] = _File()

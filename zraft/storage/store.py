@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from zraft.core import Entry, HardState, Snapshot
+from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 
 from . import records as rec
 from . import snapshots
@@ -122,6 +122,8 @@ class Storage:
         self.segment_bytes = segment_bytes
         self.log_dir = f"{path}/log"
         self.snap_dir = f"{path}/snap"
+        self.bytes_since_snapshot = 0
+        """Bytes written to the log since the last snapshot (or start): a trigger for taking the next one."""
         self._failed: BaseException | None = None
         self._segments: list[Segment] = []
         self._active: AppendFile | None = None
@@ -207,10 +209,22 @@ class Storage:
         snap = None
         if rp.snapshot_mark is not None:
             snap = snapshots.read(self.disk, self.snap_dir, *rp.snapshot_mark)
+        self._remove_unused_snapshots(rp.snapshot_mark or (0, 0), warnings)
         hs = rp.hard_state
         if hs.commit > rp.last:
             raise CorruptionError(self.log_dir, 0, f"hard state commit {hs.commit} is past the last entry {rp.last}")
         return Recovered(hs, snap, rp.entries, warnings)
+
+    def _remove_unused_snapshots(self, mark: tuple[int, int], warnings: list[str]) -> None:
+        # Left by a crash: temporary files of a snapshot being written or received, and complete snapshots that
+        # no marker names yet (the node took or received them but did not get to record them). Neither was ever
+        # the node's state; the leader will send another if it is still needed.
+        for n in self.disk.listdir(self.snap_dir):
+            p = snapshots.parse_name(n)
+            if n.endswith(snapshots.TMP_SUFFIX) or n.endswith(snapshots.PART_SUFFIX) or (p and p[0] > mark[0]):
+                self.disk.remove(f"{self.snap_dir}/{n}")
+                warnings.append(f"{self.snap_dir}/{n}: removed a snapshot file no log record refers to "
+                                "(left by a crash while it was written or received)")
 
     @staticmethod
     def _seg_name(seq: int) -> str:
@@ -241,7 +255,9 @@ class Storage:
         data = b"".join(parts)
         try:
             if snapshot is not None:
-                snapshots.write(self.disk, self.snap_dir, snapshot)
+                self._place_snapshot(snapshot)
+                self.bytes_since_snapshot = 0
+            self.bytes_since_snapshot += len(data)
             active = self._active
             if active is None or active.size() >= self.segment_bytes:
                 with self._sync_lock, self._lock:  # a roll: no sync may be using the old segment
@@ -284,14 +300,37 @@ class Storage:
         """Store a snapshot the state machine took, then drop the log segments it makes unnecessary."""
         self.save(None, [], snapshot)
 
+    def _place_snapshot(self, snapshot: Snapshot) -> None:
+        """Make the snapshot's file durable in the snapshot directory before any marker names it."""
+        want = f"{self.snap_dir}/{snapshots.file_name(snapshot.index, snapshot.term)}"
+        if isinstance(snapshot.data, snapshots.SnapshotFile):
+            if snapshot.data.path != want:
+                raise ValueError(f"snapshot file {snapshot.data.path} is not {want}: write it with "
+                                 "snapshot_writer() or receive it with snapshot_receiver()")
+        else:
+            snapshots.write(self.disk, self.snap_dir, snapshot)
+
+    def snapshot_writer(self, index: int, term: int, config: ClusterConfig) -> snapshots.SnapshotWriter:
+        """Stream a snapshot of the state machine into a file (from any thread); ``commit()`` it, then
+        ``save_snapshot()`` the snapshot it returns to make it the node's snapshot and compact the log."""
+        self._check()
+        return snapshots.SnapshotWriter(self.disk, self.snap_dir, index, term, config)
+
+    def snapshot_receiver(self, index: int, term: int, size: int) -> snapshots.SnapshotReceiver:
+        """Receive a whole snapshot file, as another node stored it, in chunks."""
+        self._check()
+        return snapshots.SnapshotReceiver(self.disk, self.snap_dir, index, term, size)
+
     def _after_snapshot(self, index: int) -> None:
         # Whole segments before the active one whose entries the snapshot covers are no longer needed.
         try:
             while len(self._segments) > 1 and self._segments[0].max_index <= index:
                 self.disk.remove(self._segments.pop(0).path)
             self.disk.sync_dir(self.log_dir)
-            names = sorted((p, n) for n in self.disk.listdir(self.snap_dir) if (p := snapshots.parse_name(n)))
-            for _, n in names[:-2]:  # keep the newest two
+            # Keep this snapshot and the one before it. Newer files (one being written or received) stay.
+            names = sorted((p, n) for n in self.disk.listdir(self.snap_dir)
+                           if (p := snapshots.parse_name(n)) and p[0] <= index)
+            for _, n in names[:-2]:
                 self.disk.remove(f"{self.snap_dir}/{n}")
         except OSError as e:
             self._fail(e)
@@ -306,6 +345,7 @@ class Storage:
                 return
             f.sync()  # everything written to the old segment is durable before the new one is used
             self._synced = self._written
+            self._segments[-1].end = f.size()
             f.close()
             self._active = None
         seq = self._segments[-1].seq + 1 if self._segments else 1
@@ -380,4 +420,17 @@ class Storage:
 
     def disk_usage(self) -> dict[str, int]:
         """Segment count and the snapshot index, for status reports."""
-        return {"segments": len(self._segments), "snapshot_index": self._snapshot_mark[0]}
+        active = self._active
+        log_bytes = sum(s.end for s in self._segments[:-1]) + (active.size() if active else
+                                                                  self._segments[-1].end if self._segments else 0)
+        return {"segments": len(self._segments), "snapshot_index": self._snapshot_mark[0], "log_bytes": log_bytes,
+                "disk_bytes": len(self._segments) * self.segment_bytes + self._snapshot_bytes()}
+
+    def _snapshot_bytes(self) -> int:
+        total = 0
+        for n in self.disk.listdir(self.snap_dir):
+            try:
+                total += self.disk.file_size(f"{self.snap_dir}/{n}")
+            except OSError:
+                pass  # removed meanwhile
+        return total

@@ -2,6 +2,7 @@
 
 Two protocols share a node's ROUTER socket, told apart by the first element of the (msgpack array) payload:
   ["R", ...]  a Raft message between nodes
+  ["S", ...]  a piece of a snapshot file, leader to follower; ["A", ...] the follower's acknowledgement
   ["C", ...]  a client request; the node answers ["C", ...] (a map inside)
 Decoding never trusts the input: a payload over the size limit, that does not decode, or whose fields have the
 wrong types raises ``ProtocolError`` with a sentence saying what is wrong; the node drops or answers it and goes
@@ -10,15 +11,17 @@ on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from zraft.core import ClusterConfig, Entry, Message, MsgType, Snapshot
 
 VERSION = 1
-MAX_PEER_MESSAGE = 1 << 30
-"""Largest Raft message accepted (a whole snapshot travels in one until snapshots are chunked)."""
+MAX_PEER_MESSAGE = 64 << 20
+"""Largest message between nodes accepted (an AppendEntries batch or a snapshot chunk is far smaller)."""
+MAX_SNAPSHOT_CHUNK = 8 << 20
+"""Largest piece of a snapshot file in one ["S", ...] message."""
 MAX_CLIENT_MESSAGE = (1 << 20) + (64 << 10)
 """Largest client request: a value at the limit (1 MiB) plus a key and the envelope."""
 MAX_INT = (1 << 63) - 1
@@ -84,13 +87,83 @@ def decode_raft(body: list[Any]) -> Message:
     return Message(MsgType(mtype), src, dst, term, log_term, index, tuple(ents), commit, reject, hint, ctx, snapshot)
 
 
+# ---------------------------------------------------------------------- snapshot transfer
+
+
+class SnapChunk(NamedTuple):
+    """``size`` bytes of the snapshot file (snap_index, snap_term) start at ``offset`` with ``data``."""
+
+    src: int
+    dst: int
+    term: int
+    snap_index: int
+    snap_term: int
+    size: int
+    offset: int
+    data: bytes
+
+
+class SnapAck(NamedTuple):
+    """The follower holds the first ``next_offset`` bytes; ``status`` is ACK_OK, ACK_GAP (send again from
+    ``next_offset``), ACK_DONE (whole, verified and handed to Raft) or ACK_ERROR (unusable; start over)."""
+
+    src: int
+    dst: int
+    term: int
+    snap_index: int
+    snap_term: int
+    next_offset: int
+    status: int
+
+
+ACK_OK, ACK_GAP, ACK_DONE, ACK_ERROR = 0, 1, 2, 3
+
+
+def encode_chunk(c: SnapChunk) -> bytes:
+    out: bytes = msgpack.packb(["S", VERSION, *c], use_bin_type=True)
+    return out
+
+
+def encode_ack(a: SnapAck) -> bytes:
+    out: bytes = msgpack.packb(["A", VERSION, *a], use_bin_type=True)
+    return out
+
+
+def _decode_chunk(body: list[Any]) -> SnapChunk:
+    if len(body) != 10:
+        raise ProtocolError(f"a snapshot chunk has 10 fields, this one has {len(body)}")
+    if body[1] != VERSION:
+        raise ProtocolError(f"snapshot protocol version {body[1]!r} is not supported (this node speaks {VERSION})")
+    src, dst, term, index, snap_term, size, offset = (_uint(n, v) for n, v in zip(
+        ("src", "dst", "term", "snap_index", "snap_term", "size", "offset"), body[2:9], strict=True))
+    data = body[9]
+    if not isinstance(data, bytes) or len(data) > MAX_SNAPSHOT_CHUNK:
+        raise ProtocolError(f"snapshot chunk data must be bytes of at most {MAX_SNAPSHOT_CHUNK}")
+    if offset + len(data) > size:
+        raise ProtocolError("snapshot chunk runs past the file's size")
+    return SnapChunk(src, dst, term, index, snap_term, size, offset, data)
+
+
+def _decode_ack(body: list[Any]) -> SnapAck:
+    if len(body) != 9:
+        raise ProtocolError(f"a snapshot acknowledgement has 9 fields, this one has {len(body)}")
+    if body[1] != VERSION:
+        raise ProtocolError(f"snapshot protocol version {body[1]!r} is not supported (this node speaks {VERSION})")
+    vals = [_uint(n, v) for n, v in zip(("src", "dst", "term", "snap_index", "snap_term", "next_offset", "status"),
+                                        body[2:9], strict=True)]
+    if vals[6] > ACK_ERROR:
+        raise ProtocolError(f"unknown snapshot acknowledgement status {vals[6]}")
+    return SnapAck(*vals)
+
+
 # ---------------------------------------------------------------------- client requests and replies
 
 CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe")
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]:
-    """Split an incoming payload: ("raft", Message) or ("client", request map)."""
+    """Split an incoming payload: ("raft", Message), ("snap_chunk", SnapChunk), ("snap_ack", SnapAck) or
+    ("client", request map)."""
     if len(payload) > max_bytes:
         raise ProtocolError(f"message of {len(payload)} bytes is over the limit of {max_bytes}")
     try:
@@ -98,10 +171,15 @@ def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]
                                max_str_len=1 << 16, max_array_len=1 << 20, max_map_len=64)
     except Exception as e:
         raise ProtocolError(f"message is not valid msgpack ({type(e).__name__})") from None
-    if not isinstance(body, list) or not body or body[0] not in ("R", "C"):
-        raise ProtocolError('message must be an array starting with "R" (Raft) or "C" (client)')
+    if not isinstance(body, list) or not body or body[0] not in ("R", "C", "S", "A"):
+        raise ProtocolError('message must be an array starting with "R" (Raft), "S"/"A" (snapshot transfer) or '
+                            '"C" (client)')
     if body[0] == "R":
         return "raft", decode_raft(body)
+    if body[0] == "S":
+        return "snap_chunk", _decode_chunk(body)
+    if body[0] == "A":
+        return "snap_ack", _decode_ack(body)
     if len(payload) > MAX_CLIENT_MESSAGE:
         raise ProtocolError(f"client request of {len(payload)} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
     if len(body) != 2 or not isinstance(body[1], dict):

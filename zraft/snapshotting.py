@@ -1,0 +1,236 @@
+"""A node's snapshot work outside the Raft core: taking snapshots without stalling the event loop, and moving
+snapshot files between nodes in chunks with flow control.
+
+Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (a list of its keys and a
+copy of the session table; the store then saves old values of keys it changes, see ``kv.SnapshotImage``) and a
+thread serializes the image into a snapshot file and fsyncs it. The loop finds the job finished on a later pass
+and only then records the snapshot and compacts the log.
+
+Sending one (``Outgoing``): the core asks for a snapshot to be sent with an ordinary SNAPSHOT message; the
+node instead streams the snapshot *file* to the follower in chunks of ``CHUNK_BYTES``, at most ``WINDOW_CHUNKS``
+unacknowledged at a time, each read from disk when it is sent -- so a slow follower costs the leader a few
+MiB of socket buffers, never a copy of the snapshot per retry. The follower acknowledges every chunk with the
+number of bytes it holds in order; a chunk out of order is answered with a gap notice and the leader sends
+again from there (go-back-N); silence for ``RESEND_AFTER_S`` makes the leader resend from the last
+acknowledged byte, and silence for ``GIVE_UP_AFTER_S`` abandons the transfer (the core probes and tries again).
+
+Receiving one (``Incoming``): chunks are appended to ``<name>.part`` in the snapshot directory; when the whole
+file is there it is fsynced, verified (checksum, metadata) and renamed to its real name, and only then handed
+to the core as a SNAPSHOT message. The core decides whether to install it; the node then records it in the log
+and rebuilds the KV store from it. A crash at any point leaves either the old state or the new snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from zraft import kv
+from zraft.core import Snapshot
+from zraft.storage import CorruptionError, Storage
+from zraft.storage.snapshots import SnapshotFile, SnapshotReceiver
+from zraft.transport.codec import ACK_DONE, ACK_ERROR, ACK_GAP, ACK_OK, SnapAck, SnapChunk
+
+log = logging.getLogger("zraft.node")
+
+CHUNK_BYTES = 1 << 20
+WINDOW_CHUNKS = 4
+RESEND_AFTER_S = 1.0
+GIVE_UP_AFTER_S = 10.0
+
+
+class SnapshotJob:
+    """One snapshot being written by a background thread."""
+
+    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot) -> None:
+        t0 = time.perf_counter()
+        self.store = store
+        self.image = store.begin_snapshot()
+        assert self.image.applied == base.index
+        self.writer = storage.snapshot_writer(base.index, base.term, base.config)
+        self.begin_s = time.perf_counter() - t0
+        self.started = time.monotonic()
+        self.result: Snapshot | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="zraft-snapshot", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for piece in self.image.chunks():
+                self.writer.write(piece)
+            self.result = self.writer.commit()
+        except BaseException as e:  # reported to the event loop by done()
+            self.error = e
+            self.writer.abort()
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+    def finish(self) -> Snapshot:
+        """After done(): the durable snapshot file, or the writer's error raised."""
+        self.thread.join()
+        self.store.end_snapshot()
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+@dataclass
+class Outgoing:
+    peer: int
+    term: int
+    snap: Snapshot
+    file: SnapshotFile
+    sent: int = 0
+    acked: int = 0
+    last_progress: float = 0.0
+    started: float = 0.0
+
+
+class Sender:
+    """The leader's side: every snapshot being streamed to a follower."""
+
+    def __init__(self, node_id: int, send: Callable[[int, SnapChunk], bool]) -> None:
+        self.id = node_id
+        self._send = send
+        self.transfers: dict[int, Outgoing] = {}
+        self.sent_bytes = 0
+
+    def start(self, peer: int, term: int, snap: Snapshot) -> None:
+        """The core wants ``snap`` sent to ``peer``: begin, or go on with the same snapshot already underway."""
+        f = snap.data
+        if not isinstance(f, SnapshotFile):
+            raise TypeError("the node sends snapshots stored on disk")
+        now = time.monotonic()
+        cur = self.transfers.get(peer)
+        if cur is not None and (cur.snap.index, cur.snap.term) == (snap.index, snap.term) \
+                and now - cur.last_progress < RESEND_AFTER_S:
+            cur.term = term
+            return
+        log.info("node=%d event=snapshot_send_start peer=%d index=%d bytes=%d", self.id, peer, snap.index, f.size)
+        self.transfers[peer] = Outgoing(peer, term, snap, f, last_progress=now, started=now)
+        self._pump(self.transfers[peer])
+
+    def _pump(self, t: Outgoing) -> None:
+        while t.sent < t.file.size and t.sent - t.acked < WINDOW_CHUNKS * CHUNK_BYTES:
+            data = t.file.read_raw(t.sent, CHUNK_BYTES)
+            if not data:
+                raise OSError(f"{t.file.path} is shorter than {t.file.size} bytes")
+            c = SnapChunk(self.id, t.peer, t.term, t.snap.index, t.snap.term, t.file.size, t.sent, data)
+            if not self._send(t.peer, c):
+                return  # the peer's queue is full: try again on the next tick
+            t.sent += len(data)
+            self.sent_bytes += len(data)
+
+    def on_ack(self, a: SnapAck) -> str | None:
+        """Returns "done" or "failed" when the transfer to ``a.src`` is over, else None."""
+        t = self.transfers.get(a.src)
+        if t is None or (t.snap.index, t.snap.term) != (a.snap_index, a.snap_term):
+            return None
+        if a.status == ACK_DONE:
+            del self.transfers[a.src]
+            log.info("node=%d event=snapshot_sent peer=%d index=%d seconds=%.2f", self.id, a.src, a.snap_index,
+                     time.monotonic() - t.started)
+            return "done"
+        if a.status == ACK_ERROR:
+            del self.transfers[a.src]
+            log.warning("node=%d event=snapshot_send_failed peer=%d index=%d (the follower could not use it)",
+                        self.id, a.src, a.snap_index)
+            return "failed"
+        if a.next_offset > t.acked:
+            t.acked = min(a.next_offset, t.file.size)
+            t.last_progress = time.monotonic()
+        if a.status == ACK_GAP:
+            t.sent = t.acked = min(a.next_offset, t.file.size)
+        elif a.status != ACK_OK:
+            return None
+        return self._pump_safely(t)
+
+    def _pump_safely(self, t: Outgoing) -> str | None:
+        try:
+            self._pump(t)
+        except OSError as e:  # e.g. the file was replaced by a newer snapshot and removed
+            self.transfers.pop(t.peer, None)
+            log.warning("node=%d event=snapshot_send_failed peer=%d error=%s", self.id, t.peer, e)
+            return "failed"
+        return None
+
+    def tick(self) -> list[int]:
+        """Resend after silence; returns the peers whose transfers were abandoned."""
+        now = time.monotonic()
+        failed = []
+        for peer, t in list(self.transfers.items()):
+            idle = now - t.last_progress
+            if idle >= GIVE_UP_AFTER_S:
+                del self.transfers[peer]
+                log.warning("node=%d event=snapshot_send_abandoned peer=%d index=%d after=%.1fs", self.id, peer,
+                            t.snap.index, idle)
+                failed.append(peer)
+            elif idle >= RESEND_AFTER_S and t.sent > t.acked:
+                t.sent = t.acked
+                t.last_progress = now  # one resend per silence
+                if self._pump_safely(t) == "failed":
+                    failed.append(peer)
+            elif t.sent < t.file.size and self._pump_safely(t) == "failed":
+                failed.append(peer)
+        return failed
+
+    def clear(self) -> None:
+        self.transfers.clear()
+
+
+class Receiver:
+    """The follower's side: the one snapshot file being received."""
+
+    def __init__(self, node_id: int, storage: Storage, send_ack: Callable[[int, SnapAck], None]) -> None:
+        self.id = node_id
+        self.storage = storage
+        self._ack = send_ack
+        self.current: SnapshotReceiver | None = None
+        self.source = 0
+
+    def on_chunk(self, c: SnapChunk) -> Snapshot | None:
+        """Take a chunk; returns the verified snapshot when the file is complete."""
+        cur = self.current
+        same = cur is not None and self.source == c.src and (cur.index, cur.term, cur.size) == (
+            c.snap_index, c.snap_term, c.size)
+        if not same:
+            if c.offset != 0:
+                self._reply(c, 0, ACK_GAP)
+                return None
+            self.abort()
+            cur = self.current = self.storage.snapshot_receiver(c.snap_index, c.snap_term, c.size)
+            self.source = c.src
+            log.info("node=%d event=snapshot_receive_start from=%d index=%d bytes=%d", self.id, c.src, c.snap_index,
+                     c.size)
+        assert cur is not None
+        if c.offset != cur.received:
+            self._reply(c, cur.received, ACK_GAP)
+            return None
+        cur.write(c.data)
+        if cur.received < cur.size:
+            self._reply(c, cur.received, ACK_OK)
+            return None
+        self.current = None
+        try:
+            snap = cur.finish()
+        except CorruptionError as e:
+            log.warning("node=%d event=snapshot_receive_failed from=%d error=%s", self.id, c.src, e)
+            self._reply(c, 0, ACK_ERROR)
+            return None
+        self._reply(c, cur.received, ACK_DONE)
+        log.info("node=%d event=snapshot_received from=%d index=%d", self.id, c.src, c.snap_index)
+        return snap
+
+    def _reply(self, c: SnapChunk, next_offset: int, status: int) -> None:
+        self._ack(c.src, SnapAck(self.id, c.src, c.term, c.snap_index, c.snap_term, next_offset, status))
+
+    def abort(self) -> None:
+        if self.current is not None:
+            self.current.abort()
+            self.current = None
