@@ -97,3 +97,67 @@ def test_snapshot_of_unknown_format_is_refused() -> None:
         KVStore.restore(msgpack.packb([9, 0, {}, {}]))
     with pytest.raises(ValueError, match="does not decode"):
         KVStore.restore(b"\xc1garbage")
+
+
+def _random_writes(s: KVStore, rng: random.Random, n: int, keys: int = 300) -> None:
+    for _ in range(n):
+        op = rng.choice([Op.PUT, Op.APPEND, Op.APPEND, Op.DELETE])
+        seq = s.applied + 1  # one client, in order: every command applies
+        status = run(s, Command(op, 1, seq, seq, b"k%d" % rng.randrange(keys), b"%d," % rng.randrange(99)))
+        assert status == [Status.OK]
+
+
+def _restored_state(blob_chunks: list[bytes]) -> object:
+    return KVStore.restore_chunks(blob_chunks).state()
+
+
+def test_snapshot_image_is_the_state_when_it_was_taken_despite_later_writes() -> None:
+    rng = random.Random(5)
+    s = KVStore()
+    _random_writes(s, rng, 2000)
+    want = KVStore.restore(s.snapshot()).state()
+    img = s.begin_snapshot()
+    pieces = img.chunks()
+    first = [next(pieces)]  # the header, then interleave: serialize a little, write a little
+    _random_writes(s, rng, 500)
+    rest = list(pieces)
+    s.end_snapshot()
+    assert _restored_state(first + rest) == want
+    assert s.state() != want  # the store did move on
+
+
+def test_snapshot_image_serialized_by_a_thread_while_the_store_changes() -> None:
+    import threading
+
+    rng = random.Random(9)
+    s = KVStore()
+    _random_writes(s, rng, 60_000, keys=30_000)
+    want = KVStore.restore(s.snapshot()).state()
+    img = s.begin_snapshot()
+    out: list[bytes] = []
+    t = threading.Thread(target=lambda: out.extend(img.chunks()))
+    t.start()
+    changed = 0
+    while t.is_alive():  # write until the thread is done, so the two interleave
+        _random_writes(s, rng, 100, keys=30_000)
+        changed += 100
+    t.join()
+    assert changed > 0
+    s.end_snapshot()
+    assert _restored_state(out) == want
+
+
+def test_snapshot_restores_from_pieces_of_any_size_and_refuses_unknown_formats() -> None:
+    s = KVStore()
+    run(s, *(Command(Op.PUT, 1, i, i, b"k%d" % i, b"v" * i) for i in range(1, 200)))
+    blob = s.snapshot()
+    pieces = [blob[i : i + 7] for i in range(0, len(blob), 7)]
+    assert KVStore.restore_chunks(pieces).state() == s.state()
+    import msgpack
+
+    with pytest.raises(ValueError, match="format 9 is not one this version reads"):
+        KVStore.restore(msgpack.packb([9, 0, 0, {}]))
+    with pytest.raises(ValueError, match="does not decode"):
+        KVStore.restore(blob[: len(blob) // 2])
+    old = msgpack.packb([1, s.applied, dict(s.data), {}])  # format 1 is still read
+    assert KVStore.restore(old).data == s.data

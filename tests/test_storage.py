@@ -13,7 +13,7 @@ import pytest
 from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.faultdisk import FaultDisk
-from zraft.storage.snapshots import loaded
+from zraft.storage.snapshots import SnapshotFile, loaded
 
 CFG = ClusterConfig((1, 2, 3))
 D = "/data"
@@ -343,3 +343,85 @@ def test_group_commit_from_a_flusher_thread() -> None:
     r = reopen(disk).recovered
     assert len(disk.listdir(f"{D}/log")) > 3
     assert r.entries[:last_durable] == ents(1, last_durable)
+
+
+def test_snapshot_of_an_unknown_format_is_refused_with_a_clear_error() -> None:
+    disk = FaultDisk()
+    s = reopen(disk)
+    s.save(HardState(1, 1, 5), ents(1, 5))
+    s.save_snapshot(Snapshot(5, 1, CFG, b"state"))
+    path = f"{D}/snap/{disk.listdir(f'{D}/snap')[-1]}"
+    data = bytearray(disk.read(path))
+    data[6:8] = b"09"  # a format from a future version
+    disk.write_atomic(path, bytes(data), sync=True)
+    with pytest.raises(CorruptionError, match="format '09' is not one this version of zraft can read") as ei:
+        reopen(disk)
+    assert ei.value.path == path
+
+
+def test_streamed_snapshot_and_its_chunks() -> None:
+    disk = FaultDisk()
+    s = reopen(disk)
+    s.save(HardState(1, 1, 9), ents(1, 9))
+    w = s.snapshot_writer(9, 1, CFG)
+    for i in range(10):
+        w.write(b"%d" % i * 1000)
+    snap = w.commit()
+    s.save_snapshot(snap)
+    r = reopen(disk).recovered
+    assert r.snapshot is not None and (r.snapshot.index, r.snapshot.term) == (9, 1)
+    assert isinstance(r.snapshot.data, SnapshotFile)
+    assert list(r.snapshot.data.data_chunks(chunk=3000)) == [b"0" * 1000 + b"1" * 1000 + b"2" * 1000,
+                                                             b"3" * 1000 + b"4" * 1000 + b"5" * 1000,
+                                                             b"6" * 1000 + b"7" * 1000 + b"8" * 1000, b"9" * 1000]
+
+
+def test_received_snapshot_is_verified_before_it_gets_its_name() -> None:
+    src, dst = FaultDisk(), FaultDisk()
+    a = reopen(src)
+    a.save(HardState(1, 1, 9), ents(1, 9))
+    a.save_snapshot(Snapshot(9, 1, CFG, bytes(range(256)) * 40))
+    f = a.recovered.snapshot if a.recovered.snapshot else reopen(src).recovered.snapshot
+    assert f is not None and isinstance(f.data, SnapshotFile)
+    b = reopen(dst)
+    rx = b.snapshot_receiver(9, 1, f.data.size)
+    for off in range(0, f.data.size, 1000):
+        rx.write(f.data.read_raw(off, 1000))
+    got = rx.finish()
+    assert loaded(got) == Snapshot(9, 1, CFG, bytes(range(256)) * 40)
+    b.save(HardState(1, 0, 9), [], got)
+    assert loaded(reopen(dst).recovered.snapshot) == loaded(got)
+    # A corrupted copy is refused and never takes the snapshot's name.
+    dst2 = FaultDisk()
+    rx = reopen(dst2).snapshot_receiver(9, 1, f.data.size)
+    raw = bytearray(f.data.read_raw(0, f.data.size))
+    raw[100] ^= 1
+    rx.write(bytes(raw))
+    with pytest.raises(CorruptionError, match="checksum"):
+        rx.finish()
+    assert dst2.listdir(f"{D}/snap") == []
+
+
+def test_crash_while_a_snapshot_is_written_or_received_leaves_the_old_state() -> None:
+    disk = FaultDisk()
+    s = reopen(disk)
+    s.save(HardState(1, 1, 9), ents(1, 9))
+    s.save_snapshot(Snapshot(5, 1, CFG, b"old"))
+    w = s.snapshot_writer(9, 1, CFG)
+    w.write(b"half of a new snapshot")
+    rx = s.snapshot_receiver(20, 2, 1000)
+    rx.write(b"x" * 10)
+    disk.crash()
+    r = reopen(disk).recovered
+    assert loaded(r.snapshot) == Snapshot(5, 1, CFG, b"old") and r.entries == ents(6, 9)
+    assert [n for n in disk.listdir(f"{D}/snap") if not n.endswith(".snap")] == []
+    # A complete snapshot that no log record names yet (crash between writing it and recording it): removed.
+    s = reopen(disk)
+    w = s.snapshot_writer(9, 1, CFG)
+    w.write(b"new")
+    w.commit()
+    disk.crash()
+    r = reopen(disk).recovered
+    assert loaded(r.snapshot) == Snapshot(5, 1, CFG, b"old")
+    assert any("no log record refers to" in m for m in r.warnings)
+    assert len(disk.listdir(f"{D}/snap")) == 1

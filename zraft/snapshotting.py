@@ -88,6 +88,7 @@ class Outgoing:
     file: SnapshotFile
     sent: int = 0
     acked: int = 0
+    rewound: int = -1
     last_progress: float = 0.0
     started: float = 0.0
 
@@ -145,8 +146,9 @@ class Sender:
         if a.next_offset > t.acked:
             t.acked = min(a.next_offset, t.file.size)
             t.last_progress = time.monotonic()
-        if a.status == ACK_GAP:
-            t.sent = t.acked = min(a.next_offset, t.file.size)
+        if a.status == ACK_GAP and a.next_offset != t.rewound:
+            # A hole at next_offset: send again from there (once per hole; later chunks bring more notices).
+            t.sent = t.acked = t.rewound = min(a.next_offset, t.file.size)
         elif a.status != ACK_OK:
             return None
         return self._pump_safely(t)
@@ -193,9 +195,14 @@ class Receiver:
         self._ack = send_ack
         self.current: SnapshotReceiver | None = None
         self.source = 0
+        self.completed: tuple[int, int, int, int] | None = None
+        """(source, index, term, size) of the last file received whole: late duplicates of it are not news."""
 
     def on_chunk(self, c: SnapChunk) -> Snapshot | None:
         """Take a chunk; returns the verified snapshot when the file is complete."""
+        if self.completed == (c.src, c.snap_index, c.snap_term, c.size):
+            self._reply(c, c.size, ACK_DONE)
+            return None
         cur = self.current
         same = cur is not None and self.source == c.src and (cur.index, cur.term, cur.size) == (
             c.snap_index, c.snap_term, c.size)
@@ -209,7 +216,10 @@ class Receiver:
             log.info("node=%d event=snapshot_receive_start from=%d index=%d bytes=%d", self.id, c.src, c.snap_index,
                      c.size)
         assert cur is not None
-        if c.offset != cur.received:
+        if c.offset < cur.received:  # a duplicate or a resend of what we hold
+            self._reply(c, cur.received, ACK_OK)
+            return None
+        if c.offset > cur.received:  # a chunk before this one was lost
             self._reply(c, cur.received, ACK_GAP)
             return None
         cur.write(c.data)
@@ -223,6 +233,7 @@ class Receiver:
             log.warning("node=%d event=snapshot_receive_failed from=%d error=%s", self.id, c.src, e)
             self._reply(c, 0, ACK_ERROR)
             return None
+        self.completed = (c.src, c.snap_index, c.snap_term, c.size)
         self._reply(c, cur.received, ACK_DONE)
         log.info("node=%d event=snapshot_received from=%d index=%d", self.id, c.src, c.snap_index)
         return snap

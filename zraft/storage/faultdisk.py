@@ -50,10 +50,14 @@ class FaultDisk:
         return bytes(self.files[path].data)
 
     def read_range(self, path: str, offset: int, length: int) -> bytes:
-        return self.read(path)[offset : offset + length]
+        if path not in self.files:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return bytes(self.files[path].data[offset : offset + length])
 
     def file_size(self, path: str) -> int:
-        return len(self.read(path))
+        if path not in self.files:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        return len(self.files[path].data)
 
     def open_append(self, path: str, end: int) -> FaultFile:
         if path not in self.files:

@@ -171,7 +171,11 @@ class SnapshotReceiver:
         f.sync()
         f.close()
         self._f = None
-        snap = verify(self.disk, self.part)
+        try:
+            snap = verify(self.disk, self.part)
+        except CorruptionError:
+            self.abort()
+            raise
         if (snap.index, snap.term) != (self.index, self.term):
             self.abort()
             raise CorruptionError(self.part, 0, f"holds index {snap.index} term {snap.term}, the sender announced "
