@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from zraft import chaos, launch
-from zraft.client import Client, RequestRefused
+from zraft.client import Client, OutcomeUnknown, RequestRefused
 from zraft.transport import codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +126,20 @@ def test_follower_restarts_and_catches_up(cluster: launch.Cluster) -> None:
         wait_until(lambda: _applied(cluster, f) >= _applied(cluster, ld) > 0, what="follower catch-up")
         with Client([cluster.node(f).address]) as direct:
             assert direct.get(b"log", stale=True) == b"".join(b"%d," % i for i in range(50))
+
+
+def test_client_recovers_after_giving_up_on_its_first_write(cluster: launch.Cluster) -> None:
+    """A write abandoned with an unknown outcome must not poison the client's later writes (it starts a new
+    session; before that fix every later write was answered session_expired)."""
+    leader_id(cluster)
+    with Client(cluster.addresses) as cl:
+        cl.deadline = 0.0  # give up at once: the write never leaves the client, its outcome is unknown to it
+        with pytest.raises(OutcomeUnknown):
+            cl.append(b"k", b"never sent")
+        cl.deadline = 15.0
+        for i in range(5):
+            cl.append(b"k", b"%d" % i)
+        assert cl.get(b"k") == b"01234"
 
 
 def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Cluster) -> None:

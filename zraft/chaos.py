@@ -329,7 +329,7 @@ def write_timeline(path: str, t0: float, t1: float, nodes: list[int], events: li
 
 
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
-        keys: int = 3) -> int:
+        keys: int = 3, snapshot_every: int | None = None) -> int:
     """A chaos run: returns the process exit code (0 when every check passed). See ``main``."""
     from zraft import check, launch
     from zraft.client import Client
@@ -337,7 +337,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     rng = random.Random(seed)
     os.makedirs(out_dir, exist_ok=True)
     data = os.path.join(out_dir, "data")
-    c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos"])
+    node_args = ["--chaos"] + (["--snapshot-every", str(snapshot_every)] if snapshot_every else [])
+    c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=node_args)
     append_keys = [f"list{i}" for i in range(keys)]
     register_keys = [f"reg{i}" for i in range(keys)]
     events: list[dict[str, Any]] = []
@@ -382,6 +383,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                                 "return": time.monotonic(), "status": "ok"})
     finally:
         c.stop()
+    snaps = _count_snapshot_events(c)
     hist_path = os.path.join(out_dir, "history.jsonl")
     with open(hist_path, "w") as f:
         for h in history:
@@ -418,6 +420,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
           f"faults injected: {len(events)}; leader changes seen: {changes}; a leader answered {elected:.2f} s after "
           f"the final heal" if elected is not None
           else "no leader after healing")
+    print(f"snapshots taken: {snaps['taken']}, sent: {snaps['sent']}, installed: {snaps['installed']}")
     picture = os.path.join(out_dir, "timeline.html")
     write_timeline(picture, t0, time.monotonic(), [n.id for n in c.nodes], events, leaders, history)
     print(f"history: {hist_path}")
@@ -426,9 +429,26 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         print(f"VIOLATION: {problem}")
     verdict = "PASS" if not problems else "FAIL"
     print(f"summary: ops={sum(counts.values())} ok={counts['ok']} failed={counts['fail']} "
-          f"unknown={counts['unknown']} faults={len(events)} leader_changes={changes} violations={len(problems)} "
+          f"unknown={counts['unknown']} faults={len(events)} leader_changes={changes} "
+          f"snapshots_installed={snaps['installed']} violations={len(problems)} "
           f"verdict={verdict}")
     return 0 if not problems else 1
+
+
+def _count_snapshot_events(c: Cluster) -> dict[str, int]:
+    """Snapshots the nodes took, sent and installed during the run (from their logs)."""
+    counts = {"taken": 0, "sent": 0, "installed": 0}
+    marks = {"taken": "event=snapshot index=", "sent": "event=snapshot_sent ", "installed": "event=snapshot_installed"}
+    for n in c.nodes:
+        try:
+            with open(n.log, errors="replace") as f:
+                for line in f:
+                    for k, m in marks.items():
+                        if m in line:
+                            counts[k] += 1
+        except OSError:
+            pass
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,9 +463,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1.0, help="fault rate multiplier (default 1: about one fault "
                                                            "every 3 s)")
     p.add_argument("--out", help="where to write data, history and report (default ./zraft-chaos-SEED)")
+    p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
+                                                      "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate)
+    return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate,
+               snapshot_every=a.snapshot_every)
 
 
 if __name__ == "__main__":

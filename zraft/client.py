@@ -142,7 +142,11 @@ class Client:
                 if r is None:  # not answered, or answered with an error: retry alone (same seq for a write)
                     if "seq" in req:
                         req["ack"] = min(self._unfinished)
-                    r = self._call(req, write="seq" in req)
+                    try:
+                        r = self._call(req, write="seq" in req)
+                    except OutcomeUnknown:
+                        self.new_session()
+                        raise
                 if "seq" in req:
                     self._unfinished.discard(req["seq"])
                 out.append(r.get("value") if req["op"] == "get" else None)
@@ -192,8 +196,19 @@ class Client:
         try:
             self._call({"op": op, "key": key, "value": value, "client": self.client_id, "seq": seq, "ack": ack},
                        write=True)
+        except OutcomeUnknown:
+            self.new_session()
+            raise
         finally:
             self._unfinished.discard(seq)
+
+    def new_session(self) -> None:
+        """Start a new session (a new client id, sequence numbers from 1). Done after a write whose outcome stays
+        unknown: the cluster refuses a session's later writes when it cannot tell whether an earlier one, which
+        the client gave up on, was applied (it answers session_expired). The unknown write is not retried."""
+        self.client_id = random.SystemRandom().randrange(1, 1 << 62)
+        self._seq = 0
+        self._unfinished.clear()
 
     def _index_of(self, addr: str) -> int | None:
         try:

@@ -15,6 +15,7 @@ persist (fsync) before sending, send, apply, answer clients.
 from __future__ import annotations
 
 import argparse
+import gc
 import heapq
 import logging
 import os
@@ -50,6 +51,7 @@ SNAPSHOT_EVERY = 100_000
 SNAPSHOT_BYTES = 256 << 20
 """... or once this many bytes have been written to the log since the last snapshot."""
 PEER_HWM = 10_000
+GC_FREEZE_EVERY_S = 1.0
 
 
 @dataclass
@@ -141,6 +143,12 @@ class Node:
             poller.register(self.chaos_sock, zmq.POLLIN)
         next_tick = time.monotonic() + self.tick_s
         self._process_ready()  # replay the committed log before serving anything
+        # The cyclic GC: a full collection walks every live object (every log entry, every key), about 170 ms per
+        # million, which would stall the loop. Objects that survive a young collection are frozen (excluded from
+        # later collections; they are still freed by reference counting when dropped), once a second.
+        gc.collect(1)
+        gc.freeze()
+        next_freeze = time.monotonic() + GC_FREEZE_EVERY_S
         try:
             while not self._stop:
                 wake = min(next_tick, self._delayed[0][0]) if self._delayed else next_tick
@@ -168,6 +176,10 @@ class Node:
                     self._process_ready()
                 if self.snap_job is not None:
                     self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t_pass)
+                if now >= next_freeze:
+                    gc.collect(1)
+                    gc.freeze()
+                    next_freeze = now + GC_FREEZE_EVERY_S
         finally:
             self.close()
 
