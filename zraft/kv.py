@@ -35,7 +35,7 @@ SNAPSHOT_FORMAT = 2
 ``[last_index, ack, {seq: status}]``), then arrays ``[key, value, key, value, ...]`` of at most
 ``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all. Format 1 (one
 object: ``[1, applied, {key: value}, sessions]``) is still read."""
-SNAPSHOT_CHUNK_PAIRS = 4096
+SNAPSHOT_CHUNK_PAIRS = 1024
 SNAPSHOT_CHUNK_BYTES = 4 << 20
 
 

@@ -152,7 +152,8 @@ class Node:
         try:
             while not self._stop:
                 wake = min(next_tick, self._delayed[0][0]) if self._delayed else next_tick
-                timeout = max(0.0, wake - time.monotonic())
+                job = self.snap_job
+                timeout = 0.0 if job is not None and job.busy() else max(0.0, wake - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
                 t_pass = time.perf_counter()
                 if self.router in ready:
@@ -170,8 +171,10 @@ class Node:
                     next_tick += self.tick_s
                     if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
                         next_tick = now + self.tick_s
-                if self.snap_job is not None and self.snap_job.done():
-                    self._finish_snapshot()
+                if job is not None:
+                    job.step()
+                    if job.done():
+                        self._finish_snapshot()
                 if self.raft.has_ready():
                     self._process_ready()
                 if self.snap_job is not None:
@@ -188,7 +191,7 @@ class Node:
 
     def close(self) -> None:
         if self.snap_job is not None:
-            self.snap_job.thread.join()
+            self.snap_job.wait()
         self.receiver.abort()
         self.storage.close()
         self.ctx.destroy(linger=0)
@@ -398,7 +401,7 @@ class Node:
 
     def _install(self, snap: Snapshot) -> None:
         if self.snap_job is not None:
-            self.snap_job.thread.join()  # its image is of the store being replaced; its result will be ignored
+            self.snap_job.wait()  # its image is of the store being replaced; its result will be ignored
         t0 = time.perf_counter()
         self.kv = _restore(snap)
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,

@@ -2,9 +2,9 @@
 snapshot files between nodes in chunks with flow control.
 
 Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (a list of its keys and a
-copy of the session table; the store then saves old values of keys it changes, see ``kv.SnapshotImage``) and a
-thread serializes the image into a snapshot file and fsyncs it. The loop finds the job finished on a later pass
-and only then records the snapshot and compacts the log.
+copy of the session table; the store then saves old values of keys it changes, see ``kv.SnapshotImage``),
+serializes it a few milliseconds per pass into the snapshot file, and a thread fsyncs the file. The loop finds
+the job finished on a later pass and only then records the snapshot and compacts the log.
 
 Sending one (``Outgoing``): the core asks for a snapshot to be sent with an ordinary SNAPSHOT message; the
 node instead streams the snapshot *file* to the follower in chunks of ``CHUNK_BYTES``, at most ``WINDOW_CHUNKS``
@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from zraft import kv
@@ -40,44 +40,108 @@ CHUNK_BYTES = 1 << 20
 WINDOW_CHUNKS = 4
 RESEND_AFTER_S = 1.0
 GIVE_UP_AFTER_S = 10.0
+STEP_BUDGET_S = 0.003
+"""Longest stretch of snapshot serialization in one loop pass."""
+FLUSH_BYTES = 4 << 20
+"""A snapshot file being written is fsynced (in a thread) every time this much more has been written."""
 
 
 class SnapshotJob:
-    """One snapshot being written by a background thread."""
+    """One snapshot being taken. The event loop calls ``step()`` on each pass while ``busy()``: it serializes
+    the image for at most ``budget_s`` and writes the bytes to the snapshot file (page cache, no fsync). Once
+    everything is written, a thread makes the file durable (fsync, rename) -- it runs no Python code meanwhile,
+    and it already fsynced every ``FLUSH_BYTES`` along the way so that the log's fsyncs, which share the file
+    system's journal, never wait for the whole file --
+    so it does not compete with the loop for the GIL, as a thread serializing the store would (measured: such a
+    thread stretched the loop's passes to 100-200 ms, each GIL hand-off costing up to the 5 ms switch interval).
+    """
 
-    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot) -> None:
+    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot, budget_s: float = STEP_BUDGET_S) -> None:
         t0 = time.perf_counter()
         self.store = store
+        self.budget_s = budget_s
         self.image = store.begin_snapshot()
         assert self.image.applied == base.index
         self.writer = storage.snapshot_writer(base.index, base.term, base.config)
+        self._pieces: Iterator[bytes] | None = self.image.chunks()
         self.begin_s = time.perf_counter() - t0
         self.started = time.monotonic()
         self.result: Snapshot | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="zraft-snapshot", daemon=True)
+        self.thread: threading.Thread | None = None
+        self._flushed = 0
+
+    def busy(self) -> bool:
+        """True while there is serialization work for the loop."""
+        return self._pieces is not None
+
+    def step(self) -> None:
+        pieces = self._pieces
+        if pieces is None:
+            return
+        end = time.perf_counter() + self.budget_s
+        try:
+            for piece in pieces:
+                self.writer.write(piece)
+                if self.writer.written - self._flushed >= FLUSH_BYTES and not self._flushing():
+                    self._flushed = self.writer.written
+                    self.thread = threading.Thread(target=self._flush, name="zraft-snapshot-sync", daemon=True)
+                    self.thread.start()
+                if time.perf_counter() >= end:
+                    return
+        except BaseException as e:
+            self._pieces = None
+            self.store.end_snapshot()
+            self._fail(e)
+            return
+        self._pieces = None
+        self.store.end_snapshot()  # the image is serialized: the store need not keep old values any more
+        flusher = self.thread
+        self.thread = threading.Thread(target=self._commit, args=(flusher,), name="zraft-snapshot-sync",
+                                       daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _flushing(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _flush(self) -> None:
         try:
-            for piece in self.image.chunks():
-                self.writer.write(piece)
-            self.result = self.writer.commit()
-        except BaseException as e:  # reported to the event loop by done()
+            self.writer.flush()
+        except BaseException as e:  # reported to the event loop by finish()
             self.error = e
-            self.writer.abort()
+
+    def _commit(self, flusher: threading.Thread | None) -> None:
+        if flusher is not None:
+            flusher.join()
+        if self.error is not None:
+            self._fail(self.error)
+            return
+        try:
+            self.result = self.writer.commit()
+        except BaseException as e:
+            self._fail(e)
+
+    def _fail(self, e: BaseException) -> None:
+        self.error = e
+        self.writer.abort()
 
     def done(self) -> bool:
-        return not self.thread.is_alive()
+        return self._pieces is None and not self._flushing()
 
     def finish(self) -> Snapshot:
-        """After done(): the durable snapshot file, or the writer's error raised."""
-        self.thread.join()
-        self.store.end_snapshot()
+        """After done(): the durable snapshot, or the error raised."""
+        self.wait()
         if self.error is not None:
             raise self.error
         assert self.result is not None
         return self.result
+
+    def wait(self) -> None:
+        """Finish the job here and now (at shutdown, or before the store is replaced)."""
+        while self._pieces is not None:
+            self.step()
+        if self.thread is not None:
+            self.thread.join()
 
 
 @dataclass

@@ -117,6 +117,18 @@ class SnapshotWriter:
         """Append state machine bytes."""
         self._raw(data)
 
+    @property
+    def written(self) -> int:
+        return self._n
+
+    def flush(self) -> None:
+        """fsync what is written so far (may run in another thread while the writer goes on appending): a file
+        written in pieces and synced as it grows keeps each journal commit of the file system small, so the log's
+        own fsyncs do not wait for the whole snapshot at the end."""
+        f = self._f
+        if f is not None:
+            f.sync()
+
     def commit(self) -> Snapshot:
         """fsync, rename into place, fsync the directory; returns the snapshot, its data a ``SnapshotFile``."""
         data_len = self._n
