@@ -3,6 +3,7 @@ shell and the launcher. Every test stops every process it started."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -140,6 +141,18 @@ def test_client_recovers_after_giving_up_on_its_first_write(cluster: launch.Clus
         for i in range(5):
             cl.append(b"k", b"%d" % i)
         assert cl.get(b"k") == b"01234"
+
+
+def test_closed_loop_load_applies_every_write_once(cluster: launch.Cluster) -> None:
+    n = itertools.count()
+    with Client(cluster.addresses) as cl:
+        lat = cl.closed_loop(lambda: ("append", b"loop", b"%d," % next(n)), depth=16,
+                             until=time.monotonic() + 1.0)
+        assert len(lat) == next(n) and len(lat) > 50 and all(x > 0 for x in lat)
+        parts = (cl.get(b"loop") or b"").split(b",")[:-1]
+        assert sorted(int(p) for p in parts) == list(range(len(lat)))  # each once, none lost
+        half = cl.closed_loop(lambda: ("get", b"loop", b""), depth=4, until=time.monotonic() + 0.5, rate=100)
+        assert 30 <= len(half) <= 60  # rate-limited: about 100/s for 0.5 s
 
 
 def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Cluster) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zmq
@@ -153,6 +153,82 @@ class Client:
             return out
         finally:
             for req in reqs:
+                if "seq" in req:
+                    self._unfinished.discard(req["seq"])
+
+    def closed_loop(self, next_op: Callable[[], tuple[str, bytes, bytes]], depth: int, until: float,
+                    rate: float | None = None) -> list[float]:
+        """Load generation: keep ``depth`` requests in flight until ``until`` (a ``time.monotonic()`` value),
+        sending the next request (``next_op()``: ("put"|"append"|"delete"|"get", key, value)) as each one is
+        answered; with ``rate``, send at most that many per second. Returns each request's latency in seconds.
+        Requests answered with an error (a leader change, say) are retried like any other call, and their latency
+        includes the retry. Gets are linearizable."""
+        lat: list[float] = []
+        out: dict[int, tuple[float, dict[str, Any]]] = {}
+        if self.leader is None:
+            self.find_leader(self.deadline)
+        interval = 1.0 / rate if rate else 0.0
+        next_send = time.monotonic()
+
+        def send_one() -> None:
+            op, key, value = next_op()
+            req: dict[str, Any] = {"op": op, "key": key, "id": next(self._ids)}
+            if op != "get":
+                self._seq += 1
+                self._unfinished.add(self._seq)
+                req.update(value=value, client=self.client_id, seq=self._seq, ack=min(self._unfinished))
+            out[req["id"]] = (time.perf_counter(), req)
+            target = self.leader if self.leader is not None else 0
+            try:
+                self.socks[target].send(codec.encode_client(req), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # retried below after the attempt timeout
+
+        def finish(rid: int, ok: bool) -> None:
+            t0, req = out.pop(rid)
+            if not ok:
+                self._call(req, write="seq" in req)  # redirects, backoff, deadline: the ordinary path
+            if "seq" in req:
+                self._unfinished.discard(req["seq"])
+            lat.append(time.perf_counter() - t0)
+
+        try:
+            while True:
+                now = time.monotonic()
+                while now < until and len(out) < depth and now >= next_send:
+                    send_one()
+                    if interval:
+                        next_send = max(next_send + interval, now - 1.0)
+                if not out and now >= until:
+                    return lat
+                wait_s = max(0.0, min(next_send - now, 0.05)) if interval and len(out) < depth and now < until \
+                    else self.attempt_timeout
+                got = False
+                for sock, _ in self.poller.poll(int(wait_s * 1000) + 1):
+                    while True:
+                        try:
+                            payload = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        try:
+                            r = codec.decode_reply(payload)
+                        except codec.ProtocolError:
+                            continue
+                        if r.get("id") in out:
+                            got = True
+                            if not r.get("ok") and r.get("error") == "not_leader":
+                                self.leader = self._index_of(r.get("leader_addr", "")) if r.get("leader_addr") \
+                                    else None
+                            finish(r["id"], bool(r.get("ok")))
+                if not got and wait_s >= self.attempt_timeout and out:
+                    for rid in sorted(out):  # silence: retry the oldest requests the ordinary way
+                        if time.perf_counter() - out[rid][0] >= self.attempt_timeout:
+                            finish(rid, False)
+        except OutcomeUnknown:
+            self.new_session()
+            raise
+        finally:
+            for _, req in out.values():
                 if "seq" in req:
                     self._unfinished.discard(req["seq"])
 

@@ -1,0 +1,543 @@
+"""zraft side by side with PySyncObj and etcd: the same closed-loop workload, 3-node clusters on 127.0.0.1, one
+after another, in one run on one machine.
+
+    pip install -r bench/requirements-bench.txt      # PySyncObj
+    apt-get install -y etcd-server                   # etcd (Debian's package; or put etcd on PATH)
+    python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depth 32] [--only zraft,etcd,...]
+
+Workloads: 64-byte values on 1,000 keys; "write" is 100% puts, "mixed" is 90% reads and 10% puts. Each runs for
+``--warmup`` seconds (not counted), then ``--seconds`` measured. ``--clients`` load-generator processes each
+keep ``--depth`` requests in flight (a closed loop: a new request as soon as one is answered). Columns:
+operations per second, p50 / p99 / max latency per request, CPU seconds of all cluster processes per 1,000
+operations, and the load generators' share of the machine's CPU (if it nears 100% / cores, they are the
+bottleneck and the numbers understate the system).
+
+Systems, each driven through its own client:
+- zraft: ``launcher``-style nodes with fsync on; ``zraft.client.Client.closed_loop`` (writes and linearizable
+  ReadIndex reads go to the leader).
+- PySyncObj (``bench/pysyncobj_node.py``): ``ReplDict`` replicated by PySyncObj, driven through a thin ZeroMQ
+  RPC documented in that file; twice, with its journal on disk and in memory. Its reads are local reads on
+  the leader (PySyncObj offers no linearizable read), and its journal is not fsynced per write.
+- etcd: a real 3-node cluster with its defaults (fsync on), through its HTTP/JSON API (``/v3/kv/put``,
+  ``/v3/kv/range``, linearizable by default), one keep-alive connection per request in flight, connections
+  spread over the three members.
+
+Then zraft alone: 5 nodes; values of 16 B, 1 KiB and 64 KiB; p99 write latency at half of the saturated write
+throughput just measured; and the time from kill -9 of the leader to the next acknowledged write (median of
+``--failover`` trials).
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import base64
+import json
+import multiprocessing
+import os
+import platform
+import random
+import re
+import selectors
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from zraft import launch  # noqa: E402
+
+KEYS = 1000
+
+
+# ---------------------------------------------------------------------- the machine
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.*)", f.read())
+            cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    mem = psutil.virtual_memory().total / 2**30
+    disk = "unknown"
+    try:
+        dev = subprocess.run(["df", "--output=source,fstype", tempfile.gettempdir()], capture_output=True,
+                             text=True, timeout=5).stdout.splitlines()[-1]
+        disk = " ".join(dev.split())
+    except (OSError, subprocess.SubprocessError, IndexError):
+        pass
+    return (f"{os.cpu_count()} x {cpu}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, temp dir on {disk}")
+
+
+# ---------------------------------------------------------------------- clusters
+
+
+@dataclass
+class Running:
+    name: str
+    pids: list[int]
+    endpoints: list[str]
+    stop: Callable[[], None]
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def cpu(self) -> float:
+        total = 0.0
+        for pid in self.pids:
+            try:
+                t = psutil.Process(pid).cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+
+def start_zraft(tmp: str, nodes: int = 3) -> Running:
+    c = launch.start(nodes, os.path.join(tmp, f"zraft-{nodes}"), ports=launch.free_ports(nodes), fresh=True)
+    from zraft.client import Client
+
+    with Client(c.addresses) as cl:
+        cl.put(b"warm", b"up")  # a leader exists and answers
+    return Running(f"zraft ({nodes} nodes)", [n.pid for n in c.nodes], c.addresses, c.stop, "fsync on")
+
+
+def _wait_port(addr: str, timeout: float) -> None:
+    host, port = addr.rsplit(":", 1)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens at {addr}")
+
+
+def _stopper(procs: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
+    def stop() -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return stop
+
+
+def start_pysyncobj(tmp: str, journal: bool) -> Running:
+    ports = launch.free_ports(6)
+    raft = [f"127.0.0.1:{p}" for p in ports[:3]]
+    rpc = [f"127.0.0.1:{p}" for p in ports[3:]]
+    procs = []
+    for i in range(3):
+        argv = [sys.executable, str(ROOT / "bench" / "pysyncobj_node.py"), "--self", raft[i], "--partners",
+                ",".join(raft[:i] + raft[i + 1:]), "--rpc", rpc[i]]
+        if journal:
+            argv += ["--journal", os.path.join(tmp, f"pso-{i}")]
+        log = open(os.path.join(tmp, f"pso-{i}.log"), "wb")
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    run = Running(f"PySyncObj ({'journal on disk' if journal else 'in memory'})", [p.pid for p in procs], rpc,
+                  _stopper(procs), "journal via mmap, no fsync" if journal else "no journal")
+    try:
+        for a in rpc:
+            _wait_port(a, 20)
+        leader = _pso_leader(rpc, 30)
+        run.extra["leader"] = leader
+    except BaseException:
+        run.stop()
+        raise
+    return run
+
+
+def _pso_leader(rpc: list[str], timeout: float) -> str:
+    import msgpack
+    import zmq
+
+    ctx = zmq.Context()
+    try:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for a in rpc:
+                s = ctx.socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.connect(f"tcp://{a}")
+                s.send(msgpack.packb([1, "status", b"", b""]))
+                if s.poll(500):
+                    _, _, (is_leader, ready) = msgpack.unpackb(s.recv())
+                    if is_leader and ready:
+                        s.close()
+                        return a
+                s.close()
+            time.sleep(0.2)
+        raise RuntimeError("PySyncObj elected no leader")
+    finally:
+        ctx.destroy(linger=0)
+
+
+def start_etcd(tmp: str) -> Running:
+    exe = shutil.which("etcd")
+    if exe is None:
+        raise RuntimeError("etcd is not installed (apt-get install -y etcd-server)")
+    ports = launch.free_ports(6)
+    peer = [f"http://127.0.0.1:{p}" for p in ports[:3]]
+    client = [f"http://127.0.0.1:{p}" for p in ports[3:]]
+    initial = ",".join(f"e{i}={peer[i]}" for i in range(3))
+    procs = []
+    for i in range(3):
+        argv = [exe, "--name", f"e{i}", "--data-dir", os.path.join(tmp, f"etcd-{i}"),
+                "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+                "--listen-client-urls", client[i], "--advertise-client-urls", client[i],
+                "--initial-cluster", initial, "--initial-cluster-state", "new",
+                "--initial-cluster-token", f"bench-{os.getpid()}"]
+        log = open(os.path.join(tmp, f"etcd-{i}.log"), "wb")
+        procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
+        log.close()
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    run = Running("etcd", [p.pid for p in procs], [u.removeprefix("http://") for u in client], _stopper(procs),
+                  f"{version.strip()}, defaults (fsync on)")
+    try:
+        end = time.monotonic() + 30
+        healthy: set[str] = set()
+        while len(healthy) < 3:
+            if time.monotonic() > end:
+                raise RuntimeError("etcd did not become healthy")
+            for ep in run.endpoints:
+                try:
+                    if b'"true"' in _http(ep, "GET", "/health", b""):
+                        healthy.add(ep)
+                except OSError:
+                    pass
+            time.sleep(0.1)
+    except BaseException:
+        run.stop()
+        raise
+    return run
+
+
+def _http(ep: str, method: str, path: str, body: bytes) -> bytes:
+    host, port = ep.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=2) as s:
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {ep}\r\nContent-Length: {len(body)}\r\n"
+                  "Connection: close\r\n\r\n".encode() + body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+# ---------------------------------------------------------------------- load generators (one process each)
+
+
+def _ops(workload: str, seed: int, value: bytes) -> Callable[[], tuple[str, bytes, bytes]]:
+    rng = random.Random(seed)
+
+    def next_op() -> tuple[str, bytes, bytes]:
+        k = b"key%04d" % rng.randrange(KEYS)
+        if workload == "mixed" and rng.random() < 0.9:
+            return "get", k, b""
+        return "put", k, value
+    return next_op
+
+
+def zraft_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
+                 value_size: int, rate: float | None, q: Any) -> None:
+    from zraft.client import Client
+
+    next_op = _ops(workload, seed, b"v" * value_size)
+    with Client(endpoints, deadline=30) as cl:
+        t0 = time.monotonic()
+        cl.closed_loop(next_op, depth, t0 + warmup, rate)
+        c0 = time.process_time()
+        lat = cl.closed_loop(next_op, depth, t0 + warmup + seconds, rate)
+        q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
+
+
+def pso_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
+               value_size: int, rate: float | None, q: Any) -> None:
+    import msgpack
+    import zmq
+
+    next_op = _ops(workload, seed, b"v" * value_size)
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://{endpoints[0]}")  # the leader
+    ids = iter(range(1, 1 << 62))
+
+    def loop(until: float) -> list[float]:
+        out: dict[int, float] = {}
+        lat: list[float] = []
+        while True:
+            now = time.monotonic()
+            while now < until and len(out) < depth:
+                op, k, v = next_op()
+                rid = next(ids)
+                out[rid] = time.perf_counter()
+                s.send(msgpack.packb([rid, op, k, v]))
+            if not out:
+                return lat
+            if not s.poll(10_000):
+                raise RuntimeError("PySyncObj did not answer for 10 s")
+            while True:
+                try:
+                    rid, ok, _ = msgpack.unpackb(s.recv(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                if not ok:
+                    raise RuntimeError("PySyncObj refused a write")
+                lat.append(time.perf_counter() - out.pop(rid))
+
+    t0 = time.monotonic()
+    loop(t0 + warmup)
+    c0 = time.process_time()
+    lat = loop(t0 + warmup + seconds)
+    q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
+    ctx.destroy(linger=0)
+
+
+class _HttpConn:
+    """One keep-alive HTTP/1.1 connection with at most one request outstanding."""
+
+    def __init__(self, ep: str) -> None:
+        host, port = ep.rsplit(":", 1)
+        self.host = ep
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setblocking(False)
+        self.buf = b""
+        self.sent_at = 0.0
+
+    def send(self, path: str, body: bytes) -> None:
+        self.sent_at = time.perf_counter()
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    def response(self) -> bytes | None:
+        """A complete response's body, if one has arrived (call after reading)."""
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        head = self.buf[:head_end].decode("latin-1")
+        if not head.startswith("HTTP/1.1 200"):
+            raise RuntimeError(f"etcd answered {head.splitlines()[0]!r}")
+        m = re.search(r"(?i)content-length:\s*(\d+)", head)
+        if m:
+            end = head_end + 4 + int(m.group(1))
+            if len(self.buf) < end:
+                return None
+            body, self.buf = self.buf[head_end + 4:end], self.buf[end:]
+            return body
+        # chunked
+        pos, body = head_end + 4, b""
+        while True:
+            line_end = self.buf.find(b"\r\n", pos)
+            if line_end < 0:
+                return None
+            size = int(self.buf[pos:line_end], 16)
+            if len(self.buf) < line_end + 2 + size + 2:
+                return None
+            body += self.buf[line_end + 2:line_end + 2 + size]
+            pos = line_end + 2 + size + 2
+            if size == 0:
+                self.buf = self.buf[pos:]
+                return body
+
+
+def etcd_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
+                value_size: int, rate: float | None, q: Any) -> None:
+    next_op = _ops(workload, seed, b"v" * value_size)
+    sel = selectors.DefaultSelector()
+    conns = [_HttpConn(endpoints[(seed + i) % len(endpoints)]) for i in range(depth)]
+    for c in conns:
+        sel.register(c.sock, selectors.EVENT_READ, c)
+
+    def fire(c: _HttpConn) -> None:
+        op, k, v = next_op()
+        if op == "get":
+            c.send("/v3/kv/range", json.dumps({"key": base64.b64encode(k).decode()}).encode())
+        else:
+            c.send("/v3/kv/put", json.dumps({"key": base64.b64encode(k).decode(),
+                                             "value": base64.b64encode(v).decode()}).encode())
+
+    def loop(until: float) -> list[float]:
+        lat: list[float] = []
+        busy = set()
+        for c in conns:
+            fire(c)
+            busy.add(c)
+        while busy:
+            for key, _ in sel.select(10):
+                c = key.data
+                data = c.sock.recv(1 << 16)
+                if not data:
+                    raise RuntimeError("etcd closed a connection")
+                c.buf += data
+                while c.response() is not None:
+                    lat.append(time.perf_counter() - c.sent_at)
+                    if time.monotonic() < until:
+                        fire(c)
+                    else:
+                        busy.discard(c)
+        return lat
+
+    t0 = time.monotonic()
+    loop(t0 + warmup)
+    c0 = time.process_time()
+    lat = loop(t0 + warmup + seconds)
+    q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
+
+
+WORKERS = {"zraft": zraft_worker, "pysyncobj": pso_worker, "etcd": etcd_worker}
+
+
+@dataclass
+class Result:
+    ops: float
+    p50: float
+    p99: float
+    max: float
+    cpu_per_1k: float
+    client_share: float
+
+
+def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, warmup: float, seconds: float,
+             value_size: int = 64, rate: float | None = None) -> Result:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    endpoints = [run.extra["leader"]] if kind == "pysyncobj" else run.endpoints
+    per_rate = rate / clients if rate else None
+    procs = [ctx.Process(target=WORKERS[kind], args=(endpoints, workload, depth, warmup, seconds, i, value_size,
+                                                     per_rate, q)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    time.sleep(warmup)
+    cpu0 = run.cpu()
+    t0 = time.perf_counter()
+    results = [q.get(timeout=warmup + seconds + 120) for _ in procs]
+    elapsed = time.perf_counter() - t0
+    cpu = run.cpu() - cpu0
+    for p in procs:
+        p.join()
+    total = sum(r[0] for r in results)
+    lat = array.array("d")
+    for r in results:
+        lat.frombytes(r[1])
+    s = sorted(lat)
+    client_cpu = sum(r[2] for r in results)
+    return Result(total / elapsed, s[len(s) // 2] * 1000, s[int(len(s) * 0.99)] * 1000, s[-1] * 1000,
+                  1000 * cpu / max(total, 1), client_cpu / (elapsed * (os.cpu_count() or 1)))
+
+
+def row(name: str, workload: str, conc: str, r: Result) -> str:
+    return (f"| {name} | {workload} | {conc} | {r.ops:,.0f} | {r.p50:.1f} | {r.p99:.1f} | {r.max:.0f} | "
+            f"{r.cpu_per_1k:.2f} | {100 * r.client_share:.0f}% |")
+
+
+HEADER = ("| system | workload | clients x in flight | ops/s | p50 ms | p99 ms | max ms | cluster CPU s / 1k ops "
+          "| load generators' CPU |\n|---|---|---|---:|---:|---:|---:|---:|---:|")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="See the module docstring (python -c 'import bench.compare; "
+                                       "help(bench.compare)') for what each system runs.")
+    p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per workload (default 30)")
+    p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each (default 5)")
+    p.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
+    p.add_argument("--depth", type=int, default=32, help="requests in flight per process (default 32)")
+    p.add_argument("--only", default="zraft,pysyncobj-disk,pysyncobj-memory,etcd,zraft-extras",
+                   help="comma-separated subset of: zraft, pysyncobj-disk, pysyncobj-memory, etcd, zraft-extras")
+    p.add_argument("--extra-seconds", type=float, default=10.0, help="measured seconds of each zraft-alone run "
+                                                                     "(default 10)")
+    p.add_argument("--failover", type=int, default=10, help="leader kills to time (default 10)")
+    a = p.parse_args()
+    only = set(a.only.split(","))
+    conc = f"{a.clients} x {a.depth}"
+    print(f"machine: {machine()}")
+    print(f"workloads: 64-byte values, {KEYS:,} keys; write = 100% puts, mixed = 90% reads / 10% puts; "
+          f"{a.warmup:.0f} s warm-up, {a.seconds:.0f} s measured\n")
+    print(HEADER, flush=True)
+    tmp = tempfile.mkdtemp(prefix="zraft-compare-")
+    saturated_write = 0.0
+    try:
+        plan: list[tuple[str, str, Callable[[], Running]]] = [
+            ("zraft", "zraft", lambda: start_zraft(tmp)),
+            ("pysyncobj-disk", "pysyncobj", lambda: start_pysyncobj(tmp, True)),
+            ("pysyncobj-memory", "pysyncobj", lambda: start_pysyncobj(tmp, False)),
+            ("etcd", "etcd", lambda: start_etcd(tmp)),
+        ]
+        for key, kind, starter in plan:
+            if key not in only:
+                continue
+            try:
+                run = starter()
+            except (RuntimeError, OSError, launch.LaunchError) as e:
+                print(f"| {key} | skipped: {e} |", flush=True)
+                continue
+            try:
+                for workload in ("write", "mixed"):
+                    r = run_load(kind, run, workload, a.clients, a.depth, a.warmup, a.seconds)
+                    if key == "zraft" and workload == "write":
+                        saturated_write = r.ops
+                    print(row(f"{run.name}, {run.detail}", workload, conc, r), flush=True)
+            finally:
+                run.stop()
+        if "zraft-extras" in only:
+            print("\nzraft alone (write workload unless noted):\n")
+            print(HEADER, flush=True)
+            run = start_zraft(tmp, 5)
+            try:
+                r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds)
+                print(row(run.name, "write", conc, r), flush=True)
+            finally:
+                run.stop()
+            run = start_zraft(tmp, 3)
+            try:
+                for size in (16, 1024, 65536):
+                    r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds,
+                                 value_size=size)
+                    print(row(run.name, f"write, {size:,} B values", conc, r), flush=True)
+                if saturated_write:
+                    half = saturated_write / 2
+                    r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds, rate=half)
+                    print(row(run.name, f"write at {half:,.0f}/s (half of saturated)", conc, r), flush=True)
+            finally:
+                run.stop()
+            if a.failover:
+                c = launch.start(3, os.path.join(tmp, "failover"), ports=launch.free_ports(3), fresh=True)
+                try:
+                    sys.path.insert(0, str(ROOT / "bench"))
+                    from cluster_bench import failover as cb_failover
+
+                    t = cb_failover(c, a.failover)
+                    print(f"\nkill -9 of the leader -> next acknowledged write (3 nodes): median "
+                          f"{statistics.median(t) * 1000:.0f} ms, min {min(t) * 1000:.0f}, max {max(t) * 1000:.0f} "
+                          f"({len(t)} trials)")
+                finally:
+                    c.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
