@@ -1,7 +1,7 @@
 """zraft side by side with PySyncObj and etcd: the same closed-loop workload, 3-node clusters on 127.0.0.1, one
 after another, in one run on one machine.
 
-    pip install -r bench/requirements-bench.txt      # PySyncObj
+    pip install -r bench/requirements-bench.txt      # PySyncObj, grpcio
     apt-get install -y etcd-server                   # etcd (Debian's package; or put etcd on PATH)
     python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depth 32] [--only zraft,etcd,...]
 
@@ -18,9 +18,8 @@ Systems, each driven through its own client:
 - PySyncObj (``bench/pysyncobj_node.py``): ``ReplDict`` replicated by PySyncObj, driven through a thin ZeroMQ
   RPC documented in that file; twice, with its journal on disk and in memory. Its reads are local reads on
   the leader (PySyncObj offers no linearizable read), and its journal is not fsynced per write.
-- etcd: a real 3-node cluster with its defaults (fsync on), through its HTTP/JSON API (``/v3/kv/put``,
-  ``/v3/kv/range``, linearizable by default), one keep-alive connection per request in flight, connections
-  spread over the three members.
+- etcd: a real 3-node cluster with its defaults (fsync on), through its gRPC API (``etcdserverpb.KV/Put`` and
+  ``KV/Range``, linearizable by default) with grpcio, requests spread over the three members.
 
 Then zraft alone: 5 nodes; values of 16 B, 1 KiB and 64 KiB; p99 write latency at half of the saturated write
 throughput just measured; and the time from kill -9 of the leader to the next acknowledged write (median of
@@ -31,14 +30,11 @@ from __future__ import annotations
 
 import argparse
 import array
-import base64
-import json
 import multiprocessing
 import os
 import platform
 import random
 import re
-import selectors
 import shutil
 import socket
 import statistics
@@ -252,7 +248,7 @@ def _ops(workload: str, seed: int, value: bytes) -> Callable[[], tuple[str, byte
 
     def next_op() -> tuple[str, bytes, bytes]:
         k = b"key%04d" % rng.randrange(KEYS)
-        if workload == "mixed" and rng.random() < 0.9:
+        if workload == "read" or (workload == "mixed" and rng.random() < 0.9):
             return "get", k, b""
         return "put", k, value
     return next_op
@@ -314,89 +310,63 @@ def pso_worker(endpoints: list[str], workload: str, depth: int, warmup: float, s
     ctx.destroy(linger=0)
 
 
-class _HttpConn:
-    """One keep-alive HTTP/1.1 connection with at most one request outstanding."""
-
-    def __init__(self, ep: str) -> None:
-        host, port = ep.rsplit(":", 1)
-        self.host = ep
-        self.sock = socket.create_connection((host, int(port)))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setblocking(False)
-        self.buf = b""
-        self.sent_at = 0.0
-
-    def send(self, path: str, body: bytes) -> None:
-        self.sent_at = time.perf_counter()
-        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-
-    def response(self) -> bytes | None:
-        """A complete response's body, if one has arrived (call after reading)."""
-        head_end = self.buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            return None
-        head = self.buf[:head_end].decode("latin-1")
-        if not head.startswith("HTTP/1.1 200"):
-            raise RuntimeError(f"etcd answered {head.splitlines()[0]!r}")
-        m = re.search(r"(?i)content-length:\s*(\d+)", head)
-        if m:
-            end = head_end + 4 + int(m.group(1))
-            if len(self.buf) < end:
-                return None
-            body, self.buf = self.buf[head_end + 4:end], self.buf[end:]
-            return body
-        # chunked
-        pos, body = head_end + 4, b""
-        while True:
-            line_end = self.buf.find(b"\r\n", pos)
-            if line_end < 0:
-                return None
-            size = int(self.buf[pos:line_end], 16)
-            if len(self.buf) < line_end + 2 + size + 2:
-                return None
-            body += self.buf[line_end + 2:line_end + 2 + size]
-            pos = line_end + 2 + size + 2
-            if size == 0:
-                self.buf = self.buf[pos:]
-                return body
+def _pb(field: int, data: bytes) -> bytes:
+    """A protobuf length-delimited field (etcd's PutRequest and RangeRequest need nothing else)."""
+    n, out = len(data), bytearray([(field << 3) | 2])
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + data
 
 
 def etcd_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
                 value_size: int, rate: float | None, q: Any) -> None:
-    next_op = _ops(workload, seed, b"v" * value_size)
-    sel = selectors.DefaultSelector()
-    conns = [_HttpConn(endpoints[(seed + i) % len(endpoints)]) for i in range(depth)]
-    for c in conns:
-        sel.register(c.sock, selectors.EVENT_READ, c)
+    import threading
 
-    def fire(c: _HttpConn) -> None:
+    import grpc  # type: ignore[import-untyped]
+
+    next_op = _ops(workload, seed, b"v" * value_size)
+    chans = [grpc.insecure_channel(ep) for ep in endpoints]
+
+    def ident(b: bytes) -> bytes:
+        return b
+
+    put = [ch.unary_unary("/etcdserverpb.KV/Put", request_serializer=ident, response_deserializer=ident)
+           for ch in chans]
+    rng = [ch.unary_unary("/etcdserverpb.KV/Range", request_serializer=ident, response_deserializer=ident)
+           for ch in chans]
+    lock = threading.Lock()
+    state: dict[str, Any] = {}
+
+    def fire(slot: int) -> None:
         op, k, v = next_op()
-        if op == "get":
-            c.send("/v3/kv/range", json.dumps({"key": base64.b64encode(k).decode()}).encode())
-        else:
-            c.send("/v3/kv/put", json.dumps({"key": base64.b64encode(k).decode(),
-                                             "value": base64.b64encode(v).decode()}).encode())
+        ep = (seed + slot) % len(chans)
+        t0 = time.perf_counter()
+        fut = rng[ep].future(_pb(1, k)) if op == "get" else put[ep].future(_pb(1, k) + _pb(2, v))
+        fut.add_done_callback(lambda f: done(slot, t0, f))
+
+    def done(slot: int, t0: float, f: Any) -> None:
+        if f.exception() is not None:
+            state["error"] = f.exception()
+        with lock:
+            state["lat"].append(time.perf_counter() - t0)
+            if time.monotonic() < state["until"] and "error" not in state:
+                fire(slot)
+                return
+            state["busy"] -= 1
+            if state["busy"] == 0:
+                state["idle"].set()
 
     def loop(until: float) -> list[float]:
-        lat: list[float] = []
-        busy = set()
-        for c in conns:
-            fire(c)
-            busy.add(c)
-        while busy:
-            for key, _ in sel.select(10):
-                c = key.data
-                data = c.sock.recv(1 << 16)
-                if not data:
-                    raise RuntimeError("etcd closed a connection")
-                c.buf += data
-                while c.response() is not None:
-                    lat.append(time.perf_counter() - c.sent_at)
-                    if time.monotonic() < until:
-                        fire(c)
-                    else:
-                        busy.discard(c)
+        state.update(lat=[], until=until, busy=depth, idle=threading.Event())
+        with lock:
+            for slot in range(depth):
+                fire(slot)
+        state["idle"].wait()
+        if "error" in state:
+            raise RuntimeError(f"etcd: {state['error']}")
+        lat: list[float] = state["lat"]
         return lat
 
     t0 = time.monotonic()
@@ -404,6 +374,8 @@ def etcd_worker(endpoints: list[str], workload: str, depth: int, warmup: float, 
     c0 = time.process_time()
     lat = loop(t0 + warmup + seconds)
     q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
+    for ch in chans:
+        ch.close()
 
 
 WORKERS = {"zraft": zraft_worker, "pysyncobj": pso_worker, "etcd": etcd_worker}
@@ -447,6 +419,19 @@ def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, w
                   1000 * cpu / max(total, 1), client_cpu / (elapsed * (os.cpu_count() or 1)))
 
 
+def best_depth(kind: str, run: Running, clients: int, depths: list[int]) -> int:
+    """The concurrency that gives this system the most writes per second (short trials)."""
+    if len(depths) == 1:
+        return depths[0]
+    tried = []
+    for d in depths:
+        r = run_load(kind, run, "write", clients, d, 1.0, 3.0)
+        tried.append((r.ops, d))
+    print(f"| {run.name} | (sweep: " + ", ".join(f"{clients} x {d}: {ops:,.0f}/s" for ops, d in tried) + ") |",
+          flush=True)
+    return max(tried)[1]
+
+
 def row(name: str, workload: str, conc: str, r: Result) -> str:
     return (f"| {name} | {workload} | {conc} | {r.ops:,.0f} | {r.p50:.1f} | {r.p99:.1f} | {r.max:.0f} | "
             f"{r.cpu_per_1k:.2f} | {100 * r.client_share:.0f}% |")
@@ -463,7 +448,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per workload (default 30)")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each (default 5)")
     p.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
-    p.add_argument("--depth", type=int, default=32, help="requests in flight per process (default 32)")
+    p.add_argument("--depths", default="8,32,128,512",
+                   help="requests in flight per process to try (a 3 s write run each); each system is then "
+                        "measured at the one that gave it the most writes per second (default 8,32,128,512)")
     p.add_argument("--only", default="zraft,pysyncobj-disk,pysyncobj-memory,etcd,zraft-extras",
                    help="comma-separated subset of: zraft, pysyncobj-disk, pysyncobj-memory, etcd, zraft-extras")
     p.add_argument("--extra-seconds", type=float, default=10.0, help="measured seconds of each zraft-alone run "
@@ -471,13 +458,14 @@ def main() -> int:
     p.add_argument("--failover", type=int, default=10, help="leader kills to time (default 10)")
     a = p.parse_args()
     only = set(a.only.split(","))
-    conc = f"{a.clients} x {a.depth}"
+    depths = [int(x) for x in a.depths.split(",")]
     print(f"machine: {machine()}")
     print(f"workloads: 64-byte values, {KEYS:,} keys; write = 100% puts, mixed = 90% reads / 10% puts; "
           f"{a.warmup:.0f} s warm-up, {a.seconds:.0f} s measured\n")
     print(HEADER, flush=True)
     tmp = tempfile.mkdtemp(prefix="zraft-compare-")
     saturated_write = 0.0
+    zraft_depth = depths[len(depths) // 2]
     try:
         plan: list[tuple[str, str, Callable[[], Running]]] = [
             ("zraft", "zraft", lambda: start_zraft(tmp)),
@@ -494,31 +482,39 @@ def main() -> int:
                 print(f"| {key} | skipped: {e} |", flush=True)
                 continue
             try:
+                depth = best_depth(kind, run, a.clients, depths)
+                conc = f"{a.clients} x {depth}"
+                if key == "zraft":
+                    zraft_depth = depth
                 for workload in ("write", "mixed"):
-                    r = run_load(kind, run, workload, a.clients, a.depth, a.warmup, a.seconds)
+                    r = run_load(kind, run, workload, a.clients, depth, a.warmup, a.seconds)
                     if key == "zraft" and workload == "write":
                         saturated_write = r.ops
                     print(row(f"{run.name}, {run.detail}", workload, conc, r), flush=True)
             finally:
                 run.stop()
         if "zraft-extras" in only:
-            print("\nzraft alone (write workload unless noted):\n")
+            conc = f"{a.clients} x {zraft_depth}"
+            print(f"\nzraft alone (at the concurrency that saturated it above; {a.extra_seconds:.0f} s each):\n")
             print(HEADER, flush=True)
             run = start_zraft(tmp, 5)
             try:
-                r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds)
+                r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds)
                 print(row(run.name, "write", conc, r), flush=True)
             finally:
                 run.stop()
             run = start_zraft(tmp, 3)
             try:
+                r = run_load("zraft", run, "read", a.clients, zraft_depth, a.warmup, a.extra_seconds)
+                print(row(run.name, "read (100% linearizable gets)", conc, r), flush=True)
                 for size in (16, 1024, 65536):
-                    r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds,
+                    r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds,
                                  value_size=size)
                     print(row(run.name, f"write, {size:,} B values", conc, r), flush=True)
                 if saturated_write:
                     half = saturated_write / 2
-                    r = run_load("zraft", run, "write", a.clients, a.depth, a.warmup, a.extra_seconds, rate=half)
+                    r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds,
+                                 rate=half)
                     print(row(run.name, f"write at {half:,.0f}/s (half of saturated)", conc, r), flush=True)
             finally:
                 run.stop()

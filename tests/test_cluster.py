@@ -146,6 +146,7 @@ def test_client_recovers_after_giving_up_on_its_first_write(cluster: launch.Clus
 def test_closed_loop_load_applies_every_write_once(cluster: launch.Cluster) -> None:
     n = itertools.count()
     with Client(cluster.addresses) as cl:
+        cl.put(b"warm", b"up")  # a leader is elected and known before the clock starts
         lat = cl.closed_loop(lambda: ("append", b"loop", b"%d," % next(n)), depth=16,
                              until=time.monotonic() + 1.0)
         assert len(lat) == next(n) and len(lat) > 50 and all(x > 0 for x in lat)
@@ -234,6 +235,42 @@ def test_malformed_messages_do_not_hurt_a_node(cluster: launch.Cluster) -> None:
     with Client(cluster.addresses) as cl:
         cl.put(b"still", b"serving")
         assert cl.get(b"still") == b"serving"
+
+
+def test_batch_frames_answer_each_request_and_refuse_bad_ones(cluster: launch.Cluster) -> None:
+    ld = leader_id(cluster)
+    ctx = zmq.Context()
+    try:
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(f"tcp://{cluster.node(ld).address}")
+        cid = 77
+        batch = [{"op": "put", "id": 10 + i, "client": cid, "seq": i + 1, "ack": 1, "key": b"b%d" % i,
+                  "value": b"v%d" % i} for i in range(50)]
+        batch.append({"op": "put", "id": 99, "client": cid, "seq": 51, "ack": 1, "key": "not bytes", "value": b""})
+        batch.append({"op": "nope", "id": 98})
+        s.send(msgpack.packb(["C", batch]))
+        answers: dict[int, dict] = {}
+        while len(answers) < len(batch) and s.poll(5000):
+            for r in codec.decode_replies(s.recv()):
+                answers[r["id"]] = r
+        assert all(answers[10 + i]["ok"] for i in range(50))
+        assert answers[99]["error"] == answers[98]["error"] == "bad_request"
+        # The batch's gets see the batch's puts once they were answered; a batch of reads is answered as well.
+        s.send(msgpack.packb(["C", [{"op": "get", "id": 200 + i, "key": b"b%d" % i} for i in range(50)]]))
+        got: dict[int, bytes] = {}
+        while len(got) < 50 and s.poll(5000):
+            for r in codec.decode_replies(s.recv()):
+                got[r["id"]] = r["value"]
+        assert got == {200 + i: b"v%d" % i for i in range(50)}
+        # Whole-frame problems: an empty batch, one over the request count limit.
+        for bad in (["C", []], ["C", [{"op": "probe", "id": 1}] * (codec.MAX_BATCH + 1)]):
+            s.send(msgpack.packb(bad))
+            assert s.poll(5000)
+            (r,) = codec.decode_replies(s.recv())
+            assert r["error"] == "bad_request" and "batch" in r["message"]
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:

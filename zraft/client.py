@@ -45,6 +45,9 @@ class RequestRefused(ZraftError):
     """The cluster refused the request; nothing was changed (for example a value over the size limit)."""
 
 
+_NOBLOCK = int(zmq.NOBLOCK)
+
+
 def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
@@ -60,6 +63,7 @@ class Client:
         self.client_id = client_id or random.SystemRandom().randrange(1, 1 << 62)
         self._seq = 0
         self._unfinished: set[int] = set()
+        self._inbox: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self.leader: int | None = None  # index into self.nodes
         self.ctx = zmq.Context()
@@ -120,13 +124,11 @@ class Client:
                 self.find_leader(self.attempt_timeout)
             if self.leader is not None:
                 sock = self.socks[self.leader]
+                ack = min(self._unfinished) if self._unfinished else 0
                 for req in reqs:
                     if "seq" in req:
-                        req["ack"] = min(self._unfinished)
-                    try:
-                        sock.send(codec.encode_client(req), zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
+                        req["ack"] = ack
+                self._send_batches(sock, reqs)
                 waiting = {r["id"] for r in reqs}
                 end = time.monotonic() + self.attempt_timeout
                 while waiting:
@@ -170,7 +172,7 @@ class Client:
         interval = 1.0 / rate if rate else 0.0
         next_send = time.monotonic()
 
-        def send_one() -> None:
+        def make_one() -> dict[str, Any]:
             op, key, value = next_op()
             req: dict[str, Any] = {"op": op, "key": key, "id": next(self._ids)}
             if op != "get":
@@ -178,11 +180,7 @@ class Client:
                 self._unfinished.add(self._seq)
                 req.update(value=value, client=self.client_id, seq=self._seq, ack=min(self._unfinished))
             out[req["id"]] = (time.perf_counter(), req)
-            target = self.leader if self.leader is not None else 0
-            try:
-                self.socks[target].send(codec.encode_client(req), zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # retried below after the attempt timeout
+            return req
 
         def finish(rid: int, ok: bool) -> None:
             t0, req = out.pop(rid)
@@ -195,10 +193,13 @@ class Client:
         try:
             while True:
                 now = time.monotonic()
+                batch = []
                 while now < until and len(out) < depth and now >= next_send:
-                    send_one()
+                    batch.append(make_one())
                     if interval:
                         next_send = max(next_send + interval, now - 1.0)
+                if batch:  # everything that can go now goes in one frame
+                    self._send_batches(self.socks[self.leader if self.leader is not None else 0], batch)
                 if not out and now >= until:
                     return lat
                 wait_s = max(0.0, min(next_send - now, 0.05)) if interval and len(out) < depth and now < until \
@@ -207,19 +208,20 @@ class Client:
                 for sock, _ in self.poller.poll(int(wait_s * 1000) + 1):
                     while True:
                         try:
-                            payload = sock.recv(zmq.NOBLOCK)
+                            payload = sock.recv(_NOBLOCK)
                         except zmq.Again:
                             break
                         try:
-                            r = codec.decode_reply(payload)
+                            rs = codec.decode_replies(payload)
                         except codec.ProtocolError:
                             continue
-                        if r.get("id") in out:
-                            got = True
-                            if not r.get("ok") and r.get("error") == "not_leader":
-                                self.leader = self._index_of(r.get("leader_addr", "")) if r.get("leader_addr") \
-                                    else None
-                            finish(r["id"], bool(r.get("ok")))
+                        for r in rs:
+                            if r.get("id") in out:
+                                got = True
+                                if not r.get("ok") and r.get("error") == "not_leader":
+                                    self.leader = self._index_of(r.get("leader_addr", "")) \
+                                        if r.get("leader_addr") else None
+                                finish(r["id"], bool(r.get("ok")))
                 if not got and wait_s >= self.attempt_timeout and out:
                     for rid in sorted(out):  # silence: retry the oldest requests the ordinary way
                         if time.perf_counter() - out[rid][0] >= self.attempt_timeout:
@@ -337,7 +339,26 @@ class Client:
                                  "not have been applied")
         raise Unavailable(f"no answer within {self.deadline:.1f} s ({last_error})")
 
+    def _send_batches(self, sock: zmq.Socket[bytes], reqs: list[dict[str, Any]]) -> None:
+        """Send requests in batch frames (at most ``codec.MAX_BATCH`` requests and about 1 MiB each)."""
+        lo = 0
+        while lo < len(reqs):
+            hi, size = lo, 0
+            while hi < len(reqs) and hi - lo < codec.MAX_BATCH and (size < 1 << 20 or hi == lo):
+                size += len(reqs[hi]["key"]) + len(reqs[hi].get("value", b"")) + 64
+                hi += 1
+            try:
+                sock.send(codec.encode_client_batch(reqs[lo:hi]), _NOBLOCK)
+            except zmq.Again:
+                return  # the rest are retried after the attempt timeout
+            lo = hi
+
     def _wait(self, ids: set[int], until: float) -> dict[str, Any] | None:
+        """The next answer to one of ``ids`` (answers to others that arrive meanwhile are dropped; several
+        answers to ``ids`` in one frame are kept for the next calls)."""
+        for rid in [rid for rid in self._inbox if rid in ids]:
+            return self._inbox.pop(rid)
+        self._inbox.clear()
         while True:
             left = until - time.monotonic()
             if left <= 0:
@@ -345,12 +366,19 @@ class Client:
             for sock, _ in self.poller.poll(int(left * 1000) + 1):
                 while True:
                     try:
-                        payload = sock.recv(zmq.NOBLOCK)
+                        payload = sock.recv(_NOBLOCK)
                     except zmq.Again:
                         break
                     try:
-                        r = codec.decode_reply(payload)
+                        rs = codec.decode_replies(payload)
                     except codec.ProtocolError:
                         continue
-                    if r.get("id") in ids:
-                        return r
+                    found = None
+                    for r in rs:
+                        if r.get("id") in ids:
+                            if found is None:
+                                found = r
+                            else:
+                                self._inbox[r["id"]] = r
+                    if found is not None:
+                        return found

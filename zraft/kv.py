@@ -45,6 +45,19 @@ class Op(enum.IntEnum):
     DELETE = 3
 
 
+PUT, APPEND, DELETE = 1, 2, 3
+"""The ops as plain ints (what the log holds), for the hot path."""
+_OP_VALUES = frozenset((PUT, APPEND, DELETE))
+OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND = 0, 1, 2, 3
+"""The statuses as plain ints."""
+
+
+def encode_command(op: int, client: int, seq: int, ack: int, key: bytes, value: bytes) -> bytes:
+    """A command as the log holds it (``Command(...).encode()`` without the object)."""
+    out: bytes = msgpack.packb([op, client, seq, ack, key, value], use_bin_type=True)
+    return out
+
+
 class Status(enum.IntEnum):
     OK = 0
     TOO_LARGE = 1
@@ -140,70 +153,81 @@ class KVStore:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def apply(self, index: int, data: bytes) -> tuple[int, int, Status]:
-        """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with."""
+    def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
+        """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with; the
+        status is an int (compare with ``OK`` or make it a ``Status``)."""
         if index != self.applied + 1:
             raise ValueError(f"apply out of order: {index} after {self.applied}")
         self.applied = index
         try:
-            cmd = Command.decode(data)
+            op, client, seq, ack, key, value = msgpack.unpackb(data)
+            if not (type(key) is bytes and type(value) is bytes and op in _OP_VALUES and type(client) is int
+                    and type(seq) is int and type(ack) is int):
+                raise ValueError("bad command fields")
         except Exception:
-            status = Status.BAD_COMMAND  # never proposed by a correct node; applied as a no-op everywhere
-            self._maybe_expire(index)
-            return 0, 0, status
-        status = self._apply_session(index, cmd)
-        self._maybe_expire(index)
-        return cmd.client, cmd.seq, status
+            if index % EXPIRY_CHECK_EVERY == 0:
+                self._expire(index)
+            return 0, 0, BAD_COMMAND  # never proposed by a correct node; applied as a no-op everywhere
+        status = self._apply_session(index, op, client, seq, ack, key, value)
+        if index % EXPIRY_CHECK_EVERY == 0:
+            self._expire(index)
+        return client, seq, status
 
     def apply_noop(self, index: int) -> None:
         """An entry with no command (a leader's no-op)."""
         if index != self.applied + 1:
             raise ValueError(f"apply out of order: {index} after {self.applied}")
         self.applied = index
-        self._maybe_expire(index)
+        if index % EXPIRY_CHECK_EVERY == 0:
+            self._expire(index)
 
-    def _apply_session(self, index: int, cmd: Command) -> Status:
-        s = self.sessions.get(cmd.client)
+    def _apply_session(self, index: int, op: int, client: int, seq: int, ack: int, key: bytes,
+                       value: bytes) -> int:
+        s = self.sessions.get(client)
         if s is None:
-            if cmd.ack > 1:
+            if ack > 1:
                 # A client we have no session for, already past its first request: its session expired, and
                 # whether its earlier requests applied can no longer be told. Refuse rather than risk a double.
-                return Status.SESSION_EXPIRED
-            s = self.sessions[cmd.client] = Session(index)
+                return SESSION_EXPIRED
+            s = self.sessions[client] = Session(index)
         s.last_index = index
-        if cmd.ack > s.ack:
-            s.ack = cmd.ack
-            for q in [q for q in s.replies if q < cmd.ack]:
-                del s.replies[q]
-        if cmd.seq < s.ack:
-            return Status.SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
-        cached = s.replies.get(cmd.seq)
+        replies = s.replies
+        if ack > s.ack:
+            s.ack = ack
+            # Forget answers below ack, oldest first (answers are recorded roughly in seq order; one recorded out
+            # of order waits for its turn, and is never consulted meanwhile: seq < ack is refused below).
+            while replies:
+                first = next(iter(replies))
+                if first >= ack:
+                    break
+                del replies[first]
+        if seq < s.ack:
+            return SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
+        cached = replies.get(seq)
         if cached is not None:
-            return Status(cached)  # a retry: answer again, apply nothing
-        status = self._execute(cmd)
-        s.replies[cmd.seq] = int(status)
+            return cached  # a retry: answer again, apply nothing
+        status = self._execute(op, key, value)
+        replies[seq] = status
         return status
 
-    def _execute(self, cmd: Command) -> Status:
-        if check_limits(cmd.key, cmd.value):
-            return Status.TOO_LARGE
+    def _execute(self, op: int, key: bytes, value: bytes) -> int:
+        if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+            return TOO_LARGE
         img = self._image
-        if img is not None and cmd.key not in img.before:
-            img.before[cmd.key] = self.data.get(cmd.key)  # before the change (see SnapshotImage)
-        if cmd.op == Op.PUT:
-            self.data[cmd.key] = cmd.value
-        elif cmd.op == Op.APPEND:
-            old = self.data.get(cmd.key, b"")
-            if len(old) + len(cmd.value) > MAX_VALUE_BYTES:
-                return Status.TOO_LARGE
-            self.data[cmd.key] = old + cmd.value
-        elif cmd.op == Op.DELETE:
-            self.data.pop(cmd.key, None)
-        return Status.OK
+        if img is not None and key not in img.before:
+            img.before[key] = self.data.get(key)  # before the change (see SnapshotImage)
+        if op == PUT:
+            self.data[key] = value
+        elif op == APPEND:
+            old = self.data.get(key, b"")
+            if len(old) + len(value) > MAX_VALUE_BYTES:
+                return TOO_LARGE
+            self.data[key] = old + value
+        elif op == DELETE:
+            self.data.pop(key, None)
+        return OK
 
-    def _maybe_expire(self, index: int) -> None:
-        if index % EXPIRY_CHECK_EVERY:
-            return
+    def _expire(self, index: int) -> None:
         horizon = index - SESSION_EXPIRY_ENTRIES
         for c in [c for c, s in self.sessions.items() if s.last_index < horizon]:
             del self.sessions[c]

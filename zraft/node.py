@@ -54,17 +54,19 @@ PEER_HWM = 10_000
 GC_FREEZE_EVERY_S = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingWrite:
     identity: bytes
     req_id: int
+    batched: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingRead:
     identity: bytes
     req_id: int
     key: bytes
+    batched: bool = False
 
 
 class Node:
@@ -100,6 +102,7 @@ class Node:
             snapshot_timeout_ticks=max(200, 4 * election_ticks)), rec.hard_state, rec.snapshot, rec.entries, applied)
         self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
         self.pending_reads: dict[int, PendingRead] = {}
+        self._outbox: dict[bytes, list[dict[str, Any]]] = {}
         self._next_read = 0
         self._stop = False
         self.ctx = zmq.Context()
@@ -143,6 +146,7 @@ class Node:
             poller.register(self.chaos_sock, zmq.POLLIN)
         next_tick = time.monotonic() + self.tick_s
         self._process_ready()  # replay the committed log before serving anything
+        self._outbox.clear()
         # The cyclic GC: a full collection walks every live object (every log entry, every key), about 170 ms per
         # million, which would stall the loop. Objects that survive a young collection are frozen (excluded from
         # later collections; they are still freed by reference counting when dropped), once a second.
@@ -177,6 +181,8 @@ class Node:
                         self._finish_snapshot()
                 if self.raft.has_ready():
                     self._process_ready()
+                if self._outbox:
+                    self._flush_outbox()
                 if self.snap_job is not None:
                     self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t_pass)
                 if now >= next_freeze:
@@ -197,10 +203,10 @@ class Node:
         self.ctx.destroy(linger=0)
 
     def _drain(self) -> None:
-        writes: list[tuple[bytes, dict[str, Any]]] = []
+        writes: list[tuple[bytes, dict[str, Any], bool]] = []
         for _ in range(MAX_BATCH):
             try:
-                frames = self.router.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = self.router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 break
             if len(frames) < 2:
@@ -234,8 +240,17 @@ class Node:
                     raise
                 except Exception as e:  # a well-formed message the core cannot use must not kill the node
                     log.warning("node=%d event=bad_raft_message error=%r", self.id, e)
-            elif msg["op"] in ("put", "append", "delete"):
-                writes.append((identity, msg))
+            elif kind == "client_batch":
+                for req in msg:
+                    if isinstance(req, codec.ProtocolError):
+                        self._reply(identity, {"id": req.req_id, "ok": False, "error": "bad_request",
+                                               "message": str(req)}, True)
+                    elif req["op"] in WRITE_OPS:
+                        writes.append((identity, req, True))
+                    else:
+                        self._client_other(identity, req, True)
+            elif msg["op"] in WRITE_OPS:
+                writes.append((identity, msg, False))
             else:
                 self._client_other(identity, msg)
         if writes:
@@ -247,40 +262,62 @@ class Node:
         ld = self.raft.lead
         return {"leader": ld, "leader_addr": self.peers.get(ld, "") if ld != NONE else ""}
 
-    def _reply(self, identity: bytes, msg: dict[str, Any]) -> None:
+    def _reply(self, identity: bytes, msg: dict[str, Any], batched: bool = False) -> None:
+        if batched:  # answered together with the identity's other answers at the end of the loop pass
+            box = self._outbox.get(identity)
+            if box is None:
+                self._outbox[identity] = [msg]
+            else:
+                box.append(msg)
+            return
+        self._send_client(identity, codec.encode_client(msg))
+
+    def _send_client(self, identity: bytes, payload: bytes) -> None:
         try:
-            self.router.send_multipart([identity, codec.encode_client(msg)], zmq.NOBLOCK)
+            self.router.send(identity, _NOBLOCK_MORE)
+            self.router.send(payload, _NOBLOCK)
         except zmq.ZMQError:
             pass  # the client is gone or slow; it will retry
 
-    def _not_leader(self, identity: bytes, req_id: int) -> None:
-        self._reply(identity, {"id": req_id, "ok": False, "error": "not_leader",
-                               "message": "this node is not the leader", **self._leader_info()})
+    def _flush_outbox(self) -> None:
+        for identity, msgs in self._outbox.items():
+            for lo in range(0, len(msgs), codec.MAX_BATCH):
+                self._send_client(identity, codec.encode_client_batch(msgs[lo:lo + codec.MAX_BATCH]))
+        self._outbox.clear()
 
-    def _propose(self, writes: list[tuple[bytes, dict[str, Any]]]) -> None:
+    def _not_leader(self, identity: bytes, req_id: int, batched: bool = False) -> None:
+        self._reply(identity, {"id": req_id, "ok": False, "error": "not_leader",
+                               "message": "this node is not the leader", **self._leader_info()}, batched)
+
+    def _propose(self, writes: list[tuple[bytes, dict[str, Any], bool]]) -> None:
         if self.raft.role != Role.LEADER:
-            for identity, req in writes:
-                self._not_leader(identity, req["id"])
+            for identity, req, batched in writes:
+                self._not_leader(identity, req["id"], batched)
             return
         datas = []
-        for identity, req in writes:
+        pending = self.pending_writes
+        for identity, req, batched in writes:
             key, value = req["key"], req.get("value", b"")
-            why = kv.check_limits(key, value)
-            if why:
-                self._reply(identity, {"id": req["id"], "ok": False, "error": "too_large", "message": why})
+            if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": "too_large",
+                                       "message": kv.check_limits(key, value)}, batched)
                 continue
-            op = {"put": kv.Op.PUT, "append": kv.Op.APPEND, "delete": kv.Op.DELETE}[req["op"]]
-            cmd = kv.Command(op, req["client"], req["seq"], req["ack"], key, value)
-            self.pending_writes.setdefault((cmd.client, cmd.seq), []).append(PendingWrite(identity, req["id"]))
-            datas.append(cmd.encode())
+            client, seq = req["client"], req["seq"]
+            w = PendingWrite(identity, req["id"], batched)
+            waiting = pending.get((client, seq))
+            if waiting is None:
+                pending[(client, seq)] = [w]
+            else:
+                waiting.append(w)
+            datas.append(kv.encode_command(_OPS[req["op"]], client, seq, req["ack"], key, value))
         if datas:
             self.raft.propose(datas)  # we are leader: checked above, and nothing in between changes the role
 
-    def _client_other(self, identity: bytes, req: dict[str, Any]) -> None:
+    def _client_other(self, identity: bytes, req: dict[str, Any], batched: bool = False) -> None:
         op, rid = req["op"], req["id"]
         if op == "probe":
             self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
-                                   "term": self.raft.term, **self._leader_info()})
+                                   "term": self.raft.term, **self._leader_info()}, batched)
         elif op == "status":
             st = self.raft.status()
             del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
@@ -298,29 +335,37 @@ class Node:
             st.update(self.storage.disk_usage())
             if "match" in st:
                 st["match"] = {str(k): v for k, v in st["match"].items()}
-            self._reply(identity, {"id": rid, "ok": True, **st})
+            self._reply(identity, {"id": rid, "ok": True, **st}, batched)
         elif op == "get":
             if req.get("stale"):
-                self._answer_get(identity, rid, req["key"])
+                self._answer_get(identity, rid, req["key"], batched)
                 return
             self._next_read += 1
             ctx = self._next_read
-            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"])
+            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched)
             self.raft.read_index(ctx)
 
-    def _answer_get(self, identity: bytes, rid: int, key: bytes) -> None:
-        v = self.kv.get(key)
-        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None})
+    def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
+        v = self.kv.data.get(key)
+        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
 
     # ------------------------------------------------------------------ carrying out a ready batch
 
     def _process_ready(self) -> None:
         rd: Ready = self.raft.ready()
-        # 1. Persist before anything that depends on it is sent (the core's contract).
+        # 1. A leader's AppendEntries, heartbeats and snapshots go out first: it writes its log in parallel with
+        # replicating it (diss. §10.2.1; it counts itself only once this batch is durable, see the core).
+        late = []
+        for m in rd.messages:
+            if m.type in _EARLY_TYPES:
+                self._send(m)
+            else:
+                late.append(m)
+        # 2. Persist before anything else that depends on it is sent (the core's contract).
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
-        # 2. Send.
-        for m in rd.messages:
+        # 3. Send the rest (votes, answers to the leader: they promise what is now durable).
+        for m in late:
             self._send(m)
         if rd.soft_state is not None:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
@@ -333,9 +378,9 @@ class Node:
                     for w in waiting:
                         self._reply(w.identity, {"id": w.req_id, "ok": False, "error": "leader_changed",
                                                  "message": "leadership changed; outcome unknown, retry",
-                                                 **self._leader_info()})
+                                                 **self._leader_info()}, w.batched)
                 self.pending_writes.clear()
-        # 3. Apply.
+        # 4. Apply.
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         for e in rd.committed_entries:
@@ -344,24 +389,25 @@ class Node:
                 waiting = self.pending_writes.pop((client, seq), [])
                 if waiting:
                     for w in waiting:
-                        if status == kv.Status.OK:
-                            self._reply(w.identity, {"id": w.req_id, "ok": True})
+                        if status == kv.OK:
+                            self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
                         else:
-                            self._reply(w.identity, {"id": w.req_id, "ok": False, "error": status.name.lower(),
-                                                     "message": _STATUS_TEXT[status]})
+                            self._reply(w.identity, {"id": w.req_id, "ok": False,
+                                                     "error": kv.Status(status).name.lower(),
+                                                     "message": _STATUS_TEXT[status]}, w.batched)
             else:
                 self.kv.apply_noop(e.index)
-        # 4. Reads.
+        # 5. Reads.
         for rs in rd.read_states:
             pr = self.pending_reads.pop(rs.context, None)
             if pr is not None:
-                self._answer_get(pr.identity, pr.req_id, pr.key)
+                self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
         for ctx in rd.failed_reads:
             pr = self.pending_reads.pop(ctx, None)
             if pr is not None:
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": "no_leader",
                                           "message": "no leader could confirm the read; retry",
-                                          **self._leader_info()})
+                                          **self._leader_info()}, pr.batched)
         self._maybe_snapshot()
 
     # ------------------------------------------------------------------ snapshots
@@ -431,7 +477,7 @@ class Node:
         if d is None:
             return True
         try:
-            d.send(payload, zmq.NOBLOCK)
+            d.send(payload, _NOBLOCK)
         except zmq.Again:
             return False
         return True
@@ -465,7 +511,7 @@ class Node:
         if d is None:
             return
         try:
-            d.send(codec.encode_raft(m), zmq.NOBLOCK)
+            d.send(codec.encode_raft(m), _NOBLOCK)
         except zmq.Again:
             pass  # queue full or peer not connected: dropped, Raft retries
 
@@ -527,7 +573,13 @@ def _restore(snap: Snapshot) -> kv.KVStore:
     return kv.KVStore.restore(snap.data)
 
 
-_STATUS_TEXT = {
+WRITE_OPS = frozenset(("put", "append", "delete"))
+_EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
+_OPS = {"put": int(kv.Op.PUT), "append": int(kv.Op.APPEND), "delete": int(kv.Op.DELETE)}
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+
+_STATUS_TEXT: dict[int, str] = {
     kv.Status.TOO_LARGE: "key or value over the size limit",
     kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
     kv.Status.BAD_COMMAND: "malformed command",

@@ -12,8 +12,10 @@ The persistence contract (etcd-io/raft's, stated plainly):
   at the same or a higher index (a conflicting suffix is truncated). Committed entries are applied, and reads
   served, only after that. A node that breaks this can vote twice in a term or lose acknowledged writes.
 
-The leader counts its own log as persisted when it appends: that is safe because the runtime persists the
-batch before it processes the followers' answers that could let the entry commit.
+One exception (diss. §10.2.1): a leader's APPEND, HEARTBEAT and SNAPSHOT messages may be sent before the batch
+is durable, so the leader writes its log while the followers write theirs. The leader counts its own log as
+persisted when it appends: that is safe because the runtime makes the batch durable before it feeds the core
+anything else -- in particular the followers' answers that could let the entry commit.
 
 Rules are cited as in the extended Raft paper (§5.x) and Ongaro's dissertation (diss. §x).
 """

@@ -47,6 +47,10 @@ class NetConfig:
     long_delay_max: float = 300.0
 
 
+EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
+"""Messages a leader may send before its ready batch is durable (diss. §10.2.1)."""
+
+
 @dataclass
 class MemStorage:
     """What survives a crash: exactly what the ready batches persisted."""
@@ -343,6 +347,16 @@ class SimCluster:
             self._check_new_leader(node, r)
         if rd.entries:
             self._check_entries(node, rd.entries)
+        # Diss. §10.2.1: a leader replicates its batch while it writes it: its AppendEntries (and heartbeats and
+        # snapshots) go before the batch is durable. Everything else waits for the disk.
+        early = [m for m in rd.messages if m.type in EARLY_TYPES]
+        for m in early:
+            self._send(m)
+        if self.crash_points and early and rd.entries and self.rng.random() < 0.02:
+            # A crash after the leader sent its entries but before it wrote them.
+            self.crash(node.id)
+            self.at(self.rng.uniform(20.0, 1500.0), lambda: self.restart(node.id))
+            return
         node.storage.save(rd)
         if rd.hard_state is not None:
             if rd.hard_state.commit < node.max_commit:
@@ -358,6 +372,8 @@ class SimCluster:
             return
         voted = False
         for m in rd.messages:
+            if m.type in EARLY_TYPES:
+                continue
             self._send(m)
             voted = voted or (m.type == MsgType.VOTE_RESP and not m.reject)
         if voted and self.crash_after_vote and self.rng.random() < self.crash_after_vote:

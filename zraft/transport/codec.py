@@ -24,13 +24,22 @@ MAX_SNAPSHOT_CHUNK = 8 << 20
 """Largest piece of a snapshot file in one ["S", ...] message."""
 MAX_CLIENT_MESSAGE = (1 << 20) + (64 << 10)
 """Largest client request: a value at the limit (1 MiB) plus a key and the envelope."""
+MAX_CLIENT_BATCH_MESSAGE = 4 << 20
+"""Largest client frame holding a batch of requests."""
+MAX_BATCH = 1024
+"""Most requests (or answers) in one batch frame."""
 MAX_INT = (1 << 63) - 1
 
 _MSG_TYPES = {int(t) for t in MsgType}
 
 
 class ProtocolError(Exception):
-    """A message that breaks the protocol. Its text says what was wrong, for the error reply or the log."""
+    """A message that breaks the protocol. Its text says what was wrong, for the error reply or the log.
+    ``req_id`` is the request's id when it could be read (0 otherwise), for the error answer."""
+
+    def __init__(self, message: str, req_id: int = 0) -> None:
+        super().__init__(message)
+        self.req_id = req_id
 
 
 # ---------------------------------------------------------------------- Raft messages
@@ -180,11 +189,30 @@ def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]
         return "snap_chunk", _decode_chunk(body)
     if body[0] == "A":
         return "snap_ack", _decode_ack(body)
+    if len(body) == 2 and isinstance(body[1], list):
+        if len(payload) > MAX_CLIENT_BATCH_MESSAGE:
+            raise ProtocolError(f"client batch of {len(payload)} bytes is over the limit of "
+                                f"{MAX_CLIENT_BATCH_MESSAGE}")
+        if not 0 < len(body[1]) <= MAX_BATCH:
+            raise ProtocolError(f"a batch holds 1 to {MAX_BATCH} requests, this one {len(body[1])}")
+        return "client_batch", [_validate_item(r) for r in body[1]]
     if len(payload) > MAX_CLIENT_MESSAGE:
         raise ProtocolError(f"client request of {len(payload)} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
     if len(body) != 2 or not isinstance(body[1], dict):
-        raise ProtocolError('a client message is ["C", {request map}]')
+        raise ProtocolError('a client message is ["C", {request map}] or ["C", [request map, ...]]')
     return "client", validate_request(body[1])
+
+
+def _validate_item(req: Any) -> dict[str, Any] | ProtocolError:
+    """A batch's request, or the error to answer it with (the rest of the batch is still served)."""
+    if not isinstance(req, dict):
+        return ProtocolError("each request of a batch is a map")
+    try:
+        return validate_request(req)
+    except ProtocolError as e:
+        rid = req.get("id")
+        e.req_id = rid if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= MAX_INT else 0
+        return e
 
 
 def validate_request(req: dict[str, Any]) -> dict[str, Any]:
@@ -210,6 +238,25 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
 def encode_client(msg: dict[str, Any]) -> bytes:
     out: bytes = msgpack.packb(["C", msg], use_bin_type=True)
     return out
+
+
+def encode_client_batch(msgs: list[dict[str, Any]]) -> bytes:
+    out: bytes = msgpack.packb(["C", msgs], use_bin_type=True)
+    return out
+
+
+def decode_replies(payload: bytes) -> list[dict[str, Any]]:
+    """Client side: decode a node's frame, which holds one answer or a batch of them."""
+    try:
+        body = msgpack.unpackb(payload, raw=False)
+    except Exception as e:
+        raise ProtocolError(f"reply is not valid msgpack ({type(e).__name__})") from None
+    if isinstance(body, list) and len(body) == 2 and body[0] == "C":
+        if isinstance(body[1], dict):
+            return [body[1]]
+        if isinstance(body[1], list) and all(isinstance(r, dict) for r in body[1]):
+            return body[1]
+    raise ProtocolError('a reply is ["C", {reply map}] or ["C", [reply map, ...]]')
 
 
 def decode_reply(payload: bytes) -> dict[str, Any]:
