@@ -33,6 +33,7 @@ import array
 import multiprocessing
 import os
 import platform
+import queue
 import random
 import re
 import shutil
@@ -336,7 +337,7 @@ def etcd_worker(endpoints: list[str], workload: str, depth: int, warmup: float, 
            for ch in chans]
     rng = [ch.unary_unary("/etcdserverpb.KV/Range", request_serializer=ident, response_deserializer=ident)
            for ch in chans]
-    lock = threading.Lock()
+    lock = threading.RLock()  # a future that is already done runs its callback at once, in this thread
     state: dict[str, Any] = {}
 
     def fire(slot: int) -> None:
@@ -404,7 +405,18 @@ def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, w
     time.sleep(warmup)
     cpu0 = run.cpu()
     t0 = time.perf_counter()
-    results = [q.get(timeout=warmup + seconds + 120) for _ in procs]
+    results = []
+    deadline = time.monotonic() + seconds + 120
+    while len(results) < len(procs):
+        try:
+            results.append(q.get(timeout=1.0))
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead or time.monotonic() > deadline:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"a {kind} load generator failed (exit code {dead[0].exitcode})" if dead
+                                   else f"the {kind} load generators did not finish") from None
     elapsed = time.perf_counter() - t0
     cpu = run.cpu() - cpu0
     for p in procs:
@@ -425,7 +437,11 @@ def best_depth(kind: str, run: Running, clients: int, depths: list[int]) -> int:
         return depths[0]
     tried = []
     for d in depths:
-        r = run_load(kind, run, "write", clients, d, 1.0, 3.0)
+        try:
+            r = run_load(kind, run, "write", clients, d, 1.0, 3.0)
+        except RuntimeError as e:  # e.g. etcd refuses that many requests in flight ("too many requests")
+            print(f"| {run.name} | (sweep: {clients} x {d} failed: {e}) |", flush=True)
+            break
         tried.append((r.ops, d))
     print(f"| {run.name} | (sweep: " + ", ".join(f"{clients} x {d}: {ops:,.0f}/s" for ops, d in tried) + ") |",
           flush=True)
@@ -448,9 +464,9 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per workload (default 30)")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each (default 5)")
     p.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
-    p.add_argument("--depths", default="8,32,128,512",
+    p.add_argument("--depths", default="8,32,128,512,2048",
                    help="requests in flight per process to try (a 3 s write run each); each system is then "
-                        "measured at the one that gave it the most writes per second (default 8,32,128,512)")
+                        "measured at the one that gave it the most writes per second (default 8,32,128,512,2048)")
     p.add_argument("--only", default="zraft,pysyncobj-disk,pysyncobj-memory,etcd,zraft-extras",
                    help="comma-separated subset of: zraft, pysyncobj-disk, pysyncobj-memory, etcd, zraft-extras")
     p.add_argument("--extra-seconds", type=float, default=10.0, help="measured seconds of each zraft-alone run "

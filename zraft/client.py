@@ -172,13 +172,13 @@ class Client:
         interval = 1.0 / rate if rate else 0.0
         next_send = time.monotonic()
 
-        def make_one() -> dict[str, Any]:
+        def make_one(ack: int) -> dict[str, Any]:
             op, key, value = next_op()
             req: dict[str, Any] = {"op": op, "key": key, "id": next(self._ids)}
             if op != "get":
                 self._seq += 1
                 self._unfinished.add(self._seq)
-                req.update(value=value, client=self.client_id, seq=self._seq, ack=min(self._unfinished))
+                req.update(value=value, client=self.client_id, seq=self._seq, ack=ack)
             out[req["id"]] = (time.perf_counter(), req)
             return req
 
@@ -194,8 +194,10 @@ class Client:
             while True:
                 now = time.monotonic()
                 batch = []
+                # The lowest unanswered write (computed once per batch: every new one is above it).
+                ack = min(self._unfinished) if self._unfinished else self._seq + 1
                 while now < until and len(out) < depth and now >= next_send:
-                    batch.append(make_one())
+                    batch.append(make_one(ack))
                     if interval:
                         next_send = max(next_send + interval, now - 1.0)
                 if batch:  # everything that can go now goes in one frame

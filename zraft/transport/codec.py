@@ -78,11 +78,14 @@ def decode_raft(body: list[Any]) -> Message:
         _uint("context", ctx)
     if not isinstance(entries, list):
         raise ProtocolError("field entries must be an array")
-    ents = []
-    for e in entries:
-        if not (isinstance(e, list) and len(e) == 4 and isinstance(e[3], bytes)):
-            raise ProtocolError("an entry must be [index, term, kind, data(bytes)]")
-        ents.append(Entry(_uint("entry index", e[0]), _uint("entry term", e[1]), _uint("entry kind", e[2]), e[3]))
+    try:
+        ents = [Entry(*e) for e in entries if type(e) is list and len(e) == 4 and type(e[0]) is int
+                and type(e[1]) is int and type(e[2]) is int and type(e[3]) is bytes
+                and 0 <= e[0] <= MAX_INT and 0 <= e[1] <= MAX_INT and 0 <= e[2] <= MAX_INT]
+    except TypeError:
+        ents = []
+    if len(ents) != len(entries):
+        raise ProtocolError("an entry must be [index, term, kind, data(bytes)] with unsigned integers")
     snapshot = None
     if snap is not None:
         if not (isinstance(snap, list) and len(snap) == 4 and isinstance(snap[2], list)
@@ -168,6 +171,7 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 # ---------------------------------------------------------------------- client requests and replies
 
 CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe")
+_WRITES = frozenset(("put", "append", "delete"))
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]:
@@ -217,6 +221,13 @@ def _validate_item(req: Any) -> dict[str, Any] | ProtocolError:
 
 def validate_request(req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
+    if op in _WRITES:  # the common case, checked in one expression; the slow path below says what is wrong
+        c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
+        if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
+                and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT
+                and type(req.get("key")) is bytes and (op == "delete" or type(req.get("value")) is bytes)
+                and "stale" not in req):
+            return req
     if op not in CLIENT_OPS:
         raise ProtocolError(f"unknown op {op!r}; expected one of {', '.join(CLIENT_OPS)}")
     _uint("id", req.get("id"))
