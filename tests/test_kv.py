@@ -43,11 +43,17 @@ def test_pipelined_requests_and_retries_out_of_order() -> None:
 
 def test_acknowledged_replies_are_forgotten() -> None:
     s = KVStore()
-    run(s, *(Command(Op.PUT, 1, q, 1, b"k", b"v") for q in range(1, 11)))
-    run(s, Command(Op.PUT, 1, 11, 11, b"k", b"w"))
-    assert set(s.sessions[1].replies) == {11}
-    assert run(s, Command(Op.APPEND, 1, 3, 11, b"k", b"!")) == [Status.SESSION_EXPIRED]
+    run(s, *(Command(Op.PUT, 1, q, 1, b"k", b"v") for q in range(1, 100)))
+    run(s, Command(Op.PUT, 1, 100, 100, b"k", b"w"))
+    assert set(s.sessions[1].replies) == {100}  # ack passed 64: the answers below it are dropped
+    assert run(s, Command(Op.APPEND, 1, 3, 100, b"k", b"!")) == [Status.SESSION_EXPIRED]
     assert s.get(b"k") == b"w"
+    # A client that always acknowledges everything keeps at most about 64 answers, however long it runs.
+    most = 0
+    for q in range(101, 3000):
+        run(s, Command(Op.PUT, 1, q, q, b"k", b"x"))
+        most = max(most, len(s.sessions[1].replies))
+    assert most <= 65
 
 
 def test_limits() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from msgpack import unpackb
 
 MAX_KEY_BYTES = 1024
 """Keys longer than this are refused."""
@@ -155,22 +156,62 @@ class KVStore:
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with; the
-        status is an int (compare with ``OK`` or make it a ``Status``)."""
+        status is an int (compare with ``OK`` or make it a ``Status``). The hot path of every node: written
+        out in one function (sessions, then the operation) on purpose."""
         if index != self.applied + 1:
             raise ValueError(f"apply out of order: {index} after {self.applied}")
         self.applied = index
+        if index % EXPIRY_CHECK_EVERY == 0:
+            self._expire(index - 1)  # as if checked after the previous entry: this command's session is fresh
         try:
-            op, client, seq, ack, key, value = msgpack.unpackb(data)
+            op, client, seq, ack, key, value = unpackb(data)
             if not (type(key) is bytes and type(value) is bytes and op in _OP_VALUES and type(client) is int
                     and type(seq) is int and type(ack) is int):
                 raise ValueError("bad command fields")
         except Exception:
-            if index % EXPIRY_CHECK_EVERY == 0:
-                self._expire(index)
             return 0, 0, BAD_COMMAND  # never proposed by a correct node; applied as a no-op everywhere
-        status = self._apply_session(index, op, client, seq, ack, key, value)
-        if index % EXPIRY_CHECK_EVERY == 0:
-            self._expire(index)
+        # Session (exactly-once).
+        s = self.sessions.get(client)
+        if s is None:
+            if ack > 1:
+                # A client we have no session for, already past its first request: its session expired, and
+                # whether its earlier requests applied can no longer be told. Refuse rather than risk a double.
+                return client, seq, SESSION_EXPIRED
+            s = self.sessions[client] = Session(index)
+        s.last_index = index
+        replies = s.replies
+        if ack > s.ack:
+            if ack >> 6 != s.ack >> 6:
+                # Forget answers below ack each time ack passes a multiple of 64 (amortized O(1); an answer below
+                # ack is never consulted meanwhile: seq < ack is refused below). A fresh dict, because a dict
+                # that keeps losing its oldest keys makes finding the first one ever slower.
+                replies = s.replies = {q: r for q, r in replies.items() if q >= ack}
+            s.ack = ack
+        if seq < s.ack:
+            return client, seq, SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
+        cached = replies.get(seq)
+        if cached is not None:
+            return client, seq, cached  # a retry: answer again, apply nothing
+        # The operation.
+        data_ = self.data
+        status = OK
+        if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+            status = TOO_LARGE
+        else:
+            img = self._image
+            if img is not None and key not in img.before:
+                img.before[key] = data_.get(key)  # before the change (see SnapshotImage)
+            if op == PUT:
+                data_[key] = value
+            elif op == APPEND:
+                old = data_.get(key, b"")
+                if len(old) + len(value) > MAX_VALUE_BYTES:
+                    status = TOO_LARGE
+                else:
+                    data_[key] = old + value
+            else:
+                data_.pop(key, None)
+        replies[seq] = status
         return client, seq, status
 
     def apply_noop(self, index: int) -> None:
@@ -180,52 +221,6 @@ class KVStore:
         self.applied = index
         if index % EXPIRY_CHECK_EVERY == 0:
             self._expire(index)
-
-    def _apply_session(self, index: int, op: int, client: int, seq: int, ack: int, key: bytes,
-                       value: bytes) -> int:
-        s = self.sessions.get(client)
-        if s is None:
-            if ack > 1:
-                # A client we have no session for, already past its first request: its session expired, and
-                # whether its earlier requests applied can no longer be told. Refuse rather than risk a double.
-                return SESSION_EXPIRED
-            s = self.sessions[client] = Session(index)
-        s.last_index = index
-        replies = s.replies
-        if ack > s.ack:
-            s.ack = ack
-            # Forget answers below ack, oldest first (answers are recorded roughly in seq order; one recorded out
-            # of order waits for its turn, and is never consulted meanwhile: seq < ack is refused below).
-            while replies:
-                first = next(iter(replies))
-                if first >= ack:
-                    break
-                del replies[first]
-        if seq < s.ack:
-            return SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
-        cached = replies.get(seq)
-        if cached is not None:
-            return cached  # a retry: answer again, apply nothing
-        status = self._execute(op, key, value)
-        replies[seq] = status
-        return status
-
-    def _execute(self, op: int, key: bytes, value: bytes) -> int:
-        if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
-            return TOO_LARGE
-        img = self._image
-        if img is not None and key not in img.before:
-            img.before[key] = self.data.get(key)  # before the change (see SnapshotImage)
-        if op == PUT:
-            self.data[key] = value
-        elif op == APPEND:
-            old = self.data.get(key, b"")
-            if len(old) + len(value) > MAX_VALUE_BYTES:
-                return TOO_LARGE
-            self.data[key] = old + value
-        elif op == DELETE:
-            self.data.pop(key, None)
-        return OK
 
     def _expire(self, index: int) -> None:
         horizon = index - SESSION_EXPIRY_ENTRIES
