@@ -46,6 +46,8 @@ class RequestRefused(ZraftError):
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
+PACE_SLOT_S = 0.002
+"""With a rate, ``closed_loop`` sends what falls due in the next 2 ms together (fewer, larger frames)."""
 
 
 def _b(x: bytes | str) -> bytes:
@@ -196,7 +198,7 @@ class Client:
                 batch = []
                 # The lowest unanswered write (computed once per batch: every new one is above it).
                 ack = min(self._unfinished) if self._unfinished else self._seq + 1
-                while now < until and len(out) < depth and now >= next_send:
+                while now < until and len(out) < depth and now + PACE_SLOT_S >= next_send:
                     batch.append(make_one(ack))
                     if interval:
                         next_send = max(next_send + interval, now - 1.0)
