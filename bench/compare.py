@@ -426,6 +426,8 @@ def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, w
     for r in results:
         lat.frombytes(r[1])
     s = sorted(lat)
+    if not s:
+        raise RuntimeError(f"no {kind} request completed in the measured {seconds:.0f} s")
     client_cpu = sum(r[2] for r in results)
     return Result(total / elapsed, s[len(s) // 2] * 1000, s[int(len(s) * 0.99)] * 1000, s[-1] * 1000,
                   1000 * cpu / max(total, 1), client_cpu / (elapsed * (os.cpu_count() or 1)))
@@ -524,9 +526,10 @@ def main() -> int:
                 r = run_load("zraft", run, "read", a.clients, zraft_depth, a.warmup, a.extra_seconds)
                 print(row(run.name, "read (100% linearizable gets)", conc, r), flush=True)
                 for size in (16, 1024, 65536):
-                    r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds,
-                                 value_size=size)
-                    print(row(run.name, f"write, {size:,} B values", conc, r), flush=True)
+                    # At most about 8 MiB of values in flight per load generator.
+                    d = min(zraft_depth, max(4, (8 << 20) // size))
+                    r = run_load("zraft", run, "write", a.clients, d, a.warmup, a.extra_seconds, value_size=size)
+                    print(row(run.name, f"write, {size:,} B values", f"{a.clients} x {d}", r), flush=True)
                 if saturated_write:
                     half = saturated_write / 2
                     r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds,

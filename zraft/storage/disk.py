@@ -36,6 +36,9 @@ class Disk(Protocol):
     def sync_dir(self, path: str) -> None: ...
 
 
+PREALLOC_SYNC_BYTES = 2 << 20
+
+
 class OsAppendFile:
     def __init__(self, path: str, end: int, fsync: bool) -> None:
         self.path = path
@@ -110,8 +113,16 @@ class OsDisk:
         try:
             chunk = bytes(min(size, 1 << 20))
             left = size
+            unsynced = 0
             while left > 0:
-                left -= os.write(fd, chunk[: min(left, len(chunk))])
+                n = os.write(fd, chunk[: min(left, len(chunk))])
+                left -= n
+                unsynced += n
+                if self.fsync and unsynced >= PREALLOC_SYNC_BYTES:
+                    # Synced as it grows: one 64 MiB flush at the end would hold up the file system's journal,
+                    # and with it the log's own fsyncs, for hundreds of milliseconds.
+                    os.fdatasync(fd)
+                    unsynced = 0
             if self.fsync:
                 os.fsync(fd)
         finally:
