@@ -268,6 +268,8 @@ class Storage:
                 f.write(data)
                 self._written += 1
                 seq = self._written
+                if self._spare is None and self.background_prealloc and f.size() >= self.segment_bytes // 2:
+                    self._start_spare()  # the next segment, prepared while this one fills its second half
                 if entries:
                     seg = self._segments[-1]
                     seg.max_index = max(seg.max_index, entries[-1].index)
@@ -360,10 +362,10 @@ class Storage:
         f.sync()
         self._segments.append(Segment(seq, path))
         self._active = f
-        self._start_spare()
 
     # Preallocation: a zero-filled segment is prepared in a background thread (the writes release the GIL), so
-    # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path.
+    # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path. It starts once
+    # the active segment is half full (not at startup, where its I/O would slow the first elections).
 
     def _start_spare(self) -> None:
         if not self.background_prealloc or self._spare is not None:
