@@ -46,6 +46,11 @@ class RequestRefused(ZraftError):
 
 
 _NOBLOCK = int(zmq.NOBLOCK)
+MAX_BACKOFF_S = 0.1
+"""Longest pause between retries. Retries mostly happen during an election, which ends within about a second:
+a longer pause would add itself to the time to the first answer from the new leader."""
+PROBE_EVERY_S = 0.1
+"""While no node names a leader, all nodes are probed again this often."""
 PACE_SLOT_S = 0.002
 """With a rate, ``closed_loop`` sends what falls due in the next 2 ms together (fewer, larger frames)."""
 
@@ -257,7 +262,7 @@ class Client:
                     s.send(codec.encode_client({"op": "probe", "id": rid}), zmq.NOBLOCK)
                 except zmq.Again:
                     pass
-            probe_end = min(end, time.monotonic() + 0.3)
+            probe_end = min(end, time.monotonic() + PROBE_EVERY_S)
             while True:
                 r = self._wait({rid}, probe_end)
                 if r is None:
@@ -337,7 +342,7 @@ class Client:
                 if err == "not_leader" and hint is not None:
                     continue  # follow the redirect at once
             time.sleep(min(backoff, max(0.0, end - time.monotonic())))
-            backoff = min(backoff * 2, 0.5)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
         if write:
             raise OutcomeUnknown(f"no answer within {self.deadline:.1f} s ({last_error}); the write may or may "
                                  "not have been applied")
