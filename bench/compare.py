@@ -3,11 +3,13 @@ after another, in one run on one machine.
 
     pip install -r bench/requirements-bench.txt      # PySyncObj, grpcio
     apt-get install -y etcd-server                   # etcd (Debian's package; or put etcd on PATH)
-    python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depth 32] [--only zraft,etcd,...]
+    python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depths 8,32,128,512,2048] [--only ...]
 
 Workloads: 64-byte values on 1,000 keys; "write" is 100% puts, "mixed" is 90% reads and 10% puts. Each runs for
 ``--warmup`` seconds (not counted), then ``--seconds`` measured. ``--clients`` load-generator processes each
-keep ``--depth`` requests in flight (a closed loop: a new request as soon as one is answered). Columns:
+keep a number of requests in flight (a closed loop: a new request as soon as one is answered): each system is
+first tried at every ``--depths`` value (3 s write runs) and measured at the one that gave it the most writes,
+and the table says which. Columns:
 operations per second, p50 / p99 / max latency per request, CPU seconds of all cluster processes per 1,000
 operations, and the load generators' share of the machine's CPU (if it nears 100% / cores, they are the
 bottleneck and the numbers understate the system).
@@ -460,9 +462,7 @@ HEADER = ("| system | workload | clients x in flight | ops/s | p50 ms | p99 ms |
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="See the module docstring (python -c 'import bench.compare; "
-                                       "help(bench.compare)') for what each system runs.")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=30.0, help="measured seconds per workload (default 30)")
     p.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds before each (default 5)")
     p.add_argument("--clients", type=int, default=4, help="load-generator processes (default 4)")
