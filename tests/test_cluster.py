@@ -67,6 +67,14 @@ def leader_id(c: launch.Cluster) -> int:
     return found[-1]
 
 
+def raw_socket(ctx: zmq.Context[zmq.Socket[bytes]], c: launch.Cluster, node_id: int) -> zmq.Socket[bytes]:
+    """A bare DEALER connected to one node, for frames the client library would never send."""
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(f"tcp://{c.node(node_id).address}")
+    return s
+
+
 def shell(c: launch.Cluster, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--cluster", c.file, *args],
                           input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT)
@@ -189,9 +197,7 @@ def test_retried_append_is_applied_once(cluster: launch.Cluster) -> None:
     ld = leader_id(cluster)
     ctx = zmq.Context()
     try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(f"tcp://{cluster.node(ld).address}")
+        s = raw_socket(ctx, cluster, ld)
         req = codec.encode_client({"op": "append", "id": 1, "client": 777, "seq": 1, "ack": 1, "key": b"once",
                                    "value": b"X"})
         for _ in range(3):
@@ -206,12 +212,9 @@ def test_retried_append_is_applied_once(cluster: launch.Cluster) -> None:
 
 def test_malformed_messages_do_not_hurt_a_node(cluster: launch.Cluster) -> None:
     ld = leader_id(cluster)
-    addr = cluster.node(ld).address
     ctx = zmq.Context()
     try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(f"tcp://{addr}")
+        s = raw_socket(ctx, cluster, ld)
         bad = [
             b"",  # empty
             b"\xc1\xc1\xc1",  # not msgpack
@@ -241,16 +244,14 @@ def test_batch_frames_answer_each_request_and_refuse_bad_ones(cluster: launch.Cl
     ld = leader_id(cluster)
     ctx = zmq.Context()
     try:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(f"tcp://{cluster.node(ld).address}")
+        s = raw_socket(ctx, cluster, ld)
         cid = 77
         batch = [{"op": "put", "id": 10 + i, "client": cid, "seq": i + 1, "ack": 1, "key": b"b%d" % i,
                   "value": b"v%d" % i} for i in range(50)]
         batch.append({"op": "put", "id": 99, "client": cid, "seq": 51, "ack": 1, "key": "not bytes", "value": b""})
         batch.append({"op": "nope", "id": 98})
         s.send(msgpack.packb(["C", batch]))
-        answers: dict[int, dict] = {}
+        answers: dict[int, dict[str, object]] = {}
         while len(answers) < len(batch) and s.poll(5000):
             for r in codec.decode_replies(s.recv()):
                 answers[r["id"]] = r

@@ -214,23 +214,13 @@ class Client:
                 wait_s = max(0.0, min(next_send - now, 0.05)) if interval and len(out) < depth and now < until \
                     else self.attempt_timeout
                 got = False
-                for sock, _ in self.poller.poll(int(wait_s * 1000) + 1):
-                    while True:
-                        try:
-                            payload = sock.recv(_NOBLOCK)
-                        except zmq.Again:
-                            break
-                        try:
-                            rs = codec.decode_replies(payload)
-                        except codec.ProtocolError:
-                            continue
-                        for r in rs:
-                            if r.get("id") in out:
-                                got = True
-                                if not r.get("ok") and r.get("error") == "not_leader":
-                                    self.leader = self._index_of(r.get("leader_addr", "")) \
-                                        if r.get("leader_addr") else None
-                                finish(r["id"], bool(r.get("ok")))
+                for r in self._receive(wait_s):
+                    if r.get("id") in out:
+                        got = True
+                        if not r.get("ok") and r.get("error") == "not_leader":
+                            self.leader = self._index_of(r.get("leader_addr", "")) if r.get("leader_addr") \
+                                else None
+                        finish(r["id"], bool(r.get("ok")))
                 if not got and wait_s >= self.attempt_timeout and out:
                     for rid in sorted(out):  # silence: retry the oldest requests the ordinary way
                         if time.perf_counter() - out[rid][0] >= self.attempt_timeout:
@@ -372,22 +362,28 @@ class Client:
             left = until - time.monotonic()
             if left <= 0:
                 return None
-            for sock, _ in self.poller.poll(int(left * 1000) + 1):
-                while True:
-                    try:
-                        payload = sock.recv(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        rs = codec.decode_replies(payload)
-                    except codec.ProtocolError:
-                        continue
-                    found = None
-                    for r in rs:
-                        if r.get("id") in ids:
-                            if found is None:
-                                found = r
-                            else:
-                                self._inbox[r["id"]] = r
-                    if found is not None:
-                        return found
+            found = None
+            for r in self._receive(left):
+                if r.get("id") in ids:
+                    if found is None:
+                        found = r
+                    else:
+                        self._inbox[r["id"]] = r
+            if found is not None:
+                return found
+
+    def _receive(self, timeout: float) -> list[dict[str, Any]]:
+        """Wait up to ``timeout`` seconds for answers; then every answer that has arrived (malformed frames are
+        skipped)."""
+        out: list[dict[str, Any]] = []
+        for sock, _ in self.poller.poll(int(timeout * 1000) + 1):
+            while True:
+                try:
+                    payload = sock.recv(_NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    out.extend(codec.decode_replies(payload))
+                except codec.ProtocolError:
+                    continue
+        return out
