@@ -141,7 +141,16 @@ def _stopper(procs: list[subprocess.Popen[bytes]]) -> Callable[[], None]:
     return stop
 
 
+def _need(module: str, package: str) -> None:
+    """Benchmark-only dependencies (bench/requirements-bench.txt): a system whose client is missing is skipped."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise RuntimeError(f"{package} is not installed (pip install -r bench/requirements-bench.txt)")
+
+
 def start_pysyncobj(tmp: str, journal: bool) -> Running:
+    _need("pysyncobj", "PySyncObj")
     ports = launch.free_ports(6)
     raft = [f"127.0.0.1:{p}" for p in ports[:3]]
     rpc = [f"127.0.0.1:{p}" for p in ports[3:]]
@@ -193,6 +202,7 @@ def _pso_leader(rpc: list[str], timeout: float) -> str:
 
 
 def start_etcd(tmp: str) -> Running:
+    _need("grpc", "grpcio")
     exe = shutil.which("etcd")
     if exe is None:
         raise RuntimeError("etcd is not installed (apt-get install -y etcd-server)")
@@ -544,7 +554,7 @@ def main() -> int:
             if a.failover:
                 c = launch.start(3, os.path.join(tmp, "failover"), ports=launch.free_ports(3), fresh=True)
                 try:
-                    sys.path.insert(0, str(ROOT / "bench"))
+                    sys.path.insert(0, str(ROOT / "bench"))  # bench/cluster_bench.py, beside this file
                     from cluster_bench import failover as cb_failover
 
                     t = cb_failover(c, a.failover)

@@ -28,8 +28,12 @@ from typing import Any
 
 import msgpack
 import zmq
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf  # type: ignore[import-untyped]
-from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+
+try:
+    from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf  # type: ignore[import-untyped]
+    from pysyncobj.batteries import ReplDict  # type: ignore[import-untyped]
+except ImportError:  # a benchmark-only dependency
+    sys.exit("PySyncObj is not installed: pip install -r bench/requirements-bench.txt")
 
 
 def main() -> None:

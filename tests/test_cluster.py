@@ -10,12 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
+from clusterutil import leader_id, stop_cluster, wait_until, zombie
 
 from zraft import chaos, launch
 from zraft.client import Client, OutcomeUnknown, RequestRefused
@@ -24,47 +25,13 @@ from zraft.transport import codec
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
     c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
     try:
         yield c
     finally:
-        c.stop()
-        for n in c.nodes:
-            assert not launch._alive(n.pid) or _zombie(n.pid), f"node {n.id} still running"
-
-
-def _zombie(pid: int) -> bool:
-    import psutil
-
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
-
-
-def leader_id(c: launch.Cluster) -> int:
-    found: list[int] = []
-
-    def one() -> bool:
-        try:
-            found.append(chaos.leader(c))
-            return True
-        except chaos.ChaosError:
-            return False
-
-    wait_until(one, what="a leader")
-    return found[-1]
+        stop_cluster(c)
 
 
 def raw_socket(ctx: zmq.Context[zmq.Socket[bytes]], c: launch.Cluster, node_id: int) -> zmq.Socket[bytes]:
@@ -306,7 +273,7 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert launch._alive(pid)
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
-        wait_until(lambda: not launch._alive(pid) or _zombie(pid), what="node stopped")
+        wait_until(lambda: not launch._alive(pid) or zombie(pid), what="node stopped")
     finally:
         if p.poll() is None:
             p.kill()

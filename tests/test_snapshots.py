@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cluster import _zombie, leader_id, wait_until
+from clusterutil import leader_id, stop_cluster, wait_until
 
 from zraft import chaos, launch
 from zraft.client import Client
@@ -25,19 +25,13 @@ def _start(tmp_path: Path, *node_args: str) -> launch.Cluster:
     return launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3), node_args=list(node_args))
 
 
-def _stop(c: launch.Cluster) -> None:
-    c.stop()
-    for n in c.nodes:
-        assert not launch._alive(n.pid) or _zombie(n.pid), f"node {n.id} still running"
-
-
 @pytest.fixture
 def small_snapshots(tmp_path: Path) -> Iterator[launch.Cluster]:
     c = _start(tmp_path, "--snapshot-every", "5000")
     try:
         yield c
     finally:
-        _stop(c)
+        stop_cluster(c)
 
 
 def _write(cl: Client, n: int, keys: int = 1000, start: int = 0) -> None:
@@ -100,7 +94,7 @@ def test_log_stays_bounded_during_a_long_write_run(tmp_path: Path) -> None:
         # Without compaction the log would be about 100 segments.
         assert most_segments <= 12, most_segments
     finally:
-        _stop(c)
+        stop_cluster(c)
 
 
 def test_session_table_survives_snapshot_and_restart(small_snapshots: launch.Cluster) -> None:
@@ -158,4 +152,4 @@ def test_kill_during_snapshot_save_and_install(tmp_path: Path) -> None:
                        timeout=60, what=f"node {n.id} converges")
             assert _keys_on(c, n.id, keys) == [acked[k] for k in keys], f"node {n.id} differs"
     finally:
-        _stop(c)
+        stop_cluster(c)
