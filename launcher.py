@@ -5,7 +5,9 @@
 Starts five node processes on 127.0.0.1 (ports 5551-5555), data under ./zraft-data, writes
 ./zraft-data/cluster.json (read by client_shell.py and zraft.chaos), prints the nodes and who leads, then
 reports leader changes until Ctrl-C or SIGTERM, which stops every node. Running it again on the same data
-directory brings the same cluster back with its data.
+directory brings the same cluster back with its data (its size comes from the data directory: -n must match it
+or be left out). A data directory serves one launcher at a time: a second launcher, or a launcher on a directory
+whose nodes still run, is refused and changes nothing.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def current_leader(c: launch.Cluster) -> tuple[int, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-n", "--nodes", type=int, default=5, help="how many nodes (default 5)")
+    p.add_argument("-n", "--nodes", type=int,
+                   help=f"how many nodes (default: the size of the cluster already in the data directory, or "
+                        f"{launch.DEFAULT_NODES} for a new one); an existing cluster's size cannot be changed here")
     p.add_argument("--base-port", type=int, default=launch.DEFAULT_BASE_PORT,
                    help=f"node i listens on base-port + i - 1 (default {launch.DEFAULT_BASE_PORT})")
     p.add_argument("--host", default="127.0.0.1", help="address the nodes bind (default 127.0.0.1)")

@@ -141,10 +141,22 @@ def test_snapshot_image_serialized_by_a_thread_while_the_store_changes() -> None
     want = KVStore.restore(s.snapshot()).state()
     img = s.begin_snapshot()
     out: list[bytes] = []
-    t = threading.Thread(target=lambda: out.extend(img.chunks()))
+    started, wrote = threading.Event(), threading.Event()
+
+    def serialize() -> None:
+        pieces = img.chunks()
+        out.append(next(pieces))
+        started.set()
+        wrote.wait()  # at least one batch of writes lands while the image is half serialized
+        out.extend(pieces)
+
+    t = threading.Thread(target=serialize)
     t.start()
-    changed = 0
-    while t.is_alive():  # write until the thread is done, so the two interleave
+    assert started.wait(10)
+    _random_writes(s, rng, 100, keys=30_000)
+    changed = 100
+    wrote.set()
+    while t.is_alive():  # and more while the thread goes on, so the two interleave
         _random_writes(s, rng, 100, keys=30_000)
         changed += 100
     t.join()

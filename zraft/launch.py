@@ -3,10 +3,18 @@
 Each node is a fresh interpreter (``python -m zraft.node``) started with ``subprocess``: nothing is forked from a
 process that holds a ZeroMQ context. The cluster is described in ``<data-dir>/cluster.json``: each node's id,
 address, pid, data directory, log file and the command that starts it again.
+
+A data directory holds one cluster, used by one launcher at a time: ``start`` takes an exclusive lock
+(``<data-dir>/launcher.lock``, released when the cluster is stopped or the launcher dies), refuses a directory
+whose nodes are still running (each node holds a lock on its own directory, see ``zraft.storage.datadir``) and
+only then writes ``cluster.json``. The size of an existing cluster comes from its nodes' stored configuration,
+never from the command line.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import shutil
@@ -18,7 +26,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from zraft.storage import CorruptionError, datadir
+
 CLUSTER_FILE = "cluster.json"
+LAUNCHER_LOCK = "launcher.lock"
+DEFAULT_NODES = 5
 DEFAULT_BASE_PORT = 5551
 DEFAULT_DATA_DIR = "./zraft-data"
 
@@ -42,6 +54,8 @@ class Cluster:
     data_dir: str
     nodes: list[NodeSpec] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    lock_fd: int | None = None
+    """The launcher's lock on ``data_dir`` (None for a cluster found with ``load``): held until ``stop``."""
 
     @property
     def addresses(self) -> list[str]:
@@ -102,6 +116,13 @@ class Cluster:
                 while _alive(n.pid) and time.monotonic() < end:
                     time.sleep(0.05)
                 _signal(n.pid, signal.SIGKILL)
+        self.release()
+
+    def release(self) -> None:
+        """Give up the launcher's lock on the data directory (``stop`` does this)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
 
 def _node_env() -> dict[str, str]:
@@ -142,29 +163,56 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-def start(n: int, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT, host: str = "127.0.0.1",
-          fresh: bool = False, ports: list[int] | None = None, node_args: list[str] | None = None,
-          wait: float = 15.0) -> Cluster:
-    """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers."""
-    if n < 1:
+def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT,
+          host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
+          node_args: list[str] | None = None, wait: float = 15.0) -> Cluster:
+    """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
+
+    ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
+    (``LaunchError``, nothing changed) a data directory another launcher uses or whose nodes run, and an ``n`` that
+    differs from the size of the cluster stored there."""
+    if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
-    if fresh and os.path.exists(data_dir):
-        shutil.rmtree(data_dir)
-    os.makedirs(data_dir, exist_ok=True)
-    ports = ports or [base_port + i for i in range(n)]
-    for p in ports:
-        if not _port_free(host, p):
-            raise LaunchError(f"port {p} on {host} is in use; stop what listens there or pass --base-port")
-    peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
-    c = Cluster(data_dir)
-    for i in range(n):
-        nid = i + 1
-        ndir = os.path.join(data_dir, f"node-{nid}")
-        argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
-                *(node_args or [])]
-        c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"), argv))
-    c.save()
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    lock_fd = _lock_launcher(data_dir)
+    try:
+        running = running_nodes(data_dir)
+        if running:
+            pids = " ".join(str(pid) for _, pid in running if pid)
+            held = ", ".join(f"{d} pid {pid or '?'}" for d, pid in running)
+            raise LaunchError(
+                f"the cluster in {data_dir} is running ({held}); "
+                "stop it first (Ctrl-C in its launcher" + (f", or kill {pids}" if pids else "") + ") or use another "
+                "--data-dir")
+        if fresh:
+            _clear(data_dir)
+        size = stored_size(data_dir)
+        if n is None:
+            n = size or DEFAULT_NODES
+        elif size and n != size:
+            raise LaunchError(f"this data directory ({data_dir}) holds a {size}-node cluster; start it with -n {size}, "
+                              "or grow it with the shell's add command once membership changes exist (or start "
+                              "a new cluster with --fresh or another --data-dir)")
+        ports = ports or [base_port + i for i in range(n)]
+        if len(ports) != n:
+            raise LaunchError(f"{n} nodes need {n} ports, got {len(ports)}")
+        for p in ports:
+            if not _port_free(host, p):
+                raise LaunchError(f"port {p} on {host} is in use; stop what listens there or pass --base-port")
+        peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
+        c = Cluster(data_dir, lock_fd=lock_fd)
+        for i in range(n):
+            nid = i + 1
+            ndir = os.path.join(data_dir, f"node-{nid}")
+            argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
+                    *(node_args or [])]
+            c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
+                                    argv))
+        c.save()
+    except BaseException:
+        os.close(lock_fd)
+        raise
     try:
         for spec in c.nodes:
             c.start_node(spec.id)
@@ -173,6 +221,81 @@ def start(n: int, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BAS
         c.stop(timeout=2.0)
         raise
     return c
+
+
+def _lock_launcher(data_dir: str) -> int:
+    path = os.path.join(data_dir, LAUNCHER_LOCK)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        try:
+            with open(path) as f:
+                who = f"launcher pid {int(f.read(32).strip())}"
+        except (OSError, ValueError):
+            who = "another launcher"
+        raise LaunchError(f"the cluster in {data_dir} is in use by {who}; stop it first (Ctrl-C in that "
+                          "launcher) or use another --data-dir") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _node_dirs(data_dir: str) -> list[str]:
+    try:
+        names = os.listdir(data_dir)
+    except FileNotFoundError:
+        return []
+    return sorted(os.path.join(data_dir, d) for d in names
+                  if d.startswith("node-") and os.path.isdir(os.path.join(data_dir, d)))
+
+
+def running_nodes(data_dir: str) -> list[tuple[str, int]]:
+    """The node directories under ``data_dir`` that a running process holds, with its pid (0 if unknown)."""
+    out = []
+    for d in _node_dirs(data_dir):
+        pid = datadir.holder(d)
+        if pid is not None:
+            out.append((os.path.basename(d), pid))
+    return out
+
+
+def stored_size(data_dir: str) -> int:
+    """How many voters the cluster stored in ``data_dir`` has (0: no node has a stored configuration yet).
+    Raises ``LaunchError`` if its nodes disagree or the configuration is not the launcher's 1..n."""
+    found: dict[tuple[int, ...], str] = {}
+    for d in _node_dirs(data_dir):
+        try:
+            m = datadir.read_meta(d)
+        except CorruptionError as e:
+            raise LaunchError(str(e)) from None
+        if m is not None:
+            found.setdefault(m.voters, d)
+    if not found:
+        return 0
+    if len(found) > 1:
+        raise LaunchError(f"the nodes in {data_dir} disagree about the cluster's members: " + "; ".join(
+            f"{d} has voters {list(v)}" for v, d in found.items()))
+    voters = next(iter(found))
+    if voters != tuple(range(1, len(voters) + 1)):
+        raise LaunchError(f"the cluster in {data_dir} has voters {list(voters)}, not 1..{len(voters)} as the "
+                          "launcher makes them; start its nodes with python -m zraft.node")
+    return len(voters)
+
+
+def _clear(data_dir: str) -> None:
+    """Delete everything in ``data_dir`` but the launcher's lock (which the caller holds)."""
+    for name in os.listdir(data_dir):
+        if name == LAUNCHER_LOCK:
+            continue
+        p = os.path.join(data_dir, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.remove(p)
 
 
 def wait_ready(c: Cluster, timeout: float) -> None:

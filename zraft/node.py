@@ -15,6 +15,7 @@ persist (fsync) before sending, send, apply, answer clients.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import heapq
 import logging
@@ -32,7 +33,7 @@ import zmq
 from zraft import kv
 from zraft.core import NONE, ClusterConfig, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
 from zraft.snapshotting import Receiver, Sender, SnapshotJob
-from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError
+from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
 from zraft.storage.snapshots import SnapshotFile
 from zraft.transport import codec
 
@@ -76,9 +77,28 @@ class Node:
                  tick_ms: int = TICK_MS, election_ticks: int = ELECTION_TICKS,
                  heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
-                 snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES) -> None:
+                 snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
+                 force_peers: bool = False) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
+        # One process per data directory: the lock comes before reading anything in it, and is held until exit.
+        self._dir_lock = datadir.lock(data_dir)
+        try:
+            self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
+                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers)
+        except BaseException:
+            os.close(self._dir_lock)
+            raise
+
+    def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
+              election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
+              snapshot_bytes: int, segment_bytes: int, force_peers: bool) -> None:
+        has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
+                        if os.path.isdir(d))
+        meta, warning = datadir.check_config(data_dir, node_id, tuple(peers), has_state, force_peers)
+        if warning:
+            log.warning("node=%d event=config %s", node_id, warning)
+        config = ClusterConfig(meta.voters)
         self.id = node_id
         self.peers = peers
         self.addr = peers[node_id]
@@ -90,6 +110,13 @@ class Node:
         rec = self.storage.recovered
         for w in rec.warnings:
             log.warning("node=%d event=recovery %s", node_id, w)
+        if rec.snapshot is not None and rec.snapshot.config != config:
+            if not force_peers:
+                raise datadir.ConfigMismatch(
+                    f"data directory {os.path.abspath(data_dir)}: its snapshot names voters "
+                    f"{list(rec.snapshot.config.voters)} but {datadir.META_NAME} names {list(config.voters)}; "
+                    "--force-peers makes the stored configuration win")
+            rec.snapshot = dataclasses.replace(rec.snapshot, config=config)
         self.kv = kv.KVStore()
         applied = 0
         if rec.snapshot is not None:
@@ -99,7 +126,7 @@ class Node:
         self.snap_stats: dict[str, Any] = {}
         self._job_max_pass = 0.0
         self._job_max_late = 0.0
-        self.raft = Raft(node_id, ClusterConfig(tuple(sorted(peers))), random.Random(), Options(
+        self.raft = Raft(node_id, config, random.Random(), Options(
             election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks, max_inflight=64,
             snapshot_timeout_ticks=max(200, 4 * election_ticks)), rec.hard_state, rec.snapshot, rec.entries, applied)
         self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
@@ -204,6 +231,7 @@ class Node:
         self.receiver.abort()
         self.storage.close()
         self.ctx.destroy(linger=0)
+        os.close(self._dir_lock)
 
     def _drain(self) -> None:
         writes: list[tuple[bytes, dict[str, Any], bool]] = []
@@ -633,6 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chaos", action="store_true",
                    help="accept network-fault instructions (drop, delay, duplicate) on a local ipc socket in the "
                         "data directory, for chaos runs")
+    p.add_argument("--force-peers", action="store_true",
+                   help="RECOVERY ONLY: replace the configuration stored in the data directory with --peers (the "
+                        "node refuses to start when they disagree; forcing it can lose acknowledged writes)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -648,7 +679,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.error("give --peers or --cluster")
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
-                    a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes)
+                    a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers)
+    except (datadir.DataDirLocked, datadir.ConfigMismatch) as e:
+        print(f"zraft node {a.id}: {e}", file=sys.stderr)
+        return 2
     except zmq.ZMQError as e:
         if e.errno == zmq.EADDRINUSE:
             print(f"zraft node {a.id}: address {a.bind or 'tcp://' + peers[a.id]} is in use; stop whatever "
