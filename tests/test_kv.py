@@ -179,3 +179,42 @@ def test_snapshot_restores_from_pieces_of_any_size_and_refuses_unknown_formats()
         KVStore.restore(blob[: len(blob) // 2])
     old = msgpack.packb([1, s.applied, dict(s.data), {}])  # format 1 is still read
     assert KVStore.restore(old).data == s.data
+
+
+def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers() -> None:
+    from zraft import kv
+
+    s = KVStore()
+    for i in range(1, 100_001):  # 100,000 writes, ack stuck at 1
+        assert s.apply(i, kv.encode_command(kv.APPEND, 7, i, 1, b"k", b"x"))[2] == kv.OK
+    sess = s.sessions[7]
+    assert len(sess.replies) <= kv.MAX_REPLIES_PER_SESSION
+    assert len(s.data[b"k"]) == 100_000  # every write applied once
+    # A retry of a recent write is answered from the session, not applied again; one whose answer was dropped
+    # is refused as expired (outcome unknown to the client), never applied twice.
+    n = 100_001
+    assert s.apply(n, kv.encode_command(kv.APPEND, 7, 100_000, 1, b"k", b"x")) == (7, 100_000, kv.OK)
+    assert s.apply(n + 1, kv.encode_command(kv.APPEND, 7, 5, 1, b"k", b"x"))[2] == kv.SESSION_EXPIRED
+    assert len(s.data[b"k"]) == 100_000
+
+
+def test_sessions_are_capped_idle_longest_dropped_first_the_same_on_every_node() -> None:
+    from zraft import kv
+
+    a, b = KVStore(), KVStore()
+    idx = 0
+    for c in range(1, kv.MAX_SESSIONS + 2):
+        idx += 1
+        cmd = kv.encode_command(kv.PUT, c, 1, 1, b"k%d" % (c % 10), b"v")
+        a.apply(idx, cmd)
+        b.apply(idx, cmd)
+        if c == 50_000:  # client 1 comes back: it is no longer among the idle longest
+            idx += 1
+            for s in (a, b):
+                s.apply(idx, kv.encode_command(kv.PUT, 1, 2, 2, b"k", b"v"))
+    assert len(a.sessions) <= kv.MAX_SESSIONS and a.state() == b.state()
+    assert len(a.sessions) == kv.MAX_SESSIONS + 1 - kv.MAX_SESSIONS // 10
+    assert 1 in a.sessions and 2 not in a.sessions and 10_001 not in a.sessions and 10_002 in a.sessions
+    assert kv.MAX_SESSIONS + 1 in a.sessions
+    idx += 1
+    assert a.apply(idx, kv.encode_command(kv.PUT, 2, 2, 2, b"k", b"v"))[2] == kv.SESSION_EXPIRED

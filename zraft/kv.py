@@ -29,6 +29,12 @@ MAX_VALUE_BYTES = 1 << 20
 """A value (after an Append, too) longer than this is refused."""
 SESSION_EXPIRY_ENTRIES = 1_000_000
 """A client session unused for this many log entries expires."""
+MAX_SESSIONS = 100_000
+"""Most client sessions kept. One more makes the store drop the tenth of them idle longest (smallest last log
+index), at the same log index on every node; their clients' later requests are refused as expired."""
+MAX_REPLIES_PER_SESSION = 16_384
+"""Most unacknowledged replies a session keeps (a client with more requests in flight than this, or one that never
+advances its ack). One more drops the older half: retries of those are refused as expired, never applied twice."""
 EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
 SNAPSHOT_FORMAT = 2
@@ -178,6 +184,8 @@ class KVStore:
                 # whether its earlier requests applied can no longer be told. Refuse rather than risk a double.
                 return client, seq, SESSION_EXPIRED
             s = self.sessions[client] = Session(index)
+            if len(self.sessions) > MAX_SESSIONS:
+                self._evict_sessions(client)
         s.last_index = index
         replies = s.replies
         if ack > s.ack:
@@ -212,7 +220,16 @@ class KVStore:
             else:
                 data_.pop(key, None)
         replies[seq] = status
+        if len(replies) > MAX_REPLIES_PER_SESSION:
+            keep = sorted(replies)[len(replies) - MAX_REPLIES_PER_SESSION // 2]
+            s.replies = {q: r for q, r in replies.items() if q >= keep}
+            s.ack = keep
         return client, seq, status
+
+    def _evict_sessions(self, keep: int) -> None:
+        idle = sorted((s.last_index, c) for c, s in self.sessions.items() if c != keep)
+        for _, c in idle[: MAX_SESSIONS // 10]:
+            del self.sessions[c]
 
     def apply_noop(self, index: int) -> None:
         """An entry with no command (a leader's no-op)."""
@@ -273,14 +290,20 @@ class KVStore:
                 data = kv.data
                 for arr in objs:
                     for i in range(0, len(arr), 2):
-                        data[arr[i]] = arr[i + 1]
+                        k, v = arr[i], arr[i + 1]
+                        if type(k) is not bytes or type(v) is not bytes:
+                            raise ValueError("a key or value is not bytes")
+                        data[k] = v
                 if len(data) != count:
                     raise ValueError(f"it holds {len(data)} keys, its header says {count}")
             else:
                 raise ValueError(f"state machine snapshot format {head[0]} is not one this version reads "
                                  f"(1 and {SNAPSHOT_FORMAT})")
-            kv.sessions = {int(c): Session(v[0], v[1], {int(q): r for q, r in v[2].items()}) for c, v in
-                           sessions.items()}
+            kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _int(r) for q, r in v[2].items()})
+                           for c, v in sessions.items()}
+            if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(
+                    type(k) is not bytes or type(v) is not bytes for k, v in kv.data.items()))):
+                raise ValueError("bad header or data")
         except ValueError as e:
             if "format" in str(e):
                 raise
@@ -292,3 +315,9 @@ class KVStore:
     def state(self) -> Any:
         """Everything that must agree across nodes (for tests)."""
         return self.applied, self.data, {c: (s.ack, s.replies) for c, s in self.sessions.items()}
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise ValueError(f"expected an integer, got {type(v).__name__}")
+    return v

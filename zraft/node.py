@@ -32,7 +32,7 @@ import zmq
 
 from zraft import kv
 from zraft.core import NONE, ClusterConfig, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
-from zraft.snapshotting import Receiver, Sender, SnapshotJob
+from zraft.snapshotting import MAX_SNAPSHOT_BYTES, Receiver, Sender, SnapshotJob
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
 from zraft.storage.snapshots import SnapshotFile
 from zraft.transport import codec
@@ -78,21 +78,21 @@ class Node:
                  heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
-                 force_peers: bool = False) -> None:
+                 force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
         self._dir_lock = datadir.lock(data_dir)
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
-                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers)
+                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes)
         except BaseException:
             os.close(self._dir_lock)
             raise
 
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
-              snapshot_bytes: int, segment_bytes: int, force_peers: bool) -> None:
+              snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int) -> None:
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
         meta, warning = datadir.check_config(data_dir, node_id, tuple(peers), has_state, force_peers)
@@ -162,7 +162,13 @@ class Node:
         self._delayed: list[tuple[float, int, Message]] = []
         self._delay_seq = 0
         self.sender = Sender(node_id, self._send_chunk)
-        self.receiver = Receiver(node_id, self.storage, self._send_ack)
+        self.receiver = Receiver(node_id, self.storage, self._send_ack, max_snapshot_bytes, self._validate_snapshot)
+        self._prepared: tuple[int, int, kv.KVStore] | None = None
+        """The store restored from a received snapshot while validating it, kept for its installation."""
+        self.limiter = LogLimiter()
+        self.bad_frames = 0
+        """Frames dropped or refused because they break the protocol or could not be handled."""
+        self._dropped_seen = 0
 
     # ------------------------------------------------------------------ the loop
 
@@ -240,52 +246,71 @@ class Node:
                 frames = self.router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 break
-            if len(frames) < 2:
+            if len(frames) != 2:
+                self.bad_frames += 1
+                self.limiter.warn("bad_frames", "node=%d event=bad_message error=expected 2 frames, got %d",
+                                  self.id, len(frames))
                 continue
-            identity, payload = frames[0], frames[-1]
+            identity, payload = frames
             try:
-                kind, msg = codec.decode(payload)
-            except codec.ProtocolError as e:
-                log.warning("node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
-                self._reply(identity, {"id": 0, "ok": False, "error": "bad_request", "message": str(e)})
-                continue
-            if kind == "snap_chunk" or kind == "snap_ack":
-                if msg.dst != self.id or msg.src in self.faults.drop_from:
-                    continue
-                if kind == "snap_chunk":
-                    self._on_chunk(msg)
-                elif self.sender.on_ack(msg) == "failed":
-                    self.raft.report_snapshot(msg.src, False)
-            elif kind == "raft":
-                if msg.type == MsgType.SNAPSHOT:
-                    log.warning("node=%d event=bad_raft_message error=snapshots travel in chunks", self.id)
-                    continue
-                if msg.dst != self.id:
-                    log.warning("node=%d event=misrouted dst=%d", self.id, msg.dst)
-                    continue
-                if msg.src in self.faults.drop_from:
-                    continue
-                try:
-                    self.raft.step(msg)
-                except AssertionError:
-                    raise
-                except Exception as e:  # a well-formed message the core cannot use must not kill the node
-                    log.warning("node=%d event=bad_raft_message error=%r", self.id, e)
-            elif kind == "client_batch":
-                for req in msg:
-                    if isinstance(req, codec.ProtocolError):
-                        self._reply(identity, {"id": req.req_id, "ok": False, "error": "bad_request",
-                                               "message": str(req)}, True)
-                    elif req["op"] in WRITE_OPS:
-                        writes.append((identity, req, True))
-                    else:
-                        self._client_other(identity, req, True)
-            elif msg["op"] in WRITE_OPS:
-                writes.append((identity, msg, False))
-            else:
-                self._client_other(identity, msg)
+                self._dispatch(identity, payload, writes)
+            except (AssertionError, StorageError, CorruptionError):
+                raise  # a broken invariant of our own, or our disk: stop rather than go on wrong
+            except Exception as e:  # whatever a frame says, it must not kill the node
+                self.bad_frames += 1
+                self.limiter.warn("unhandled", "node=%d event=message_failed from=%r error=%r", self.id,
+                                  identity[:32], e)
         if writes:
             self._propose(writes)
+        dropped = sum(self.raft.dropped.values())
+        if dropped != self._dropped_seen:
+            self._dropped_seen = dropped
+            self.limiter.warn("impossible", "node=%d event=impossible_message count=%d last=%s", self.id, dropped,
+                              self.raft.last_dropped)
+
+    def _dispatch(self, identity: bytes, payload: bytes, writes: list[tuple[bytes, dict[str, Any], bool]]) -> None:
+        try:
+            kind, msg = codec.decode(payload)
+        except codec.ProtocolError as e:
+            self.bad_frames += 1
+            self.limiter.warn("bad_message", "node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
+            self._reply(identity, {"id": 0, "ok": False, "error": "bad_request", "message": str(e)})
+            return
+        if kind == "snap_chunk" or kind == "snap_ack":
+            if msg.dst != self.id or msg.src in self.faults.drop_from:
+                return
+            if kind == "snap_chunk":
+                # Only from the leader we follow, in its term: a stranger's file never replaces our state.
+                if msg.term != self.raft.term or msg.src != self.raft.lead or self.raft.role != Role.FOLLOWER:
+                    self.limiter.warn("snap_not_leader", "node=%d event=snapshot_chunk_dropped from=%d term=%d "
+                                      "(our term %d, leader %d)", self.id, msg.src, msg.term, self.raft.term,
+                                      self.raft.lead)
+                    return
+                self._on_chunk(msg)
+            elif msg.term == self.raft.term and self.raft.role == Role.LEADER:
+                if self.sender.on_ack(msg) == "failed":
+                    self.raft.report_snapshot(msg.src, False)
+        elif kind == "raft":
+            if msg.type == MsgType.SNAPSHOT:
+                self.limiter.warn("raft_snapshot", "node=%d event=bad_raft_message error=snapshots travel in chunks",
+                                  self.id)
+                return
+            if msg.src in self.faults.drop_from:
+                return
+            self.raft.step(msg)
+        elif kind == "client_batch":
+            for req in msg:
+                if isinstance(req, codec.ProtocolError):
+                    self._reply(identity, {"id": req.req_id, "ok": False, "error": "bad_request",
+                                           "message": str(req)}, True)
+                elif req["op"] in WRITE_OPS:
+                    writes.append((identity, req, True))
+                else:
+                    self._client_other(identity, req, True)
+        elif msg["op"] in WRITE_OPS:
+            writes.append((identity, msg, False))
+        else:
+            self._client_other(identity, msg)
 
     # ------------------------------------------------------------------ clients
 
@@ -355,9 +380,10 @@ class Node:
             st.update(self._leader_info())
             st.update({"node": self.id, "address": self.addr, "kv_applied": self.kv.applied,
                        "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
+                       "pending_reads": len(self.pending_reads), "pending_writes": len(self.pending_writes),
                        "log_entries": self.raft.log.last_index - self.raft.log.snap_index,
                        "last_snapshot": self.snap_stats,
-                       "snapshot_in_progress": self.snap_job is not None,
+                       "snapshot_in_progress": self.snap_job is not None, "bad_frames": self.bad_frames,
                        "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in
                                             self.sender.transfers.items()}})
             rc = self.receiver.current
@@ -481,12 +507,26 @@ class Node:
         if self.snap_job is not None:
             self.snap_job.wait()  # its image is of the store being replaced; its result will be ignored
         t0 = time.perf_counter()
-        self.kv = _restore(snap)
+        prepared, self._prepared = self._prepared, None
+        self.kv = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) else _restore(snap)
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
                  len(self.kv.data), time.perf_counter() - t0)
 
+    def _validate_snapshot(self, snap: Snapshot) -> None:
+        """A received snapshot must decode into a store at its own index, before anything names it."""
+        if snap.config != self.raft.config:
+            raise ValueError(f"its configuration {list(snap.config.voters)} is not ours "
+                             f"{list(self.raft.config.voters)}")
+        store = _restore(snap)
+        if store.applied != snap.index:
+            raise ValueError(f"its store is at index {store.applied}, the snapshot says {snap.index}")
+        self._prepared = (snap.index, snap.term, store)
+
     def _on_chunk(self, c: codec.SnapChunk) -> None:
-        snap = self.receiver.on_chunk(c)
+        try:
+            snap = self.receiver.on_chunk(c)
+        except OSError as e:
+            raise StorageError(f"receiving a snapshot failed: {e}") from e
         if snap is not None:
             self.raft.step(Message(MsgType.SNAPSHOT, c.src, self.id, c.term, snapshot=snap))
 
@@ -568,6 +608,28 @@ class Node:
             except Exception as e:
                 reply = {"ok": False, "message": str(e)}
             self.chaos_sock.send_multipart([ident, msgpack.packb(reply)])
+
+
+class LogLimiter:
+    """Log lines about bad input, at most one per event kind per ``every`` seconds, saying how many were held back:
+    a flood of bad frames must not become a flood of log lines."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, event: str, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self._next.get(event, 0.0):
+            self._held[event] = self._held.get(event, 0) + 1
+            return
+        self._next[event] = now + self.every
+        held = self._held.pop(event, 0)
+        if held:
+            fmt += " (and %d more like it in the last second)"
+            args = (*args, held)
+        log.warning(fmt, *args)
 
 
 class NetFaults:
@@ -661,6 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chaos", action="store_true",
                    help="accept network-fault instructions (drop, delay, duplicate) on a local ipc socket in the "
                         "data directory, for chaos runs")
+    p.add_argument("--max-snapshot-bytes", type=int, default=MAX_SNAPSHOT_BYTES,
+                   help="refuse snapshot files from the leader announced larger than this (default "
+                        f"{MAX_SNAPSHOT_BYTES}); a file larger than the free disk space is refused too")
     p.add_argument("--force-peers", action="store_true",
                    help="RECOVERY ONLY: replace the configuration stored in the data directory with --peers (the "
                         "node refuses to start when they disagree; forcing it can lose acknowledged writes)")
@@ -679,7 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             p.error("give --peers or --cluster")
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
-                    a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers)
+                    a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
+                    a.max_snapshot_bytes)
     except (datadir.DataDirLocked, datadir.ConfigMismatch) as e:
         print(f"zraft node {a.id}: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ and rebuilds the KV store from it. A crash at any point leaves either the old st
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +41,10 @@ CHUNK_BYTES = 1 << 20
 WINDOW_CHUNKS = 4
 RESEND_AFTER_S = 1.0
 GIVE_UP_AFTER_S = 10.0
+MAX_SNAPSHOT_BYTES = 16 << 30
+"""A follower refuses a snapshot file announced larger than this (``--max-snapshot-bytes``)..."""
+DISK_RESERVE_BYTES = 256 << 20
+"""... or larger than the free space on its disk less this reserve (its log must still be writable)."""
 STEP_BUDGET_S = 0.003
 """Longest stretch of snapshot serialization in one loop pass."""
 FLUSH_BYTES = 4 << 20
@@ -253,10 +258,14 @@ class Sender:
 class Receiver:
     """The follower's side: the one snapshot file being received."""
 
-    def __init__(self, node_id: int, storage: Storage, send_ack: Callable[[int, SnapAck], None]) -> None:
+    def __init__(self, node_id: int, storage: Storage, send_ack: Callable[[int, SnapAck], None],
+                 max_bytes: int = MAX_SNAPSHOT_BYTES, validate: Callable[[Snapshot], None] | None = None) -> None:
         self.id = node_id
         self.storage = storage
         self._ack = send_ack
+        self.max_bytes = max_bytes
+        self.validate = validate
+        """Checks a received snapshot's contents before it is used; raises ``ValueError`` to refuse it."""
         self.current: SnapshotReceiver | None = None
         self.source = 0
         self.completed: tuple[int, int, int, int] | None = None
@@ -273,6 +282,12 @@ class Receiver:
         if not same:
             if c.offset != 0:
                 self._reply(c, 0, ACK_GAP)
+                return None
+            why = self._refuse(c.size)
+            if why:
+                log.warning("node=%d event=snapshot_refused from=%d index=%d bytes=%d why=%s", self.id, c.src,
+                            c.snap_index, c.size, why)
+                self._reply(c, 0, ACK_ERROR)
                 return None
             self.abort()
             cur = self.current = self.storage.snapshot_receiver(c.snap_index, c.snap_term, c.size)
@@ -297,10 +312,32 @@ class Receiver:
             log.warning("node=%d event=snapshot_receive_failed from=%d error=%s", self.id, c.src, e)
             self._reply(c, 0, ACK_ERROR)
             return None
+        if self.validate is not None:
+            try:
+                self.validate(snap)
+            except ValueError as e:
+                # Refused before anything names it: the file goes, the node keeps what it had.
+                assert isinstance(snap.data, SnapshotFile)
+                self.storage.disk.remove(snap.data.path)
+                log.warning("node=%d event=snapshot_refused from=%d index=%d why=%s", self.id, c.src, c.snap_index, e)
+                self._reply(c, 0, ACK_ERROR)
+                return None
         self.completed = (c.src, c.snap_index, c.snap_term, c.size)
         self._reply(c, cur.received, ACK_DONE)
         log.info("node=%d event=snapshot_received from=%d index=%d", self.id, c.src, c.snap_index)
         return snap
+
+    def _refuse(self, size: int) -> str:
+        """Why a snapshot file of ``size`` bytes cannot be received here ("" if it can)."""
+        if size > self.max_bytes:
+            return f"over the limit of {self.max_bytes} bytes (--max-snapshot-bytes)"
+        try:
+            free = shutil.disk_usage(self.storage.snap_dir).free
+        except OSError:
+            return ""
+        if size > free - DISK_RESERVE_BYTES:
+            return f"only {free} bytes free on the disk (and {DISK_RESERVE_BYTES} kept in reserve)"
+        return ""
 
     def _reply(self, c: SnapChunk, next_offset: int, status: int) -> None:
         self._ack(c.src, SnapAck(self.id, c.src, c.term, c.snap_index, c.snap_term, next_offset, status))

@@ -3,6 +3,7 @@
 from .log import CompactedError, RaftLog
 from .raft import Options, Raft
 from .types import (
+    MAX_TERM,
     NONE,
     ClusterConfig,
     Entry,
@@ -19,6 +20,6 @@ from .types import (
 )
 
 __all__ = [
-    "NONE", "ClusterConfig", "CompactedError", "Entry", "EntryKind", "HardState", "Message", "MsgType",
+    "MAX_TERM", "NONE", "ClusterConfig", "CompactedError", "Entry", "EntryKind", "HardState", "Message", "MsgType",
     "NotLeader", "Options", "Raft", "RaftLog", "ReadState", "Ready", "Role", "Snapshot", "SoftState",
 ]

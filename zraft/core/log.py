@@ -59,6 +59,9 @@ class RaftLog:
         return self.entries[offset - 1].term
 
     def matches(self, index: int, term: int) -> bool:
+        """Our log holds an entry at ``index`` with ``term`` (never true past the end, whatever ``term`` is)."""
+        if index > self.last_index:
+            return False
         try:
             return self.term(index) == term
         except CompactedError:

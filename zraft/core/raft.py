@@ -30,6 +30,7 @@ from typing import Any
 from .log import CompactedError, RaftLog
 from .progress import Progress, ReplState
 from .types import (
+    MAX_TERM,
     NONE,
     ClusterConfig,
     Entry,
@@ -44,6 +45,12 @@ from .types import (
     Snapshot,
     SoftState,
 )
+
+MAX_PENDING_READS = 100_000
+"""Most linearizable reads a leader holds unconfirmed, and most a follower has forwarded unanswered; more are
+failed at once (the client retries)."""
+_TYPES = frozenset(int(t) for t in MsgType)
+_LEADER_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,9 @@ class Options:
     """Unanswered appends per follower in steady state (the pipelining window)."""
     snapshot_timeout_ticks: int = 200
     """A follower that neither acknowledges nor fails a snapshot within this many ticks is probed again."""
+    read_timeout_ticks: int = 0
+    """A read that no leader has confirmed (or answered, when forwarded) within this many ticks fails, so the
+    runtime can answer the client (0: twice the election timeout)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -121,14 +131,24 @@ class Raft:
         self._reads_before_noop: list[tuple[Any, int]] = []  # (context, origin) until our no-op commits
         self._read_round = 0  # heartbeat rounds sent for reads in this term
         self._read_round_open = False  # the current round's heartbeats are not handed out yet: join it
-        self._pending_reads: list[tuple[int, int, Any, int]] = []  # (round, index, context, origin)
+        self._pending_reads: list[tuple[int, int, Any, int, int]] = []  # (round, index, context, origin, tick)
         # Both sides: confirmed reads waiting for the state machine to reach their index.
         self._reads_waiting_apply: list[ReadState] = []
         self._failed_reads: list[Any] = []
+        # Follower side: reads forwarded to a leader, context -> (that leader, tick by which it must answer).
+        self._forwarded: dict[Any, tuple[int, int]] = {}
+        self._ticks = 0
+        self._read_timeout = self.opts.read_timeout_ticks or 2 * self.opts.election_ticks
+        self.dropped: dict[str, int] = {}
+        """Messages dropped because they are impossible from an honest member (forged or buggy), by reason."""
+        self.last_dropped = ""
 
     # ------------------------------------------------------------------ inputs
 
     def tick(self) -> None:
+        self._ticks += 1
+        if self._forwarded:
+            self._expire_forwarded_reads()
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -159,10 +179,20 @@ class Raft:
         ``Ready.failed_reads`` (no leader could confirm it: retry elsewhere)."""
         if self.role == Role.LEADER:
             self._leader_read(context, self.id)
-        elif self.lead != NONE:
+        elif self.lead != NONE and len(self._forwarded) < MAX_PENDING_READS and context not in self._forwarded:
+            self._forwarded[context] = (self.lead, self._ticks + self._read_timeout)
             self._send(Message(MsgType.READ_INDEX, self.id, self.lead, 0, context=context))
         else:
             self._failed_reads.append(context)
+
+    def _expire_forwarded_reads(self) -> None:
+        fw = self._forwarded
+        while fw:
+            ctx, (_, deadline) = next(iter(fw.items()))  # insertion order is deadline order
+            if deadline > self._ticks:
+                return
+            del fw[ctx]
+            self._failed_reads.append(ctx)
 
     def make_snapshot(self, index: int, data: Any) -> Snapshot:
         """Describe a snapshot of the state machine taken at ``index`` (which it has applied)."""
@@ -188,7 +218,16 @@ class Raft:
         pr.probe_sent = True  # wait for the follower's answer or the next heartbeat
 
     def step(self, m: Message) -> None:
+        """Take a message from a peer. A message no honest member could send (from outside the configuration, for
+        another node, with a term or index out of range, a second leader in one term, an acknowledgement past our
+        log, ...) is dropped and counted in ``dropped``: the core never trusts, and never asserts on, what a
+        message says."""
         t = m.type
+        if (t not in _TYPES or m.dst != self.id or m.src == self.id or m.src not in self.config.voters
+                or not (0 <= m.term <= MAX_TERM and 0 <= m.index <= MAX_TERM and 0 <= m.log_term <= MAX_TERM
+                        and 0 <= m.commit <= MAX_TERM and 0 <= m.hint <= MAX_TERM)):
+            self._drop("not from a member, not for us, or out of range", m)
+            return
         if t == MsgType.READ_INDEX:  # local messages carry no term (as in etcd)
             if self.role == Role.LEADER:
                 self._leader_read(m.context, m.src)
@@ -196,6 +235,16 @@ class Raft:
                 self._send(Message(MsgType.READ_INDEX_RESP, self.id, m.src, 0, reject=True, context=m.context))
             return
         if t == MsgType.READ_INDEX_RESP:
+            try:
+                asked = self._forwarded.get(m.context)
+            except TypeError:  # an unhashable context
+                asked = None
+            if asked is None:
+                return  # late: it timed out or its leader was replaced, and the read failed already
+            if asked[0] != m.src:
+                self._drop("an answer to a read we forwarded to another node", m)
+                return
+            del self._forwarded[m.context]
             if m.reject:
                 self._failed_reads.append(m.context)
             else:
@@ -292,6 +341,9 @@ class Raft:
         }
         if self.role == Role.LEADER:
             st["match"] = {p: pr.match for p, pr in self.prs.items()}
+        if self.dropped:
+            st["dropped_messages"] = sum(self.dropped.values())
+            st["last_dropped"] = self.last_dropped
         return st
 
     # ------------------------------------------------------------------ roles
@@ -307,6 +359,9 @@ class Raft:
         self.votes = {}
         if self.role == Role.LEADER:
             self._abort_leader_reads()
+        if self._forwarded:  # their leader may be gone: fail them now, the client retries with the next one
+            self._failed_reads.extend(self._forwarded)
+            self._forwarded = {}
         self.prs = {}
 
     def _reset_randomized_timeout(self) -> None:
@@ -404,6 +459,9 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         t = m.type
+        if t in _LEADER_TYPES and self.lead != NONE and m.src != self.lead:
+            self._drop(f"a second leader in term {self.term}", m)
+            return
         if t == MsgType.APPEND:
             self.election_elapsed = 0
             self.lead = m.src
@@ -422,6 +480,18 @@ class Raft:
 
     def _handle_append(self, m: Message) -> None:
         lg = self.log
+        ents = m.entries
+        if ents:
+            # Entries follow m.index one by one, with terms that never decrease, from m.log_term to m.term.
+            prev_term = m.log_term
+            for i, e in enumerate(ents):
+                if e.index != m.index + 1 + i or not prev_term <= e.term <= m.term:
+                    self._drop("entries that do not follow one another", m)
+                    return
+                prev_term = e.term
+        elif m.log_term > m.term:
+            self._drop("an entry from a future term", m)
+            return
         if m.index < lg.commit:
             # Everything up to our commit is settled; never touch it (a stale or duplicate append).
             self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
@@ -447,7 +517,9 @@ class Raft:
 
     def _handle_snapshot(self, m: Message) -> None:
         s = m.snapshot
-        assert s is not None
+        if s is None or not 0 < s.index <= MAX_TERM or not 0 < s.term <= m.term:
+            self._drop("a snapshot without a valid index and term", m)
+            return
         lg = self.log
         if s.index <= lg.commit:
             pass  # stale: we are already past it; committed entries stay
@@ -480,6 +552,14 @@ class Raft:
                 pr.snapshot_ticks += 1
                 if pr.snapshot_ticks >= self.opts.snapshot_timeout_ticks:
                     pr.become_probe()
+        pending = self._pending_reads
+        if pending and pending[0][4] + self._read_timeout <= self._ticks:
+            # Reads no quorum confirmed in time: fail them (the client retries) rather than hold them forever.
+            n = 0
+            while n < len(pending) and pending[n][4] + self._read_timeout <= self._ticks:
+                self._fail_read(pending[n][2], pending[n][3])
+                n += 1
+            del pending[:n]
         if self.heartbeat_elapsed >= self.opts.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             last = self.log.last_index
@@ -490,7 +570,8 @@ class Raft:
                     if pr.match == pr.match_at_last_heartbeat:
                         pr.become_probe()
                 pr.match_at_last_heartbeat = pr.match
-            self._bcast_heartbeat(0)
+            # Reads still waiting ask again for the current round: its first heartbeats may have been lost.
+            self._bcast_heartbeat(self._read_round if self._pending_reads else 0)
 
     def _bcast_heartbeat(self, context: int) -> None:
         commit = self.log.commit
@@ -507,6 +588,9 @@ class Raft:
             pr.recent_active = True
             self._handle_append_resp(m, pr)
         elif t == MsgType.HEARTBEAT_RESP:
+            if m.context and (type(m.context) is not int or m.context > self._read_round):
+                self._drop("a confirmation of a read round we never started", m)
+                return
             pr.recent_active = True
             pr.probe_sent = False
             if m.context and m.context > pr.read_ack:
@@ -514,11 +598,13 @@ class Raft:
                 self._check_read_quorum()
             if pr.match < self.log.last_index:
                 self._send_append(m.src, True)
-        else:
-            assert t not in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT), \
-                f"§5.2 violated: two leaders in term {self.term} ({self.id} and {m.src})"
+        elif t in _LEADER_TYPES:
+            self._drop(f"a second leader in term {self.term} (we lead it)", m)
 
     def _handle_append_resp(self, m: Message, pr: Progress) -> None:
+        if m.index > self.log.last_index:
+            self._drop("an answer about entries past our last index", m)
+            return
         if m.reject:
             hint = m.hint
             if m.log_term > 0:
@@ -596,6 +682,9 @@ class Raft:
 
     def _leader_read(self, context: Any, origin: int) -> None:
         lg = self.log
+        if len(self._pending_reads) + len(self._reads_before_noop) >= MAX_PENDING_READS:
+            self._fail_read(context, origin)
+            return
         if lg.term(lg.commit) != self.term:
             # diss. §6.4 step 1: until an entry of this term commits, our commit index may be behind.
             self._reads_before_noop.append((context, origin))
@@ -608,7 +697,7 @@ class Raft:
             self._read_round += 1
             self._read_round_open = True
             self._bcast_heartbeat(self._read_round)
-        self._pending_reads.append((self._read_round, lg.commit, context, origin))
+        self._pending_reads.append((self._read_round, lg.commit, context, origin, self._ticks))
 
     def _check_read_quorum(self) -> None:
         acks = sorted(
@@ -619,7 +708,7 @@ class Raft:
         pending = self._pending_reads
         n = 0
         while n < len(pending) and pending[n][0] <= confirmed:
-            _, index, ctx, origin = pending[n]
+            _, index, ctx, origin, _ = pending[n]
             self._release_read(ctx, index, origin)
             n += 1
         if n:
@@ -634,7 +723,7 @@ class Raft:
     def _abort_leader_reads(self) -> None:
         for ctx, origin in self._reads_before_noop:
             self._fail_read(ctx, origin)
-        for _, _, ctx, origin in self._pending_reads:
+        for _, _, ctx, origin, _ in self._pending_reads:
             self._fail_read(ctx, origin)
         self._reads_before_noop = []
         self._pending_reads = []
@@ -648,3 +737,11 @@ class Raft:
 
     def _send(self, m: Message) -> None:
         self.msgs.append(m)
+
+    def _drop(self, reason: str, m: Message) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        try:
+            what = MsgType(m.type).name
+        except ValueError:
+            what = f"type {m.type!r:.20}"
+        self.last_dropped = f"{reason}: {what} from {m.src!r:.20} in term {m.term!r:.24}"

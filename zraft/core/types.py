@@ -12,6 +12,9 @@ from typing import Any, NamedTuple
 
 NONE = 0
 """The node id that means "nobody" (no vote, no known leader). Real node ids are 1 or more."""
+MAX_TERM = 1 << 62
+"""Terms, indexes and node ids above this are impossible: a message carrying one is dropped (and the wire codec
+refuses it), so a forged term of 2**63-1 cannot leave a node unable to count past it."""
 
 
 class EntryKind(enum.IntEnum):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from zraft.core import ClusterConfig, Entry, Message, MsgType, Snapshot
+from zraft.core import MAX_TERM, ClusterConfig, Entry, EntryKind, Message, MsgType, Snapshot
 
 VERSION = 1
 MAX_PEER_MESSAGE = 64 << 20
@@ -29,8 +29,16 @@ MAX_CLIENT_BATCH_MESSAGE = 4 << 20
 MAX_BATCH = 1024
 """Most requests (or answers) in one batch frame."""
 MAX_INT = (1 << 63) - 1
+"""Largest request id, client id, sequence number and read context."""
+MAX_VOTERS = 4096
+HOOKED_CLIENT_FRAME = 256 << 10
+"""Client frames larger than this are decoded counting their arrays and maps as they are built, so that a frame
+of nothing but tiny containers (each byte a Python object of 50-60) is refused early instead of growing the node's
+memory some 60-fold."""
 
-_MSG_TYPES = {int(t) for t in MsgType}
+_MSG_TYPES = frozenset(int(t) for t in MsgType)
+_ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
+_CLIENT_TAG = b"\xa1C"  # the msgpack string "C" right after a client message's array header
 
 
 class ProtocolError(Exception):
@@ -65,13 +73,13 @@ def decode_raft(body: list[Any]) -> Message:
     if len(body) != 14:
         raise ProtocolError(f"a Raft message has 14 fields, this one has {len(body)}")
     _, version, mtype, src, dst, term, log_term, index, entries, commit, reject, hint, ctx, snap = body
-    if version != VERSION:
-        raise ProtocolError(f"Raft protocol version {version!r} is not supported (this node speaks {VERSION})")
-    if mtype not in _MSG_TYPES:
-        raise ProtocolError(f"unknown Raft message type {mtype!r}")
+    if type(version) is not int or version != VERSION:
+        raise ProtocolError(f"Raft protocol version {version!r:.40} is not supported (this node speaks {VERSION})")
+    if type(mtype) is not int or mtype not in _MSG_TYPES:
+        raise ProtocolError(f"unknown Raft message type {mtype!r:.40}")
     for name, v in (("src", src), ("dst", dst), ("term", term), ("log_term", log_term), ("index", index),
                     ("commit", commit), ("hint", hint)):
-        _uint(name, v)
+        _uint(name, v, MAX_TERM)
     if not isinstance(reject, bool):
         raise ProtocolError("field reject must be a boolean")
     if ctx is not None:
@@ -81,21 +89,23 @@ def decode_raft(body: list[Any]) -> Message:
     try:
         ents = [Entry(*e) for e in entries if type(e) is list and len(e) == 4 and type(e[0]) is int
                 and type(e[1]) is int and type(e[2]) is int and type(e[3]) is bytes
-                and 0 <= e[0] <= MAX_INT and 0 <= e[1] <= MAX_INT and 0 <= e[2] <= MAX_INT]
+                and 0 < e[0] <= MAX_TERM and 0 < e[1] <= MAX_TERM and e[2] in _ENTRY_KINDS]
     except TypeError:
         ents = []
     if len(ents) != len(entries):
-        raise ProtocolError("an entry must be [index, term, kind, data(bytes)] with unsigned integers")
+        raise ProtocolError("an entry must be [index, term, kind, data(bytes)]: positive index and term, a known "
+                            "kind")
     snapshot = None
     if snap is not None:
         if not (isinstance(snap, list) and len(snap) == 4 and isinstance(snap[2], list)
-                and isinstance(snap[3], bytes)):
+                and 0 < len(snap[2]) <= MAX_VOTERS and isinstance(snap[3], bytes)):
             raise ProtocolError("a snapshot must be [index, term, voters, data(bytes)]")
         try:
-            cfg = ClusterConfig(tuple(_uint("voter", v) for v in snap[2]))
+            cfg = ClusterConfig(tuple(_uint("voter", v, MAX_TERM) for v in snap[2]))
         except ValueError as e:
             raise ProtocolError(f"bad snapshot configuration: {e}") from None
-        snapshot = Snapshot(_uint("snapshot index", snap[0]), _uint("snapshot term", snap[1]), cfg, snap[3])
+        snapshot = Snapshot(_uint("snapshot index", snap[0], MAX_TERM), _uint("snapshot term", snap[1], MAX_TERM),
+                            cfg, snap[3])
     return Message(MsgType(mtype), src, dst, term, log_term, index, tuple(ents), commit, reject, hint, ctx, snapshot)
 
 
@@ -144,9 +154,10 @@ def encode_ack(a: SnapAck) -> bytes:
 def _decode_chunk(body: list[Any]) -> SnapChunk:
     if len(body) != 10:
         raise ProtocolError(f"a snapshot chunk has 10 fields, this one has {len(body)}")
-    if body[1] != VERSION:
-        raise ProtocolError(f"snapshot protocol version {body[1]!r} is not supported (this node speaks {VERSION})")
-    src, dst, term, index, snap_term, size, offset = (_uint(n, v) for n, v in zip(
+    if type(body[1]) is not int or body[1] != VERSION:
+        raise ProtocolError(f"snapshot protocol version {body[1]!r:.40} is not supported "
+                            f"(this node speaks {VERSION})")
+    src, dst, term, index, snap_term, size, offset = (_uint(n, v, MAX_TERM) for n, v in zip(
         ("src", "dst", "term", "snap_index", "snap_term", "size", "offset"), body[2:9], strict=True))
     data = body[9]
     if not isinstance(data, bytes) or len(data) > MAX_SNAPSHOT_CHUNK:
@@ -159,10 +170,11 @@ def _decode_chunk(body: list[Any]) -> SnapChunk:
 def _decode_ack(body: list[Any]) -> SnapAck:
     if len(body) != 9:
         raise ProtocolError(f"a snapshot acknowledgement has 9 fields, this one has {len(body)}")
-    if body[1] != VERSION:
-        raise ProtocolError(f"snapshot protocol version {body[1]!r} is not supported (this node speaks {VERSION})")
-    vals = [_uint(n, v) for n, v in zip(("src", "dst", "term", "snap_index", "snap_term", "next_offset", "status"),
-                                        body[2:9], strict=True)]
+    if type(body[1]) is not int or body[1] != VERSION:
+        raise ProtocolError(f"snapshot protocol version {body[1]!r:.40} is not supported "
+                            f"(this node speaks {VERSION})")
+    names = ("src", "dst", "term", "snap_index", "snap_term", "next_offset", "status")
+    vals = [_uint(n, v, MAX_TERM) for n, v in zip(names, body[2:9], strict=True)]
     if vals[6] > ACK_ERROR:
         raise ProtocolError(f"unknown snapshot acknowledgement status {vals[6]}")
     return SnapAck(*vals)
@@ -174,17 +186,27 @@ CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe")
 _WRITES = frozenset(("put", "append", "delete"))
 
 
-def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]:
-    """Split an incoming payload: ("raft", Message), ("snap_chunk", SnapChunk), ("snap_ack", SnapAck) or
-    ("client", request map)."""
-    if len(payload) > max_bytes:
-        raise ProtocolError(f"message of {len(payload)} bytes is over the limit of {max_bytes}")
-    try:
-        body = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=max_bytes,
-                               max_str_len=1 << 16, max_array_len=1 << 20, max_map_len=64)
-    except Exception as e:
-        raise ProtocolError(f"message is not valid msgpack ({type(e).__name__})") from None
-    if not isinstance(body, list) or not body or body[0] not in ("R", "C", "S", "A"):
+def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True) -> tuple[str, Any]:
+    """Split an incoming payload: ("raft", Message), ("snap_chunk", SnapChunk), ("snap_ack", SnapAck),
+    ("client", request map) or ("client_batch", [request map or ProtocolError, ...]). Raises ``ProtocolError``
+    for anything else, whatever the bytes. ``peer=False``: the sender is not a node of the cluster, and only
+    client messages are taken from it (checked before decoding)."""
+    n = len(payload)
+    if n > max_bytes:
+        raise ProtocolError(f"message of {n} bytes is over the limit of {max_bytes}")
+    if payload[1:3] == _CLIENT_TAG:  # a client frame: its smaller limit holds before anything is decoded
+        if n > MAX_CLIENT_BATCH_MESSAGE:
+            raise ProtocolError(f"client message of {n} bytes is over the limit of {MAX_CLIENT_BATCH_MESSAGE}")
+        body = _unpack_client(payload)
+    elif not peer:
+        raise ProtocolError("only the cluster's nodes send Raft and snapshot messages")
+    else:
+        try:
+            body = msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=max_bytes,
+                                   max_str_len=1 << 16, max_array_len=1 << 20, max_map_len=64)
+        except Exception as e:
+            raise ProtocolError(f"message is not valid msgpack ({type(e).__name__})") from None
+    if not isinstance(body, list) or not body or type(body[0]) is not str or body[0] not in ("R", "C", "S", "A"):
         raise ProtocolError('message must be an array starting with "R" (Raft), "S"/"A" (snapshot transfer) or '
                             '"C" (client)')
     if body[0] == "R":
@@ -194,17 +216,49 @@ def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE) -> tuple[str, Any]
     if body[0] == "A":
         return "snap_ack", _decode_ack(body)
     if len(body) == 2 and isinstance(body[1], list):
-        if len(payload) > MAX_CLIENT_BATCH_MESSAGE:
-            raise ProtocolError(f"client batch of {len(payload)} bytes is over the limit of "
-                                f"{MAX_CLIENT_BATCH_MESSAGE}")
         if not 0 < len(body[1]) <= MAX_BATCH:
             raise ProtocolError(f"a batch holds 1 to {MAX_BATCH} requests, this one {len(body[1])}")
         return "client_batch", [_validate_item(r) for r in body[1]]
-    if len(payload) > MAX_CLIENT_MESSAGE:
-        raise ProtocolError(f"client request of {len(payload)} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
+    if n > MAX_CLIENT_MESSAGE:
+        raise ProtocolError(f"client request of {n} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
     if len(body) != 2 or not isinstance(body[1], dict):
         raise ProtocolError('a client message is ["C", {request map}] or ["C", [request map, ...]]')
     return "client", validate_request(body[1])
+
+
+class _TooMany(Exception):
+    pass
+
+
+def _unpack_client(payload: bytes) -> Any:
+    """Decode a client frame: at most two arrays (the envelope and a batch) and MAX_BATCH maps (no valid request
+    holds more), strings and binaries no longer than a frame may be."""
+    kw: dict[str, Any] = {}
+    if len(payload) > HOOKED_CLIENT_FRAME:
+        counts = [0, 0]
+
+        def on_list(x: list[Any]) -> list[Any]:
+            counts[0] += 1
+            if counts[0] > 2:
+                raise _TooMany("arrays")
+            return x
+
+        def on_map(x: dict[str, Any]) -> dict[str, Any]:
+            counts[1] += 1
+            if counts[1] > MAX_BATCH:
+                raise _TooMany("maps")
+            return x
+
+        kw = {"list_hook": on_list, "object_hook": on_map}
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True, max_bin_len=MAX_CLIENT_BATCH_MESSAGE,
+                               max_str_len=1 << 12, max_array_len=2 * MAX_BATCH, max_map_len=16, **kw)
+    except _TooMany as e:
+        raise ProtocolError(f"client message holds more {e} than any valid one") from None
+    except ValueError as e:  # msgpack's limits say which was passed
+        raise ProtocolError(f"client message is not valid msgpack or passes a limit ({e!s:.100})") from None
+    except Exception as e:
+        raise ProtocolError(f"message is not valid msgpack ({type(e).__name__})") from None
 
 
 def _validate_item(req: Any) -> dict[str, Any] | ProtocolError:
@@ -221,6 +275,8 @@ def _validate_item(req: Any) -> dict[str, Any] | ProtocolError:
 
 def validate_request(req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
+    if type(op) is not str:
+        raise ProtocolError("field op must be a string")
     if op in _WRITES:  # the common case, checked in one expression; the slow path below says what is wrong
         c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
         if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
@@ -229,7 +285,7 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
                 and "stale" not in req):
             return req
     if op not in CLIENT_OPS:
-        raise ProtocolError(f"unknown op {op!r}; expected one of {', '.join(CLIENT_OPS)}")
+        raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(CLIENT_OPS)}")
     _uint("id", req.get("id"))
     if op in ("put", "append", "delete"):
         for f in ("client", "seq", "ack"):
@@ -256,33 +312,57 @@ def encode_client_batch(msgs: list[dict[str, Any]]) -> bytes:
     return out
 
 
+REPLY_FIELDS: dict[str, tuple[type, ...]] = {
+    "id": (int,), "ok": (bool,), "value": (bytes, type(None)), "found": (bool,), "error": (str,),
+    "message": (str,), "leader": (int,), "leader_addr": (str,), "node": (int,), "address": (str,), "role": (str,),
+    "term": (int,), "commit": (int,), "applied": (int,), "last_index": (int,), "snapshot_index": (int,),
+    "kv_applied": (int,), "keys": (int,), "sessions": (int,), "log_entries": (int,), "log_bytes": (int,),
+    "disk_bytes": (int,), "segments": (int,), "match": (dict,), "last_snapshot": (dict,),
+    "snapshot_in_progress": (bool,), "snapshot_sending": (dict,), "snapshot_receiving": (list,),
+    "dropped_messages": (int,), "last_dropped": (str,), "bad_frames": (int,),
+    "pending_reads": (int,), "pending_writes": (int,),
+}
+"""The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
+another type is malformed: the client trusts nothing it receives."""
+
+
 def decode_replies(payload: bytes) -> list[dict[str, Any]]:
-    """Client side: decode a node's frame, which holds one answer or a batch of them."""
+    """Client side: decode a node's frame, which holds one answer or a batch of them. A malformed frame raises
+    ``ProtocolError``; malformed answers in a batch are left out (their requests time out and are retried)."""
     try:
-        body = msgpack.unpackb(payload, raw=False)
+        body = msgpack.unpackb(payload, raw=False, strict_map_key=True)
     except Exception as e:
         raise ProtocolError(f"reply is not valid msgpack ({type(e).__name__})") from None
     if isinstance(body, list) and len(body) == 2 and body[0] == "C":
         if isinstance(body[1], dict):
+            if not _valid_reply(body[1]):
+                raise ProtocolError(f"malformed reply {body[1]!r:.200}")
             return [body[1]]
-        if isinstance(body[1], list) and all(isinstance(r, dict) for r in body[1]):
-            return body[1]
+        if isinstance(body[1], list):
+            return [r for r in body[1] if _valid_reply(r)]
     raise ProtocolError('a reply is ["C", {reply map}] or ["C", [reply map, ...]]')
 
 
+def _valid_reply(r: Any) -> bool:
+    if not isinstance(r, dict) or "id" not in r or "ok" not in r:
+        return False
+    for k, v in r.items():
+        want = REPLY_FIELDS.get(k)
+        if want is not None and (type(v) not in want or (type(v) is int and not 0 <= v <= MAX_INT)):
+            return False
+    return True
+
+
 def decode_reply(payload: bytes) -> dict[str, Any]:
-    """Client side: decode a node's reply."""
-    try:
-        body = msgpack.unpackb(payload, raw=False)
-    except Exception as e:
-        raise ProtocolError(f"reply is not valid msgpack ({type(e).__name__})") from None
-    if not (isinstance(body, list) and len(body) == 2 and body[0] == "C" and isinstance(body[1], dict)):
+    """Client side: decode a node's reply (one answer)."""
+    replies = decode_replies(payload)
+    if len(replies) != 1:
         raise ProtocolError('a reply is ["C", {reply map}]')
-    reply: dict[str, Any] = body[1]
-    return reply
+    return replies[0]
 
 
-def _uint(name: str, v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_INT:
-        raise ProtocolError(f"field {name} must be an unsigned integer, got {type(v).__name__}")
+def _uint(name: str, v: Any, limit: int = MAX_INT) -> int:
+    if type(v) is not int or not 0 <= v <= limit:
+        what = type(v).__name__ if type(v) is not int else f"{v} (limit {limit})"
+        raise ProtocolError(f"field {name} must be an unsigned integer, got {what}")
     return v

@@ -1,0 +1,222 @@
+"""Property-based fuzzing (hypothesis): the wire codec and the Raft core against hostile input.
+
+- The codec: for any byte string, any msgpack value of any shape, and mutations of valid messages, ``decode``
+  returns a message or raises ``ProtocolError``, nothing else; and so does the client's ``decode_replies``.
+- The core: well-typed messages with adversarial field values, from members and strangers, never make ``step``
+  raise; and a cluster that also receives them from outside its configuration stays safe and live.
+
+The number of examples is bounded for CI (derandomized: the same examples every run). A longer campaign:
+``ZRAFT_FUZZ_EXAMPLES=20000 ZRAFT_FUZZ_RANDOM=1 python -m pytest tests/test_fuzz.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import msgpack
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from raftutil import Network, new_raft
+
+from zraft.core import MAX_TERM, ClusterConfig, Entry, Message, MsgType, Raft, Role, Snapshot
+from zraft.transport import codec
+
+EXAMPLES = int(os.environ.get("ZRAFT_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("ZRAFT_FUZZ_RANDOM"),
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], database=None)
+
+# ------------------------------------------------------------------------------------------------ codec
+
+big_ints = st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([0, 1, 2, MAX_TERM, MAX_TERM + 1, 2**63 - 1,
+                                                                     2**64 - 1, -1]))
+scalars = st.one_of(st.none(), st.booleans(), big_ints, st.floats(allow_nan=True), st.text(max_size=20),
+                    st.binary(max_size=40), st.sampled_from(["R", "C", "S", "A", "put", "get", "append", "delete",
+                                                             "status", "probe", "op", "id", "key", "value"]))
+values = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=16),
+    st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from(["op", "id", "key", "value", "client", "seq",
+                                                                       "ack", "stale"])), inner, max_size=8)),
+    max_leaves=60)
+
+
+def _decodes_or_protocol_error(payload: bytes) -> None:
+    try:
+        kind, msg = codec.decode(payload)
+    except codec.ProtocolError:
+        return
+    assert kind in ("raft", "snap_chunk", "snap_ack", "client", "client_batch")
+    if kind == "raft":
+        assert isinstance(msg, Message)
+    elif kind == "client":
+        assert isinstance(msg, dict) and isinstance(msg["op"], str) and isinstance(msg["id"], int)
+    elif kind == "client_batch":
+        assert all(isinstance(r, codec.ProtocolError) or isinstance(r["op"], str) for r in msg)
+
+
+def _replies_or_protocol_error(payload: bytes) -> None:
+    try:
+        replies = codec.decode_replies(payload)
+    except codec.ProtocolError:
+        return
+    for r in replies:
+        assert isinstance(r, dict) and type(r["id"]) is int and type(r["ok"]) is bool
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_codec_any_bytes(payload: bytes) -> None:
+    _decodes_or_protocol_error(payload)
+    _replies_or_protocol_error(payload)
+
+
+@FUZZ
+@given(values)
+def test_codec_any_msgpack_value(v: Any) -> None:
+    try:
+        payload = msgpack.packb(v, use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        return
+    _decodes_or_protocol_error(payload)
+    _replies_or_protocol_error(payload)
+    for tag in ("R", "S", "A", "C"):
+        p2 = msgpack.packb([tag, v], use_bin_type=True)
+        _decodes_or_protocol_error(p2)
+        _replies_or_protocol_error(p2)
+
+
+def _valid_bodies() -> list[list[Any]]:
+    snap = Snapshot(5, 2, ClusterConfig((1, 2, 3)), b"data")
+    raft = [msgpack.unpackb(codec.encode_raft(m)) for m in (
+        Message(MsgType.APPEND, 1, 2, 3, 2, 7, (Entry(8, 3, 0, b"x"), Entry(9, 3, 1, b"")), 6),
+        Message(MsgType.HEARTBEAT_RESP, 2, 1, 3, context=4),
+        Message(MsgType.SNAPSHOT, 1, 2, 3, snapshot=snap))]
+    chunk = msgpack.unpackb(codec.encode_chunk(codec.SnapChunk(1, 2, 3, 5, 2, 100, 0, b"abc")))
+    ack = msgpack.unpackb(codec.encode_ack(codec.SnapAck(2, 1, 3, 5, 2, 3, codec.ACK_OK)))
+    put = ["C", {"id": 1, "op": "put", "client": 5, "seq": 1, "ack": 1, "key": b"k", "value": b"v"}]
+    batch = ["C", [put[1], {"id": 2, "op": "get", "key": b"k"}, {"id": 3, "op": "status"}]]
+    reply = ["C", [{"id": 1, "ok": True}, {"id": 2, "ok": True, "value": b"v", "found": True},
+                   {"id": 3, "ok": False, "error": "not_leader", "message": "x", "leader": 2, "leader_addr": "a:1"}]]
+    return [*raft, chunk, ack, put, batch, reply]
+
+
+VALID = _valid_bodies()
+
+
+def _replace(body: Any, path: list[int], v: Any) -> Any:
+    """``body`` with the element at ``path`` (indexes into nested lists and maps' values) replaced by ``v``."""
+    if not path:
+        return v
+    if isinstance(body, list) and body:
+        i = path[0] % len(body)
+        return [*body[:i], _replace(body[i], path[1:], v), *body[i + 1:]]
+    if isinstance(body, dict) and body:
+        k = sorted(body, key=str)[path[0] % len(body)]
+        return {**body, k: _replace(body[k], path[1:], v)}
+    return v
+
+
+@FUZZ
+@given(st.sampled_from(range(len(VALID))), st.lists(st.integers(0, 20), min_size=1, max_size=4), values)
+def test_codec_valid_messages_with_one_field_replaced(which: int, path: list[int], v: Any) -> None:
+    try:
+        payload = msgpack.packb(_replace(VALID[which], path, v), use_bin_type=True)
+    except (OverflowError, ValueError, TypeError):
+        return
+    _decodes_or_protocol_error(payload)
+    _replies_or_protocol_error(payload)
+
+
+@FUZZ
+@given(st.sampled_from(range(len(VALID))), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
+                                                    min_size=1, max_size=6), st.integers(0, 10_000))
+def test_codec_valid_messages_with_bytes_changed_or_cut(which: int, edits: list[tuple[int, int]], cut: int) -> None:
+    buf = bytearray(msgpack.packb(VALID[which], use_bin_type=True))
+    for at, b in edits:
+        buf[at % len(buf)] = b
+    _decodes_or_protocol_error(bytes(buf))
+    _decodes_or_protocol_error(bytes(buf[: cut % (len(buf) + 1)]))
+    _replies_or_protocol_error(bytes(buf))
+
+
+# ------------------------------------------------------------------------------------------------- core
+
+ints = st.one_of(st.integers(0, 12), st.integers(0, MAX_TERM + 5), st.sampled_from([MAX_TERM, MAX_TERM + 1,
+                                                                                     2**63 - 1]))
+entries = st.lists(st.builds(Entry, ints, ints, st.sampled_from([0, 1, 2]), st.binary(max_size=4)), max_size=4)
+snapshots = st.one_of(st.none(), st.builds(Snapshot, ints, ints, st.just(ClusterConfig((1, 2, 3))),
+                                           st.just(b"")))
+
+
+def messages(srcs: st.SearchStrategy[int]) -> st.SearchStrategy[Message]:
+    return st.builds(Message, st.sampled_from(list(MsgType)), srcs, st.sampled_from([1, 1, 1, 2, 9]), ints, ints,
+                     ints, entries.map(tuple), ints, st.booleans(), ints, st.one_of(st.none(), ints), snapshots)
+
+
+def _check_log(r: Raft) -> None:
+    lg = r.log
+    assert lg.snap_index <= lg.applied <= lg.commit <= lg.last_index
+    for i, e in enumerate(lg.entries):
+        assert e.index == lg.snap_index + 1 + i
+    assert r.term <= MAX_TERM + 1
+
+
+def _node_in_role(role: int) -> tuple[Network, Raft]:
+    nodes = [new_raft(i, 3, pre_vote=True, check_quorum=True) for i in (1, 2, 3)]
+    net = Network(*nodes)
+    if role == 1:
+        net.elect(1)
+        net.propose(1, b"a", b"b")
+    elif role == 2:
+        net.elect(2)
+        net.propose(2, b"a")
+    elif role == 3:
+        nodes[0].campaign()
+    return net, nodes[0]
+
+
+@FUZZ
+@given(st.integers(0, 3), st.lists(st.one_of(messages(st.sampled_from([1, 2, 3, 0, 4, 99])),
+                                             st.just("tick"), st.just("read"), st.just("propose")), max_size=25))
+def test_core_never_raises_on_well_typed_messages(role: int, script: list[Any]) -> None:
+    _, r = _node_in_role(role)
+    for i, m in enumerate(script):
+        if m == "tick":
+            r.tick()
+        elif m == "read":
+            r.read_index(i)
+        elif m == "propose":
+            if r.role == Role.LEADER:
+                r.propose([b"p%d" % i])
+        else:
+            r.step(m)
+        rd = r.ready()
+        _check_log(r)
+        assert all(isinstance(x, Message) for x in rd.messages)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, 2), messages(st.sampled_from([0, 4, 5, 99]))), max_size=30),
+       st.integers(0, 1000))
+def test_core_cluster_stays_safe_and_live_with_messages_from_strangers(bad: list[tuple[int, Message]],
+                                                                       seed: int) -> None:
+    nodes = [new_raft(i, 3, pre_vote=True, check_quorum=True, seed=seed + i) for i in (1, 2, 3)]
+    net = Network(*nodes)
+    net.elect(1 + seed % 3)
+    leader = nodes[seed % 3]
+    committed: list[Entry] = []
+    for k, (target, m) in enumerate(bad):
+        nodes[target].step(m._replace(dst=nodes[target].id))  # a stranger's message, addressed correctly
+        if k % 3 == 0:
+            net.propose(leader.id, b"w%d" % k)
+        net.tick_all(1)
+    net.tick_all(5)
+    assert sum(1 for n in nodes if n.role == Role.LEADER) == 1
+    assert leader.role == Role.LEADER  # strangers cannot depose it
+    n = net.propose(leader.id, b"last")
+    for r in nodes:
+        _check_log(r)
+        assert r.log.commit >= n
+        assert not r.dropped or all("not from a member" in k for k in r.dropped)
+        committed.append(r.log.entries[n - 1])
+    assert committed[0] == committed[1] == committed[2]
