@@ -20,6 +20,7 @@ import sys
 
 from zraft import chaos, launch
 from zraft.client import Client, ZraftError
+from zraft.security import ClientKeys, KeysError
 
 HELP = """commands:
   put K V        store V under K                  append K V   append V to K's value
@@ -109,19 +110,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cluster", help=f"a cluster.json (default {launch.DEFAULT_DATA_DIR}/{launch.CLUSTER_FILE})")
     p.add_argument("--nodes", help="node addresses HOST:PORT,HOST:PORT,... (instead of a cluster file)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request gives up (default 10)")
+    p.add_argument("--keys", metavar="DIR",
+                   help="with --nodes: CurveZMQ keys, DIR/client.key_secret and DIR/node-<i>.key for the i-th "
+                        "address (a cluster file names its key directory itself)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="a command to run once, e.g. get mykey")
     a = p.parse_args(argv)
     cluster = None
     try:
         if a.nodes:
             nodes = [n.strip() for n in a.nodes.split(",") if n.strip()]
+            keys = ClientKeys.load(a.keys, nodes) if a.keys else None
         else:
             cluster = launch.load(a.cluster or launch.DEFAULT_DATA_DIR)
             nodes = cluster.addresses
-    except launch.LaunchError as e:
+            keys = cluster.client_keys()
+        client = Client(nodes, deadline=a.timeout, keys=keys)
+    except (launch.LaunchError, KeysError, ValueError) as e:
         print(f"client_shell: {e}", file=sys.stderr)
         return 2
-    shell = Shell(Client(nodes, deadline=a.timeout), cluster)
+    shell = Shell(client, cluster)
     failures = 0
 
     def do(line: str) -> bool:

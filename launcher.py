@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tick-ms", type=int, help="milliseconds per Raft tick (node default 50)")
     p.add_argument("--election-ticks", type=int, help="election timeout in ticks (node default 10)")
     p.add_argument("--heartbeat-ticks", type=int, help="heartbeat interval in ticks (node default 2)")
+    p.add_argument("--insecure", action="store_true",
+                   help="no CurveZMQ keys: anyone who reaches the ports can read and forge everything (by default "
+                        "the launcher makes keys in DATA_DIR/keys and every connection is authenticated and "
+                        "encrypted)")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: nodes do not fsync; a machine crash can lose acknowledged writes")
     a = p.parse_args(argv)
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.unsafe_no_fsync:
         node_args.append("--unsafe-no-fsync")
     try:
-        c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args)
+        c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,
+                         secure=not a.insecure)
     except launch.LaunchError as e:
         print(f"launcher: {e}", file=sys.stderr)
         return 1

@@ -24,16 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zraft import chaos, launch
 from zraft.client import Client
+from zraft.security import ClientKeys
 
 KEYS = 1000
 VALUE = b"v" * 64
 
 
-def worker(addresses: list[str], op: str, seconds: float, depth: int, seed: int, out: multiprocessing.Queue) -> None:
+def worker(addresses: list[str], op: str, seconds: float, depth: int, seed: int, out: multiprocessing.Queue,
+           keys: ClientKeys | None = None) -> None:
     rng = random.Random(seed)
     lat: list[float] = []
     done = 0
-    with Client(addresses) as cl:
+    with Client(addresses, keys=keys) as cl:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             ops = [(op, b"key%d" % rng.randrange(KEYS), VALUE) for _ in range(depth)]
@@ -49,10 +51,11 @@ def run_workload(c: launch.Cluster, op: str, clients: int, depth: int, seconds: 
     ctx = multiprocessing.get_context("spawn")
     q: multiprocessing.Queue = ctx.Queue()
     if op == "get":  # give the keys values first
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             for lo in range(0, KEYS, 100):
                 cl.run_many([("put", b"key%d" % k, VALUE) for k in range(lo, lo + 100)])
-    procs = [ctx.Process(target=worker, args=(c.addresses, op, seconds, depth, i, q)) for i in range(clients)]
+    keys = c.client_keys()
+    procs = [ctx.Process(target=worker, args=(c.addresses, op, seconds, depth, i, q, keys)) for i in range(clients)]
     cpu0 = _cluster_cpu(c)
     t0 = time.perf_counter()
     for p in procs:
@@ -90,7 +93,7 @@ def _cluster_cpu(c: launch.Cluster) -> float:
 
 def failover(c: launch.Cluster, trials: int) -> list[float]:
     times = []
-    with Client(c.addresses, deadline=30, attempt_timeout=0.2) as cl:
+    with c.client(deadline=30, attempt_timeout=0.2) as cl:
         for _ in range(trials):
             cl.put(b"warm", b"up")
             ld = chaos.leader(c)

@@ -106,13 +106,21 @@ class Running:
         return total
 
 
-def start_zraft(tmp: str, nodes: int = 3) -> Running:
-    c = launch.start(nodes, os.path.join(tmp, f"zraft-{nodes}"), ports=launch.free_ports(nodes), fresh=True)
-    from zraft.client import Client
+ZRAFT_SECURE = True
+"""CurveZMQ on (the default) or off (--zraft-insecure), for measuring what authentication costs."""
 
-    with Client(c.addresses) as cl:
+
+def start_zraft(tmp: str, nodes: int = 3) -> Running:
+    c = launch.start(nodes, os.path.join(tmp, f"zraft-{nodes}"), ports=launch.free_ports(nodes), fresh=True,
+                     secure=ZRAFT_SECURE)
+    if c.keys_dir:  # the load generators (spawned processes) find the client's keys here
+        os.environ["ZRAFT_BENCH_KEYS"] = c.keys_dir
+    else:
+        os.environ.pop("ZRAFT_BENCH_KEYS", None)
+    with c.client() as cl:
         cl.put(b"warm", b"up")  # a leader exists and answers
-    return Running(f"zraft ({nodes} nodes)", [n.pid for n in c.nodes], c.addresses, c.stop, "fsync on")
+    return Running(f"zraft ({nodes} nodes)", [n.pid for n in c.nodes], c.addresses, c.stop,
+                   "fsync on, " + ("CurveZMQ" if c.keys_dir else "no authentication"))
 
 
 def _wait_port(addr: str, timeout: float) -> None:
@@ -270,9 +278,12 @@ def _ops(workload: str, seed: int, value: bytes) -> Callable[[], tuple[str, byte
 def zraft_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
                  value_size: int, rate: float | None, q: Any) -> None:
     from zraft.client import Client
+    from zraft.security import ClientKeys
 
     next_op = _ops(workload, seed, b"v" * value_size)
-    with Client(endpoints, deadline=30) as cl:
+    keys_dir = os.environ.get("ZRAFT_BENCH_KEYS")
+    keys = ClientKeys.load(keys_dir, endpoints) if keys_dir else None
+    with Client(endpoints, deadline=30, keys=keys) as cl:
         t0 = time.monotonic()
         cl.closed_loop(next_op, depth, t0 + warmup, rate)
         c0 = time.process_time()
@@ -483,8 +494,12 @@ def main() -> int:
                    help="comma-separated subset of: zraft, pysyncobj-disk, pysyncobj-memory, etcd, zraft-extras")
     p.add_argument("--extra-seconds", type=float, default=10.0, help="measured seconds of each zraft-alone run "
                                                                      "(default 10)")
+    p.add_argument("--zraft-insecure", action="store_true",
+                   help="run zraft without CurveZMQ (to measure what authentication and encryption cost)")
     p.add_argument("--failover", type=int, default=10, help="leader kills to time (default 10)")
     a = p.parse_args()
+    global ZRAFT_SECURE
+    ZRAFT_SECURE = not a.zraft_insecure
     only = set(a.only.split(","))
     depths = [int(x) for x in a.depths.split(",")]
     print(f"machine: {machine()}")

@@ -151,7 +151,7 @@ def bench_catch_up(tmp: str, dirs: dict[bool, str], entries: int) -> None:
                          node_args=["--snapshot-every", str(10 ** 9)])
         try:
             t0 = time.monotonic()
-            with Client([c.node(3).address]) as cl:
+            with Client([c.node(3).address], keys=c.client_keys()) as cl:
                 while True:
                     try:
                         st = cl.status(0)
@@ -177,7 +177,7 @@ def bench_node_pause(tmp: str, dirs: dict[bool, str], entries: int) -> None:
     c = launch.start(1, data, ports=launch.free_ports(1), wait=300,
                      node_args=["--snapshot-every", str(entries + 2000)])
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             i = 0
             while not _status(cl).get("last_snapshot"):
                 cl.run_many(("put", key(entries + i + j, 10 ** 9), VALUE) for j in range(100))

@@ -20,6 +20,7 @@ from clusterutil import leader_id, stop_cluster, wait_until, zombie
 
 from zraft import chaos, launch
 from zraft.client import Client, OutcomeUnknown, RequestRefused
+from zraft.security import client_socket
 from zraft.transport import codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,9 @@ def raw_socket(ctx: zmq.Context[zmq.Socket[bytes]], c: launch.Cluster, node_id: 
     """A bare DEALER connected to one node, for frames the client library would never send."""
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    keys = c.client_keys()
+    if keys is not None:  # the cluster's client key: these frames get past authentication to the decoder
+        client_socket(s, keys.own, keys.servers[c.node(node_id).address])
     s.connect(f"tcp://{c.node(node_id).address}")
     return s
 
@@ -48,7 +52,7 @@ def shell(c: launch.Cluster, *args: str, stdin: str | None = None) -> subprocess
 
 
 def test_basic_operations_through_library_and_shell(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"k", b"v1")
         cl.append(b"k", b"+2")
         cl.append(b"new", b"x")  # a missing key appends to the empty value
@@ -67,13 +71,13 @@ def test_basic_operations_through_library_and_shell(cluster: launch.Cluster) -> 
     assert r.returncode == 0 and int(r.stdout) in (1, 2, 3)
     r = shell(cluster, "status")
     assert r.returncode == 0 and "leader" in r.stdout and len(r.stdout.splitlines()) >= 4
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         st = cl.status(0)
     assert st["log_entries"] == st["last_index"] - st["snapshot_index"] > 0
 
 
 def test_kill_leader_new_leader_keeps_every_acknowledged_write(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         for i in range(20):
             cl.put(f"k{i}", f"v{i}")
         old = leader_id(cluster)
@@ -92,7 +96,7 @@ def _applied(c: launch.Cluster, node_id: int) -> int:
 
 
 def test_follower_restarts_and_catches_up(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         ld = leader_id(cluster)
         f = next(n.id for n in cluster.nodes if n.id != ld)
         chaos.kill(cluster, f)
@@ -100,7 +104,7 @@ def test_follower_restarts_and_catches_up(cluster: launch.Cluster) -> None:
             cl.append(b"log", b"%d," % i)
         chaos.restart(cluster, f)
         wait_until(lambda: _applied(cluster, f) >= _applied(cluster, ld) > 0, what="follower catch-up")
-        with Client([cluster.node(f).address]) as direct:
+        with Client([cluster.node(f).address], keys=cluster.client_keys()) as direct:
             assert direct.get(b"log", stale=True) == b"".join(b"%d," % i for i in range(50))
 
 
@@ -108,7 +112,7 @@ def test_client_recovers_after_giving_up_on_its_first_write(cluster: launch.Clus
     """A write abandoned with an unknown outcome must not poison the client's later writes (it starts a new
     session; before that fix every later write was answered session_expired)."""
     leader_id(cluster)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.deadline = 0.0  # give up at once: the write never leaves the client, its outcome is unknown to it
         with pytest.raises(OutcomeUnknown):
             cl.append(b"k", b"never sent")
@@ -120,7 +124,7 @@ def test_client_recovers_after_giving_up_on_its_first_write(cluster: launch.Clus
 
 def test_closed_loop_load_applies_every_write_once(cluster: launch.Cluster) -> None:
     n = itertools.count()
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"warm", b"up")  # a leader is elected and known before the clock starts
         lat = cl.closed_loop(lambda: ("append", b"loop", b"%d," % next(n)), depth=16,
                              until=time.monotonic() + 1.0)
@@ -132,7 +136,7 @@ def test_closed_loop_load_applies_every_write_once(cluster: launch.Cluster) -> N
 
 
 def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses, deadline=20) as cl:
+    with cluster.client(deadline=20) as cl:
         cl.put(b"a", b"1")
         old = leader_id(cluster)
         chaos.pause(cluster, old)
@@ -148,14 +152,14 @@ def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Clus
 
 
 def test_all_nodes_killed_and_restarted_lose_nothing(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         for i in range(30):
             cl.append(b"list", b"%d;" % i)
     for n in cluster.nodes:
         chaos.kill(cluster, n.id)
     for n in cluster.nodes:
         chaos.restart(cluster, n.id)
-    with Client(cluster.addresses, deadline=20) as cl:
+    with cluster.client(deadline=20) as cl:
         assert cl.get(b"list") == b"".join(b"%d;" % i for i in range(30))
 
 
@@ -173,7 +177,7 @@ def test_retried_append_is_applied_once(cluster: launch.Cluster) -> None:
             assert codec.decode_reply(s.recv())["ok"]
     finally:
         ctx.destroy(linger=0)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         assert cl.get(b"once") == b"X"
 
 
@@ -202,7 +206,7 @@ def test_malformed_messages_do_not_hurt_a_node(cluster: launch.Cluster) -> None:
         assert replies == len(bad)
     finally:
         ctx.destroy(linger=0)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"still", b"serving")
         assert cl.get(b"still") == b"serving"
 
@@ -294,7 +298,7 @@ def test_node_help() -> None:
 
 def test_pipelined_requests_each_apply_once(cluster: launch.Cluster) -> None:
     """Requests in flight together are concurrent: each applies exactly once, in no promised order."""
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         ops = [("append", b"p", b"%d," % i) for i in range(300)]
         assert cl.run_many(ops) == [None] * 300
         got = cl.run_many([("get", b"p", b""), ("put", b"q", b"1")])
@@ -307,13 +311,13 @@ def test_same_data_directory_brings_the_cluster_back(tmp_path: Path) -> None:
     ports = launch.free_ports(3)
     c = launch.start(3, str(tmp_path / "d"), ports=ports)
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             cl.put(b"durable", b"yes")
     finally:
         c.stop()
     c = launch.start(3, str(tmp_path / "d"), ports=ports)
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             assert cl.get(b"durable") == b"yes"
     finally:
         c.stop()

@@ -59,7 +59,7 @@ def peers_arg(c: launch.Cluster) -> str:
 
 def test_second_node_on_a_locked_directory_is_refused_and_the_first_is_untouched(cluster: launch.Cluster) -> None:
     spec = cluster.node(1)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"canary", b"1")
         before = cl.status(0)
     # Same directory, another port: without the lock this process would append to the same segments.
@@ -69,14 +69,14 @@ def test_second_node_on_a_locked_directory_is_refused_and_the_first_is_untouched
     assert r.returncode == 2
     assert f"data directory {spec.data_dir} is in use by process {spec.pid}" in r.stderr
     assert launch._alive(spec.pid)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         after = cl.status(0)
         assert cl.get(b"canary") == b"1"
     assert after["node"] == 1 and after["last_index"] >= before["last_index"]
 
 
 def test_lock_is_released_by_kill_9_and_a_restart_succeeds_at_once(cluster: launch.Cluster) -> None:
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"k", b"v")
     spec = cluster.node(2)
     old = spec.pid
@@ -84,7 +84,7 @@ def test_lock_is_released_by_kill_9_and_a_restart_succeeds_at_once(cluster: laun
     assert datadir.holder(spec.data_dir) is None
     new = chaos.restart(cluster, 2)
     assert new != old
-    with Client(cluster.addresses, attempt_timeout=0.3) as cl:
+    with cluster.client(attempt_timeout=0.3) as cl:
         wait_until(lambda: _answers(cl, 1), what="node 2 answering after its restart")
         assert cl.status(1)["node"] == 2
     assert datadir.holder(spec.data_dir) == new
@@ -114,7 +114,7 @@ def test_second_launcher_on_a_running_cluster_is_refused_and_cluster_json_unchan
     assert Path(cluster.file).read_bytes() == before
     for n in cluster.nodes:
         assert launch._alive(n.pid)
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"still", b"serving")
 
 
@@ -124,7 +124,7 @@ def test_launcher_refuses_a_directory_whose_nodes_outlived_their_launcher(cluste
     with pytest.raises(launch.LaunchError, match=r"is running \(node-1 pid \d+, node-2 pid \d+, node-3 pid"):
         launch.start(3, cluster.data_dir, ports=launch.free_ports(3))
     assert Path(cluster.file).read_bytes() == before
-    with Client(cluster.addresses) as cl:
+    with cluster.client() as cl:
         cl.put(b"still", b"serving")
 
 
@@ -136,7 +136,7 @@ def test_more_nodes_on_an_existing_directory_are_refused_and_the_cluster_starts_
     data = str(tmp_path / "data")
     c = launch.start(3, data, ports=launch.free_ports(3))
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             cl.put(b"acknowledged", b"before")
     finally:
         stop_cluster(c)
@@ -145,18 +145,18 @@ def test_more_nodes_on_an_existing_directory_are_refused_and_the_cluster_starts_
     assert code == 1
     assert "this data directory" in err and "holds a 3-node cluster; start it with -n 3" in err
     assert Path(c.file).read_bytes() == before
-    assert sorted(os.listdir(data)) == sorted(["cluster.json", "launcher.lock", "node-1", "node-2", "node-3",
+    assert sorted(os.listdir(data)) == sorted(["cluster.json", "keys", "launcher.lock", "node-1", "node-2", "node-3",
                                                "node-1.log", "node-2.log", "node-3.log"])
     c = launch.start(None, data, ports=launch.free_ports(3))  # no -n: the stored size
     try:
         assert len(c.nodes) == 3
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             assert cl.get(b"acknowledged") == b"before"
     finally:
         stop_cluster(c)
     c = launch.start(3, data, ports=launch.free_ports(3))
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             assert cl.get(b"acknowledged") == b"before"
     finally:
         stop_cluster(c)
@@ -165,7 +165,7 @@ def test_more_nodes_on_an_existing_directory_are_refused_and_the_cluster_starts_
 def test_node_whose_peers_disagree_with_its_stored_configuration_refuses_to_start(tmp_path: Path) -> None:
     c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             cl.put(b"k", b"v")
     finally:
         stop_cluster(c)
@@ -184,7 +184,7 @@ def test_node_whose_peers_disagree_with_its_stored_configuration_refuses_to_star
     # Same members at other addresses is the same cluster: the whole cluster comes back with its data.
     c = launch.start(3, c.data_dir, ports=launch.free_ports(3))
     try:
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             assert cl.get(b"k") == b"v"
     finally:
         stop_cluster(c)

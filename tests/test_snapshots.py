@@ -42,7 +42,7 @@ def _write(cl: Client, n: int, keys: int = 1000, start: int = 0) -> None:
 
 def _keys_on(c: launch.Cluster, node_id: int, keys: list[str]) -> list[bytes | None]:
     """What one node holds (stale reads straight from it)."""
-    with Client([c.node(node_id).address]) as direct:
+    with Client([c.node(node_id).address], keys=c.client_keys()) as direct:
         return [direct.get(k, stale=True) for k in keys]
 
 
@@ -50,7 +50,7 @@ def test_follower_behind_100k_writes_catches_up_by_snapshot(small_snapshots: lau
     c = small_snapshots
     ld = leader_id(c)
     f = next(n.id for n in c.nodes if n.id != ld)
-    with Client(c.addresses) as cl:
+    with c.client() as cl:
         cl.put(b"before", b"1")
         wait_until(lambda: _status(c, f).get("kv_applied", 0) >= 2, what="follower has the first write")
         chaos.kill(c, f)
@@ -67,7 +67,7 @@ def test_follower_behind_100k_writes_catches_up_by_snapshot(small_snapshots: lau
     # It caught up by a snapshot, not by replaying the log: its snapshot is one the leader took after it died.
     assert st["snapshot_index"] > 100_000 - 5000, st
     keys = ["before", "session"] + [f"k{i}" for i in range(2000)]
-    with Client([c.node(ld).address]) as direct:
+    with Client([c.node(ld).address], keys=c.client_keys()) as direct:
         want = [direct.get(k, stale=True) for k in keys]
     assert want[0] == b"1" and want[1] == b"x" and want[2] == b"v98000"
     assert _keys_on(c, f, keys) == want
@@ -80,7 +80,7 @@ def test_log_stays_bounded_during_a_long_write_run(tmp_path: Path) -> None:
     try:
         value = b"x" * 2048
         most_segments = 0
-        with Client(c.addresses) as cl:
+        with c.client() as cl:
             for round_ in range(25):
                 cl.run_many(("put", f"k{i % 500}", value) for i in range(2000))
                 for n in c.nodes:
@@ -99,7 +99,7 @@ def test_log_stays_bounded_during_a_long_write_run(tmp_path: Path) -> None:
 
 def test_session_table_survives_snapshot_and_restart(small_snapshots: launch.Cluster) -> None:
     c = small_snapshots
-    with Client(c.addresses) as once, Client(c.addresses) as cl:
+    with c.client() as once, c.client() as cl:
         once.append(b"once", b"a")  # seq 1; this client sends nothing else, so its reply stays in its session
         _write(cl, 6000)  # past --snapshot-every: every node snapshots (sessions included) and compacts
         wait_until(lambda: all(_status(c, n.id).get("snapshot_index", 0) > 1 for n in c.nodes),
@@ -124,7 +124,7 @@ def test_kill_during_snapshot_save_and_install(tmp_path: Path) -> None:
     keys = [f"k{i}" for i in range(1500)]
     try:
         acked: dict[str, bytes] = {}
-        with Client(c.addresses, deadline=30) as cl:
+        with c.client(deadline=30) as cl:
             for round_ in range(6):
                 ld = leader_id(c)
                 victim = rng.choice([n.id for n in c.nodes if n.id != ld])

@@ -30,6 +30,7 @@ import psutil
 import zmq
 
 from zraft.launch import Cluster, statuses
+from zraft.security import ClientKeys
 
 
 class ChaosError(Exception):
@@ -150,14 +151,14 @@ def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 
 
 def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
-                 register_keys: list[str], path: str) -> None:
+                 register_keys: list[str], path: str, keys: ClientKeys | None = None) -> None:
     from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
 
     rng = random.Random(seed)
     n = 0
     # Client 1 gives up quickly, so some of its writes end with an unknown outcome that the checker must place.
     deadline = 1.0 if cid == 1 else 5.0
-    with Client(addresses, deadline=deadline, attempt_timeout=0.5) as cl, open(path, "w") as out:
+    with Client(addresses, deadline=deadline, attempt_timeout=0.5, keys=keys) as cl, open(path, "w") as out:
         while time.monotonic() < until:
             n += 1
             r = rng.random()
@@ -332,7 +333,6 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         keys: int = 3, snapshot_every: int | None = None) -> int:
     """A chaos run: returns the process exit code (0 when every check passed). See ``main``."""
     from zraft import check, launch
-    from zraft.client import Client
 
     rng = random.Random(seed)
     os.makedirs(out_dir, exist_ok=True)
@@ -348,7 +348,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
     try:
         procs = [ctx.Process(target=_client_proc, args=(c.addresses, i + 1, seed * 1000 + i, until, append_keys,
-                                                         register_keys, paths[i])) for i in range(clients)]
+                                                         register_keys, paths[i], c.client_keys()))
+                 for i in range(clients)]
         for p in procs:
             p.start()
         stop_watch = threading.Event()
@@ -365,7 +366,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             _quiet(restart, c, n.id)
         heal_network(c)
         elected = None
-        with Client(c.addresses, deadline=15.0) as cl:
+        with c.client(deadline=15.0) as cl:
             final: dict[str, bytes | None] = {}
             cl.put(b"chaos-final", b"1")
             elected = time.monotonic() - heal_start

@@ -23,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from zraft.security import ClientKeys, client_socket
 from zraft.transport import codec
 
 DEFAULT_DEADLINE = 10.0
@@ -61,7 +62,10 @@ def _b(x: bytes | str) -> bytes:
 
 class Client:
     def __init__(self, nodes: Iterable[str], deadline: float = DEFAULT_DEADLINE,
-                 attempt_timeout: float = ATTEMPT_TIMEOUT, client_id: int | None = None) -> None:
+                 attempt_timeout: float = ATTEMPT_TIMEOUT, client_id: int | None = None,
+                 keys: ClientKeys | None = None) -> None:
+        """``keys``: this client's CurveZMQ pair and each node's public key (a secure cluster needs them;
+        ``launch.Cluster.client()`` and ``ClientKeys.load`` find them)."""
         self.nodes = [n.removeprefix("tcp://") for n in nodes]
         if not self.nodes:
             raise ValueError("a client needs at least one node address")
@@ -79,6 +83,11 @@ class Client:
         for addr in self.nodes:
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            if keys is not None:
+                server = keys.servers.get(addr)
+                if server is None:
+                    raise ValueError(f"no public key for node {addr} among the client's keys")
+                client_socket(s, keys.own, server)
             s.connect(f"tcp://{addr}")
             self.socks.append(s)
             self.poller.register(s, zmq.POLLIN)

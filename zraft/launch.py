@@ -24,9 +24,13 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from zraft.security import ClientKeys, create_keypair
 from zraft.storage import CorruptionError, datadir
+
+if TYPE_CHECKING:
+    from zraft.client import Client
 
 CLUSTER_FILE = "cluster.json"
 LAUNCHER_LOCK = "launcher.lock"
@@ -54,6 +58,8 @@ class Cluster:
     data_dir: str
     nodes: list[NodeSpec] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    keys_dir: str | None = None
+    """Where the cluster's CurveZMQ keys are (``zraft.security``); None for an insecure cluster."""
     lock_fd: int | None = None
     """The launcher's lock on ``data_dir`` (None for a cluster found with ``load``): held until ``stop``."""
 
@@ -68,8 +74,21 @@ class Cluster:
     def save(self) -> None:
         tmp = self.file + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"version": 1, "nodes": [asdict(n) for n in self.nodes]}, f, indent=2)
+            json.dump({"version": 1, "keys": self.keys_dir, "nodes": [asdict(n) for n in self.nodes]}, f,
+                      indent=2)
+        os.chmod(tmp, 0o600)
         os.replace(tmp, self.file)
+
+    def client_keys(self) -> ClientKeys | None:
+        if self.keys_dir is None:
+            return None
+        return ClientKeys.load(self.keys_dir, self.addresses, [n.id for n in self.nodes])
+
+    def client(self, **kw: Any) -> Client:
+        """A client of this cluster, with its keys when it is secure (``kw`` go to ``Client``)."""
+        from zraft.client import Client
+
+        return Client(self.addresses, keys=self.client_keys(), **kw)
 
     def node(self, node_id: int) -> NodeSpec:
         for n in self.nodes:
@@ -141,12 +160,15 @@ def load(data_dir_or_file: str) -> Cluster:
         with open(path) as f:
             doc = json.load(f)
         nodes = [NodeSpec(**n) for n in doc["nodes"]]
+        keys = doc.get("keys")
+        if keys is not None and not isinstance(keys, str):
+            raise TypeError("keys must be a directory name")
     except FileNotFoundError:
         raise LaunchError(f"{path} not found: start a cluster with `python launcher.py` first, or pass "
                           "--cluster FILE / --nodes HOST:PORT,...") from None
     except (ValueError, KeyError, TypeError) as e:
         raise LaunchError(f"{path} is not a zraft cluster file ({e})") from None
-    return Cluster(os.path.dirname(os.path.abspath(path)), nodes)
+    return Cluster(os.path.dirname(os.path.abspath(path)), nodes, keys_dir=keys)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -165,12 +187,13 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT,
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
-          node_args: list[str] | None = None, wait: float = 15.0) -> Cluster:
+          node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True) -> Cluster:
     """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
 
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
     (``LaunchError``, nothing changed) a data directory another launcher uses or whose nodes run, and an ``n`` that
-    differs from the size of the cluster stored there."""
+    differs from the size of the cluster stored there. ``secure``: CurveZMQ keys for every node and one client,
+    made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only)."""
     if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
@@ -201,12 +224,14 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
             if not _port_free(host, p):
                 raise LaunchError(f"port {p} on {host} is in use; stop what listens there or pass --base-port")
         peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
-        c = Cluster(data_dir, lock_fd=lock_fd)
+        keys_dir = make_keys(data_dir, n) if secure else None
+        security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
+        c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir)
         for i in range(n):
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
             argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
-                    *(node_args or [])]
+                    *security_args, *(node_args or [])]
             c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
                                     argv))
         c.save()
@@ -221,6 +246,21 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         c.stop(timeout=2.0)
         raise
     return c
+
+
+def make_keys(data_dir: str, n: int) -> str:
+    """The cluster's key directory, with a pair for each of nodes 1..n and for the local client (made when
+    missing; existing keys are kept), and that client allowed. Returns its path."""
+    keys = os.path.join(data_dir, "keys")
+    for name in [f"node-{i}" for i in range(1, n + 1)] + ["client"]:
+        if not os.path.exists(os.path.join(keys, f"{name}.key_secret")):
+            create_keypair(keys, name)
+    allowed = os.path.join(keys, "clients")
+    if not os.path.exists(os.path.join(allowed, "client.key")):
+        os.makedirs(allowed, mode=0o700, exist_ok=True)
+        shutil.copyfile(os.path.join(keys, "client.key"), os.path.join(allowed, "client.key"))
+        os.chmod(os.path.join(allowed, "client.key"), 0o600)
+    return keys
 
 
 def _lock_launcher(data_dir: str) -> int:
@@ -303,7 +343,7 @@ def wait_ready(c: Cluster, timeout: float) -> None:
     from zraft.client import Client, Unavailable
 
     end = time.monotonic() + timeout
-    with Client(c.addresses, attempt_timeout=0.3) as cl:
+    with Client(c.addresses, attempt_timeout=0.3, keys=c.client_keys()) as cl:
         for i, spec in enumerate(c.nodes):
             while True:
                 p = c.procs.get(spec.id)
@@ -323,7 +363,7 @@ def statuses(c: Cluster, timeout: float = 0.5) -> dict[int, dict[str, Any] | Non
     from zraft.client import Client, Unavailable
 
     out: dict[int, dict[str, Any] | None] = {}
-    with Client(c.addresses, attempt_timeout=timeout) as cl:
+    with Client(c.addresses, attempt_timeout=timeout, keys=c.client_keys()) as cl:
         for i, spec in enumerate(c.nodes):
             try:
                 out[spec.id] = cl.status(i)

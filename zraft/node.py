@@ -30,7 +30,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from zraft import kv
+from zraft import kv, security
 from zraft.core import NONE, ClusterConfig, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
 from zraft.snapshotting import MAX_SNAPSHOT_BYTES, Receiver, Sender, SnapshotJob
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
@@ -78,21 +78,23 @@ class Node:
                  heartbeat_ticks: int = HEARTBEAT_TICKS, unsafe_no_fsync: bool = False,
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
-                 force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES) -> None:
+                 force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
+                 keys: security.NodeKeys | None = None) -> None:
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
         self._dir_lock = datadir.lock(data_dir)
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
-                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes)
+                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys)
         except BaseException:
             os.close(self._dir_lock)
             raise
 
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
-              snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int) -> None:
+              snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
+              keys: security.NodeKeys | None) -> None:
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
         meta, warning = datadir.check_config(data_dir, node_id, tuple(peers), has_state, force_peers)
@@ -135,7 +137,13 @@ class Node:
         self._next_read = 0
         self._stop = False
         self.ctx = zmq.Context()
+        self.keys = keys
+        self.zap: security.ZapHandler | None = None
         self.router = self.ctx.socket(zmq.ROUTER)
+        if keys is not None:
+            self.zap = security.ZapHandler(self.ctx, keys)  # bound before any CURVE socket needs it
+            security.server_socket(self.router, keys.own)
+        self.router.setsockopt(zmq.MAXMSGSIZE, codec.MAX_PEER_MESSAGE)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.router.setsockopt(zmq.RCVHWM, 100_000)
@@ -150,6 +158,8 @@ class Node:
             d.setsockopt(zmq.IDENTITY, f"node-{node_id}".encode())
             d.setsockopt(zmq.SNDHWM, PEER_HWM)
             d.setsockopt(zmq.IMMEDIATE, 1)
+            if keys is not None:
+                security.client_socket(d, keys.own, keys.nodes[pid])
             d.connect(f"tcp://{addr}")
             self.dealers[pid] = d
         # Network faults for chaos runs: a control socket on the local machine only (ipc), off by default.
@@ -179,6 +189,8 @@ class Node:
         poller.register(self.router, zmq.POLLIN)
         if self.chaos_sock is not None:
             poller.register(self.chaos_sock, zmq.POLLIN)
+        if self.zap is not None:
+            poller.register(self.zap.sock, zmq.POLLIN)
         next_tick = time.monotonic() + self.tick_s
         self._process_ready()  # replay the committed log before serving anything
         self._outbox.clear()
@@ -200,6 +212,8 @@ class Node:
                     self._drain()
                 if self.chaos_sock is not None and self.chaos_sock in ready:
                     self._chaos_control()
+                if self.zap is not None and self.zap.sock in ready:
+                    self.zap.handle()
                 if self._delayed:
                     self._release_delayed()
                 now = time.monotonic()
@@ -236,14 +250,24 @@ class Node:
             self.snap_job.wait()
         self.receiver.abort()
         self.storage.close()
+        if self.zap is not None:
+            self.zap.close()
         self.ctx.destroy(linger=0)
         os.close(self._dir_lock)
 
     def _drain(self) -> None:
         writes: list[tuple[bytes, dict[str, Any], bool]] = []
+        secure = self.keys is not None
+        router = self.router
         for _ in range(MAX_BATCH):
+            user: str | None = None
             try:
-                frames = self.router.recv_multipart(_NOBLOCK)
+                if secure:  # who sent it: the user id our ZAP handler gave the connection's key
+                    parts = router.recv_multipart(_NOBLOCK, copy=False)
+                    user = str(parts[-1].get("User-Id"))
+                    frames = [f.bytes for f in parts]
+                else:
+                    frames = router.recv_multipart(_NOBLOCK)
             except zmq.Again:
                 break
             if len(frames) != 2:
@@ -253,7 +277,7 @@ class Node:
                 continue
             identity, payload = frames
             try:
-                self._dispatch(identity, payload, writes)
+                self._dispatch(identity, payload, writes, user)
             except (AssertionError, StorageError, CorruptionError):
                 raise  # a broken invariant of our own, or our disk: stop rather than go on wrong
             except Exception as e:  # whatever a frame says, it must not kill the node
@@ -268,13 +292,21 @@ class Node:
             self.limiter.warn("impossible", "node=%d event=impossible_message count=%d last=%s", self.id, dropped,
                               self.raft.last_dropped)
 
-    def _dispatch(self, identity: bytes, payload: bytes, writes: list[tuple[bytes, dict[str, Any], bool]]) -> None:
+    def _dispatch(self, identity: bytes, payload: bytes, writes: list[tuple[bytes, dict[str, Any], bool]],
+                  user: str | None) -> None:
+        """Handle one frame. ``user``: who the connection authenticated as (``node-<id>`` or ``client``), or None
+        in an insecure cluster, where anyone may send anything."""
         try:
-            kind, msg = codec.decode(payload)
+            kind, msg = codec.decode(payload, peer=user is None or user.startswith("node-"))
         except codec.ProtocolError as e:
             self.bad_frames += 1
             self.limiter.warn("bad_message", "node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
             self._reply(identity, {"id": 0, "ok": False, "error": "bad_request", "message": str(e)})
+            return
+        if user is not None and kind in _PEER_KINDS and user != f"node-{msg.src}":
+            self.bad_frames += 1
+            self.limiter.warn("impersonation", "node=%d event=bad_message error=%s sent a message as node %d",
+                              self.id, user, msg.src)
             return
         if kind == "snap_chunk" or kind == "snap_ack":
             if msg.dst != self.id or msg.src in self.faults.drop_from:
@@ -384,6 +416,8 @@ class Node:
                        "log_entries": self.raft.log.last_index - self.raft.log.snap_index,
                        "last_snapshot": self.snap_stats,
                        "snapshot_in_progress": self.snap_job is not None, "bad_frames": self.bad_frames,
+                       "secure": self.keys is not None,
+                       "refused_connections": self.zap.refused if self.zap is not None else 0,
                        "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in
                                             self.sender.transfers.items()}})
             rc = self.receiver.current
@@ -668,6 +702,7 @@ def _restore(snap: Snapshot) -> kv.KVStore:
 
 
 WRITE_OPS = frozenset(("put", "append", "delete"))
+_PEER_KINDS = frozenset(("raft", "snap_chunk", "snap_ack"))
 _EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 _OPS = {"put": int(kv.Op.PUT), "append": int(kv.Op.APPEND), "delete": int(kv.Op.DELETE)}
 _NOBLOCK = int(zmq.NOBLOCK)
@@ -726,6 +761,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-snapshot-bytes", type=int, default=MAX_SNAPSHOT_BYTES,
                    help="refuse snapshot files from the leader announced larger than this (default "
                         f"{MAX_SNAPSHOT_BYTES}); a file larger than the free disk space is refused too")
+    p.add_argument("--keys", metavar="DIR",
+                   help="CurveZMQ keys: DIR/node-<id>.key_secret (this node's pair), DIR/node-<n>.key (every "
+                        "node's public key), DIR/clients/*.key (allowed clients); see zraft/security.py")
+    p.add_argument("--insecure", action="store_true",
+                   help="run without keys on a non-loopback address (anyone who reaches the port can read and "
+                        "forge everything); without keys, a loopback address is allowed with a warning")
     p.add_argument("--force-peers", action="store_true",
                    help="RECOVERY ONLY: replace the configuration stored in the data directory with --peers (the "
                         "node refuses to start when they disagree; forcing it can lose acknowledged writes)")
@@ -743,10 +784,23 @@ def main(argv: list[str] | None = None) -> int:
             peers = parse_peers(a.peers)
         else:
             p.error("give --peers or --cluster")
+        if a.id not in peers:
+            raise ValueError(f"node {a.id} is not in the peer list {sorted(peers)}")
+        keys = None
+        if a.keys:
+            keys = security.NodeKeys.load(a.keys, a.id, sorted(peers))
+        else:
+            bind = a.bind or f"tcp://{peers[a.id]}"
+            host = bind.removeprefix("tcp://").rsplit(":", 1)[0]
+            if not security.is_loopback(host) and not a.insecure:
+                raise ValueError(f"{bind} is not a loopback address: give --keys DIR (CurveZMQ authentication "
+                                 "and encryption), or --insecure to accept anyone who can reach the port")
+            log.warning("node=%d event=insecure no --keys: connections are neither authenticated nor encrypted",
+                        a.id)
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
-                    a.max_snapshot_bytes)
-    except (datadir.DataDirLocked, datadir.ConfigMismatch) as e:
+                    a.max_snapshot_bytes, keys)
+    except (datadir.DataDirLocked, datadir.ConfigMismatch, security.KeysError) as e:
         print(f"zraft node {a.id}: {e}", file=sys.stderr)
         return 2
     except zmq.ZMQError as e:

@@ -1,0 +1,178 @@
+"""CurveZMQ authentication with real node processes: strangers get nothing, a client key cannot speak for a node,
+a node's key speaks only for that node, client keys can be added while the cluster runs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+from clusterutil import leader_id, stop_cluster, wait_until
+
+from zraft import launch
+from zraft.client import Client, Unavailable
+from zraft.core import Message, MsgType
+from zraft.security import ClientKeys, KeyPair, client_socket, create_keypair, load_keypair
+from zraft.transport import codec
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
+    c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
+    try:
+        with c.client() as cl:
+            cl.put(b"canary", b"acknowledged")
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+def dealer(ctx: zmq.Context[zmq.Socket[bytes]], address: str, own: KeyPair | None = None,
+           server: bytes | None = None) -> zmq.Socket[bytes]:
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    if own is not None and server is not None:
+        client_socket(s, own, server)
+    s.connect(f"tcp://{address}")
+    return s
+
+
+def status(c: launch.Cluster, node: int) -> dict[str, object]:
+    with c.client() as cl:
+        return cl.status(node - 1)
+
+
+PUT = codec.encode_client({"op": "put", "id": 1, "client": 99, "seq": 1, "ack": 1, "key": b"canary",
+                           "value": b"stranger"})
+GET = codec.encode_client({"op": "get", "id": 2, "key": b"canary", "stale": True})
+
+
+def test_a_stranger_gets_no_answer_and_changes_nothing(cluster: launch.Cluster, tmp_path: Path) -> None:
+    ld = leader_id(cluster)
+    addr = cluster.node(ld).address
+    keys = cluster.client_keys()
+    assert keys is not None
+    stranger = create_keypair(str(tmp_path / "stranger"), "stranger")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        plain = dealer(ctx, addr)  # no CURVE at all
+        forged = dealer(ctx, addr, stranger, keys.servers[addr])  # CURVE with a key nobody allowed
+        for s in (plain, forged):
+            s.send(PUT)
+            s.send(GET)
+            assert not s.poll(1500), "a stranger got an answer"
+    finally:
+        ctx.destroy(linger=0)
+    wait_until(lambda: int(status(cluster, ld)["refused_connections"]) > 0,  # type: ignore[call-overload]
+               what="the unknown key refused by the ZAP handler")
+    with cluster.client() as cl:
+        assert cl.get(b"canary") == b"acknowledged"
+    # The library without keys fails the same way: nothing answers it.
+    with Client(cluster.addresses, deadline=1.5, attempt_timeout=0.5) as cl, pytest.raises(Unavailable):
+        cl.get(b"canary")
+
+
+def test_a_client_key_cannot_send_peer_messages(cluster: launch.Cluster) -> None:
+    ld = leader_id(cluster)
+    addr = cluster.node(ld).address
+    keys = cluster.client_keys()
+    assert keys is not None
+    st = status(cluster, ld)
+    other = next(n.id for n in cluster.nodes if n.id != ld)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        s = dealer(ctx, addr, keys.own, keys.servers[addr])
+        s.send(GET)
+        assert s.poll(5000)  # the client key is a client
+        s.recv()
+        for m in (Message(MsgType.HEARTBEAT, other, ld, int(st["term"])),  # type: ignore[call-overload]
+                  Message(MsgType.APPEND_RESP, other, ld, int(st["term"]), index=10**6),  # type: ignore[call-overload]
+                  Message(MsgType.VOTE, other, ld, 10**6, 10**6, 10**6)):
+            s.send(codec.encode_raft(m))
+        s.send(codec.encode_chunk(codec.SnapChunk(other, ld, 1, 5, 1, 10, 0, b"x")))
+        n = 0
+        while s.poll(1000):
+            r = codec.decode_reply(s.recv())
+            assert r["error"] == "bad_request" and "only the cluster's nodes" in r["message"]
+            n += 1
+        assert n == 4
+    finally:
+        ctx.destroy(linger=0)
+    after = status(cluster, ld)
+    assert after.get("dropped_messages", 0) == st.get("dropped_messages", 0)  # never reached the core
+    assert after["term"] == st["term"] and after["role"] == "leader"
+    assert int(after["bad_frames"]) >= 4  # type: ignore[call-overload]
+
+
+def test_a_node_key_speaks_only_for_its_node(cluster: launch.Cluster) -> None:
+    ld = leader_id(cluster)
+    f = next(n.id for n in cluster.nodes if n.id != ld)
+    third = next(n.id for n in cluster.nodes if n.id not in (ld, f))
+    assert cluster.keys_dir is not None
+    third_keys = load_keypair(os.path.join(cluster.keys_dir, f"node-{third}.key_secret"))
+    keys = cluster.client_keys()
+    assert keys is not None
+    addr = cluster.node(f).address
+    st = status(cluster, f)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        s = dealer(ctx, addr, third_keys, keys.servers[addr])
+        # As the leader (it is not): a heartbeat with a huge commit and an append in the leader's name.
+        s.send(codec.encode_raft(Message(MsgType.HEARTBEAT, ld, f, int(st["term"]), commit=10**6)))  # type: ignore[call-overload]
+        s.send(codec.encode_raft(Message(MsgType.APPEND, ld, f, int(st["term"]) + 1)))  # type: ignore[call-overload]
+        wait_until(lambda: int(status(cluster, f)["bad_frames"]) >= 2,  # type: ignore[call-overload]
+                   what="the impersonation refused")
+    finally:
+        ctx.destroy(linger=0)
+    after = status(cluster, f)
+    assert after["term"] == st["term"] and after["leader"] == ld
+
+
+def test_a_client_key_added_while_the_cluster_runs_is_accepted(cluster: launch.Cluster, tmp_path: Path) -> None:
+    assert cluster.keys_dir is not None
+    mine = create_keypair(str(tmp_path / "mine"), "alice")
+    base = cluster.client_keys()
+    assert base is not None
+    keys = ClientKeys(mine, base.servers)
+    with Client(cluster.addresses, keys=keys, deadline=1.5, attempt_timeout=0.5) as cl, pytest.raises(Unavailable):
+        cl.get(b"canary")
+    allowed = Path(cluster.keys_dir) / "clients" / "alice.key"
+    allowed.write_bytes((tmp_path / "mine" / "alice.key").read_bytes())
+    with Client(cluster.addresses, keys=keys) as cl:
+        assert cl.get(b"canary") == b"acknowledged"
+        cl.put(b"from", b"alice")
+    allowed.unlink()  # and removed: new connections are refused
+    with Client(cluster.addresses, keys=keys, deadline=1.5, attempt_timeout=0.5) as cl, pytest.raises(Unavailable):
+        cl.get(b"canary")
+
+
+def test_keys_are_private_and_the_shell_uses_them(cluster: launch.Cluster) -> None:
+    assert cluster.keys_dir is not None
+    assert stat.S_IMODE(os.stat(cluster.keys_dir).st_mode) == 0o700
+    for root, dirs, files in os.walk(cluster.keys_dir):
+        for d in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o700
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o600, name
+    assert stat.S_IMODE(os.stat(cluster.file).st_mode) == 0o600
+    r = subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--cluster", cluster.file, "get", "canary"],
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "acknowledged\n")
+    nodes = ",".join(cluster.addresses)
+    r = subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--nodes", nodes, "--keys", cluster.keys_dir,
+                        "get", "canary"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "acknowledged\n")
+
+
+def test_a_node_on_a_network_address_without_keys_refuses_to_start(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-m", "zraft.node", "--id", "1", "--peers", "1=10.77.0.1:5551,2=10.77.0.2:5551",
+                        "--data-dir", str(tmp_path / "n1")], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 2
+    assert "is not a loopback address: give --keys DIR" in r.stderr and "--insecure" in r.stderr
