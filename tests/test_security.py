@@ -153,10 +153,13 @@ def test_a_client_key_added_while_the_cluster_runs_is_accepted(cluster: launch.C
         cl.get(b"canary")
 
 
-def test_keys_are_private_and_the_shell_uses_them(cluster: launch.Cluster) -> None:
+def test_files_are_private_and_the_shell_uses_the_keys(cluster: launch.Cluster) -> None:
     assert cluster.keys_dir is not None
     assert stat.S_IMODE(os.stat(cluster.keys_dir).st_mode) == 0o700
-    for root, dirs, files in os.walk(cluster.keys_dir):
+    # The nodes run with the usual umask 022; still keys, logs, segments, lock and identity files are 0600.
+    with cluster.client() as cl:
+        cl.run_many([("put", b"k%d" % i, b"v" * 100) for i in range(500)])
+    for root, dirs, files in os.walk(cluster.data_dir):
         for d in dirs:
             assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o700
         for name in files:
@@ -176,3 +179,46 @@ def test_a_node_on_a_network_address_without_keys_refuses_to_start(tmp_path: Pat
                         "--data-dir", str(tmp_path / "n1")], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2
     assert "is not a loopback address: give --keys DIR" in r.stderr and "--insecure" in r.stderr
+
+
+def test_the_shell_survives_a_node_that_answers_nonsense() -> None:
+    """A fake node that answers every request with wrong-typed fields: the shell says so and exits non-zero."""
+    import threading
+
+    import msgpack
+
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+    answers = [{"ok": True, "value": 5}, {"ok": "yes"}, {"ok": True, "value": [b"x"], "found": True},
+               {"ok": False, "error": ["not_leader"], "leader_addr": 7}, {"ok": True, "role": {}, "term": "x"}]
+
+    def serve() -> None:
+        n = 0
+        while not stop.is_set():
+            if not fake.poll(50):
+                continue
+            ident, payload = fake.recv_multipart()
+            body = msgpack.unpackb(payload)
+            reqs = body[1] if isinstance(body[1], list) else [body[1]]
+            for r in reqs:
+                n += 1
+                fake.send_multipart([ident, msgpack.packb(["C", {**answers[n % len(answers)], "id": r["id"]}])])
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        for cmd in (["get", "k"], ["put", "k", "v"], ["leader"], ["status"]):
+            r = subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--nodes", f"127.0.0.1:{port}",
+                                "--timeout", "1.5", *cmd], capture_output=True, text=True, timeout=60)
+            assert "Traceback" not in r.stderr, r.stderr
+            if cmd == ["status"]:  # the table shows the node as not answering
+                assert r.returncode == 0 and "(no answer)" in r.stdout
+            else:
+                assert r.returncode != 0 and r.stderr, cmd
+    finally:
+        stop.set()
+        t.join()
+        ctx.destroy(linger=0)

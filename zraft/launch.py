@@ -98,7 +98,8 @@ class Cluster:
 
     def start_node(self, node_id: int) -> int:
         n = self.node(node_id)
-        logf = open(n.log, "ab")  # the child gets its own copy of the descriptor
+        logf = os.fdopen(os.open(n.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")  # the child gets
+        # its own copy of the descriptor
         try:
             p = subprocess.Popen(n.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True, env=_node_env())

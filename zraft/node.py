@@ -169,6 +169,7 @@ class Node:
             self.chaos_sock = self.ctx.socket(zmq.ROUTER)
             self.chaos_sock.setsockopt(zmq.LINGER, 0)
             self.chaos_sock.bind(chaos_endpoint(data_dir))
+            os.chmod(chaos_endpoint(data_dir).removeprefix("ipc://"), 0o600)
         self._delayed: list[tuple[float, int, Message]] = []
         self._delay_seq = 0
         self.sender = Sender(node_id, self._send_chunk)

@@ -43,7 +43,7 @@ class OsAppendFile:
     def __init__(self, path: str, end: int, fsync: bool) -> None:
         self.path = path
         self._fsync = fsync
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         self._end = end
 
     def write(self, data: bytes) -> None:
@@ -83,7 +83,7 @@ class OsDisk:
         return sorted(os.listdir(path))
 
     def makedirs(self, path: str) -> None:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
@@ -109,7 +109,7 @@ class OsDisk:
         """Create ``path`` filled with ``size`` zero bytes, really written (not a sparse or unwritten extent, so
         later overwrites need no metadata update), and durable. Written to a temporary name, then renamed."""
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             chunk = bytes(min(size, 1 << 20))
             left = size
@@ -133,7 +133,7 @@ class OsDisk:
     def write_atomic(self, path: str, data: bytes, sync: bool) -> None:
         """Write a temporary file, fsync it, rename it over ``path``, fsync the directory."""
         tmp = path + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             view = memoryview(data)
             while view:
