@@ -218,3 +218,42 @@ def test_sessions_are_capped_idle_longest_dropped_first_the_same_on_every_node()
     assert kv.MAX_SESSIONS + 1 in a.sessions
     idx += 1
     assert a.apply(idx, kv.encode_command(kv.PUT, 2, 2, 2, b"k", b"v"))[2] == kv.SESSION_EXPIRED
+
+
+def test_snapshot_image_sessions_are_copied_on_write_new_changed_and_dropped_ones_too() -> None:
+    from zraft import kv
+
+    rng = random.Random(11)
+    s = KVStore()
+    idx = 0
+
+    def write(client: int, seq: int, ack: int) -> None:
+        nonlocal idx
+        idx += 1
+        s.apply(idx, kv.encode_command(kv.APPEND, client, seq, ack, b"k%d" % rng.randrange(50), b"x"))
+
+    for c in range(1, 3001):
+        for q in range(1, 4):
+            write(c, q, 1)
+    want = KVStore.restore(s.snapshot()).state()
+    img = s.begin_snapshot()
+    pieces = img.chunks()
+    first = [next(pieces), next(pieces)]  # the header and the first sessions
+    for c in range(1, 3001, 7):  # changed sessions (ack moves, replies dropped), new ones
+        write(c, 4, 4)
+    for c in range(5000, 5100):
+        write(c, 1, 1)
+    s._drop_session(2999)  # as expiry or eviction would
+    rest = list(pieces)
+    s.end_snapshot()
+    assert _restored_state(first + rest) == want
+    assert s.state() != want
+
+
+def test_snapshot_format_2_is_still_read() -> None:
+    import msgpack
+
+    old = [msgpack.packb([2, 7, 2, {5: [6, 1, {1: 0}]}]), msgpack.packb([b"a", b"1", b"b", b"2"])]
+    kv2 = KVStore.restore_chunks(old)
+    assert kv2.applied == 7 and kv2.data == {b"a": b"1", b"b": b"2"}
+    assert kv2.sessions[5].last_index == 6 and kv2.sessions[5].replies == {1: 0}

@@ -165,6 +165,15 @@ def test_files_are_private_and_the_shell_uses_the_keys(cluster: launch.Cluster) 
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o600, name
     assert stat.S_IMODE(os.stat(cluster.file).st_mode) == 0o600
+    import json
+
+    doc = json.loads(Path(cluster.file).read_text())
+    assert doc["keys"] == cluster.keys_dir
+    keys = cluster.client_keys()
+    assert keys is not None
+    for n in doc["nodes"]:  # each node's public key, as in its certificate; never a secret
+        assert n["public_key"].encode() == keys.servers[n["address"]]
+    assert "secret" not in Path(cluster.file).read_text()
     r = subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--cluster", cluster.file, "get", "canary"],
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "acknowledged\n")

@@ -37,11 +37,14 @@ MAX_REPLIES_PER_SESSION = 16_384
 advances its ack). One more drops the older half: retries of those are refused as expired, never applied twice."""
 EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
-SNAPSHOT_FORMAT = 2
-"""Snapshot layout: a stream of msgpack objects. First ``[2, applied, key_count, sessions]`` (sessions: client ->
-``[last_index, ack, {seq: status}]``), then arrays ``[key, value, key, value, ...]`` of at most
-``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all. Format 1 (one
-object: ``[1, applied, {key: value}, sessions]``) is still read."""
+SNAPSHOT_FORMAT = 3
+"""Snapshot layout: a stream of msgpack objects. First ``[3, applied, key_count, session_count]``; then arrays
+``[client, last_index, ack, {seq: status}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions,
+``session_count`` sessions in all; then arrays ``[key, value, key, value, ...]`` of at most
+``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all. Still read:
+format 2 (``[2, applied, key_count, sessions]`` with sessions a map client -> ``[last_index, ack, {seq: status}]``,
+then the key arrays) and format 1 (one object: ``[1, applied, {key: value}, sessions]``)."""
+SNAPSHOT_CHUNK_SESSIONS = 1024
 SNAPSHOT_CHUNK_PAIRS = 1024
 SNAPSHOT_CHUNK_BYTES = 4 << 20
 
@@ -124,13 +127,36 @@ class SnapshotImage:
 
     def __init__(self, kv: KVStore) -> None:
         self.applied = kv.applied
-        self.sessions = {c: [s.last_index, s.ack, dict(s.replies)] for c, s in kv.sessions.items()}
+        self.clients = list(kv.sessions)
+        self._sessions = kv.sessions
+        self.sessions_before: dict[int, list[Any] | None] = {}
+        """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
+        for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
         self.keys = list(kv.data)
         self._data = kv.data
         self.before: dict[bytes, bytes | None] = {}
 
+    def save_session(self, client: int, s: Session | None) -> None:
+        """The store is about to change (or create, or drop) ``client``'s session: keep it as it is now."""
+        if client not in self.sessions_before:
+            self.sessions_before[client] = None if s is None else [s.last_index, s.ack, dict(s.replies)]
+
     def chunks(self) -> Iterator[bytes]:
-        yield msgpack.packb([SNAPSHOT_FORMAT, self.applied, len(self.keys), self.sessions], use_bin_type=True)
+        yield msgpack.packb([SNAPSHOT_FORMAT, self.applied, len(self.keys), len(self.clients)], use_bin_type=True)
+        live, saved = self._sessions, self.sessions_before
+        sess: list[Any] = []
+        for c in self.clients:
+            s = live.get(c)
+            sv = None if s is None else [s.last_index, s.ack, dict(s.replies)]
+            if c in saved:  # after reading the live session (see the class docstring)
+                sv = saved[c]
+            assert sv is not None, "a session of the image was lost"
+            sess += (c, sv[0], sv[1], sv[2])
+            if len(sess) >= 4 * SNAPSHOT_CHUNK_SESSIONS:
+                yield msgpack.packb(sess, use_bin_type=True)
+                sess = []
+        if sess:
+            yield msgpack.packb(sess, use_bin_type=True)
         data, before, keys = self._data, self.before, self.keys
         out: list[bytes] = []
         size = 0
@@ -178,6 +204,9 @@ class KVStore:
             return 0, 0, BAD_COMMAND  # never proposed by a correct node; applied as a no-op everywhere
         # Session (exactly-once).
         s = self.sessions.get(client)
+        img = self._image
+        if img is not None:
+            img.save_session(client, s)
         if s is None:
             if ack > 1:
                 # A client we have no session for, already past its first request: its session expired, and
@@ -206,7 +235,6 @@ class KVStore:
         if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
             status = TOO_LARGE
         else:
-            img = self._image
             if img is not None and key not in img.before:
                 img.before[key] = data_.get(key)  # before the change (see SnapshotImage)
             if op == PUT:
@@ -229,7 +257,12 @@ class KVStore:
     def _evict_sessions(self, keep: int) -> None:
         idle = sorted((s.last_index, c) for c, s in self.sessions.items() if c != keep)
         for _, c in idle[: MAX_SESSIONS // 10]:
-            del self.sessions[c]
+            self._drop_session(c)
+
+    def _drop_session(self, c: int) -> None:
+        if self._image is not None:
+            self._image.save_session(c, self.sessions[c])
+        del self.sessions[c]
 
     def apply_noop(self, index: int) -> None:
         """An entry with no command (a leader's no-op)."""
@@ -242,7 +275,7 @@ class KVStore:
     def _expire(self, index: int) -> None:
         horizon = index - SESSION_EXPIRY_ENTRIES
         for c in [c for c, s in self.sessions.items() if s.last_index < horizon]:
-            del self.sessions[c]
+            self._drop_session(c)
 
     # ------------------------------------------------------------------ snapshots
 
@@ -285,8 +318,18 @@ class KVStore:
             head = next(objs)
             if head[0] == 1:  # format 1: everything in one object
                 _, kv.applied, kv.data, sessions = head
-            elif head[0] == SNAPSHOT_FORMAT:
-                _, kv.applied, count, sessions = head
+            elif head[0] in (2, SNAPSHOT_FORMAT):
+                if head[0] == 2:
+                    _, kv.applied, count, sessions = head
+                else:
+                    _, kv.applied, count, n_sessions = head
+                    sessions = {}
+                    while len(sessions) < _int(n_sessions):
+                        arr = next(objs)
+                        for i in range(0, len(arr), 4):
+                            sessions[arr[i]] = arr[i + 1 : i + 4]
+                    if len(sessions) != n_sessions:
+                        raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
                 data = kv.data
                 for arr in objs:
                     for i in range(0, len(arr), 2):
@@ -298,7 +341,7 @@ class KVStore:
                     raise ValueError(f"it holds {len(data)} keys, its header says {count}")
             else:
                 raise ValueError(f"state machine snapshot format {head[0]} is not one this version reads "
-                                 f"(1 and {SNAPSHOT_FORMAT})")
+                                 f"(1 to {SNAPSHOT_FORMAT})")
             kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _int(r) for q, r in v[2].items()})
                            for c, v in sessions.items()}
             if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(

@@ -26,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zraft.security import ClientKeys, create_keypair
+from zraft.security import ClientKeys, create_keypair, load_public
 from zraft.storage import CorruptionError, datadir
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ class NodeSpec:
     log: str
     argv: list[str]
     pid: int = 0
+    public_key: str = ""
+    """The node's CurveZMQ public key (Z85), in a secure cluster."""
 
 
 @dataclass
@@ -233,8 +235,9 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
             ndir = os.path.join(data_dir, f"node-{nid}")
             argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
                     *security_args, *(node_args or [])]
+            pub = load_public(os.path.join(keys_dir, f"node-{nid}.key")).decode() if keys_dir else ""
             c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
-                                    argv))
+                                    argv, public_key=pub))
         c.save()
     except BaseException:
         os.close(lock_fd)

@@ -1,0 +1,49 @@
+"""The core's bounds on reads: forwarded and unconfirmed reads time out, and at most MAX_PENDING_READS are held."""
+
+from __future__ import annotations
+
+from raftutil import ELECTION, Network, msgs, new_raft
+
+from zraft.core import Message, MsgType
+from zraft.core.raft import MAX_PENDING_READS
+
+
+def test_a_forwarded_read_fails_when_its_leader_never_answers() -> None:
+    a, b, c = (new_raft(i) for i in (1, 2, 3))
+    net = Network(a, b, c)
+    net.elect(1)
+    # An answer from a node the read was not sent to is dropped and counted.
+    b.read_index("r0")
+    msgs(b)
+    b.step(Message(MsgType.READ_INDEX_RESP, 3, 2, 0, index=1, context="r0"))
+    assert b.dropped and b.ready().read_states == []
+    b.step(Message(MsgType.READ_INDEX_RESP, 1, 2, 0, index=1, context="r0"))  # the leader's own answer counts
+    assert [r.context for r in b.ready().read_states] == ["r0"]
+    b.read_index("r1")
+    out = msgs(b)
+    assert [m.type for m in out] == [MsgType.READ_INDEX]  # sent to the leader, which never answers
+    failed = []
+    for _ in range(2 * ELECTION):
+        b.tick()
+        failed += b.ready().failed_reads
+    assert failed == ["r1"]
+    n = sum(b.dropped.values())
+    b.step(Message(MsgType.READ_INDEX_RESP, 1, 2, 0, index=1, context="r1"))  # late: ignored, not counted
+    assert sum(b.dropped.values()) == n and b.ready().read_states == []
+
+
+def test_a_leader_fails_reads_no_quorum_confirms_and_holds_at_most_the_bound() -> None:
+    a, b, c = (new_raft(i) for i in (1, 2, 3))
+    net = Network(a, b, c)
+    net.elect(1)
+    net.isolate(1)
+    for i in range(MAX_PENDING_READS + 5):
+        a.read_index(i)
+    rd = a.ready()
+    assert len(a._pending_reads) == MAX_PENDING_READS
+    assert sorted(rd.failed_reads) == list(range(MAX_PENDING_READS, MAX_PENDING_READS + 5))
+    failed = 0
+    for _ in range(2 * ELECTION):
+        a.tick()
+        failed += len(a.ready().failed_reads)
+    assert failed == MAX_PENDING_READS and not a._pending_reads
