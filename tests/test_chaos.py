@@ -1,5 +1,6 @@
 """A short chaos run in CI: a real 3-node cluster under kills, pauses and network partitions, snapshotting every 200
-entries, its history checked for linearizability and for lost or duplicated appends."""
+entries, 8 clients (half of them pipelining), its history checked for linearizability and for lost or duplicated
+appends."""
 
 from __future__ import annotations
 
@@ -14,13 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_short_chaos_run_passes(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
     r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--nodes", "3", "--duration", "20", "--seed", "1",
-                        "--clients", "3", "--snapshot-every", "200", "--out", str(out)],
+                        "--clients", "8", "--keys", "4", "--snapshot-every", "200", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     last = r.stdout.strip().splitlines()[-1]
     assert r.returncode == 0, r.stdout + r.stderr
     assert last.startswith("summary:") and "verdict=PASS" in last and "violations=0" in last
     faults = int(last.split("faults=")[1].split()[0])
     assert faults >= 3
+    # Live progress, as it happened: each fault struck and healed, operation counts, the checker key by key.
+    lines = r.stdout.splitlines()
+    assert any(" fault " in x for x in lines) and any(" healed " in x for x in lines)
+    assert any("operations:" in x and " ok, " in x and "leader" in x for x in lines[:-5])
+    assert sum(1 for x in lines if x.strip().startswith("checked key")) == 8
+    assert "list 4 keys" in r.stdout
     # Aggressive compaction: nodes that were down caught up by snapshot, and the history still checks.
     assert int(last.split("snapshots_installed=")[1].split()[0]) >= 1
     # The picture of the run: a well-formed SVG with a row per node, the faults and the latency points.

@@ -159,3 +159,156 @@ def test_many_unknown_writes_stay_cheap() -> None:
     assert ok(*ops)
     ops.append(op("get", 202, 203, output="base;", client=3))  # ... and cannot un-happen afterwards
     assert not ok(*ops)
+
+
+# ------------------------------------------------------------------------------ the list-append check (Elle)
+
+from zraft.check import Budget, check_list_key, check_register_key  # noqa: E402
+
+
+def list_history(n_ops: int, clients: int, seed: int, keys: int = 1, unknown: float = 0.03) -> list[Op]:
+    """An atomic execution of appends of distinct elements ("c.i;") and reads: each operation takes effect at one
+    instant inside [call, return], applied in the order of those instants."""
+    rng = random.Random(seed)
+    planned = []
+    free = [0.0] * clients
+    for i in range(n_ops):
+        c = rng.randrange(clients)
+        call = free[c] + rng.random() * 2
+        point = call + rng.random() * 3
+        ret = point + rng.random() * 3
+        free[c] = ret
+        planned.append((point, i, c, call, ret, f"k{rng.randrange(keys)}", rng.random() < 0.5))
+    state: dict[str, bytes] = {}
+    ops = []
+    for point, i, c, call, ret, k, is_append in sorted(planned):
+        if is_append:
+            v = b"%d.%d;" % (c, i)
+            lost = rng.random() < unknown
+            if not lost or rng.random() < 0.5:  # an unknown outcome may or may not have happened
+                state[k] = state.get(k, b"") + v
+            ops.append(Op(c, "append", k, v, None, call, None if lost else ret))
+        else:
+            ops.append(Op(c, "get", k, None, state.get(k), call, ret))
+        del point
+    return sorted(ops, key=lambda o: o.call)
+
+
+def test_list_check_decides_generated_histories() -> None:
+    ops = list_history(20_000, 16, 3, keys=4)
+    res = check(ops)
+    assert all(r.ok for r in res) and {r.method for r in res} == {"list"}
+
+
+def _mutate_first(ops: list[Op], pred: object, change: object) -> list[Op]:
+    for i, o in enumerate(ops):
+        if pred(o):  # type: ignore[operator]
+            return [*ops[:i], change(o), *ops[i + 1:]]  # type: ignore[operator]
+    raise AssertionError("nothing to mutate")
+
+
+def test_list_check_catches_the_known_bad_histories() -> None:
+    base = list_history(400, 6, 5, unknown=0.0)
+    assert check_list_key(base).ok  # type: ignore[union-attr]
+    long_reads = [o for o in base if o.kind == "get" and o.output and o.output.count(b";") >= 4]
+    late = long_reads[-1]
+    cut = late.output[: late.output.index(b";") + 1]  # type: ignore[index]
+    cases = {
+        "stale read": _mutate_first(base, lambda o: o is late, lambda o: Op(o.client, "get", o.key, None, cut,
+                                                                             o.call, o.ret)),
+        "duplicated append": _mutate_first(base, lambda o: o is late, lambda o: Op(
+            o.client, "get", o.key, None, o.output + o.output[: o.output.index(b";") + 1], o.call, o.ret)),
+        "value never written": _mutate_first(base, lambda o: o is late, lambda o: Op(
+            o.client, "get", o.key, None, o.output + b"999.999;", o.call, o.ret)),
+        # An acknowledged append that no read holds, though reads began after it completed.
+        "lost append": [*base, Op(9, "append", "k", b"lost;", None, -5, -4)],
+    }
+    # An uncommitted value: a read that returns an append called only after the read returned.
+    first = late.output[: late.output.index(b";") + 1]  # type: ignore[index]
+    cases["read of an uncommitted value"] = [Op(9, "get", "k", None, first, -10, -9), *base]
+    # Appends in an order that contradicts real time: two appends one after the other, read in the other order.
+    cases["appends against real time"] = [
+        Op(1, "append", "k", b"a;", None, 0, 1), Op(2, "append", "k", b"b;", None, 2, 3),
+        Op(3, "get", "k", None, b"b;a;", 4, 5)]
+    says = {"stale read": "stale read", "duplicated append": "twice", "value never written": "no (successful or "
+            "unknown) append wrote", "lost append": "lost append", "read of an uncommitted value": "not yet written",
+            "appends against real time": "appends ordered against real time"}
+    for name, ops in cases.items():
+        r = check_list_key(ops)
+        assert r is not None and r.ok is False, name
+        assert says[name] in r.explanation, (name, r.explanation)
+        assert check_register_key(ops).ok is False, name  # the search agrees
+
+
+def test_list_check_agrees_with_the_search_on_small_histories() -> None:
+    rng = random.Random(7)
+    agreed = 0
+    for seed in range(600):
+        ops = list_history(rng.randrange(2, 9), 3, seed, unknown=0.2)
+        if rng.random() < 0.6:  # and often break it: drop, reorder or shift something
+            i = rng.randrange(len(ops))
+            o = ops[i]
+            if o.kind == "get" and o.output:
+                ops[i] = Op(o.client, "get", o.key, None, o.output[: o.output.index(b";") + 1], o.call, o.ret)
+            else:
+                shift = rng.uniform(-6, 6)
+                ops[i] = Op(o.client, o.kind, o.key, o.value, o.output, o.call + shift,
+                            None if o.ret is None else max(o.call + shift, o.ret + shift))
+        listed = check_list_key(ops)
+        assert listed is not None
+        searched = check_register_key(ops)
+        assert listed.ok == searched.ok, (seed, ops, listed.explanation, searched.explanation)
+        agreed += 1
+    assert agreed == 600
+
+
+def test_search_budget_gives_unknown_never_a_hang() -> None:
+    # Many overlapping puts of distinct values and reads that pin little: a hard history for the search.
+    rng = random.Random(3)
+    ops = [Op(c, "put", "r", b"v%d" % i, None, rng.random(), 10 + rng.random()) for i, c in
+           enumerate(range(40))] + [Op(99, "get", "r", None, b"v%d" % i, 11 + i, 12 + i) for i in range(0, 40, 3)]
+    start = time.monotonic()
+    r = check_register_key(ops, "r", Budget(seconds=1.0))
+    assert time.monotonic() - start < 20
+    assert r.ok is None and "unknown" in r.explanation
+    r = check_register_key(ops, "r", Budget(seconds=60.0, max_bytes=1 << 20))
+    assert r.ok is None and "memory budget" in r.explanation
+
+
+def test_compacted_outputs_give_the_same_verdicts() -> None:
+    from zraft.check import Digest, Loader
+
+    ops = list_history(6000, 12, 9, keys=2)
+    loader = Loader()
+    for o in ops:
+        loader.add(o)
+    assert sum(isinstance(o.output, Digest) for o in loader.ops) > 1000  # most reads were long
+    assert all(r.ok for r in check(loader.ops))
+    # A stale read among the long ones: a late long read returns an earlier, shorter (still long) list.
+    reads = [i for i, o in enumerate(ops) if o.kind == "get" and o.output and len(o.output) > 4000]
+    i = reads[-1]
+    o = ops[i]
+    assert o.output is not None and not isinstance(o.output, Digest)
+    stale = Op(o.client, "get", o.key, None, o.output[: len(o.output) // 2].rsplit(b";", 1)[0] + b";", o.call, o.ret)
+    bad = Loader()
+    for x in [*ops[:i], stale, *ops[i + 1:]]:
+        bad.add(x)
+    res = {r.key: r for r in check(bad.ops)}
+    assert res[o.key].ok is False and "stale read" in res[o.key].explanation
+    # A long read that is not a prefix of the longest (an element changed in the middle).
+    mid = o.output[: len(o.output) // 2] + b"x" + o.output[len(o.output) // 2 + 1:]
+    worse = Loader()
+    for x in [*ops[:i], Op(o.client, "get", o.key, None, mid, o.call, o.ret), *ops[i + 1:]]:
+        worse.add(x)
+    assert {r.key: r for r in check(worse.ops)}[o.key].ok is False
+
+
+def test_cli_exit_codes_say_linearizable_violation_or_unknown(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    hard = [Op(c, "put", "r", b"v%d" % i, None, rng.random(), 10 + rng.random()) for i, c in
+            enumerate(range(40))] + [Op(99, "get", "r", None, b"v%d" % i, 11 + i, 12 + i) for i in range(0, 40, 3)]
+    f = tmp_path / "hard.jsonl"
+    f.write_text("".join(json.dumps(o.to_json()) + "\n" for o in hard))
+    r = subprocess.run([sys.executable, "-m", "zraft.check", str(f), "--timeout", "1"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3 and "verdict=unknown" in r.stdout and "time budget" in r.stdout

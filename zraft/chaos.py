@@ -151,44 +151,64 @@ def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 
 
 def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
-                 register_keys: list[str], path: str, keys: ClientKeys | None = None) -> None:
+                 register_keys: list[str], path: str, keys: ClientKeys | None = None, pipeline: int = 1,
+                 read_share: float = 0.35) -> None:
+    """One client process: random operations until ``until``, each recorded with its call and return times.
+    With ``pipeline`` > 1 it sends that many requests at once (``run_many``); they are concurrent, so each is
+    recorded with the call and return of the whole group. ``read_share``: the fraction of reads."""
     from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
 
     rng = random.Random(seed)
     n = 0
     # Client 1 gives up quickly, so some of its writes end with an unknown outcome that the checker must place.
     deadline = 1.0 if cid == 1 else 5.0
+    w = 1.0 - read_share
     with Client(addresses, deadline=deadline, attempt_timeout=0.5, keys=keys) as cl, open(path, "w") as out:
         while time.monotonic() < until:
-            n += 1
-            r = rng.random()
-            if r < 0.45:
-                kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
-            elif r < 0.6:
-                kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
-            elif r < 0.65:
-                kind, key, value = "delete", rng.choice(register_keys), None
-            else:
-                kind, key, value = "get", rng.choice(append_keys + register_keys), None
-            rec: dict[str, Any] = {"client": cid, "op": kind, "key": key, "value": value, "output": None,
-                                   "call": time.monotonic()}
-            try:
-                if kind == "get":
-                    v = cl.get(key)
-                    rec["output"] = None if v is None else v.decode()
-                elif kind == "delete":
-                    cl.delete(key)
+            recs: list[dict[str, Any]] = []
+            for _ in range(pipeline):
+                n += 1
+                r = rng.random()
+                if r < 0.7 * w:
+                    kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
+                elif r < 0.93 * w:
+                    kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
+                elif r < w:
+                    kind, key, value = "delete", rng.choice(register_keys), None
                 else:
-                    getattr(cl, kind)(key, value)
-                rec["return"] = time.monotonic()
-                rec["status"] = "ok"
+                    kind, key, value = "get", rng.choice(append_keys + register_keys), None
+                recs.append({"client": cid, "op": kind, "key": key, "value": value, "output": None})
+            call = time.monotonic()
+            for rec in recs:
+                rec["call"] = call
+            try:
+                if pipeline == 1:
+                    rec = recs[0]
+                    kind, key, value = rec["op"], rec["key"], rec["value"]
+                    if kind == "get":
+                        v = cl.get(key)
+                        rec["output"] = None if v is None else v.decode()
+                    elif kind == "delete":
+                        cl.delete(key)
+                    else:
+                        getattr(cl, kind)(key, value)
+                else:
+                    got = cl.run_many([(r["op"], r["key"], r["value"] or "") for r in recs])
+                    for rec, v in zip(recs, got, strict=True):
+                        if rec["op"] == "get":
+                            rec["output"] = None if v is None else v.decode()
+                ret = time.monotonic()
+                for rec in recs:
+                    rec["return"], rec["status"] = ret, "ok"
             except (OutcomeUnknown, Unavailable):
-                rec["return"] = None
-                rec["status"] = "unknown" if kind != "get" else "fail"
+                for rec in recs:
+                    rec["return"] = None
+                    rec["status"] = "unknown" if rec["op"] != "get" else "fail"
             except RequestRefused:
-                rec["return"] = time.monotonic()
-                rec["status"] = "fail"
-            out.write(json.dumps(rec) + "\n")
+                for rec in recs:
+                    rec["return"] = time.monotonic()
+                    rec["status"] = "fail"
+            out.write("".join(json.dumps(rec) + "\n" for rec in recs))
             out.flush()
 
 
@@ -198,7 +218,8 @@ LEADER_AFTER_HEAL_S = 10.0
 """After each fault heals, some node must report itself leader within this many seconds."""
 
 
-def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]]) -> None:
+def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]],
+             say: Callable[[str], None] = lambda s: None, t0: float = 0.0) -> None:
     ids = [n.id for n in c.nodes]
     while time.monotonic() < until:
         time.sleep(rng.uniform(0.5, 1.5) / rate)
@@ -247,6 +268,7 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 note = "20% loss, 10% duplicates, 1-60 ms delays, every node"
         except ChaosError as e:
             note = f"skipped: {e}"
+        say(f"  t={start - t0:6.1f} s  fault   {kind:<15} node {target}  {note}")
         time.sleep(rng.uniform(1.0, 3.0) / rate)
         # Heal this fault before the next one.
         if kind.startswith("kill"):
@@ -267,6 +289,44 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 time.sleep(0.05)
         events.append({"fault": kind, "node": target, "note": note, "start": start, "end": end,
                        "leader_after": recovered})
+        say(f"  t={end - t0:6.1f} s  healed  {kind:<15} " + (
+            f"leader after {recovered:.2f} s" if recovered is not None else "NO LEADER"))
+
+
+class _Progress:
+    """Counts the operations the clients have recorded so far (reading only what is new in their files)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.offsets = [0] * len(paths)
+        self.counts = {"ok": 0, "fail": 0, "unknown": 0}
+
+    def update(self) -> dict[str, int]:
+        for i, path in enumerate(self.paths):
+            try:
+                with open(path) as f:
+                    f.seek(self.offsets[i])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            end = data.rfind("\n") + 1
+            self.offsets[i] += len(data[:end].encode())
+            for line in data[:end].splitlines():
+                for k in self.counts:
+                    if f'"status": "{k}"' in line:
+                        self.counts[k] += 1
+        return self.counts
+
+
+def _report_progress(paths: list[str], leaders: list[tuple[float, int, int]], stop: Any, t0: float,
+                     say: Callable[[str], None], every: float = 5.0) -> None:
+    prog = _Progress(paths)
+    while not stop.wait(every):
+        n = prog.update()
+        ld = leaders[-1] if leaders else None
+        who = f"leader node {ld[1]} (term {ld[2]})" if ld and ld[1] else "no leader"
+        say(f"  t={time.monotonic() - t0:6.1f} s  operations: {n['ok']} ok, {n['fail']} failed, {n['unknown']} "
+            f"unknown; {who}")
 
 
 def _watch_leaders(c: Cluster, stop: Any, samples: list[tuple[float, int, int]]) -> None:
@@ -329,10 +389,19 @@ def write_timeline(path: str, t0: float, t1: float, nodes: list[int], events: li
         f.write(page)
 
 
+EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
+
+
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
-        keys: int = 3, snapshot_every: int | None = None) -> int:
-    """A chaos run: returns the process exit code (0 when every check passed). See ``main``."""
+        keys: int = 3, snapshot_every: int | None = None, quiet: bool = False, pipeline: int = 4,
+        read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024) -> int:
+    """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
+    the checker's budget ran out before it could decide (unknown). See ``main``."""
     from zraft import check, launch
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, flush=True)
 
     rng = random.Random(seed)
     os.makedirs(out_dir, exist_ok=True)
@@ -347,18 +416,29 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     ctx = multiprocessing.get_context("spawn")
     paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
     try:
+        # Half the clients pipeline (several requests in flight each), half send one at a time.
         procs = [ctx.Process(target=_client_proc, args=(c.addresses, i + 1, seed * 1000 + i, until, append_keys,
-                                                         register_keys, paths[i], c.client_keys()))
+                                                         register_keys, paths[i], c.client_keys(),
+                                                         pipeline if i % 2 else 1, read_share))
                  for i in range(clients)]
+        say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({clients // 2} pipelining "
+            f"{pipeline} requests), {keys} list keys and {keys} register keys, out {out_dir}")
         for p in procs:
             p.start()
         stop_watch = threading.Event()
         leaders: list[tuple[float, int, int]] = []
         watcher = threading.Thread(target=_watch_leaders, args=(c, stop_watch, leaders), daemon=True)
         watcher.start()
-        _nemesis(c, rng, until, rate, events)
+        stop_progress = threading.Event()
+        reporter = threading.Thread(target=_report_progress, args=(paths, leaders, stop_progress, t0, say),
+                                    daemon=True)
+        reporter.start()
+        _nemesis(c, rng, until, rate, events, say, t0)
         for p in procs:
             p.join(60)
+        stop_progress.set()
+        reporter.join()
+        say(f"  t={time.monotonic() - t0:6.1f} s  load done; healing everything")
         # Heal everything, then the cluster must elect a leader and answer.
         heal_start = time.monotonic()
         for n in c.nodes:
@@ -372,26 +452,43 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             elected = time.monotonic() - heal_start
             stop_watch.set()
             watcher.join()
-            history = []
-            for path in paths:
-                with open(path) as f:
-                    history += [json.loads(line) for line in f if line.strip()]
+            finals = []
             for k in append_keys + register_keys:
                 call = time.monotonic()
                 final[k] = cl.get(k)
-                history.append({"client": 0, "op": "get", "key": k, "value": None,
-                                "output": None if final[k] is None else (final[k] or b"").decode(), "call": call,
-                                "return": time.monotonic(), "status": "ok"})
+                finals.append(json.dumps({"client": 0, "op": "get", "key": k, "value": None, "output": None if
+                                          final[k] is None else (final[k] or b"").decode(), "call": call,
+                                          "return": time.monotonic(), "status": "ok"}) + "\n")
     finally:
         c.stop()
     snaps = _count_snapshot_events(c)
+    # The history: every client's records and the final reads, copied line by line into history.jsonl and turned
+    # into the checker's operations as they go; the records kept for the report drop their (large) read outputs.
     hist_path = os.path.join(out_dir, "history.jsonl")
-    with open(hist_path, "w") as f:
-        for h in history:
-            f.write(json.dumps(h) + "\n")
-    ops = [check.Op.from_json(h) for h in history if h["status"] != "fail"]
-    results = check.check(ops)
-    problems = [f"key {r.key!r} is not linearizable: {r.explanation}" for r in results if not r.ok]
+    history: list[dict[str, Any]] = []
+    loader = check.Loader()
+    with open(hist_path, "w") as hf:
+        for path in [*paths, None]:
+            lines = _read_lines(path) if path else finals
+            for line in lines:
+                if not line.strip():
+                    continue
+                hf.write(line)
+                h = json.loads(line)
+                if h["status"] != "fail":
+                    loader.add(check.Op.from_json(h))
+                h["output"] = None
+                history.append(h)
+            del lines
+    ops = loader.ops
+    say(f"checking {len(ops)} operations on {len(append_keys) + len(register_keys)} keys "
+        f"(budget {check_timeout:.0f} s, {check_memory_mib} MiB)")
+    t_check = time.monotonic()
+    results = check.check(ops, check.Budget(check_timeout, check_memory_mib << 20),
+                          None if quiet else check.print_progress)
+    check_s = time.monotonic() - t_check
+    problems = [f"key {r.key!r} is not linearizable: {r.explanation}" for r in results if r.ok is False]
+    unknowns = [f"key {r.key!r}: {r.explanation}" for r in results if r.ok is None]
     # Every acknowledged append is in the final value exactly once; no append appears twice.
     for k in append_keys:
         parts = [x for x in (final[k] or b"").decode().split(";") if x]
@@ -426,14 +523,23 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     write_timeline(picture, t0, time.monotonic(), [n.id for n in c.nodes], events, leaders, history)
     print(f"history: {hist_path}")
     print(f"timeline (leaders, faults, latency): {picture}")
+    print(f"checker: {check_s:.1f} s, " + ", ".join(f"{m} {sum(1 for r in results if r.method == m)} keys"
+                                                   for m in ("list", "wgl")))
     for problem in problems:
         print(f"VIOLATION: {problem}")
-    verdict = "PASS" if not problems else "FAIL"
+    for u in unknowns:
+        print(f"UNKNOWN: {u}")
+    verdict = "FAIL" if problems else ("UNKNOWN" if unknowns else "PASS")
     print(f"summary: ops={sum(counts.values())} ok={counts['ok']} failed={counts['fail']} "
           f"unknown={counts['unknown']} faults={len(events)} leader_changes={changes} "
-          f"snapshots_installed={snaps['installed']} violations={len(problems)} "
-          f"verdict={verdict}")
-    return 0 if not problems else 1
+          f"snapshots_installed={snaps['installed']} violations={len(problems)} undecided_keys={len(unknowns)} "
+          f"verdict={verdict}", flush=True)
+    return EXIT_VIOLATION if problems else (EXIT_UNKNOWN if unknowns else EXIT_PASS)
+
+
+def _read_lines(path: str) -> list[str]:
+    with open(path) as f:
+        return f.readlines()
 
 
 def _count_snapshot_events(c: Cluster) -> dict[str, int]:
@@ -456,11 +562,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zraft.chaos", description=(
         "A chaos run: start a fresh cluster, run concurrent clients (append with unique values, put, delete, get) "
         "while a seeded nemesis kills, pauses and partitions nodes, heal, read every key, and check the history "
-        "is linearizable, every acknowledged append is present exactly once, and a leader returns after healing."))
+        "is linearizable, every acknowledged append is present exactly once, and a leader returns after healing. "
+        "Exit code 0: passed; 1: a definite violation; 3: the checker's budget ran out (unknown)."))
     p.add_argument("--nodes", type=int, default=5, help="cluster size (default 5)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and load (default 60)")
     p.add_argument("--seed", type=int, default=0, help="nemesis and client seed (default 0)")
-    p.add_argument("--clients", type=int, default=4, help="client processes (default 4)")
+    p.add_argument("--clients", type=int, default=8,
+                   help="client processes (default 8); every other one pipelines --pipeline requests")
+    p.add_argument("--keys", type=int, default=3, help="list keys (appends) and as many register keys (default 3)")
+    p.add_argument("--pipeline", type=int, default=4, help="requests in flight per pipelining client (default 4)")
+    p.add_argument("--reads", type=float, default=0.35,
+                   help="fraction of reads, 0-1: 0.9 is read-heavy, 0.1 write-heavy (default 0.35)")
+    p.add_argument("--check-timeout", type=float, default=120.0,
+                   help="seconds the linearizability check may take; past it undecided keys are unknown "
+                        "(exit code 3) (default 120)")
+    p.add_argument("--check-memory", type=int, default=1024,
+                   help="MiB the checker's search may use for one key (default 1024)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no live progress; only the report at the end")
     p.add_argument("--rate", type=float, default=1.0, help="fault rate multiplier (default 1: about one fault "
                                                            "every 3 s)")
     p.add_argument("--out", help="where to write data, history and report (default ./zraft-chaos-SEED)")
@@ -468,8 +586,10 @@ def main(argv: list[str] | None = None) -> int:
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate,
-               snapshot_every=a.snapshot_every)
+    if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
+        p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
+    return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
+               a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory)
 
 
 if __name__ == "__main__":

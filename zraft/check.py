@@ -6,24 +6,59 @@ was called and the time it returned. An operation whose outcome the client never
 connection) has no return time: it may have taken effect at any point after its call, or never. A write that
 definitely failed must be left out of the history.
 
-    python -m zraft.check HISTORY.jsonl
+    python -m zraft.check HISTORY.jsonl [--timeout S] [--max-memory MIB]
 
-reads one operation per line (see ``Op.from_json``) and exits non-zero if some key's history is not
-linearizable.
+reads one operation per line (see ``Op.from_json``) and exits 0 if every key's history is linearizable, 1 if some
+key's is not (a definite violation, with the operations involved), 3 if the budget ran out first (unknown).
+
+Keys whose writes are all appends of distinct elements ending in ``;`` (as the chaos run writes them) are decided
+without search, in O(n log n), by the list-append check (after Elle, ``check_list_key``); other keys by the
+Wing-Gong-Lowe search, within a time and memory budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
+import time
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
 WRITES = ("put", "append", "delete")
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A long read output kept as a summary (``compact``): a history of whole-list reads holds far more bytes
+    in its outputs than in anything else. Enough to check: its length, how many list elements it holds (and
+    whether it ends like a list), a strong hash for prefix comparisons and the search's fingerprint."""
+
+    length: int
+    elements: int
+    is_list: bool
+    digest: bytes
+    fp: tuple[int, int]
+    tail: bytes
+
+    @staticmethod
+    def of(data: bytes, sep: bytes = b";") -> Digest:
+        return Digest(len(data), data.count(sep), data.endswith(sep), _hash(data), fingerprint(data), data[-40:])
+
+    def __repr__(self) -> str:
+        return f"<{self.length} bytes ending {self.tail!r}>"
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+COMPACT_OVER = 1024
+"""Read outputs longer than this are kept as a ``Digest`` (but for the longest of each key, kept whole)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +67,7 @@ class Op:
     kind: str  # put, append, delete, get
     key: str
     value: bytes | None  # the argument of put/append
-    output: bytes | None  # what a get returned (None: the key was missing)
+    output: bytes | Digest | None  # what a get returned (None: the key was missing)
     call: float
     ret: float | None  # None: outcome unknown
 
@@ -57,16 +92,58 @@ class Op:
         def s(x: bytes | None) -> str | None:
             return None if x is None else x.decode(errors="replace")
 
+        if isinstance(self.output, Digest):
+            raise ValueError("a compacted read output cannot be written back")
         return {"client": self.client, "op": self.kind, "key": self.key, "value": s(self.value),
                 "output": s(self.output), "call": self.call, "return": self.ret}
+
+
+class Loader:
+    """Builds a history operation by operation, keeping long read outputs as digests (``Digest``) except the
+    longest of each key, so that memory grows with the number of operations, not with the bytes reads returned."""
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self._longest: dict[str, tuple[int, int]] = {}  # key -> (index in ops, length)
+
+    def add(self, op: Op) -> None:
+        out = op.output
+        if isinstance(out, bytes) and len(out) > COMPACT_OVER:
+            cur = self._longest.get(op.key)
+            if cur is None or len(out) > cur[1]:
+                if cur is not None:
+                    old = self.ops[cur[0]]
+                    assert isinstance(old.output, bytes)
+                    self.ops[cur[0]] = replace(old, output=Digest.of(old.output))
+                self._longest[op.key] = (len(self.ops), len(out))
+            else:
+                op = replace(op, output=Digest.of(out))
+        self.ops.append(op)
 
 
 @dataclass
 class KeyResult:
     key: str
-    ok: bool
+    ok: bool | None
+    """True: linearizable; False: a definite violation (``explanation`` says which operations); None: unknown,
+    the search ran out of its time or memory budget (``explanation`` says which)."""
     ops: int
     explanation: str = ""
+    method: str = "wgl"
+    """``list`` (the append-only list check, linear time) or ``wgl`` (search)."""
+    seconds: float = 0.0
+
+
+class Budget:
+    """How long the whole check may take and how much memory the search's cache of visited states may use."""
+
+    def __init__(self, seconds: float = 60.0, max_bytes: int = 512 << 20) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.seconds = seconds
+        self.max_bytes = max_bytes
+
+    def expired(self) -> bool:
+        return time.monotonic() > self.deadline
 
 
 # States are fingerprints, not bytes: (length, the value as a big-endian integer mod the prime 2^127 - 1). An
@@ -108,15 +185,28 @@ class _Node:
         self.next: _Node | None = None
 
 
-def check_key(ops: list[Op], key: str = "") -> KeyResult:
-    """Whether one register's history is linearizable."""
+def check_key(ops: list[Op], key: str = "", budget: Budget | None = None) -> KeyResult:
+    """Whether one key's history is linearizable: the list check when every write is an append of a distinct
+    element (``check_list_key``), else the search (``check_register_key``)."""
+    t0 = time.monotonic()
+    r = check_list_key(ops, key)
+    if r is None:
+        r = check_register_key(ops, key, budget)
+    r.seconds = time.monotonic() - t0
+    return r
+
+
+def check_register_key(ops: list[Op], key: str = "", budget: Budget | None = None) -> KeyResult:
+    """Whether one register's history is linearizable (Wing-Gong-Lowe search with memoization). Past the
+    budget's deadline, or once the cache of visited states would pass its memory, the answer is unknown."""
     # A read whose answer never arrived constrains nothing.
     ops = [o for o in ops if not (o.kind == "get" and o.ret is None)]
     # A put or append of unknown outcome whose value no read ever returned may as well have happened after
     # everything else (it has no result of its own and nothing saw it), so leave it out: each such operation
     # would otherwise double the states the search must consider.
-    seen = [o.output for o in ops if o.kind == "get" and o.output is not None]
-    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append") and o.value
+    seen = [o.output for o in ops if o.kind == "get" and isinstance(o.output, bytes)]
+    digests = any(isinstance(o.output, Digest) for o in ops)  # their contents are unknown: keep every write
+    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append") and o.value and not digests
                                   and not any(o.value in out for out in seen))]
     n = len(ops)
     if n == 0:
@@ -164,15 +254,28 @@ def check_key(ops: list[Op], key: str = "") -> KeyResult:
             c.next.prev = c
 
     fp_value = [None if o.value is None else fingerprint(o.value) for o in ops]
-    fp_output: list[State] = [None if o.output is None else fingerprint(o.output) for o in ops]
+    fp_output: list[State] = [None if o.output is None else o.output.fp if isinstance(o.output, Digest)
+                              else fingerprint(o.output) for o in ops]
     state: State = None
     linearized = 0
     cache: set[tuple[int, State]] = {(0, None)}
+    # A cache entry holds a bit set of n bits (plus a tuple, two ints and the set's slot): about n/8 + 150 bytes.
+    max_entries = (budget.max_bytes // (n // 8 + 150)) if budget is not None else 1 << 62
+    steps = 0
     stack: list[tuple[_Node, State]] = []
     best = 0
     entry = head.next
     while head.next is not None:
         assert entry is not None
+        steps += 1
+        if steps & 0xFFF == 0 and budget is not None:
+            if budget.expired():
+                return KeyResult(key, None, n, f"unknown: the search passed the time budget ({budget.seconds:.0f} s, "
+                                 f"--timeout) after {len(cache):,} states; at most {best} of {n} operations "
+                                 "linearized so far")
+            if len(cache) > max_entries:
+                return KeyResult(key, None, n, f"unknown: the search's cache passed the memory budget "
+                                 f"({budget.max_bytes >> 20} MiB, --max-memory) at {len(cache):,} states")
         if entry.is_call:
             assert entry.op is not None
             ok, new_state = _step(state, entry.op, fp_value[entry.index], fp_output[entry.index])
@@ -199,6 +302,132 @@ def check_key(ops: list[Op], key: str = "") -> KeyResult:
     return KeyResult(key, True, n)
 
 
+LIST_SEP = b";"
+
+
+def check_list_key(ops: list[Op], key: str = "", sep: bytes = LIST_SEP) -> KeyResult | None:
+    """The list-append check (after Elle): when every write of the key is an append of an element that ends with
+    ``sep``, contains it nowhere else, and is written by one append only, each read returns the list of elements
+    appended so far, so the order of the appends is visible and no search is needed. Returns None when the key's
+    history is not of that kind (the search decides it then).
+
+    Linearizable iff: every read is a list of distinct, written elements; all reads are prefixes of the longest
+    one, L (the order of appends); and the operations can be given points within their call-return intervals in
+    the order: reads of length 0, append L[0], reads of length 1, append L[1], ..., then the acknowledged appends
+    that no read saw. With that order fixed, giving each operation the earliest point it can take decides it
+    (greedy), so the check takes O(n log n) time and O(n) memory."""
+    ops = [o for o in ops if not (o.kind == "get" and o.ret is None)]
+    appends: dict[bytes, Op] = {}
+    for o in ops:
+        if o.kind == "get":
+            continue
+        v = o.value
+        if o.kind != "append" or not v or not v.endswith(sep) or sep in v[: -len(sep)] or v in appends:
+            return None
+        appends[v] = o
+    reads = [o for o in ops if o.kind == "get"]
+    if not appends and not reads:
+        return KeyResult(key, True, 0, method="list")
+    n = len(ops)
+
+    def fail(why: str) -> KeyResult:
+        return KeyResult(key, False, n, why, method="list")
+
+    # Every read must be a prefix of the longest one (compared as bytes: elements end with sep, so a byte prefix
+    # that ends with sep is an element prefix); only the longest needs splitting into elements.
+    longest_out = b""
+    for r in reads:
+        out = r.output or b""
+        if isinstance(out, Digest):
+            if not out.is_list:
+                return fail(f"client {r.client}'s read at {r.call:.6f} returned {out!r}, which is not a list of "
+                            "appended elements")
+            continue  # never the longest (``Loader`` keeps that one whole)
+        if out and not out.endswith(sep):
+            return fail(f"client {r.client}'s read at {r.call:.6f} returned {out[-40:]!r}, which is not a list of "
+                        "appended elements")
+        if len(out) > len(longest_out):
+            longest_out = out
+    longest = [e + sep for e in longest_out.split(sep)[:-1]]
+    seen: set[bytes] = set()
+    for e in longest:
+        if e in seen:
+            return fail(f"the list {longest_out[-80:]!r}... holds {e!r} twice (an append applied twice)")
+        seen.add(e)
+        if e not in appends:
+            return fail(f"a read returned {e!r}, which no (successful or unknown) append wrote")
+    prefix_hash: dict[int, bytes] = {}
+    parsed: list[tuple[Op, int]] = []
+    for r in reads:
+        out = r.output or b""
+        if isinstance(out, Digest):
+            h = prefix_hash.get(out.length)
+            if h is None:
+                h = prefix_hash[out.length] = _hash(longest_out[: out.length])
+            if out.length > len(longest_out) or h != out.digest:
+                return fail(f"client {r.client}'s read at {r.call:.6f} ({out.elements} elements, ending "
+                            f"{out.tail!r}) is not a prefix of the longest read: the reads disagree on the order "
+                            "of appends, or one holds a value never written or written twice")
+            parsed.append((r, out.elements))
+            continue
+        if not longest_out.startswith(out):
+            elems = [e + sep for e in out.split(sep)[:-1]]
+            if len(set(elems)) != len(elems):
+                dup = next(e for e in elems if elems.count(e) > 1)
+                return fail(f"client {r.client}'s read at {r.call:.6f} holds {dup!r} twice (an append applied twice)")
+            i = next((i for i, (a, b) in enumerate(zip(elems, longest, strict=False)) if a != b), len(longest))
+            if i >= len(elems) or elems[i] not in appends:
+                bad = elems[i] if i < len(elems) else elems[-1]
+                return fail(f"client {r.client}'s read at {r.call:.6f} holds {bad!r}, which no (successful or "
+                            "unknown) append wrote")
+            return fail(f"reads disagree on the order of appends: client {r.client}'s read at {r.call:.6f} has "
+                        f"{elems[i]!r} at position {i}, another read has {longest[i]!r} there")
+        parsed.append((r, out.count(sep)))
+    position = {e: i for i, e in enumerate(longest)}
+    # The order the operations must take (groups; the operations of a group in any order among themselves).
+    groups: list[list[Op]] = [[] for _ in range(2 * len(longest) + 2)]
+    for r, m in parsed:
+        groups[2 * m].append(r)
+    for e, i in position.items():
+        groups[2 * i + 1].append(appends[e])
+    unseen = [o for e, o in appends.items() if e not in position and o.ret is not None]
+    groups[-1].extend(unseen)
+    t, by = -math.inf, None  # the earliest point the next group may take, and the operation that set it
+    for g in groups:
+        end, end_by = t, by
+        for o in g:
+            ret = math.inf if o.ret is None else o.ret
+            if o.call > end:
+                end, end_by = o.call, o
+            if max(t, o.call) > ret:
+                assert by is not None
+                return fail(_list_explain(o, by, position))
+        t, by = end, end_by
+    return KeyResult(key, True, n, method="list")
+
+
+def _list_explain(x: Op, y: Op, position: dict[bytes, int]) -> str:
+    """``x`` completed before ``y`` began, yet the list puts ``y`` first: say what that means."""
+
+    def show(o: Op) -> str:
+        ret = "?" if o.ret is None else f"{o.ret:.6f}"
+        if o.kind == "get":
+            out = o.output
+            n = out.elements if isinstance(out, Digest) else (out or b"").count(LIST_SEP)
+            return f"client {o.client}'s read of {n} elements ({o.call:.6f}-{ret})"
+        where = f"at position {position[o.value]}" if o.value in position else "in no read"
+        return f"client {o.client}'s append {o.value!r} ({o.call:.6f}-{ret}, {where})"
+
+    if y.kind == "get" and x.kind == "append":
+        what = "lost append" if x.value not in position else "stale read"
+        return f"{what}: {show(y)} misses {show(x)}, which completed before the read began"
+    if y.kind == "get":
+        return f"stale read: {show(y)} returned less than {show(x)}, which completed before it began"
+    if x.kind == "get":
+        return f"read of a value not yet written: {show(x)} holds {show(y)}, which began only after the read ended"
+    return f"appends ordered against real time: {show(x)} completed before {show(y)} began, but the list has it later"
+
+
 def _explain(ops: list[Op], depth: int, stuck: _Node) -> str:
     o = stuck.op
     assert o is not None
@@ -208,44 +437,90 @@ def _explain(ops: list[Op], depth: int, stuck: _Node) -> str:
             f"linearized; stuck at client {o.client}'s {what} called at {o.call:.6f}")
 
 
-def check(ops: Iterable[Op]) -> list[KeyResult]:
-    """Check a whole history, one key at a time (each key is independent)."""
+def check(ops: Iterable[Op], budget: Budget | None = None,
+          progress: Callable[[KeyResult, int, int], None] | None = None) -> list[KeyResult]:
+    """Check a whole history, one key at a time (each key is independent): list keys first, then registers,
+    smallest first, so that a register that exhausts the budget leaves the others decided."""
     by_key: dict[str, list[Op]] = defaultdict(list)
     for o in ops:
         by_key[o.key].append(o)
-    return [check_key(v, k) for k, v in sorted(by_key.items())]
+    out = []
+    order = sorted(by_key.items(), key=lambda kv: (len(kv[1]), kv[0]))
+    for i, (k, v) in enumerate(order):
+        if budget is not None and budget.expired():
+            r = KeyResult(k, None, len(v), f"unknown: not checked, the time budget ({budget.seconds:.0f} s) was "
+                          "spent on other keys")
+        else:
+            r = check_key(v, k, budget)
+        out.append(r)
+        if progress is not None:
+            progress(r, i + 1, len(order))
+    return sorted(out, key=lambda r: r.key)
+
+
+def verdict(results: list[KeyResult]) -> str:
+    """"linearizable", "NOT linearizable" (some key has a definite violation) or "unknown"."""
+    if any(r.ok is False for r in results):
+        return "NOT linearizable"
+    if any(r.ok is None for r in results):
+        return "unknown"
+    return "linearizable"
+
+
+EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
 def load(path: str) -> list[Op]:
-    out = []
+    """A history file's operations (long read outputs compacted, see ``Loader``)."""
+    out = Loader()
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                out.append(Op.from_json(json.loads(line)))
+                out.add(Op.from_json(json.loads(line)))
             except (ValueError, KeyError, TypeError) as e:
                 raise ValueError(f"{path}:{lineno}: not an operation ({e})") from None
-    return out
+    return out.ops
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zraft.check", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("history", help="a JSON-lines history (one operation per line)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds the whole check may take; past it the verdict is unknown (default 60)")
+    p.add_argument("--max-memory", type=int, default=512,
+                   help="MiB the search's cache of states may use; past it that key is unknown (default 512)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only violations and the summary")
     a = p.parse_args(argv)
     try:
         ops = load(a.history)
     except (OSError, ValueError) as e:
         print(f"zraft.check: {e}", file=sys.stderr)
-        return 2
-    results = check(ops)
-    bad = [r for r in results if not r.ok]
-    for r in bad:
-        print(f"key {r.key!r}: NOT linearizable: {r.explanation}")
-    print(f"operations={len(ops)} keys={len(results)} violations={len(bad)} "
-          f"verdict={'linearizable' if not bad else 'NOT linearizable'}")
-    return 1 if bad else 0
+        return EXIT_USAGE
+    results = check(ops, Budget(a.timeout, a.max_memory << 20), None if a.quiet else print_progress)
+    return report(results, len(ops))
+
+
+def print_progress(r: KeyResult, done: int, total: int) -> None:
+    what = {True: "linearizable", False: "NOT linearizable", None: "unknown"}[r.ok]
+    print(f"  checked key {done}/{total} {r.key!r}: {r.ops} operations, {r.method}, {r.seconds:.2f} s: {what}",
+          flush=True)
+
+
+def report(results: list[KeyResult], n_ops: int) -> int:
+    """Print violations, unknowns and the summary line; returns the exit code (0, 1 violation, 3 unknown)."""
+    for r in results:
+        if r.ok is False:
+            print(f"key {r.key!r}: NOT linearizable: {r.explanation}")
+        elif r.ok is None:
+            print(f"key {r.key!r}: {r.explanation}")
+    v = verdict(results)
+    bad = sum(1 for r in results if r.ok is False)
+    unknown = sum(1 for r in results if r.ok is None)
+    print(f"operations={n_ops} keys={len(results)} violations={bad} unknown={unknown} verdict={v}", flush=True)
+    return EXIT_VIOLATION if bad else (EXIT_UNKNOWN if unknown else EXIT_OK)
 
 
 if __name__ == "__main__":
