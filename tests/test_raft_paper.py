@@ -578,3 +578,31 @@ def test_leader_sends_snapshot_to_follower_behind_compaction() -> None:
     sent = [m for m in n.delivered if m.type == MsgType.SNAPSHOT]
     assert [m.dst for m in sent] == [3] and sent[0].snapshot == snap
     assert n.peers[3].log.last_index == lead.log.last_index
+
+
+def test_a_vote_request_from_a_stale_log_does_not_restart_the_election_timer() -> None:
+    """Figure 2, Followers: "If election timeout elapses without receiving AppendEntries RPC from current leader or
+    granting vote to candidate: convert to candidate." Seeing a newer term in a vote request that is refused
+    adopts the term but is neither of those: the timer keeps running."""
+    from raftutil import ents
+
+    r = new_raft(1, 3, check_quorum=True, entries=ents(1, 1, 1), hard_state=HardState(1, 0, 0))
+    r.randomized_timeout = ELECTION  # no randomness in this test
+    for _ in range(ELECTION - 2):
+        r.tick()
+    r.step(Message(MsgType.VOTE, 2, 1, 5, log_term=1, index=1))  # term 5, but its log is behind ours: refused
+    assert r.term == 5 and r.vote == 0
+    assert [m.reject for m in msgs(r)] == [True]
+    r.tick()
+    r.tick()
+    assert r.role == Role.CANDIDATE and r.term == 6  # on time, as if the request had never come
+    # Granting a vote does restart it.
+    g = new_raft(1, 3, check_quorum=True)
+    g.randomized_timeout = ELECTION
+    for _ in range(ELECTION - 2):
+        g.tick()
+    g.step(Message(MsgType.VOTE, 2, 1, 5, log_term=0, index=0))
+    assert g.vote == 2
+    g.tick()
+    g.tick()
+    assert g.role == Role.FOLLOWER

@@ -51,3 +51,10 @@ def test_cli_prints_summary_last_and_replays_one_seed() -> None:
     assert r.returncode == 0 and r.stdout.startswith("seed 10:")
     r = subprocess.run([sys.executable, "-m", "zraft.sim", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--first-seed" in r.stdout
+
+
+def test_seed_9103965_elects_a_leader_after_healing() -> None:
+    """Found by a soak: 7 nodes, PreVote off, CheckQuorum on; three nodes with stale logs campaigned in turn and
+    every vote request reset the up-to-date nodes' election timers, so no one who could win ever stood."""
+    r = run_seed(9103965, nodes=7, profile="partitions")
+    assert r.ok, r.error

@@ -262,7 +262,14 @@ class Raft:
             else:
                 # Figure 2, all servers: a newer term makes us a follower in it.
                 leader = m.src if t in (MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT) else NONE
+                elapsed, timeout = self.election_elapsed, self.randomized_timeout
                 self._become_follower(m.term, leader)
+                if leader == NONE:
+                    # Figure 2, followers: the election timer restarts only on hearing from the current leader,
+                    # on granting a vote or on starting an election -- not on merely seeing a newer term. Else
+                    # nodes with stale logs, campaigning in turn, keep resetting the timers of the up-to-date
+                    # nodes (whose votes they cannot get), and no one who could win ever stands.
+                    self.election_elapsed, self.randomized_timeout = elapsed, timeout
         elif m.term < self.term:
             if t == MsgType.APPEND or t == MsgType.HEARTBEAT:
                 # A stale leader (e.g. back from a partition): tell it our term so it steps down. Needed with
