@@ -13,8 +13,6 @@ never from the command line.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import shutil
@@ -268,24 +266,12 @@ def make_keys(data_dir: str, n: int) -> str:
 
 
 def _lock_launcher(data_dir: str) -> int:
-    path = os.path.join(data_dir, LAUNCHER_LOCK)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise
-        try:
-            with open(path) as f:
-                who = f"launcher pid {int(f.read(32).strip())}"
-        except (OSError, ValueError):
-            who = "another launcher"
+        return datadir.take_lock(os.path.join(data_dir, LAUNCHER_LOCK))
+    except datadir.FileLocked as e:
+        who = f"launcher pid {e.pid}" if e.pid else "another launcher"
         raise LaunchError(f"the cluster in {data_dir} is in use by {who}; stop it first (Ctrl-C in that "
                           "launcher) or use another --data-dir") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
 
 
 def _node_dirs(data_dir: str) -> list[str]:

@@ -58,11 +58,19 @@ def _mkdir_private(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
 
 
-def lock(path: str) -> int:
-    """Take the exclusive lock on data directory ``path`` (created if missing) for the rest of this process's
-    life; returns the descriptor, which must stay open. Raises ``DataDirLocked`` naming the holder's pid."""
-    _mkdir_private(path)
-    lock_path = os.path.join(path, LOCK_NAME)
+class FileLocked(Exception):
+    """Another process holds the lock file; ``pid`` is what it wrote there (0 if nothing readable)."""
+
+    def __init__(self, path: str, pid: int) -> None:
+        super().__init__(f"{path} is locked by process {pid or '?'}")
+        self.path = path
+        self.pid = pid
+
+
+def take_lock(lock_path: str) -> int:
+    """Take an exclusive ``flock`` on ``lock_path`` (created 0600) without waiting and write our pid into it;
+    returns the descriptor, which holds the lock until it is closed or the process exits (any exit: the kernel
+    releases it). Raises ``FileLocked`` naming the holder."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,13 +78,23 @@ def lock(path: str) -> int:
         os.close(fd)
         if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise
-        pid = _read_pid(lock_path)
-        who = f"process {pid}" if pid else "another process"
-        raise DataDirLocked(f"data directory {os.path.abspath(path)} is in use by {who} (it holds "
-                            f"{lock_path}); stop that node first, or give this one another --data-dir") from None
+        raise FileLocked(lock_path, _read_pid(lock_path)) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def lock(path: str) -> int:
+    """Take the exclusive lock on data directory ``path`` (created if missing) for the rest of this process's
+    life; returns the descriptor, which must stay open. Raises ``DataDirLocked`` naming the holder's pid."""
+    _mkdir_private(path)
+    lock_path = os.path.join(path, LOCK_NAME)
+    try:
+        return take_lock(lock_path)
+    except FileLocked as e:
+        who = f"process {e.pid}" if e.pid else "another process"
+        raise DataDirLocked(f"data directory {os.path.abspath(path)} is in use by {who} (it holds "
+                            f"{lock_path}); stop that node first, or give this one another --data-dir") from None
 
 
 def holder(path: str) -> int | None:
