@@ -280,8 +280,17 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         wait_until(lambda: not launch._alive(pid) or zombie(pid), what="node stopped")
     finally:
         if p.poll() is None:
-            p.kill()
-            p.wait()
+            p.send_signal(signal.SIGTERM)  # the launcher stops its nodes
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        try:  # whatever failed above, no node of this test is left running
+            for n in launch.load(str(tmp_path / "d")).nodes:
+                launch._signal(n.pid, signal.SIGKILL)
+        except launch.LaunchError:
+            pass
 
 
 @pytest.mark.parametrize("script", ["launcher.py", "client_shell.py"])
