@@ -45,8 +45,13 @@ class NetConfig:
     long_delay: float = 0.0
     """Probability that a message takes up to ``long_delay_max`` ms instead (reordering)."""
     long_delay_max: float = 300.0
+    hold_blocked: bool = False
+    """Messages on a cut link are held, not lost, and delivered in a burst when the network heals (what ZeroMQ
+    does with its queue for a peer it cannot reach): old votes and answers arrive long after their term."""
 
 
+MAX_HELD = 5000
+"""Most messages held on cut links at once (a peer's queue has a high-water mark too)."""
 EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 """Messages a leader may send before its ready batch is durable (diss. §10.2.1)."""
 
@@ -150,6 +155,7 @@ class SimCluster:
         self._seq = 0
         self._events: list[tuple[float, int, int, Any]] = []
         self.blocked: set[tuple[int, int]] = set()
+        self.held: list[Message] = []
         self.steps = 0
         self.messages_sent = 0
         self.messages_delivered = 0
@@ -159,6 +165,8 @@ class SimCluster:
         self.leaders: dict[int, int] = {}  # term -> node
         self.entries_seen: dict[tuple[int, int], tuple[bytes, int, int]] = {}  # (index, term) -> data, kind, prev
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) applied somewhere
+        self.commit_term: dict[int, int] = {}
+        """index -> the lowest term of a node that applied it: the entry was committed in that term or earlier."""
         self.key_order: dict[str, list[str]] = {}  # key -> op ids in apply order
         # Clients.
         self.pending_writes: dict[tuple[int, int], PendingWrite] = {}  # (node, index) -> write
@@ -234,7 +242,11 @@ class SimCluster:
 
     def _deliver(self, m: Message) -> None:
         node = self.nodes[m.dst]
-        if not node.up or node.raft is None or (m.src, m.dst) in self.blocked:
+        if (m.src, m.dst) in self.blocked:
+            if self.net.hold_blocked and len(self.held) < MAX_HELD:
+                self.held.append(m)
+            return
+        if not node.up or node.raft is None:
             return
         self.messages_delivered += 1
         node.raft.step(m)
@@ -262,7 +274,10 @@ class SimCluster:
 
     def heal(self) -> None:
         self.blocked = set()
-        self.note("heal network")
+        self.note("heal network" + (f", releasing {len(self.held)} held messages" if self.held else ""))
+        for m in self.held:  # the backlog arrives at once, in order, a little late
+            self._schedule(self.now + self.rng.uniform(0.0, self.net.max_delay), _DELIVER, m)
+        self.held = []
 
     # ------------------------------------------------------------------ nodes
 
@@ -404,6 +419,9 @@ class SimCluster:
         if e.index != node.applied + 1:
             raise Violation(f"node {node.id} applied {e.index} after {node.applied}")
         node.applied = e.index
+        r = node.raft
+        if r is not None and r.term < self.commit_term.get(e.index, r.term + 1):
+            self.commit_term[e.index] = r.term
         seen = self.committed.get(e.index)
         if seen is None:
             self.committed[e.index] = (e.term, e.data)
@@ -455,11 +473,14 @@ class SimCluster:
             raise Violation(f"two leaders in term {r.term}: {other} and {node.id}")
         self.leaders[r.term] = node.id
         self.note(f"node {node.id} leads term {r.term}")
-        # Leader completeness (§5.4): every committed entry is in the new leader's log.
+        # Leader completeness (§5.4): "If a log entry is committed in a given term, then that entry will be present
+        # in the logs of the leaders for all higher-numbered terms." A leader of an older term elected late (its
+        # votes arrived after the others moved on) may lack entries committed since: it cannot commit anything.
         lg = r.log
         for index, (term, _) in self.committed.items():
-            if index > lg.snap_index and lg.term(index) != term:
-                raise Violation(f"leader {node.id} of term {r.term} lacks committed entry {index} (term {term})")
+            if index > lg.snap_index and lg.term(index) != term and r.term > self.commit_term[index]:
+                raise Violation(f"leader {node.id} of term {r.term} lacks entry {index} (term {term}), committed "
+                                f"by term {self.commit_term[index]}")
 
     def _check_entries(self, node: SimNode, entries: list[Entry]) -> None:
         # Log matching (§5.3): same index and term means same command and same preceding entry; by induction

@@ -14,9 +14,10 @@ from zraft.core import Options
 
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
 
-PROFILES = ("calm", "lossy", "partitions", "crashes", "churn")
+PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
 """Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
-after a proposal); and all of them at once."""
+after a proposal); all of them at once; and partitions whose cut links hold their messages and deliver them in a
+burst at the heal, with some messages delayed past an election timeout (a real network's stale backlog)."""
 
 KEYS = ("a", "b", "c")
 LEADER_BOUND_MS = 5000.0
@@ -63,6 +64,9 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     if prof in ("lossy", "churn"):
         net = NetConfig(drop=rng.uniform(0.02, 0.15), duplicate=rng.uniform(0.0, 0.1),
                         long_delay=rng.uniform(0.0, 0.1))
+    elif prof == "backlog":
+        net = NetConfig(long_delay=rng.uniform(0.01, 0.1), long_delay_max=rng.choice((1500.0, 3000.0)),
+                        hold_blocked=True)
     if compact_every is None:
         compact_every = rng.choice((0, 10, 40, 200))
     # The core's own settings vary too: small messages and windows split a new leader's no-op from the entries
@@ -131,6 +135,7 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> 
             return
         kinds = {
             "partitions": ("partition",),
+            "backlog": ("partition",),
             "crashes": ("crash",),
             "churn": ("partition", "crash"),
         }.get(prof, ())
