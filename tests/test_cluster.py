@@ -10,13 +10,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
-from clusterutil import leader_id, stop_cluster, wait_until, zombie
+from clusterutil import leader_id, wait_until, zombie
 
 from zraft import chaos, launch
 from zraft.client import Client, OutcomeUnknown, RequestRefused
@@ -24,15 +23,6 @@ from zraft.security import client_socket
 from zraft.transport import codec
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
-    c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
-    try:
-        yield c
-    finally:
-        stop_cluster(c)
 
 
 def raw_socket(ctx: zmq.Context[zmq.Socket[bytes]], c: launch.Cluster, node_id: int) -> zmq.Socket[bytes]:

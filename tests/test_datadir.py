@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +17,6 @@ from zraft.client import Client
 from zraft.storage import CorruptionError, datadir
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
-    c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
-    try:
-        yield c
-    finally:
-        stop_cluster(c)
 
 
 def run_node(*args: str) -> subprocess.CompletedProcess[str]:

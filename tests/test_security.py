@@ -7,12 +7,11 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import zmq
-from clusterutil import leader_id, stop_cluster, wait_until
+from clusterutil import leader_id, wait_until
 
 from zraft import launch
 from zraft.client import Client, Unavailable
@@ -24,14 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[launch.Cluster]:
-    c = launch.start(3, str(tmp_path / "data"), ports=launch.free_ports(3))
-    try:
-        with c.client() as cl:
-            cl.put(b"canary", b"acknowledged")
-        yield c
-    finally:
-        stop_cluster(c)
+def cluster(cluster: launch.Cluster) -> launch.Cluster:
+    """The shared cluster (tests/conftest.py), holding an acknowledged canary."""
+    with cluster.client() as cl:
+        cl.put(b"canary", b"acknowledged")
+    return cluster
 
 
 def dealer(ctx: zmq.Context[zmq.Socket[bytes]], address: str, own: KeyPair | None = None,
