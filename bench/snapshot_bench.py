@@ -133,10 +133,10 @@ def bench_restart(tmp: str, dirs: dict[bool, str], entries: int) -> None:
         peers = {i + 1: f"127.0.0.1:{ports[i]}" for i in range(3)}
         t0 = time.perf_counter()
         node = Node(1, peers, work, snapshot_every=10 ** 9)
-        node._process_ready()
+        node.replica.start()
         dt = time.perf_counter() - t0
         print(f"{'with compaction (snapshot + empty log)' if compact else 'without compaction (whole log)':<40} "
-              f"{dt:6.2f} s  (applied {node.kv.applied:,}, {len(node.kv.data):,} keys)")
+              f"{dt:6.2f} s  (applied {node.replica.kv.applied:,}, {len(node.replica.kv.data):,} keys)")
         node.close()
         shutil.rmtree(work)
 

@@ -31,7 +31,6 @@ class Clock:
 def test_transfer_over_a_bad_link(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     rng = random.Random(seed)
     clock = Clock()
-    monkeypatch.setattr(snapshotting.time, "monotonic", clock.monotonic)
     leader = Storage("/l", disk=FaultDisk(), segment_bytes=1 << 16)
     leader.save(HardState(2, 1, 1), [])
     data = rng.randbytes(rng.randrange(1, 6 * CHUNK_BYTES))
@@ -55,7 +54,7 @@ def test_transfer_over_a_bad_link(seed: int, monkeypatch: pytest.MonkeyPatch) ->
         if rng.random() >= loss:
             wire.append(codec.encode_ack(a))
 
-    tx = Sender(1, send_chunk)
+    tx = Sender(1, send_chunk, clock.monotonic)
     rx = Receiver(2, follower, send_ack)
     tx.start(2, 5, snap)
     installed = None
@@ -89,14 +88,13 @@ def test_transfer_over_a_bad_link(seed: int, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_a_silent_follower_is_given_up_and_the_core_told(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = Clock()
-    monkeypatch.setattr(snapshotting.time, "monotonic", clock.monotonic)
     leader = Storage("/l", disk=FaultDisk(), segment_bytes=1 << 16)
     leader.save(HardState(2, 1, 1), [])
     leader.save_snapshot(Snapshot(100, 2, CFG, b"x" * (3 * CHUNK_BYTES)))
     snap = Storage("/l", disk=leader.disk, segment_bytes=1 << 16).recovered.snapshot
     assert snap is not None
     sent: list[int] = []
-    tx = Sender(1, lambda peer, c: sent.append(c.offset) is None)
+    tx = Sender(1, lambda peer, c: sent.append(c.offset) is None, clock.monotonic)
     tx.start(2, 5, snap)
     assert sent == [0, CHUNK_BYTES, 2 * CHUNK_BYTES, 3 * CHUNK_BYTES]  # the window, then wait
     clock.now += snapshotting.RESEND_AFTER_S

@@ -103,7 +103,7 @@ def random_node(c: Cluster, rng: random.Random | None = None) -> int:
 def set_net_faults(c: Cluster, node_id: int, **spec: Any) -> None:
     """Tell a node started with --chaos what to do to its Raft traffic: drop_to / drop_from (peer ids), loss,
     duplicate (probabilities), delay_ms ((min, max)). No arguments: heal."""
-    from zraft.node import chaos_endpoint
+    from zraft.transport.faults import chaos_endpoint
 
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)

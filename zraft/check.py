@@ -29,7 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-WRITES = ("put", "append", "delete")
+from zraft.transport.codec import WRITE_OPS
+
+WRITES = tuple(sorted(WRITE_OPS))
+"""The write operations a history holds: the client protocol's (``codec.WRITE_OPS``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,7 +226,7 @@ class Client:
                 for r in self._receive(wait_s):
                     if r.get("id") in out:
                         got = True
-                        if not r.get("ok") and r.get("error") == "not_leader":
+                        if not r.get("ok") and r.get("error") == codec.Err.NOT_LEADER:
                             self.leader = self._index_of(r.get("leader_addr", "")) if r.get("leader_addr") \
                                 else None
                         finish(r["id"], bool(r.get("ok")))
@@ -332,13 +332,13 @@ class Client:
             else:
                 err = r.get("error", "")
                 last_error = f"{err}: {r.get('message', '')}"
-                if err in ("too_large", "bad_request"):
+                if err in (codec.Err.TOO_LARGE, codec.Err.BAD_REQUEST):
                     raise RequestRefused(r.get("message", err))
-                if err == "session_expired":
+                if err == codec.Err.SESSION_EXPIRED:
                     raise OutcomeUnknown(r.get("message", err))
                 hint = self._index_of(r.get("leader_addr", ""))
                 self.leader = hint
-                if err == "not_leader" and hint is not None:
+                if err == codec.Err.NOT_LEADER and hint is not None:
                     continue  # follow the redirect at once
             time.sleep(min(backoff, max(0.0, end - time.monotonic())))
             backoff = min(backoff * 2, MAX_BACKOFF_S)

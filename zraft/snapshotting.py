@@ -61,10 +61,15 @@ class SnapshotJob:
     thread stretched the loop's passes to 100-200 ms, each GIL hand-off costing up to the 5 ms switch interval).
     """
 
-    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot, budget_s: float = STEP_BUDGET_S) -> None:
+    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot, budget_s: float | None = STEP_BUDGET_S,
+                 threads: bool = True, max_pieces: int | None = None) -> None:
+        """``threads=False`` (the simulator): the file is fsynced by the loop itself, and ``step`` is bounded by
+        ``max_pieces`` pieces rather than by ``budget_s`` of the real clock, so that a replay is exact."""
         t0 = time.perf_counter()
         self.store = store
         self.budget_s = budget_s
+        self.threads = threads
+        self.max_pieces = max_pieces
         self.image = store.begin_snapshot()
         assert self.image.applied == base.index
         self.writer = storage.snapshot_writer(base.index, base.term, base.config)
@@ -84,15 +89,20 @@ class SnapshotJob:
         pieces = self._pieces
         if pieces is None:
             return
-        end = time.perf_counter() + self.budget_s
+        end = time.perf_counter() + self.budget_s if self.budget_s is not None else None
+        left = self.max_pieces
         try:
             for piece in pieces:
                 self.writer.write(piece)
-                if self.writer.written - self._flushed >= FLUSH_BYTES and not self._flushing():
+                if self.threads and self.writer.written - self._flushed >= FLUSH_BYTES and not self._flushing():
                     self._flushed = self.writer.written
                     self.thread = threading.Thread(target=self._flush, name="zraft-snapshot-sync", daemon=True)
                     self.thread.start()
-                if time.perf_counter() >= end:
+                if left is not None:
+                    left -= 1
+                    if left <= 0:
+                        return
+                if end is not None and time.perf_counter() >= end:
                     return
         except BaseException as e:
             self._pieces = None
@@ -102,6 +112,9 @@ class SnapshotJob:
         self._pieces = None
         self.store.end_snapshot()  # the image is serialized: the store need not keep old values any more
         flusher = self.thread
+        if not self.threads:
+            self._commit(None)
+            return
         self.thread = threading.Thread(target=self._commit, args=(flusher,), name="zraft-snapshot-sync",
                                        daemon=True)
         self.thread.start()
@@ -165,9 +178,12 @@ class Outgoing:
 class Sender:
     """The leader's side: every snapshot being streamed to a follower."""
 
-    def __init__(self, node_id: int, send: Callable[[int, SnapChunk], bool]) -> None:
+    def __init__(self, node_id: int, send: Callable[[int, SnapChunk], bool],
+                 clock: Callable[[], float] = time.monotonic, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.id = node_id
         self._send = send
+        self.clock = clock
+        self.chunk_bytes = chunk_bytes
         self.transfers: dict[int, Outgoing] = {}
         self.sent_bytes = 0
 
@@ -176,7 +192,7 @@ class Sender:
         f = snap.data
         if not isinstance(f, SnapshotFile):
             raise TypeError("the node sends snapshots stored on disk")
-        now = time.monotonic()
+        now = self.clock()
         cur = self.transfers.get(peer)
         if cur is not None and (cur.snap.index, cur.snap.term) == (snap.index, snap.term) \
                 and now - cur.last_progress < RESEND_AFTER_S:
@@ -187,8 +203,8 @@ class Sender:
         self._pump(self.transfers[peer])
 
     def _pump(self, t: Outgoing) -> None:
-        while t.sent < t.file.size and t.sent - t.acked < WINDOW_CHUNKS * CHUNK_BYTES:
-            data = t.file.read_raw(t.sent, CHUNK_BYTES)
+        while t.sent < t.file.size and t.sent - t.acked < WINDOW_CHUNKS * self.chunk_bytes:
+            data = t.file.read_raw(t.sent, self.chunk_bytes)
             if not data:
                 raise OSError(f"{t.file.path} is shorter than {t.file.size} bytes")
             c = SnapChunk(self.id, t.peer, t.term, t.snap.index, t.snap.term, t.file.size, t.sent, data)
@@ -205,7 +221,7 @@ class Sender:
         if a.status == ACK_DONE:
             del self.transfers[a.src]
             log.info("node=%d event=snapshot_sent peer=%d index=%d seconds=%.2f", self.id, a.src, a.snap_index,
-                     time.monotonic() - t.started)
+                     self.clock() - t.started)
             return "done"
         if a.status == ACK_ERROR:
             del self.transfers[a.src]
@@ -214,7 +230,7 @@ class Sender:
             return "failed"
         if a.next_offset > t.acked:
             t.acked = min(a.next_offset, t.file.size)
-            t.last_progress = time.monotonic()
+            t.last_progress = self.clock()
         if a.status == ACK_GAP and a.next_offset != t.rewound:
             # A hole at next_offset: send again from there (once per hole; later chunks bring more notices).
             t.sent = t.acked = t.rewound = min(a.next_offset, t.file.size)
@@ -233,7 +249,7 @@ class Sender:
 
     def tick(self) -> list[int]:
         """Resend after silence; returns the peers whose transfers were abandoned."""
-        now = time.monotonic()
+        now = self.clock()
         failed = []
         for peer, t in list(self.transfers.items()):
             idle = now - t.last_progress

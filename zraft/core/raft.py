@@ -339,6 +339,21 @@ class Raft:
     def hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self.log.commit)
 
+    # The view the runtime around the core needs, without reaching into the log.
+
+    @property
+    def snapshot_index(self) -> int:
+        """The index the log was last compacted at (0 before the first snapshot)."""
+        return self.log.snap_index
+
+    @property
+    def commit_index(self) -> int:
+        return self.log.commit
+
+    @property
+    def last_index(self) -> int:
+        return self.log.last_index
+
     def status(self) -> dict[str, Any]:
         lg = self.log
         st: dict[str, Any] = {

@@ -1,39 +1,42 @@
-"""A whole cluster of real Raft cores in one process, under virtual time, driven by one seed.
+"""A whole cluster of production replicas (``zraft.replica``) in one process, under virtual time, driven by one
+seed.
 
-The network, the disks, the clocks and the clients are all simulated; only ``zraft.core`` is real. Every
-ready batch is checked against Raft's safety properties as it is carried out, so a violation is caught at
-the step that causes it, and the same seed replays it exactly.
+Each node is the replica a node process runs -- the Raft core, ``zraft.storage`` on a ``FaultDisk``, the real
+``KVStore`` with its client sessions, the real snapshot path (taken in slices, compacted, sent in chunks with
+flow control, verified, installed, restored) -- with only the clock, the network and the disk replaced. Every
+message crosses the wire codec. A crash keeps only what the disk made durable (and may tear the last write);
+crashes also strike inside a ready batch: before or after it is persisted, and inside an fsync. The replica's
+probe hooks let the simulator check Raft's safety properties at the step that would break them, and the same
+seed replays the same trace.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
+import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from zraft.core import (
-    ClusterConfig,
-    Entry,
-    EntryKind,
-    HardState,
-    Message,
-    MsgType,
-    NotLeader,
-    Options,
-    Raft,
-    Ready,
-    Role,
-    Snapshot,
-)
+from zraft.core import ClusterConfig, Entry, Message, MsgType, Options, Raft, Ready, Role
+from zraft.kv import KVStore
+from zraft.replica import EARLY_TYPES, TICK_MS, Replica, Settings
+from zraft.storage import Storage
+from zraft.storage.faultdisk import FaultDisk
+from zraft.transport import codec
+from zraft.transport.codec import Err, SnapAck, SnapChunk
 
-TICK_MS = 50.0
-"""Virtual milliseconds per core tick (the node runtime uses the same)."""
+__all__ = ["EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
 
 
 class Violation(AssertionError):
     """A safety or liveness property of Raft failed in the simulation."""
+
+
+class Crash(Exception):
+    """Raised inside a replica (by a probe or the disk) to crash its node at that point."""
 
 
 @dataclass
@@ -52,131 +55,138 @@ class NetConfig:
 
 MAX_HELD = 5000
 """Most messages held on cut links at once (a peer's queue has a high-water mark too)."""
-EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
-"""Messages a leader may send before its ready batch is durable (diss. §10.2.1)."""
+SEGMENT_BYTES = 16 << 10
+"""Small log segments, so that compaction deletes whole segments often."""
 
 
-@dataclass
-class MemStorage:
-    """What survives a crash: exactly what the ready batches persisted."""
+class SimTransport:
+    """A replica's ``Transport`` in the simulator: everything goes through the cluster's network, encoded."""
 
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
+    def __init__(self, cluster: SimCluster, node_id: int) -> None:
+        self.c = cluster
+        self.id = node_id
 
-    @property
-    def offset(self) -> int:
-        return self.snapshot.index if self.snapshot else 0
+    def send(self, m: Message) -> None:
+        c = self.c
+        c.messages_sent += 1
+        if m.type == MsgType.VOTE_RESP and not m.reject and c.crash_after_vote and \
+                c.rng.random() < c.crash_after_vote:
+            # The classic test for an unpersisted vote: crash the voter right after it votes, bring it straight
+            # back, and let a rival ask in the same term.
+            c.at(0.0, lambda: c.crash_restart(self.id, 0.0))
+        c.send_peer(self.id, m.dst, codec.encode_raft(m))
 
-    def save(self, rd: Ready) -> None:
-        if rd.snapshot is not None:
-            self.snapshot = rd.snapshot
-            self.entries = []
-        if rd.entries:
-            first = rd.entries[0].index
-            del self.entries[first - self.offset - 1 :]
-            expected = self.entries[-1].index + 1 if self.entries else self.offset + 1
-            if first != expected:
-                raise Violation(f"persisted log would have a gap before index {first}")
-            self.entries.extend(rd.entries)
-        if rd.hard_state is not None:
-            self.hard_state = rd.hard_state
+    def send_chunk(self, peer: int, ch: SnapChunk) -> bool:
+        self.c.chunks_sent += 1
+        self.c.send_peer(self.id, peer, codec.encode_chunk(ch))
+        return True
 
-    def compact(self, snap: Snapshot) -> None:
-        drop = snap.index - self.offset
-        self.snapshot = snap
-        del self.entries[:drop]
+    def send_ack(self, peer: int, a: SnapAck) -> None:
+        self.c.send_peer(self.id, peer, codec.encode_ack(a))
 
-
-def encode_command(client: int, seq: int, key: str) -> bytes:
-    return f"{client}:{seq}:{key}".encode()
-
-
-def decode_command(data: bytes) -> tuple[str, str]:
-    """(operation id, key) of a client command."""
-    client, seq, key = data.decode().split(":")
-    return f"{client}:{seq}", key
+    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
+        if batch:
+            frames = [codec.encode_client_batch(replies[lo:lo + codec.MAX_BATCH])
+                      for lo in range(0, len(replies), codec.MAX_BATCH)]
+        else:
+            frames = [codec.encode_client(replies[0])]
+        for f in frames:
+            self.c.send_to_client(self.id, client, f)
 
 
 class SimNode:
-    def __init__(self, node_id: int) -> None:
+    def __init__(self, node_id: int, seed: int) -> None:
         self.id = node_id
-        self.raft: Raft | None = None
-        self.storage = MemStorage()
-        self.kv: dict[str, tuple[str, ...]] = {}
-        self.applied = 0
+        self.disk = FaultDisk(seed)
+        self.path = f"/sim/node-{node_id}"
+        self.replica: Replica | None = None
         self.max_applied = 0
         self.max_commit = 0
         self.up = False
 
+    @property
+    def raft(self) -> Raft | None:
+        return self.replica.raft if self.up and self.replica is not None else None
+
+    @property
+    def kv(self) -> KVStore | None:
+        return self.replica.kv if self.up and self.replica is not None else None
+
+    @property
+    def applied(self) -> int:
+        return self.replica.kv.applied if self.up and self.replica is not None else 0
+
+    def ops(self, key: str) -> tuple[str, ...]:
+        """The op ids appended to ``key`` in this node's store, in order."""
+        store = self.kv
+        value = store.data.get(key.encode(), b"") if store is not None else b""
+        return tuple(value.decode().split(";")[:-1])
+
 
 @dataclass
-class PendingWrite:
-    op: str
-    key: str
-    data: bytes
-    node: int
-    index: int
-    start: float
+class DirectRequest:
+    """A request made through ``client_write``/``client_read`` (tests and the final write of a seed)."""
 
-
-@dataclass
-class PendingRead:
-    key: str
     node: int
-    start: float
-    required_ops: int
-    """How many appends to ``key`` had been acknowledged when the read began: all must be visible."""
-    required_index: int
+    kind: str
+    key: str
+    op: str = ""
+    required: tuple[str, ...] = ()
+    start: float = 0.0
 
 
 class SimCluster:
-    def __init__(
-        self,
-        n: int,
-        seed: int,
-        net: NetConfig | None = None,
-        options: Options | None = None,
-        compact_every: int = 0,
-    ) -> None:
+    def __init__(self, n: int, seed: int, net: NetConfig | None = None, options: Options | None = None,
+                 compact_every: int = 0, chunk_bytes: int = 4096) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.net = net or NetConfig()
         self.options = options or Options(election_ticks=10, heartbeat_ticks=2, max_inflight=16,
-                                                  snapshot_timeout_ticks=20)
+                                          snapshot_timeout_ticks=20)
         self.config = ClusterConfig(tuple(range(1, n + 1)))
-        self.compact_every = compact_every
+        self.settings = Settings(snapshot_every=compact_every or 1 << 62, snapshot_bytes=1 << 62,
+                                 chunk_bytes=chunk_bytes, threads=False, snapshot_pieces=1)
+        self.addresses = {i: f"sim-node-{i}" for i in self.config.voters}
         self.crash_after_vote = 0.0
         """Probability of crashing a node right after it grants a vote (it restarts a moment later)."""
         self.crash_points = False
-        """Crash nodes between persisting a ready batch and sending it (see ``_process``)."""
-        self.nodes = {i: SimNode(i) for i in self.config.voters}
+        """Crash nodes inside ready batches: before and after persisting them, and inside fsyncs."""
+        self.nodes = {i: SimNode(i, self.rng.getrandbits(32)) for i in self.config.voters}
         self.now = 0.0
         self._seq = 0
         self._events: list[tuple[float, int, int, Any]] = []
         self.blocked: set[tuple[int, int]] = set()
-        self.held: list[Message] = []
+        self.held: list[tuple[int, int, bytes]] = []
         self.steps = 0
         self.messages_sent = 0
+        self.chunks_sent = 0
         self.messages_delivered = 0
         self.faults = 0
+        self.crashes = 0
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
         self.log_lines: list[str] = []
+        self.clients: dict[bytes, Callable[[int, dict[str, Any]], None]] = {}
+        """Who receives the replies sent to a client identity: (node, reply)."""
         # Global knowledge for the invariants.
         self.leaders: dict[int, int] = {}  # term -> node
         self.entries_seen: dict[tuple[int, int], tuple[bytes, int, int]] = {}  # (index, term) -> data, kind, prev
         self.committed: dict[int, tuple[int, bytes]] = {}  # index -> (term, data) applied somewhere
         self.commit_term: dict[int, int] = {}
         """index -> the lowest term of a node that applied it: the entry was committed in that term or earlier."""
-        self.key_order: dict[str, list[str]] = {}  # key -> op ids in apply order
-        # Clients.
-        self.pending_writes: dict[tuple[int, int], PendingWrite] = {}  # (node, index) -> write
-        self.pending_reads: dict[tuple[int, Any], PendingRead] = {}  # (node, ctx) -> read
+        # Direct requests (tests): each write is an append of a fresh op id, in a session of its own.
+        self._direct: dict[int, DirectRequest] = {}
+        self._refused: dict[int, int] = {}  # request id -> the leader a refusal named
+        self._next_id = 0
         self.acked: dict[str, list[str]] = {}  # key -> op ids acknowledged, in ack order
         self.acked_ops: set[str] = set()
-        self.max_acked_index = 0
         self.stats = {"writes_ok": 0, "writes_unknown": 0, "reads_ok": 0, "reads_failed": 0, "not_leader": 0}
         self.read_results: list[tuple[str, tuple[str, ...]]] = []
-        self._next_op = 0
+        self.clients[b"direct"] = self._direct_reply
+        for name in ("zraft.replica", "zraft.node", "zraft.storage"):
+            lg = logging.getLogger(name)
+            if lg.level == logging.NOTSET:
+                lg.setLevel(logging.ERROR)  # thousands of seeds: their expected warnings are not news
         for i in self.config.voters:
             self._start(self.nodes[i])
             self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
@@ -197,11 +207,24 @@ class SimCluster:
         if kind == _TICK:
             node = self.nodes[payload]
             self._schedule(at + TICK_MS, _TICK, payload)
-            if node.up and node.raft is not None:
-                node.raft.tick()
-                self._process(node)
+            if node.up and node.replica is not None:
+                rep = node.replica
+                self._guard(node, functools.partial(_tick, rep))
         elif kind == _DELIVER:
-            self._deliver(payload)
+            self._deliver(*payload)
+        elif kind == _TO_NODE:
+            self._deliver_request(*payload)
+        elif kind == _TO_CLIENT:
+            node_id, client, frame = payload
+            handler = self.clients.get(client)
+            if handler is not None:
+                for reply in codec.decode_replies(frame):
+                    handler(node_id, reply)
+        elif kind == _WORK:
+            node = self.nodes[payload[0]]
+            if node.up and node.replica is payload[1]:
+                rep = node.replica
+                self._guard(node, functools.partial(_work, rep))
         else:
             payload()
         return True
@@ -224,33 +247,71 @@ class SimCluster:
     def at(self, delay: float, fn: Callable[[], None]) -> None:
         self._schedule(self.now + delay, _CALL, fn)
 
+    def _guard(self, node: SimNode, fn: Callable[[], Any]) -> None:
+        """Run replica work; a ``Crash`` raised inside it crashes the node there. Afterwards, a snapshot being
+        written gets its next slice a moment later (the loop's busy passes)."""
+        try:
+            fn()
+        except Crash:
+            self.crash(node.id, restart_after=self.rng.uniform(20.0, 1500.0))
+            return
+        rep = node.replica
+        if node.up and rep is not None and rep.busy():
+            self._schedule(self.now + 1.0, _WORK, (node.id, rep))
+
     # ------------------------------------------------------------------ network
 
-    def _send(self, m: Message) -> None:
-        self.messages_sent += 1
-        net = self.net
-        rng = self.rng
+    def _delay(self) -> float:
+        net, rng = self.net, self.rng
+        if net.long_delay and rng.random() < net.long_delay:
+            return rng.uniform(net.max_delay, net.long_delay_max)
+        return rng.uniform(net.min_delay, net.max_delay)
+
+    def send_peer(self, src: int, dst: int, payload: bytes) -> None:
+        net, rng = self.net, self.rng
         if net.drop and rng.random() < net.drop:
             return
         copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
         for _ in range(copies):
-            if net.long_delay and rng.random() < net.long_delay:
-                d = rng.uniform(net.max_delay, net.long_delay_max)
-            else:
-                d = rng.uniform(net.min_delay, net.max_delay)
-            self._schedule(self.now + d, _DELIVER, m)
+            self._schedule(self.now + self._delay(), _DELIVER, (src, dst, payload))
 
-    def _deliver(self, m: Message) -> None:
-        node = self.nodes[m.dst]
-        if (m.src, m.dst) in self.blocked:
+    def _deliver(self, src: int, dst: int, payload: bytes) -> None:
+        if (src, dst) in self.blocked:
             if self.net.hold_blocked and len(self.held) < MAX_HELD:
-                self.held.append(m)
+                self.held.append((src, dst, payload))
             return
-        if not node.up or node.raft is None:
+        node = self.nodes[dst]
+        rep = node.replica
+        if not node.up or rep is None:
             return
         self.messages_delivered += 1
-        node.raft.step(m)
-        self._process(node)
+        kind, msg = codec.decode(payload)
+        if msg.src != src:
+            raise Violation(f"node {src} sent a message as node {msg.src}")
+        self._guard(node, functools.partial(_feed, rep, kind, msg, b"node-%d" % src))
+
+    def send_to_node(self, client: bytes, node_id: int, req: dict[str, Any]) -> None:
+        """A client's request, over the network (lost with the network's loss rate; never blocked)."""
+        if self.net.drop and self.rng.random() < self.net.drop:
+            return
+        self._schedule(self.now + self._delay(), _TO_NODE, (client, node_id, codec.encode_client(req)))
+
+    def _deliver_request(self, client: bytes, node_id: int, frame: bytes) -> None:
+        node = self.nodes[node_id]
+        rep = node.replica
+        if not node.up or rep is None:
+            return
+        kind, msg = codec.decode(frame, peer=False)
+        self._guard(node, functools.partial(_feed, rep, kind, msg, client))
+
+    def send_to_client(self, node_id: int, client: bytes, frame: bytes) -> None:
+        if client == b"direct":  # the tests' requests are answered at once
+            for reply in codec.decode_replies(frame):
+                self._direct_reply(node_id, reply)
+            return
+        if self.net.drop and self.rng.random() < self.net.drop:
+            return
+        self._schedule(self.now + self._delay(), _TO_CLIENT, (node_id, client, frame))
 
     def isolate(self, i: int) -> None:
         self.partition([i], [j for j in self.nodes if j != i])
@@ -282,39 +343,42 @@ class SimCluster:
     # ------------------------------------------------------------------ nodes
 
     def _start(self, node: SimNode) -> None:
-        st = node.storage
-        node.raft = Raft(node.id, self.config, random.Random(self.rng.getrandbits(64)), self.options,
-                         st.hard_state, st.snapshot, list(st.entries))
+        node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
+        storage = Storage(node.path, disk=node.disk, segment_bytes=SEGMENT_BYTES, background_prealloc=False)
+        rep = Replica(node.id, self.config, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
+                      random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
+                      probe=self)
+        node.replica = rep
         node.up = True
-        if st.snapshot is not None:
-            node.kv = dict(st.snapshot.data)
-            node.applied = st.snapshot.index
-        else:
-            node.kv = {}
-            node.applied = 0
         # Like a real node, replay the committed log before serving anything.
-        self._process(node)
-        if node.up and node.applied < node.max_applied:
-            raise Violation(f"node {node.id} restarted with applied {node.applied} < {node.max_applied} before")
+        self._guard(node, rep.start)
+        if node.up and rep.kv.applied < node.max_applied:
+            raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.max_applied} before")
 
-    def crash(self, i: int) -> None:
+    def crash(self, i: int, restart_after: float | None = None) -> None:
+        """Crash node ``i``: it loses everything its disk had not made durable (a write in flight may be torn)."""
         node = self.nodes[i]
         if not node.up:
             return
         node.up = False
-        node.raft = None
+        rep = node.replica
+        if rep is not None:
+            self.snapshots_taken += rep.snapshots_taken
+            self.snapshots_installed += rep.snapshots_installed
+        node.replica = None
+        node.disk.on_sync = None
+        node.disk.crash(self.rng.choice(("lose", "prefix", "zeros")))
         self.faults += 1
+        self.crashes += 1
         self.note(f"crash node {i}")
-        for key in [k for k in self.pending_writes if k[0] == i]:
-            self._write_unknown(self.pending_writes.pop(key))
-        for key in [k for k in self.pending_reads if k[0] == i]:
-            del self.pending_reads[key]
-            self.stats["reads_failed"] += 1
+        for rid in [rid for rid, d in self._direct.items() if d.node == i]:
+            self._direct_failed(self._direct.pop(rid))
+        if restart_after is not None:
+            self.at(restart_after, lambda: self.restart(i))
 
-    def _crash_restart(self, i: int) -> None:
+    def crash_restart(self, i: int, after: float) -> None:
         if self.nodes[i].up:
-            self.crash(i)
-            self.at(self.rng.uniform(0.1, 3.0), lambda: self.restart(i))
+            self.crash(i, restart_after=after)
 
     def restart(self, i: int) -> None:
         node = self.nodes[i]
@@ -323,12 +387,16 @@ class SimCluster:
         self.note(f"restart node {i}")
         self._start(node)
 
+    def _maybe_crash_in_sync(self, node: SimNode) -> None:
+        if self.crash_points and node.up and self.rng.random() < 0.002:
+            raise Crash  # inside an fsync: the write is on its way, not durable (it may be torn)
+
     def leader(self) -> int | None:
         """The leader of the highest term among live nodes, if one exists."""
         best: tuple[int, int] | None = None
         for node in self.nodes.values():
             r = node.raft
-            if node.up and r is not None and r.role == Role.LEADER and (best is None or r.term > best[0]):
+            if r is not None and r.role == Role.LEADER and (best is None or r.term > best[0]):
                 best = (r.term, node.id)
         return best[1] if best else None
 
@@ -341,152 +409,72 @@ class SimCluster:
         fresh = 2 * self.options.heartbeat_ticks  # heard from the leader within two heartbeat intervals
         for node in self.nodes.values():
             r = node.raft
-            if node.up and r is not None and (
-                r.term != term or r.lead != ld or (node.id != ld and r.election_elapsed > fresh)
-            ):
+            if r is not None and (r.term != term or r.lead != ld or (node.id != ld and r.election_elapsed > fresh)):
                 return None
         return ld
 
     def note(self, text: str) -> None:
         self.log_lines.append(f"t={self.now:9.1f} {text}")
 
-    # ------------------------------------------------------------------ the runtime: carrying out ready batches
+    # ------------------------------------------------------------------ the replicas' probe: invariants, crashes
 
-    def _process(self, node: SimNode) -> None:
-        r = node.raft
-        assert r is not None
-        if not r.has_ready():
-            return
-        rd = r.ready()
+    def ready(self, replica: Replica, rd: Ready) -> None:
+        r = replica.raft
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-            self._check_new_leader(node, r)
+            self._check_new_leader(replica.id, r)
         if rd.entries:
-            self._check_entries(node, rd.entries)
-        # Diss. §10.2.1: a leader replicates its batch while it writes it: its AppendEntries (and heartbeats and
-        # snapshots) go before the batch is durable. Everything else waits for the disk.
-        early = [m for m in rd.messages if m.type in EARLY_TYPES]
-        for m in early:
-            self._send(m)
-        if self.crash_points and early and rd.entries and self.rng.random() < 0.02:
-            # A crash after the leader sent its entries but before it wrote them.
-            self.crash(node.id)
-            self.at(self.rng.uniform(20.0, 1500.0), lambda: self.restart(node.id))
-            return
-        node.storage.save(rd)
+            self._check_entries(replica.id, r, rd.entries)
+
+    def persisting(self, replica: Replica, rd: Ready) -> None:
+        if self.crash_points and rd.entries and self.rng.random() < 0.02:
+            # A crash before the batch is durable: a leader has sent its entries already (they may commit
+            # without it); nothing else that promises this batch may have left.
+            raise Crash
+
+    def persisted(self, replica: Replica, rd: Ready) -> None:
+        node = self.nodes[replica.id]
         if rd.hard_state is not None:
             if rd.hard_state.commit < node.max_commit:
                 raise Violation(f"node {node.id}: commit went back from {node.max_commit} to {rd.hard_state.commit}")
             node.max_commit = rd.hard_state.commit
         if self.crash_points and self.rng.random() < (
-            0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.001
-        ):
-            # A crash after the batch is durable but before any of it is sent or applied; often right after
-            # winning an election, so that a new leader's no-op never leaves it (the Figure 8 pattern).
-            self.crash(node.id)
-            self.at(self.rng.uniform(20.0, 1500.0), lambda: self.restart(node.id))
-            return
-        voted = False
-        for m in rd.messages:
-            if m.type in EARLY_TYPES:
-                continue
-            self._send(m)
-            voted = voted or (m.type == MsgType.VOTE_RESP and not m.reject)
-        if voted and self.crash_after_vote and self.rng.random() < self.crash_after_vote:
-            # The classic test for an unpersisted vote: crash the voter right after it votes, bring it straight
-            # back, and let a rival ask in the same term.
-            self.at(0.0, lambda: self._crash_restart(node.id))
-        if rd.snapshot is not None:
-            snap = rd.snapshot
-            if snap.index < node.applied:
-                raise Violation(f"node {node.id}: snapshot {snap.index} would move applied back from {node.applied}")
-            node.kv = dict(snap.data)
-            node.applied = snap.index
-        for e in rd.committed_entries:
-            self._apply(node, e)
-        if node.applied > node.max_applied:
-            node.max_applied = node.applied
-        for rs in rd.read_states:
-            self._serve_read(node, rs.context, rs.index)
-        for ctx in rd.failed_reads:
-            if self.pending_reads.pop((node.id, ctx), None) is not None:
-                self.stats["reads_failed"] += 1
-        if self.compact_every and node.applied - node.storage.offset >= self.compact_every:
-            snap = r.make_snapshot(node.applied, dict(node.kv))
-            node.storage.compact(snap)
-            r.compact(snap)
+                0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.001):
+            # Durable but nothing sent or applied; often right after winning an election, so that a new leader's
+            # no-op never leaves it (the Figure 8 pattern).
+            raise Crash
 
-    def _apply(self, node: SimNode, e: Entry) -> None:
-        if e.index != node.applied + 1:
-            raise Violation(f"node {node.id} applied {e.index} after {node.applied}")
-        node.applied = e.index
-        r = node.raft
-        if r is not None and r.term < self.commit_term.get(e.index, r.term + 1):
+    def applied(self, replica: Replica, e: Entry) -> None:
+        node = self.nodes[replica.id]
+        if e.index != replica.kv.applied:
+            raise Violation(f"node {node.id} applied {e.index} but its store is at {replica.kv.applied}")
+        node.max_applied = max(node.max_applied, e.index)
+        r = replica.raft
+        if r.term < self.commit_term.get(e.index, r.term + 1):
             self.commit_term[e.index] = r.term
         seen = self.committed.get(e.index)
         if seen is None:
             self.committed[e.index] = (e.term, e.data)
-            if e.kind == EntryKind.NORMAL:
-                op, key = decode_command(e.data)
-                self.key_order.setdefault(key, []).append(op)
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
-        if e.kind == EntryKind.NORMAL:
-            op, key = decode_command(e.data)
-            node.kv[key] = (*node.kv.get(key, ()), op)
-        w = self.pending_writes.pop((node.id, e.index), None)
-        if w is not None:
-            if w.data == e.data:
-                self.stats["writes_ok"] += 1
-                self.acked.setdefault(w.key, []).append(w.op)
-                self.acked_ops.add(w.op)
-                self.max_acked_index = max(self.max_acked_index, e.index)
-            else:
-                self._write_unknown(w)
 
-    def _serve_read(self, node: SimNode, ctx: Any, index: int) -> None:
-        rd = self.pending_reads.pop((node.id, ctx), None)
-        if rd is None:
-            return
-        if node.applied < index:
-            raise Violation(f"node {node.id} served read at {index} with applied {node.applied}")
-        if index < rd.required_index:
-            raise Violation(
-                f"read on node {node.id} got read index {index}, older than write {rd.required_index} "
-                f"acknowledged before it began"
-            )
-        value = node.kv.get(rd.key, ())
-        need = self.acked[rd.key][: rd.required_ops] if rd.required_ops else []
-        missing = set(need) - set(value)
-        if missing:
-            raise Violation(f"stale read of {rd.key!r} on node {node.id}: missing acknowledged {sorted(missing)}")
-        order = self.key_order.get(rd.key, [])
-        if list(value) != order[: len(value)]:
-            raise Violation(f"read of {rd.key!r} on node {node.id} is not a prefix of the applied order")
-        self.stats["reads_ok"] += 1
-        self.read_results.append((rd.key, value))
-
-    # ------------------------------------------------------------------ invariants
-
-    def _check_new_leader(self, node: SimNode, r: Raft) -> None:
+    def _check_new_leader(self, node_id: int, r: Raft) -> None:
         other = self.leaders.get(r.term)
-        if other is not None and other != node.id:
-            raise Violation(f"two leaders in term {r.term}: {other} and {node.id}")
-        self.leaders[r.term] = node.id
-        self.note(f"node {node.id} leads term {r.term}")
+        if other is not None and other != node_id:
+            raise Violation(f"two leaders in term {r.term}: {other} and {node_id}")
+        self.leaders[r.term] = node_id
+        self.note(f"node {node_id} leads term {r.term}")
         # Leader completeness (§5.4): "If a log entry is committed in a given term, then that entry will be present
         # in the logs of the leaders for all higher-numbered terms." A leader of an older term elected late (its
         # votes arrived after the others moved on) may lack entries committed since: it cannot commit anything.
         lg = r.log
         for index, (term, _) in self.committed.items():
             if index > lg.snap_index and lg.term(index) != term and r.term > self.commit_term[index]:
-                raise Violation(f"leader {node.id} of term {r.term} lacks entry {index} (term {term}), committed "
+                raise Violation(f"leader {node_id} of term {r.term} lacks entry {index} (term {term}), committed "
                                 f"by term {self.commit_term[index]}")
 
-    def _check_entries(self, node: SimNode, entries: list[Entry]) -> None:
+    def _check_entries(self, node_id: int, r: Raft, entries: list[Entry]) -> None:
         # Log matching (§5.3): same index and term means same command and same preceding entry; by induction
         # the logs are identical up to there.
-        r = node.raft
-        assert r is not None
         prev_term = r.log.term(entries[0].index - 1) if entries[0].index - 1 >= r.log.snap_index else -1
         seen = self.entries_seen
         for e in entries:
@@ -495,43 +483,74 @@ class SimCluster:
             if known is None:
                 seen[key] = (e.data, e.kind, prev_term)
             elif known[:2] != (e.data, e.kind) or (-1 not in (prev_term, known[2]) and known[2] != prev_term):
-                raise Violation(f"log matching: node {node.id} has a different entry at index {e.index} term {e.term}")
+                raise Violation(f"log matching: node {node_id} has a different entry at index {e.index} term {e.term}")
             prev_term = e.term
 
-    # ------------------------------------------------------------------ clients
+    # ------------------------------------------------------------------ direct requests (tests)
 
-    def new_op(self) -> int:
-        self._next_op += 1
-        return self._next_op
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
 
     def client_write(self, client: int, node_id: int, key: str) -> tuple[bool, int]:
-        """Propose an append of a fresh op id to ``key`` at ``node_id``. Returns (accepted, leader hint)."""
+        """Ask ``node_id`` to append a fresh op id to ``key`` (a request of its own session, answered without
+        network delay). Returns (accepted, leader hint): not accepted when the node is down or not the leader."""
         node = self.nodes[node_id]
-        if not node.up or node.raft is None:
+        rep = node.replica
+        if not node.up or rep is None:
             return False, 0
-        seq = self.new_op()
-        data = encode_command(client, seq, key)
-        try:
-            index = node.raft.propose([data])
-        except NotLeader as e:
-            self.stats["not_leader"] += 1
-            return False, e.leader
-        self.pending_writes[(node_id, index)] = PendingWrite(f"{client}:{seq}", key, data, node_id, index, self.now)
-        self._process(node)
-        return True, node_id
+        rid = self._new_id()
+        op = f"{client}.{rid}"
+        self._direct[rid] = DirectRequest(node_id, "append", key, op, start=self.now)
+        req = {"op": "append", "id": rid, "key": key.encode(), "value": f"{op};".encode(),
+               "client": (1 << 40) + rid, "seq": 1, "ack": 1}
+        self._guard(node, functools.partial(_feed, rep, "client", req, b"direct"))
+        if rid in self._direct:
+            return True, node_id
+        return False, self._refused.pop(rid, 0)
 
     def client_read(self, client: int, node_id: int, key: str) -> bool:
+        """A linearizable read of ``key`` at ``node_id``; its result must hold every op acknowledged before."""
         node = self.nodes[node_id]
-        if not node.up or node.raft is None:
+        rep = node.replica
+        if not node.up or rep is None:
             return False
-        seq = self.new_op()
-        ctx = (client, seq)
-        self.pending_reads[(node_id, ctx)] = PendingRead(
-            key, node_id, self.now, len(self.acked.get(key, ())), self.max_acked_index
-        )
-        node.raft.read_index(ctx)
-        self._process(node)
+        rid = self._new_id()
+        self._direct[rid] = DirectRequest(node_id, "get", key, required=tuple(self.acked.get(key, ())),
+                                          start=self.now)
+        req = {"op": "get", "id": rid, "key": key.encode()}
+        self._guard(node, functools.partial(_feed, rep, "client", req, b"direct"))
         return True
+
+    def _direct_reply(self, node_id: int, reply: dict[str, Any]) -> None:
+        d = self._direct.pop(reply["id"], None)
+        if d is None:
+            return
+        if not reply["ok"]:
+            if reply.get("error") == Err.NOT_LEADER:
+                self.stats["not_leader"] += 1
+                self._refused[reply["id"]] = reply.get("leader", 0)
+            self._direct_failed(d)
+            return
+        if d.kind == "append":
+            self.stats["writes_ok"] += 1
+            self.acked.setdefault(d.key, []).append(d.op)
+            self.acked_ops.add(d.op)
+            return
+        value = reply.get("value") or b""
+        ops = tuple(value.decode().split(";")[:-1])
+        missing = set(d.required) - set(ops)
+        if missing:
+            raise Violation(f"stale read of {d.key!r} on node {node_id}: missing acknowledged {sorted(missing)}")
+        self.stats["reads_ok"] += 1
+        self.read_results.append((d.key, ops))
+
+    def _direct_failed(self, d: DirectRequest) -> None:
+        self.stats["writes_unknown" if d.kind == "append" else "reads_failed"] += 1
+
+    @property
+    def pending_direct(self) -> int:
+        return len(self._direct)
 
     def write(self, key: str, max_ms: float = 3000.0, client: int = 0) -> str | None:
         """Append a fresh op id to ``key`` through the current leader and wait for the acknowledgement.
@@ -546,35 +565,54 @@ class SimCluster:
         return self.acked[key][before]
 
     def expire_clients(self, timeout_ms: float) -> None:
-        """Give up on requests older than ``timeout_ms`` (their outcome stays unknown)."""
+        """Give up on direct requests older than ``timeout_ms`` (their outcome stays unknown)."""
         old = self.now - timeout_ms
-        for k in [k for k, w in self.pending_writes.items() if w.start < old]:
-            self._write_unknown(self.pending_writes.pop(k))
-        for k in [k for k, rd in self.pending_reads.items() if rd.start < old]:
-            del self.pending_reads[k]
-            self.stats["reads_failed"] += 1
-
-    def _write_unknown(self, w: PendingWrite) -> None:
-        self.stats["writes_unknown"] += 1
+        for rid in [rid for rid, d in self._direct.items() if d.start < old]:
+            self._direct_failed(self._direct.pop(rid))
 
     # ------------------------------------------------------------------ end-of-run checks
 
     def check_converged(self) -> None:
-        """All live nodes applied the same commands; every acknowledged write is in the final state."""
-        live = [n for n in self.nodes.values() if n.up]
-        ref = live[0]
+        """All live nodes hold the same store and sessions; every acknowledged direct write is in it once."""
+        live = [n for n in self.nodes.values() if n.up and n.replica is not None]
+        ref = live[0].replica
+        assert ref is not None
         for n in live[1:]:
-            if n.applied != ref.applied or n.kv != ref.kv:
-                raise Violation(f"nodes {ref.id} and {n.id} differ at the end (applied {ref.applied} vs {n.applied})")
-        final_ops = {op for ops in ref.kv.values() for op in ops}
-        lost = self.acked_ops - final_ops
-        if lost:
-            raise Violation(f"acknowledged writes missing at the end: {sorted(lost)[:5]}")
-        for key, ops in ref.kv.items():
-            if len(set(ops)) != len(ops):
+            rep = n.replica
+            assert rep is not None
+            if rep.kv.applied != ref.kv.applied or rep.kv.data != ref.kv.data:
+                raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.kv.applied} vs "
+                                f"{rep.kv.applied})")
+            if rep.kv.sessions != ref.kv.sessions:
+                raise Violation(f"nodes {live[0].id} and {n.id} hold different client sessions at the end")
+        for key, ops in self.acked.items():
+            final = ref.kv.data.get(key.encode(), b"").decode().split(";")[:-1]
+            lost = set(ops) - set(final)
+            if lost:
+                raise Violation(f"acknowledged writes to {key!r} missing at the end: {sorted(lost)[:5]}")
+            if len(set(final)) != len(final):
                 raise Violation(f"a command was applied twice to {key!r}")
 
 
 _TICK = 0
 _DELIVER = 1
 _CALL = 2
+_TO_NODE = 3
+_TO_CLIENT = 4
+_WORK = 5
+
+
+def _feed(rep: Replica, kind: str, msg: Any, identity: bytes) -> None:
+    rep.receive(kind, msg, identity)
+    rep.end_input()
+    rep.process()
+
+
+def _tick(rep: Replica) -> None:
+    rep.tick()
+    rep.process()
+
+
+def _work(rep: Replica) -> None:
+    rep.work()
+    rep.process()

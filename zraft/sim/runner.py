@@ -1,17 +1,20 @@
-"""One seed, one randomized fault schedule: clients write and read while a nemesis injects faults, then it heals
-and the cluster must elect a leader, commit new writes and converge."""
+"""One seed, one randomized fault schedule: simulated clients append and read through their sessions while a
+nemesis injects faults (partitions, loss, crashes inside ready batches and fsyncs); then it heals and the
+cluster must elect a leader, commit new writes and converge; then the clients' history must be linearizable and
+every acknowledged append must appear exactly once."""
 
 from __future__ import annotations
 
-import functools
 import multiprocessing
 import random
 import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from zraft import check
 from zraft.core import Options
 
+from .clients import DEADLINE_MS, SimClient
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
@@ -35,6 +38,11 @@ class SeedResult:
     messages: int = 0
     writes_ok: int = 0
     reads_ok: int = 0
+    unknown: int = 0
+    sessions: int = 0
+    snapshots: int = 0
+    installed: int = 0
+    crashes: int = 0
     error: str | None = None
     trace: list[str] = field(default_factory=list)
 
@@ -69,6 +77,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
                         hold_blocked=True)
     if compact_every is None:
         compact_every = rng.choice((0, 10, 40, 200))
+    chunk_bytes = rng.choice((256, 4096, 1 << 20))
     # The core's own settings vary too: small messages and windows split a new leader's no-op from the entries
     # before it (what makes a Figure 8 bug observable), and PreVote/CheckQuorum off gives split votes.
     options = Options(
@@ -80,12 +89,15 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         max_inflight=rng.choice((1, 4, 16, 64)),
         snapshot_timeout_ticks=20,
     )
-    c = SimCluster(n, seed, net, options, compact_every=compact_every)
+    c = SimCluster(n, seed, net, options, compact_every=compact_every, chunk_bytes=chunk_bytes)
     if prof in ("crashes", "churn"):
         c.crash_after_vote = 0.3
         c.crash_points = True
+    history: list[check.Op] = []
+    clients: list[SimClient] = []
     try:
-        _drive(c, rng, prof, duration_ms)
+        _drive(c, rng, prof, duration_ms, history, clients)
+        _check_history(c, history)
     except Violation as e:
         res.error = str(e)
     except Exception:  # a crash inside the core is a failure too, with its traceback
@@ -93,40 +105,32 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.steps = c.steps
     res.faults = c.faults
     res.messages = c.messages_sent
-    res.writes_ok = c.stats["writes_ok"]
-    res.reads_ok = c.stats["reads_ok"]
+    res.writes_ok = sum(1 for o in history if o.kind != "get" and o.ret is not None)
+    res.reads_ok = sum(1 for o in history if o.kind == "get")
+    res.unknown = sum(1 for o in history if o.ret is None)
+    res.sessions = sum(cl.sessions for cl in clients)
+    live = [nd.replica for nd in c.nodes.values() if nd.replica is not None]
+    res.snapshots = c.snapshots_taken + sum(r.snapshots_taken for r in live)
+    res.installed = c.snapshots_installed + sum(r.snapshots_installed for r in live)
+    res.crashes = c.crashes
     if res.error is not None:
         res.trace = c.log_lines[-40:]
     return res
 
 
-def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> None:
+def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
+           clients: list[SimClient]) -> None:
     ids = list(c.nodes)
-    stopped = False
-    hints = {cl: rng.choice(ids) for cl in range(3)}
-
-    def client_op(cl: int) -> None:
-        if stopped:
-            return
-        target = hints[cl] if rng.random() < 0.85 else rng.choice(ids)
-        key = rng.choice(KEYS)
-        if rng.random() < 0.6:
-            accepted, hint = c.client_write(cl, target, key)
-            if not accepted:
-                hints[cl] = hint or rng.choice(ids)
-        elif not c.client_read(cl, target, key):
-            hints[cl] = rng.choice(ids)
-        c.at(rng.uniform(5, 60), lambda: client_op(cl))
-
-    for cl in hints:
-        c.at(rng.uniform(0, 100), functools.partial(client_op, cl))
+    for number in range(rng.choice((2, 3, 5))):
+        cl = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
+        clients.append(cl)
+        cl.start(rng.uniform(0, 100))
 
     def expire() -> None:
         c.expire_clients(2000.0)
         c.at(250.0, expire)
 
     c.at(250.0, expire)
-
     fault_end = duration_ms
     crashed: set[int] = set()
 
@@ -156,7 +160,7 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> 
                     if i not in crashed:
                         if rng.random() < 0.3 and ld == i:
                             # Figure 8: crash the leader right after it takes a proposal.
-                            c.client_write(9, i, rng.choice(KEYS))
+                            c.client_write(9, i, "f8")
                         crashed.add(i)
                         c.crash(i)
         c.at(rng.uniform(100, 800), nemesis)
@@ -187,9 +191,11 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> 
             break
         if attempt == 2:
             raise Violation(f"liveness: three proposals after the heal did not commit within {COMMIT_BOUND_MS:.0f} ms")
-    stopped = True
-    if not c.run_until(lambda: not c.pending_writes and not c.pending_reads, COMMIT_BOUND_MS):
-        raise Violation(f"liveness: client requests still pending {COMMIT_BOUND_MS:.0f} ms after the clients stopped")
+    for cl in clients:
+        cl.stopped = True
+    if not c.run_until(lambda: not any(cl.busy for cl in clients) and not c.pending_direct,
+                       DEADLINE_MS + COMMIT_BOUND_MS):
+        raise Violation("liveness: client requests still pending after the clients stopped")
 
     def settled() -> bool:
         leader = c.leader()
@@ -200,6 +206,29 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float) -> 
     if not c.run_until(settled, COMMIT_BOUND_MS):
         raise Violation(f"liveness: the nodes did not all apply the leader's log within {COMMIT_BOUND_MS:.0f} ms")
     c.check_converged()
+
+
+def _check_history(c: SimCluster, history: list[check.Op]) -> None:
+    """The clients' history is linearizable (``zraft.check``), and every acknowledged append is in the final
+    value of its key exactly once (a retried append applied twice would show twice)."""
+    results = check.check(history)
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise Violation(f"history not linearizable: {check.verdict(results)}: {bad[0].explanation}")
+    ld = c.leader()
+    store = c.nodes[ld].kv if ld is not None else None
+    assert store is not None
+    for key in KEYS:
+        value = store.data.get(key.encode(), b"")
+        elements = value.split(b";")[:-1]
+        if len(set(elements)) != len(elements):
+            twice = sorted({e for e in elements if elements.count(e) > 1})
+            raise Violation(f"an append was applied twice to {key!r}: {twice[:3]}")
+        have = set(elements)
+        for o in history:
+            if o.key == key and o.kind == "append" and o.ret is not None and o.value is not None \
+                    and o.value[:-1] not in have:
+                raise Violation(f"acknowledged append {o.value!r} to {key!r} is missing at the end")
 
 
 def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import random
+from collections.abc import Callable
 
 
 class _File:
@@ -31,6 +32,8 @@ class FaultDisk:
         self.fail_syncs = 0
         """Fail this many of the next fsyncs with EIO."""
         self.syncs = 0
+        self.on_sync: Callable[[], None] | None = None
+        """Called before every fsync: the simulator crashes the machine there (a write not yet durable)."""
 
     # ------------------------------------------------------------------ the Disk protocol
 
@@ -152,6 +155,8 @@ class FaultDisk:
         return n
 
     def _sync(self) -> None:
+        if self.on_sync is not None:
+            self.on_sync()
         self.syncs += 1
         if self.fail_syncs:
             self.fail_syncs -= 1

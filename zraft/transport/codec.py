@@ -183,7 +183,20 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 # ---------------------------------------------------------------------- client requests and replies
 
 CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe")
-_WRITES = frozenset(("put", "append", "delete"))
+WRITE_OPS = frozenset(("put", "append", "delete"))
+"""The client operations that change the store: they go through the log (and a session)."""
+
+
+class Err:
+    """The ``error`` codes of a failed reply (docs/PROTOCOL.md says what a client does with each)."""
+
+    NOT_LEADER = "not_leader"
+    LEADER_CHANGED = "leader_changed"
+    NO_LEADER = "no_leader"
+    BAD_REQUEST = "bad_request"
+    TOO_LARGE = "too_large"
+    SESSION_EXPIRED = "session_expired"
+    BAD_COMMAND = "bad_command"
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True) -> tuple[str, Any]:
@@ -277,7 +290,7 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
     if type(op) is not str:
         raise ProtocolError("field op must be a string")
-    if op in _WRITES:  # the common case, checked in one expression; the slow path below says what is wrong
+    if op in WRITE_OPS:  # the common case, checked in one expression; the slow path below says what is wrong
         c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
         if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
                 and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT

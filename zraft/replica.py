@@ -1,0 +1,506 @@
+"""One replica: a Raft core with its log storage, its state machine and its clients -- everything a node does
+between the wire and the core, and nothing that touches a socket, a thread of its own or the real clock.
+
+The node process (``zraft.node``) runs one replica inside its ZeroMQ event loop; the simulator (``zraft.sim``)
+runs several in one process under virtual time. Only the seams differ, each passed in (hashicorp/raft's
+``NewRaft(conf, fsm, logs, stable, snaps, trans)`` shape):
+
+- ``Clock``: monotonic seconds (``time.monotonic``; the simulator's virtual clock);
+- ``Transport``: sends peers' messages and answers clients (``zraft.transport.zmq_transport``; the simulated
+  network);
+- the log storage: ``zraft.storage.Storage`` over a ``Disk`` (``OsDisk``; ``FaultDisk``, which crashes, tears
+  writes and fails fsyncs);
+- the state machine: ``zraft.kv.KVStore`` with its client sessions (the same in both).
+
+The event loop feeds a replica: ``receive`` each decoded message (Raft messages, snapshot chunks, client
+requests), ``end_input`` after a pass's messages (the writes that arrived together become one proposal: one log
+append, one fsync, one AppendEntries per follower), ``tick`` on the clock, ``work`` while ``busy`` (a snapshot
+being written), then ``process``: carry out the core's ready batch -- send the leader's appends, persist (fsync)
+before anything that promises what was persisted, send the rest, apply, answer clients.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zraft import kv
+from zraft.core import NONE, ClusterConfig, Entry, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
+from zraft.logutil import LogLimiter
+from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
+from zraft.storage import Storage, StorageError
+from zraft.storage.snapshots import SnapshotFile
+from zraft.transport import codec
+from zraft.transport.codec import Err
+
+log = logging.getLogger("zraft.replica")
+
+TICK_MS = 50
+"""Milliseconds per Raft tick (the node's loop and the simulator's virtual time alike)."""
+ELECTION_TICKS = 10
+"""Election timeout: 10-20 ticks (0.5-1 s). A new leader is usually elected within a second of a leader's death."""
+HEARTBEAT_TICKS = 2
+"""The leader sends heartbeats every 2 ticks (100 ms)."""
+SNAPSHOT_EVERY = 100_000
+"""Take a snapshot and compact the log after this many applied entries..."""
+SNAPSHOT_BYTES = 256 << 20
+"""... or once this many bytes have been written to the log since the last snapshot."""
+EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
+"""What a leader sends before its ready batch is durable: it writes its log in parallel with replicating it
+(diss. §10.2.1; the core counts the leader itself only once the batch is durable)."""
+
+
+class Clock(Protocol):
+    def __call__(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+
+class Transport(Protocol):
+    """How a replica reaches its peers and its clients. Sends never block and may be lost: Raft retries."""
+
+    def send(self, m: Message) -> None:
+        """A Raft message to ``m.dst`` (never a SNAPSHOT: snapshot files travel in chunks)."""
+        ...
+
+    def send_chunk(self, peer: int, c: codec.SnapChunk) -> bool:
+        """A piece of a snapshot file; False if the peer's queue is full (the sender tries again later)."""
+        ...
+
+    def send_ack(self, peer: int, a: codec.SnapAck) -> None:
+        """A follower's acknowledgement of snapshot chunks."""
+        ...
+
+    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
+        """Replies to one client connection: one reply to a request that came alone (``batch=False``), or the
+        replies to requests that came in batches, in as many batch frames as they need."""
+        ...
+
+
+class Probe(Protocol):
+    """What the simulator watches as a replica works (production passes none). It may raise to crash the
+    replica at that point: the simulator then keeps only what the disk made durable."""
+
+    def ready(self, replica: Replica, rd: Ready) -> None: ...
+    def persisting(self, replica: Replica, rd: Ready) -> None: ...
+    def persisted(self, replica: Replica, rd: Ready) -> None: ...
+    def applied(self, replica: Replica, e: Entry) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    snapshot_every: int = SNAPSHOT_EVERY
+    snapshot_bytes: int = SNAPSHOT_BYTES
+    max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES
+    chunk_bytes: int = CHUNK_BYTES
+    """Snapshot files are sent in chunks of this size."""
+    threads: bool = True
+    """A snapshot's file is fsynced by a thread and its serialization is bounded by real time per loop pass;
+    False (the simulator): by the loop, ``snapshot_pieces`` pieces per pass, so that a replay is exact."""
+    snapshot_pieces: int | None = None
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    identity: bytes
+    req_id: int
+    batched: bool = False
+
+
+@dataclass(slots=True)
+class PendingRead:
+    identity: bytes
+    req_id: int
+    key: bytes
+    batched: bool = False
+
+
+class Replica:
+    def __init__(self, node_id: int, config: ClusterConfig, storage: Storage, transport: Transport, clock: Clock,
+                 rng: random.Random, options: Options, settings: Settings = Settings(),
+                 addresses: dict[int, str] | None = None, probe: Probe | None = None) -> None:
+        """Recover from ``storage`` (its snapshot into the store; the committed log is replayed by ``start``)."""
+        self.id = node_id
+        self.storage = storage
+        self.transport = transport
+        self.clock = clock
+        self.settings = settings
+        self.addresses = addresses or {}
+        self.probe = probe
+        rec = storage.recovered
+        self.kv = kv.KVStore()
+        applied = 0
+        if rec.snapshot is not None:
+            self.kv = restore(rec.snapshot)
+            applied = rec.snapshot.index
+        self.raft = Raft(node_id, config, rng, options, rec.hard_state, rec.snapshot, rec.entries, applied)
+        self.snap_job: SnapshotJob | None = None
+        self.snap_stats: dict[str, Any] = {}
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+        self._job_max_pass = 0.0
+        self._job_max_late = 0.0
+        self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
+        self.pending_reads: dict[int, PendingRead] = {}
+        self._writes: list[tuple[bytes, dict[str, Any], bool]] = []
+        self._outbox: dict[bytes, list[dict[str, Any]]] = {}
+        self._next_read = 0
+        self.sender = Sender(node_id, transport.send_chunk, clock, settings.chunk_bytes)
+        self.receiver = Receiver(node_id, storage, transport.send_ack, settings.max_snapshot_bytes,
+                                 self._validate_snapshot)
+        self._prepared: tuple[int, int, kv.KVStore] | None = None
+        """The store restored from a received snapshot while validating it, kept for its installation."""
+        self.limiter = LogLimiter(log, clock)
+        self._dropped_seen = 0
+        self.status_extra: Callable[[], dict[str, Any]] | None = None
+        """More fields for status replies (the node adds its transport's)."""
+
+    # ------------------------------------------------------------------ inputs
+
+    def start(self) -> None:
+        """Replay the committed log before serving anything."""
+        self.process()
+        self._outbox.clear()
+
+    def receive(self, kind: str, msg: Any, identity: bytes) -> None:
+        """One decoded message (``codec.decode``'s kinds), from an authenticated peer for the peer kinds."""
+        raft = self.raft
+        if kind == "raft":
+            if msg.type == MsgType.SNAPSHOT:
+                self.limiter.warn("raft_snapshot", "node=%d event=bad_raft_message error=snapshots travel in chunks",
+                                  self.id)
+                return
+            raft.step(msg)
+        elif kind == "client_batch":
+            for req in msg:
+                if isinstance(req, codec.ProtocolError):
+                    self.bad_request(identity, req, True)
+                elif req["op"] in codec.WRITE_OPS:
+                    self._writes.append((identity, req, True))
+                else:
+                    self._client_other(identity, req, True)
+        elif kind == "client":
+            if msg["op"] in codec.WRITE_OPS:
+                self._writes.append((identity, msg, False))
+            else:
+                self._client_other(identity, msg)
+        elif msg.dst != self.id:
+            return
+        elif kind == "snap_chunk":
+            # Only from the leader we follow, in its term: a stranger's file never replaces our state.
+            if msg.term != raft.term or msg.src != raft.lead or raft.role != Role.FOLLOWER:
+                self.limiter.warn("snap_not_leader", "node=%d event=snapshot_chunk_dropped from=%d term=%d "
+                                  "(our term %d, leader %d)", self.id, msg.src, msg.term, raft.term, raft.lead)
+                return
+            self._on_chunk(msg)
+        elif kind == "snap_ack":
+            if msg.term == raft.term and raft.role == Role.LEADER and self.sender.on_ack(msg) == "failed":
+                raft.report_snapshot(msg.src, False)
+
+    def bad_request(self, identity: bytes, e: codec.ProtocolError, batched: bool = False) -> None:
+        self._reply(identity, {"id": e.req_id, "ok": False, "error": Err.BAD_REQUEST, "message": str(e)}, batched)
+
+    def end_input(self) -> None:
+        """The messages that arrived together are in: propose their writes as one batch."""
+        if self._writes:
+            writes, self._writes = self._writes, []
+            self._propose(writes)
+        dropped = sum(self.raft.dropped.values())
+        if dropped != self._dropped_seen:
+            self._dropped_seen = dropped
+            self.limiter.warn("impossible", "node=%d event=impossible_message count=%d last=%s", self.id, dropped,
+                              self.raft.last_dropped)
+
+    def tick(self, late_s: float = 0.0) -> None:
+        """One tick of the core's clock; ``late_s``: how late the loop got to it (for snapshot statistics)."""
+        if self.snap_job is not None:
+            self._job_max_late = max(self._job_max_late, late_s)
+        self.raft.tick()
+        for peer in self.sender.tick():
+            self.raft.report_snapshot(peer, False)
+
+    def busy(self) -> bool:
+        """True while a snapshot is being written and the loop should call ``work`` without waiting."""
+        job = self.snap_job
+        return job is not None and job.busy()
+
+    def work(self) -> None:
+        job = self.snap_job
+        if job is not None:
+            job.step()
+            if job.done():
+                self._finish_snapshot()
+
+    def process(self) -> None:
+        """Carry out the core's ready batch, if it has one, and send the answers collected in this pass."""
+        t0 = time.perf_counter()
+        if self.raft.has_ready():
+            self._process_ready()
+        if self._outbox:
+            self._flush_outbox()
+        if self.snap_job is not None:
+            self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        if self.snap_job is not None:
+            self.snap_job.wait()
+        self.receiver.abort()
+        self.storage.close()
+
+    # ------------------------------------------------------------------ clients
+
+    def _leader_info(self) -> dict[str, Any]:
+        ld = self.raft.lead
+        return {"leader": ld, "leader_addr": self.addresses.get(ld, "") if ld != NONE else ""}
+
+    def _reply(self, identity: bytes, msg: dict[str, Any], batched: bool = False) -> None:
+        if batched:  # answered together with the identity's other answers at the end of the loop pass
+            box = self._outbox.get(identity)
+            if box is None:
+                self._outbox[identity] = [msg]
+            else:
+                box.append(msg)
+            return
+        self.transport.answer(identity, [msg], False)
+
+    def _flush_outbox(self) -> None:
+        answer = self.transport.answer
+        for identity, msgs in self._outbox.items():
+            answer(identity, msgs, True)
+        self._outbox.clear()
+
+    def _not_leader(self, identity: bytes, req_id: int, batched: bool = False) -> None:
+        self._reply(identity, {"id": req_id, "ok": False, "error": Err.NOT_LEADER,
+                               "message": "this node is not the leader", **self._leader_info()}, batched)
+
+    def _propose(self, writes: list[tuple[bytes, dict[str, Any], bool]]) -> None:
+        if self.raft.role != Role.LEADER:
+            for identity, req, batched in writes:
+                self._not_leader(identity, req["id"], batched)
+            return
+        datas = []
+        pending = self.pending_writes
+        for identity, req, batched in writes:
+            key, value = req["key"], req.get("value", b"")
+            if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.TOO_LARGE,
+                                       "message": kv.check_limits(key, value)}, batched)
+                continue
+            client, seq = req["client"], req["seq"]
+            w = PendingWrite(identity, req["id"], batched)
+            waiting = pending.get((client, seq))
+            if waiting is None:
+                pending[(client, seq)] = [w]
+            else:
+                waiting.append(w)
+            datas.append(kv.encode_command(_OPS[req["op"]], client, seq, req["ack"], key, value))
+        if datas:
+            self.raft.propose(datas)  # we are leader: checked above, and nothing in between changes the role
+
+    def _client_other(self, identity: bytes, req: dict[str, Any], batched: bool = False) -> None:
+        op, rid = req["op"], req["id"]
+        if op == "probe":
+            self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
+                                   "term": self.raft.term, **self._leader_info()}, batched)
+        elif op == "status":
+            self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
+        elif op == "get":
+            if req.get("stale"):
+                self._answer_get(identity, rid, req["key"], batched)
+                return
+            self._next_read += 1
+            ctx = self._next_read
+            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched)
+            self.raft.read_index(ctx)
+
+    def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
+        v = self.kv.data.get(key)
+        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
+
+    def status(self) -> dict[str, Any]:
+        raft = self.raft
+        st = raft.status()
+        del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
+        st.update(self._leader_info())
+        st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.kv.applied,
+                   "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
+                   "pending_reads": len(self.pending_reads), "pending_writes": len(self.pending_writes),
+                   "log_entries": raft.last_index - raft.snapshot_index,
+                   "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
+                   "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()}})
+        rc = self.receiver.current
+        if rc is not None:
+            st["snapshot_receiving"] = [rc.received, rc.size]
+        st.update(self.storage.disk_usage())
+        if "match" in st:
+            st["match"] = {str(k): v for k, v in st["match"].items()}
+        if self.status_extra is not None:
+            st.update(self.status_extra())
+        return st
+
+    # ------------------------------------------------------------------ carrying out a ready batch
+
+    def _process_ready(self) -> None:
+        rd: Ready = self.raft.ready()
+        probe = self.probe
+        if probe is not None:
+            probe.ready(self, rd)
+        # 1. A leader's AppendEntries, heartbeats and snapshots go out first (see EARLY_TYPES).
+        late = []
+        for m in rd.messages:
+            if m.type in EARLY_TYPES:
+                self._send(m)
+            else:
+                late.append(m)
+        # 2. Persist before anything else that depends on it is sent (the core's contract).
+        if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
+            if probe is not None:
+                probe.persisting(self, rd)
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            if probe is not None:
+                probe.persisted(self, rd)
+        # 3. Send the rest (votes, answers to the leader: they promise what is now durable).
+        for m in late:
+            self._send(m)
+        if rd.soft_state is not None:
+            log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
+                     rd.soft_state.role.name.lower(), rd.soft_state.leader)
+            if rd.soft_state.role != Role.LEADER:
+                self.sender.clear()
+                # Writes waiting here may still commit under the next leader: the client retries with the same
+                # sequence number and the session answers it once.
+                for waiting in self.pending_writes.values():
+                    for w in waiting:
+                        self._reply(w.identity, {"id": w.req_id, "ok": False, "error": Err.LEADER_CHANGED,
+                                                 "message": "leadership changed; outcome unknown, retry",
+                                                 **self._leader_info()}, w.batched)
+                self.pending_writes.clear()
+        # 4. Apply.
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        store, pending = self.kv, self.pending_writes
+        for e in rd.committed_entries:
+            if e.kind == EntryKind.NORMAL:
+                client, seq, status = store.apply(e.index, e.data)
+                answer = pending.pop((client, seq), None) if pending else None
+                if answer:
+                    for w in answer:
+                        if status == kv.OK:
+                            self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
+                        else:
+                            self._reply(w.identity, {"id": w.req_id, "ok": False,
+                                                     "error": kv.Status(status).name.lower(),
+                                                     "message": _STATUS_TEXT[status]}, w.batched)
+            else:
+                store.apply_noop(e.index)
+            if probe is not None:
+                probe.applied(self, e)
+        # 5. Reads.
+        for rs in rd.read_states:
+            pr = self.pending_reads.pop(rs.context, None)
+            if pr is not None:
+                self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
+        for ctx in rd.failed_reads:
+            pr = self.pending_reads.pop(ctx, None)
+            if pr is not None:
+                self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": Err.NO_LEADER,
+                                          "message": "no leader could confirm the read; retry",
+                                          **self._leader_info()}, pr.batched)
+        self._maybe_snapshot()
+
+    def _send(self, m: Message) -> None:
+        if m.type == MsgType.SNAPSHOT:
+            assert m.snapshot is not None
+            try:
+                self.sender.start(m.dst, m.term, m.snapshot)
+            except OSError as e:
+                log.warning("node=%d event=snapshot_send_failed peer=%d error=%s", self.id, m.dst, e)
+                self.raft.report_snapshot(m.dst, False)
+            return
+        self.transport.send(m)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _maybe_snapshot(self) -> None:
+        applied, snap_index = self.kv.applied, self.raft.snapshot_index
+        if self.snap_job is not None or applied <= snap_index:
+            return
+        st = self.settings
+        if applied - snap_index >= st.snapshot_every or self.storage.bytes_since_snapshot >= st.snapshot_bytes:
+            self._job_max_pass = self._job_max_late = 0.0
+            self.snap_job = SnapshotJob(self.storage, self.kv, self.raft.make_snapshot(applied, None),
+                                        threads=st.threads, max_pieces=st.snapshot_pieces,
+                                        budget_s=STEP_BUDGET_S if st.threads else None)
+            log.info("node=%d event=snapshot_begin index=%d keys=%d loop_pause_ms=%.1f", self.id, applied,
+                     len(self.snap_job.image.keys), self.snap_job.begin_s * 1000)
+
+    def _finish_snapshot(self) -> None:
+        job = self.snap_job
+        assert job is not None
+        self.snap_job = None
+        t0 = time.perf_counter()
+        try:
+            snap = job.finish()
+        except OSError as e:
+            raise StorageError(f"writing a snapshot failed: {e}") from e
+        if snap.index <= self.raft.snapshot_index:  # a snapshot from the leader was installed meanwhile
+            log.info("node=%d event=snapshot_obsolete index=%d", self.id, snap.index)
+            return
+        self.storage.save_snapshot(snap)
+        self.raft.compact(snap)
+        self.snapshots_taken += 1
+        finish_s = time.perf_counter() - t0
+        assert isinstance(snap.data, SnapshotFile)
+        self.snap_stats = {"index": snap.index, "keys": len(job.image.keys), "bytes": snap.data.size,
+                           "seconds": round(self.clock() - job.started, 3),
+                           "begin_ms": round(job.begin_s * 1000, 2), "finish_ms": round(finish_s * 1000, 2),
+                           "max_loop_pass_ms": round(max(self._job_max_pass, finish_s) * 1000, 2),
+                           "max_tick_late_ms": round(self._job_max_late * 1000, 2)}
+        log.info("node=%d event=snapshot %s", self.id, " ".join(f"{k}={v}" for k, v in self.snap_stats.items()))
+
+    def _install(self, snap: Snapshot) -> None:
+        if self.snap_job is not None:
+            self.snap_job.wait()  # its image is of the store being replaced; its result will be ignored
+        t0 = time.perf_counter()
+        prepared, self._prepared = self._prepared, None
+        self.kv = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) else restore(snap)
+        self.snapshots_installed += 1
+        log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
+                 len(self.kv.data), time.perf_counter() - t0)
+
+    def _validate_snapshot(self, snap: Snapshot) -> None:
+        """A received snapshot must decode into a store at its own index, before anything names it."""
+        if snap.config != self.raft.config:
+            raise ValueError(f"its configuration {list(snap.config.voters)} is not ours "
+                             f"{list(self.raft.config.voters)}")
+        store = restore(snap)
+        if store.applied != snap.index:
+            raise ValueError(f"its store is at index {store.applied}, the snapshot says {snap.index}")
+        self._prepared = (snap.index, snap.term, store)
+
+    def _on_chunk(self, c: codec.SnapChunk) -> None:
+        try:
+            snap = self.receiver.on_chunk(c)
+        except OSError as e:
+            raise StorageError(f"receiving a snapshot failed: {e}") from e
+        if snap is not None:
+            self.raft.step(Message(MsgType.SNAPSHOT, c.src, self.id, c.term, snapshot=snap))
+
+
+def restore(snap: Snapshot) -> kv.KVStore:
+    """The store a snapshot holds."""
+    if isinstance(snap.data, SnapshotFile):
+        return kv.KVStore.restore_chunks(snap.data.data_chunks())
+    return kv.KVStore.restore(snap.data)
+
+
+_OPS = {"put": int(kv.Op.PUT), "append": int(kv.Op.APPEND), "delete": int(kv.Op.DELETE)}
+_STATUS_TEXT: dict[int, str] = {
+    kv.Status.TOO_LARGE: "key or value over the size limit",
+    kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
+    kv.Status.BAD_COMMAND: "malformed command",
+}

@@ -1,0 +1,155 @@
+"""A node's ZeroMQ transport: its sockets, and the checks every frame passes before a replica sees it.
+
+One ROUTER bound at the node's address receives everything (peers' Raft messages and snapshot chunks, client
+requests); one DEALER per peer, with routing id ``node-<id>``, sends to that peer's ROUTER. Sends never block:
+when a peer's queue is full the message is dropped and Raft's retries cover it. With keys, every connection is
+CurveZMQ-authenticated (``zraft.security``) and a peer's message must come from that peer's key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import zmq
+
+from zraft import security
+from zraft.core import Message
+from zraft.logutil import LogLimiter
+from zraft.transport import codec
+
+log = logging.getLogger("zraft.transport")
+
+PEER_HWM = 10_000
+"""Messages queued for a peer that cannot take them before new ones are dropped."""
+PEER_KINDS = frozenset(("raft", "snap_chunk", "snap_ack"))
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
+
+
+class ZmqTransport:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], node_id: int, peers: dict[int, str], bind: str,
+                 keys: security.NodeKeys | None = None) -> None:
+        self.id = node_id
+        self.keys = keys
+        self.zap: security.ZapHandler | None = None
+        self.router = ctx.socket(zmq.ROUTER)
+        if keys is not None:
+            self.zap = security.ZapHandler(ctx, keys)  # bound before any CURVE socket needs it
+            security.server_socket(self.router, keys.own)
+        self.router.setsockopt(zmq.MAXMSGSIZE, codec.MAX_PEER_MESSAGE)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.RCVHWM, 100_000)
+        self.router.setsockopt(zmq.SNDHWM, 100_000)
+        self.router.bind(bind)
+        self.dealers: dict[int, zmq.Socket[bytes]] = {}
+        for pid, addr in peers.items():
+            if pid == node_id:
+                continue
+            d = ctx.socket(zmq.DEALER)
+            d.setsockopt(zmq.LINGER, 0)
+            d.setsockopt(zmq.IDENTITY, f"node-{node_id}".encode())
+            d.setsockopt(zmq.SNDHWM, PEER_HWM)
+            d.setsockopt(zmq.IMMEDIATE, 1)
+            if keys is not None:
+                security.client_socket(d, keys.own, keys.nodes[pid])
+            d.connect(f"tcp://{addr}")
+            self.dealers[pid] = d
+        self.limiter = LogLimiter(log)
+        self.bad_frames = 0
+        """Frames dropped or refused because they break the protocol or could not be handled."""
+
+    # ------------------------------------------------------------------ receiving
+
+    def incoming(self, most: int) -> Iterator[tuple[str, Any, bytes]]:
+        """The messages waiting (up to ``most``), decoded and checked: (kind, message, sender's identity).
+        A frame that breaks the protocol is counted, logged (rate-limited) and answered, never yielded."""
+        secure = self.keys is not None
+        router = self.router
+        for _ in range(most):
+            user: str | None = None
+            try:
+                if secure:  # who sent it: the user id our ZAP handler gave the connection's key
+                    parts = router.recv_multipart(_NOBLOCK, copy=False)
+                    user = str(parts[-1].get("User-Id"))
+                    frames = [f.bytes for f in parts]
+                else:
+                    frames = router.recv_multipart(_NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.refused("bad_frames", "node=%d event=bad_message error=expected 2 frames, got %d", self.id,
+                             len(frames))
+                continue
+            identity, payload = frames
+            try:
+                kind, msg = codec.decode(payload, peer=user is None or user.startswith("node-"))
+            except codec.ProtocolError as e:
+                self.refused("bad_message", "node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
+                self.answer(identity, [{"id": 0, "ok": False, "error": codec.Err.BAD_REQUEST, "message": str(e)}],
+                            False)
+                continue
+            if user is not None and kind in PEER_KINDS and user != f"node-{msg.src}":
+                self.refused("impersonation", "node=%d event=bad_message error=%s sent a message as node %d",
+                             self.id, user, msg.src)
+                continue
+            yield kind, msg, identity
+
+    def refused(self, event: str, fmt: str, *args: Any) -> None:
+        """A frame dropped: counted, and logged at most once a second per kind."""
+        self.bad_frames += 1
+        self.limiter.warn(event, fmt, *args)
+
+    # ------------------------------------------------------------------ sending (the replica's Transport)
+
+    def send(self, m: Message) -> None:
+        d = self.dealers.get(m.dst)
+        if d is None:
+            return
+        try:
+            d.send(codec.encode_raft(m), _NOBLOCK)
+        except zmq.Again:
+            pass  # queue full or peer not connected: dropped, Raft retries
+
+    def send_chunk(self, peer: int, c: codec.SnapChunk) -> bool:
+        return self.send_raw(peer, codec.encode_chunk(c))
+
+    def send_ack(self, peer: int, a: codec.SnapAck) -> None:
+        self.send_raw(peer, codec.encode_ack(a))
+
+    def send_raw(self, peer: int, payload: bytes) -> bool:
+        """False if the peer's queue is full (try again later)."""
+        d = self.dealers.get(peer)
+        if d is None:
+            return True
+        try:
+            d.send(payload, _NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
+        if not batch:
+            self._send_client(client, codec.encode_client(replies[0]))
+            return
+        for lo in range(0, len(replies), codec.MAX_BATCH):
+            self._send_client(client, codec.encode_client_batch(replies[lo:lo + codec.MAX_BATCH]))
+
+    def _send_client(self, identity: bytes, payload: bytes) -> None:
+        try:
+            self.router.send(identity, _NOBLOCK_MORE)
+            self.router.send(payload, _NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client is gone or slow; it will retry
+
+    # ------------------------------------------------------------------ the rest
+
+    def status(self) -> dict[str, Any]:
+        return {"bad_frames": self.bad_frames, "secure": self.keys is not None,
+                "refused_connections": self.zap.refused if self.zap is not None else 0}
+
+    def close(self) -> None:
+        if self.zap is not None:
+            self.zap.close()
