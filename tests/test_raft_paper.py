@@ -281,6 +281,20 @@ def test_follower_check_append(index: int, log_term: int, ok: bool) -> None:
         assert r.log.last_index == index + 1
 
 
+def test_follower_with_a_stale_suffix_commits_and_acknowledges_only_what_matched() -> None:
+    """Figure 2, AppendEntries receiver: "If leaderCommit > commitIndex, set commitIndex = min(leaderCommit, index
+    of last new entry)". A follower holds entries 4 and 5 of an old term that never committed; the leader of
+    term 2, whose own entries 4 and 5 differ, sends entries up to 3 only (they match: no conflict, nothing is
+    truncated) with its commit index 5. The follower may commit 3, not 5 (its 4 and 5 are not the leader's),
+    and acknowledges 3: acknowledging its last index would make the leader count entries it never sent."""
+    r = new_raft(2, entries=ents(1, 1, 1, 1, 1), hard_state=HardState(term=2))
+    r.step(Message(A, 1, 2, 2, index=2, log_term=1, entries=tuple(ents(1, start=3)), commit=5))
+    resp = msgs(r)[-1]
+    assert resp.type == AR and not resp.reject and resp.index == 3
+    assert r.log.commit == 3
+    assert [e.term for e in r.log.entries] == [1, 1, 1, 1, 1]  # the matching append truncated nothing
+
+
 @pytest.mark.parametrize(
     ("index", "log_term", "new", "want_terms"),
     [

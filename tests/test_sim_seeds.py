@@ -1,5 +1,6 @@
-"""Thousands of seeded fault schedules against the real core (issue: at least 2,000 seeds across cluster sizes
-and fault mixes). Seeds choose their cluster size and fault profile; the test also checks the spread."""
+"""Thousands of seeded fault schedules against production replicas (the core, storage on a crashing disk, the KV
+store with sessions, chunked snapshots, the codec), across cluster sizes and fault mixes. Seeds choose their
+cluster size and fault profile; the test also checks the spread and that the production paths really ran."""
 
 from __future__ import annotations
 
@@ -20,21 +21,32 @@ def test_seed_shapes_cover_every_size_and_profile() -> None:
 
 def test_many_seeds() -> None:
     failures = []
-    steps = faults = 0
+    steps = faults = crashes = installed = snapshots = sessions = unknown = appends = 0
     for r in run_many(range(SEEDS), jobs=max(2, os.cpu_count() or 1)):
         steps += r.steps
         faults += r.faults
+        crashes += r.crashes
+        installed += r.installed
+        snapshots += r.snapshots
+        sessions += r.sessions
+        unknown += r.unknown
+        appends += r.writes_ok
         if not r.ok:
             failures.append(f"seed {r.seed}: {r.error}\n  replay: {r.replay_command()}")
     assert not failures, "\n".join(failures[:10])
     assert faults > SEEDS  # the fault mixes really injected faults
+    # The production paths ran: crashes and restarts from the disk, snapshots taken and installed by chunks,
+    # clients that lost answers and started new sessions, and tens of thousands of appends checked.
+    assert crashes > SEEDS and snapshots > SEEDS and installed > SEEDS // 10
+    assert sessions > 2 * SEEDS and unknown > 0 and appends > 20 * SEEDS
 
 
 def test_replay_is_deterministic() -> None:
     a = run_seed(4242)
     b = run_seed(4242)
-    assert (a.steps, a.messages, a.writes_ok, a.reads_ok, a.faults) == (b.steps, b.messages, b.writes_ok, b.reads_ok,
-                                                                        b.faults)
+    assert (a.steps, a.messages, a.writes_ok, a.reads_ok, a.faults, a.crashes, a.sessions, a.snapshots, a.installed,
+            a.unknown) == (b.steps, b.messages, b.writes_ok, b.reads_ok, b.faults, b.crashes, b.sessions, b.snapshots,
+                           b.installed, b.unknown)
 
 
 def test_cli_prints_summary_last_and_replays_one_seed() -> None:

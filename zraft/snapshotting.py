@@ -104,7 +104,7 @@ class SnapshotJob:
                         return
                 if end is not None and time.perf_counter() >= end:
                     return
-        except BaseException as e:
+        except Exception as e:
             self._pieces = None
             self.store.end_snapshot()
             self._fail(e)
@@ -125,7 +125,7 @@ class SnapshotJob:
     def _flush(self) -> None:
         try:
             self.writer.flush()
-        except BaseException as e:  # reported to the event loop by finish()
+        except Exception as e:  # reported to the event loop by finish()
             self.error = e
 
     def _commit(self, flusher: threading.Thread | None) -> None:
@@ -136,7 +136,7 @@ class SnapshotJob:
             return
         try:
             self.result = self.writer.commit()
-        except BaseException as e:
+        except Exception as e:
             self._fail(e)
 
     def _fail(self, e: BaseException) -> None:

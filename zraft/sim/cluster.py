@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zraft.core import ClusterConfig, Entry, Message, MsgType, Options, Raft, Ready, Role
+from zraft.core import ClusterConfig, Entry, HardState, Message, MsgType, Options, Raft, Ready, Role
 from zraft.kv import KVStore
 from zraft.replica import EARLY_TYPES, TICK_MS, Replica, Settings
 from zraft.storage import Storage
@@ -35,8 +35,9 @@ class Violation(AssertionError):
     """A safety or liveness property of Raft failed in the simulation."""
 
 
-class Crash(Exception):
-    """Raised inside a replica (by a probe or the disk) to crash its node at that point."""
+class Crash(BaseException):
+    """Raised inside a replica (by a probe or the disk) to crash its node at that point. Not an ``Exception``:
+    like the process dying, nothing in the replica may catch it and carry on."""
 
 
 @dataclass
@@ -102,6 +103,8 @@ class SimNode:
         self.replica: Replica | None = None
         self.max_applied = 0
         self.max_commit = 0
+        self.last_hard_state: HardState | None = None
+        """The hard state it last persisted (before a crash, the one it restarts with)."""
         self.up = False
 
     @property
@@ -349,6 +352,7 @@ class SimCluster:
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
                       probe=self)
         node.replica = rep
+        node.last_hard_state = storage.recovered.hard_state
         node.up = True
         # Like a real node, replay the committed log before serving anything.
         self._guard(node, rep.start)
@@ -426,21 +430,33 @@ class SimCluster:
             self._check_entries(replica.id, r, rd.entries)
 
     def persisting(self, replica: Replica, rd: Ready) -> None:
-        if self.crash_points and rd.entries and self.rng.random() < 0.02:
+        if not self.crash_points:
+            return
+        if self.rng.random() < (0.02 if rd.entries else 0.05 if self._vote_only(replica, rd) else 0.0):
             # A crash before the batch is durable: a leader has sent its entries already (they may commit
-            # without it); nothing else that promises this batch may have left.
+            # without it); nothing else that promises this batch (a vote, an acknowledgement) may have left.
             raise Crash
+
+    def _vote_only(self, replica: Replica, rd: Ready) -> bool:
+        """The batch changes only the vote, in the same term (a vote granted after a term was already seen)."""
+        hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
+        return hs is not None and not rd.entries and last is not None and hs.term == last.term \
+            and hs.vote != last.vote
 
     def persisted(self, replica: Replica, rd: Ready) -> None:
         node = self.nodes[replica.id]
+        vote_only = self._vote_only(replica, rd)
         if rd.hard_state is not None:
             if rd.hard_state.commit < node.max_commit:
                 raise Violation(f"node {node.id}: commit went back from {node.max_commit} to {rd.hard_state.commit}")
             node.max_commit = rd.hard_state.commit
+            node.last_hard_state = rd.hard_state
         if self.crash_points and self.rng.random() < (
-                0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.001):
-            # Durable but nothing sent or applied; often right after winning an election, so that a new leader's
-            # no-op never leaves it (the Figure 8 pattern).
+                0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.1 if vote_only
+                else 0.001):
+            # Durable but nothing sent or applied: often right after winning an election, so that a new leader's
+            # no-op never leaves it (the Figure 8 pattern), or right after a vote-only change (the restarted
+            # node must remember whom it voted for in this term).
             raise Crash
 
     def applied(self, replica: Replica, e: Entry) -> None:

@@ -89,6 +89,8 @@ class FaultDisk:
             self.sync_dir(path.rsplit("/", 1)[0])
 
     def remove(self, path: str) -> None:
+        if path not in self.files:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
         del self.files[path]
 
     def rename(self, src: str, dst: str) -> None:
