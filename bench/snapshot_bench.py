@@ -112,8 +112,7 @@ def make_log(path: str, entries: int, keys: int, compact: bool) -> None:
     batch = 20_000
     for lo in range(1, entries + 1, batch):
         hi = min(lo + batch - 1, entries)
-        st.write(HardState(1, 1, hi), [Entry(i, 1, 0, command(i, keys)) for i in range(lo, hi + 1)])
-    st.sync()
+        st.save(HardState(1, 1, hi), [Entry(i, 1, 0, command(i, keys)) for i in range(lo, hi + 1)])
     if compact:
         s = kv.KVStore()
         for i in range(1, entries + 1):

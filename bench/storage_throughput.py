@@ -3,11 +3,8 @@
     python bench/storage_throughput.py [--dir DIR] [--seconds 3] [--restart-entries 1000000]
 
 The raw limit is a plain loop of one 100-byte write + fdatasync on one file. The log writes batches of 1, 10,
-100 and 1,000 entries of 100 bytes with a hard state, two ways:
-  save       one ``Storage.save`` per batch: encode, write, fsync, one after the other;
-  pipelined  ``Storage.write`` in this thread while a flusher thread loops ``Storage.sync`` (group commit):
-             encoding and writing batch N+1 overlaps the fsync of batch N, as the node runtime can do.
-Entries per second count only batches known durable.
+100 and 1,000 entries of 100 bytes with a hard state, one ``Storage.save`` per batch (encode, write, fsync),
+as the node's loop does for each ready batch.
 """
 
 from __future__ import annotations
@@ -59,52 +56,6 @@ def log_entries_per_second(d: str, batch: int, seconds: float) -> float:
     return index / elapsed
 
 
-def pipelined_entries_per_second(d: str, batch: int, seconds: float) -> float:
-    import threading
-
-    path = os.path.join(d, f"pipe{batch}")
-    s = Storage(path)
-    cond = threading.Condition()
-    state = {"written": 0, "durable": 0, "stop": False}
-
-    def flusher() -> None:
-        while True:
-            with cond:
-                while state["written"] == state["durable"] and not state["stop"]:
-                    cond.wait()
-                if state["stop"]:
-                    return
-            done = s.sync()  # the fsync runs without the GIL while the writer encodes the next batch
-            with cond:
-                state["durable"] = done
-                cond.notify_all()
-
-    index = 0
-    seq_last_index = {0: 0}
-    t = threading.Thread(target=flusher)
-    start = time.perf_counter()
-    t.start()
-    while time.perf_counter() - start < seconds:
-        entries = [Entry(index + i + 1, 1, 0, PAYLOAD) for i in range(batch)]
-        index += batch
-        seq = s.write(HardState(1, 1, index), entries)
-        seq_last_index[seq] = index
-        with cond:
-            state["written"] = seq
-            cond.notify_all()
-            while seq - state["durable"] > 1:  # at most one batch queued behind the fsync in progress
-                cond.wait()
-    with cond:
-        done = state["durable"]
-        state["stop"] = True
-        cond.notify_all()
-    elapsed = time.perf_counter() - start
-    t.join()
-    s.close()
-    shutil.rmtree(path)
-    return seq_last_index[done] / elapsed
-
-
 def restart_seconds(d: str, n: int) -> tuple[float, float]:
     path = os.path.join(d, "restart")
     s = Storage(path)
@@ -135,8 +86,7 @@ def main() -> None:
         raw_before = raw_fsyncs_per_second(d, a.seconds)
         results = []
         for batch in (1, 10, 100, 1000):
-            for mode, fn in (("save", log_entries_per_second), ("pipelined", pipelined_entries_per_second)):
-                results.append((batch, mode, fn(d, batch, a.seconds)))
+            results.append((batch, "save", log_entries_per_second(d, batch, a.seconds)))
         raw_after = raw_fsyncs_per_second(d, a.seconds)
         raw = (raw_before + raw_after) / 2
         print(f"raw write+fdatasync of 100 B: {raw:9.0f} per second (before {raw_before:.0f}, after {raw_after:.0f})")

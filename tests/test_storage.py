@@ -317,34 +317,6 @@ def test_enospc_on_real_files_is_a_storage_error(tmp_path: os.PathLike[str], mon
         s.save(HardState(1, 1, 2), ents(2, 2))
 
 
-def test_group_commit_from_a_flusher_thread() -> None:
-    """write() and sync() overlap from two threads; every batch up to the number sync() returned survives a
-    crash that loses everything unsynced, and rolls to new segments happen safely in between."""
-    import threading
-
-    disk = FaultDisk()
-    s = reopen(disk, segment_bytes=3000)
-    done = threading.Event()
-    durable = [0]
-
-    def flusher() -> None:
-        while not done.is_set():
-            durable[0] = s.sync()
-
-    t = threading.Thread(target=flusher)
-    t.start()
-    seqs = {}
-    for lo in range(1, 2001, 10):
-        seqs[s.write(HardState(1, 1, lo), ents(lo, lo + 9))] = lo + 9
-    done.set()
-    t.join()
-    last_durable = max(i for q, i in seqs.items() if q <= durable[0]) if durable[0] else 0
-    disk.crash("lose")
-    r = reopen(disk).recovered
-    assert len(disk.listdir(f"{D}/log")) > 3
-    assert r.entries[:last_durable] == ents(1, last_durable)
-
-
 def test_snapshot_of_an_unknown_format_is_refused_with_a_clear_error() -> None:
     disk = FaultDisk()
     s = reopen(disk)

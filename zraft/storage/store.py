@@ -131,10 +131,6 @@ class Storage:
             else background_prealloc
         self._spare: tuple[threading.Thread, list[BaseException]] | None = None
         self._spare_path = f"{self.log_dir}/spare.prealloc"
-        self._lock = threading.Lock()  # guards the active segment and the counters below
-        self._sync_lock = threading.Lock()  # held across an fsync; taken first (before _lock) by a roll
-        self._written = 0  # batches written
-        self._synced = 0  # batches known durable
         if unsafe_no_fsync:
             log.warning("path=%s event=unsafe_no_fsync writes are not forced to disk; acknowledged data can be "
                         "lost in a crash", path)
@@ -235,13 +231,6 @@ class Storage:
     def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
         """Make a ready batch durable: its snapshot (if any), then its entries and hard state, in one write and
         one fsync. Raises ``StorageError`` (and refuses all later writes) if the disk fails."""
-        self.write(hard_state, entries, snapshot)
-        self.sync()
-
-    def write(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> int:
-        """Write a batch without waiting for the disk; returns its sequence number. The batch is durable once a
-        ``sync()`` -- which may run in another thread, overlapping the next writes (group commit) -- returns
-        a number at least as large. A batch with a snapshot is made durable before this returns."""
         self._check()
         parts: list[bytes] = []
         if snapshot is not None:
@@ -251,7 +240,7 @@ class Storage:
         if hard_state is not None:
             parts.append(rec.encode([rec.HARD_STATE, hard_state.term, hard_state.vote, hard_state.commit]))
         if not parts:
-            return self._written
+            return
         data = b"".join(parts)
         try:
             if snapshot is not None:
@@ -260,43 +249,23 @@ class Storage:
             self.bytes_since_snapshot += len(data)
             active = self._active
             if active is None or active.size() >= self.segment_bytes:
-                with self._sync_lock, self._lock:  # a roll: no sync may be using the old segment
-                    self._roll_if_needed()
-            with self._lock:
-                f = self._active
-                assert f is not None
-                f.write(data)
-                self._written += 1
-                seq = self._written
-                if self._spare is None and self.background_prealloc and f.size() >= self.segment_bytes // 2:
-                    self._start_spare()  # the next segment, prepared while this one fills its second half
-                if entries:
-                    seg = self._segments[-1]
-                    seg.max_index = max(seg.max_index, entries[-1].index)
-                if hard_state is not None:
-                    self._hard_state = hard_state
+                self._roll_if_needed()
+            f = self._active
+            assert f is not None
+            f.write(data)
+            if self._spare is None and self.background_prealloc and f.size() >= self.segment_bytes // 2:
+                self._start_spare()  # the next segment, prepared while this one fills its second half
+            if entries:
+                seg = self._segments[-1]
+                seg.max_index = max(seg.max_index, entries[-1].index)
+            if hard_state is not None:
+                self._hard_state = hard_state
+            f.sync()
         except OSError as e:
             self._fail(e)
         if snapshot is not None:
-            self.sync()
             self._snapshot_mark = (snapshot.index, snapshot.term)
             self._after_snapshot(snapshot.index)
-        return seq
-
-    def sync(self) -> int:
-        """Make every batch written so far durable; returns the sequence number of the newest durable batch."""
-        self._check()
-        with self._sync_lock:
-            with self._lock:
-                f = self._active
-                seq = self._written
-            if seq > self._synced and f is not None:
-                try:
-                    f.sync()
-                except OSError as e:
-                    self._fail(e)
-                self._synced = seq
-            return self._synced
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot the state machine took, then drop the log segments it makes unnecessary."""
@@ -346,7 +315,6 @@ class Storage:
             if f.size() < self.segment_bytes:
                 return
             f.sync()  # everything written to the old segment is durable before the new one is used
-            self._synced = self._written
             self._segments[-1].end = f.size()
             f.close()
             self._active = None
