@@ -426,6 +426,26 @@ def test_vote_survives_restart() -> None:
     assert msgs(again)[-1].reject
 
 
+def test_only_a_batch_that_changes_only_the_commit_index_may_skip_the_fsync() -> None:
+    """Figure 2: currentTerm, votedFor and log[] are persistent state, "updated on stable storage before
+    responding to RPCs"; commitIndex is volatile state. So a batch must be synced if it carries entries or a new
+    term or vote (``Ready.must_sync``), and need not be if only the commit index moved."""
+    r = new_raft(2)
+    r.step(Message(V, 1, 2, 1))
+    rd = r.ready()
+    assert rd.hard_state == HardState(term=1, vote=1, commit=0) and rd.must_sync  # a vote
+    r.step(Message(A, 1, 2, 1, entries=tuple(ents(1, 1)), commit=0))
+    rd = r.ready()
+    assert rd.entries and rd.hard_state is None and rd.must_sync  # entries
+    r.step(Message(HB, 1, 2, 1, commit=2))
+    rd = r.ready()
+    assert rd.hard_state == HardState(term=1, vote=1, commit=2) and not rd.must_sync  # the commit index only
+    assert [e.index for e in rd.committed_entries] == [1, 2]
+    r.step(Message(V, 3, 2, 2))
+    rd = r.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == 2 and rd.must_sync  # a new term
+
+
 # ---------------------------------------------------------------- PreVote and CheckQuorum (dissertation §9.6, §6.2)
 
 

@@ -52,6 +52,23 @@ def test_one_batch_is_one_fsync() -> None:
     assert disk.syncs - before == 1
 
 
+def test_a_commit_only_batch_is_written_without_an_fsync_and_made_durable_by_the_next_sync() -> None:
+    disk = FaultDisk()
+    s = reopen(disk)
+    s.save(HardState(1, 1, 0), ents(1, 5))
+    before = disk.syncs
+    s.save(HardState(1, 1, 5), [], sync=False)  # Ready.must_sync is false: only the commit index moved
+    assert disk.syncs == before
+    disk.crash()
+    assert reopen(disk).recovered.hard_state == HardState(1, 1, 0)  # lost, as allowed; the log is intact
+    s = reopen(disk)
+    s.save(HardState(1, 1, 3), [], sync=False)
+    s.save(None, ents(6, 6))  # the next synced batch carries the earlier write with it
+    disk.crash()
+    r = reopen(disk).recovered
+    assert (r.hard_state, r.entries) == (HardState(1, 1, 3), ents(1, 6))
+
+
 def test_conflicting_suffix_is_replaced() -> None:
     disk = FaultDisk()
     s = reopen(disk)

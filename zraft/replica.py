@@ -361,7 +361,7 @@ class Replica:
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             if probe is not None:
                 probe.persisting(self, rd)
-            self.storage.save(rd.hard_state, rd.entries, rd.snapshot)
+            self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
             if probe is not None:
                 probe.persisted(self, rd)
         # 3. Send the rest (votes, answers to the leader: they promise what is now durable).

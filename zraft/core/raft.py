@@ -11,6 +11,9 @@ The persistence contract (etcd-io/raft's, stated plainly):
   its messages is sent, and before the runtime feeds the core anything else. Entries replace any stored entry
   at the same or a higher index (a conflicting suffix is truncated). Committed entries are applied, and reads
   served, only after that. A node that breaks this can vote twice in a term or lose acknowledged writes.
+  When ``Ready.must_sync`` is false the only change is the commit index: it may be written without an fsync,
+  because nothing sent promises it and a node that restarts with an older commit index learns it again from
+  the leader (etcd-io/raft's ``MustSync``).
 
 One exception (diss. §10.2.1): a leader's APPEND, HEARTBEAT and SNAPSHOT messages may be sent before the batch
 is durable, so the leader writes its log while the followers write theirs. The leader counts its own log as
@@ -316,8 +319,13 @@ class Raft:
             self._restored = None
         rd.entries = lg.unstable()
         prev = self._prev_hard
-        if self.term != prev.term or self.vote != prev.vote or lg.commit != prev.commit:
+        if self.term != prev.term or self.vote != prev.vote:
             rd.hard_state = self._prev_hard = HardState(self.term, self.vote, lg.commit)
+            rd.must_sync = True
+        elif lg.commit != prev.commit:
+            rd.hard_state = self._prev_hard = HardState(self.term, self.vote, lg.commit)
+        if rd.entries or rd.snapshot is not None:
+            rd.must_sync = True
         prev_soft = self._prev_soft
         if self.lead != prev_soft.leader or self.role != prev_soft.role:
             rd.soft_state = self._prev_soft = SoftState(self.lead, self.role)

@@ -143,7 +143,9 @@ class Ready:
     """One batch of work for the runtime. Carry it out in this order:
 
     1. Persist ``snapshot`` (if any), then ``entries`` (an entry replaces any stored entry with the same or a
-       higher index: truncate, then append), then ``hard_state`` (if any). Make it durable (fsync).
+       higher index: truncate, then append), then ``hard_state`` (if any). Make it durable (fsync) if
+       ``must_sync``; otherwise (the only change is a new commit index, which the core can learn again after a
+       crash) writing it without an fsync is enough.
     2. Send ``messages``.
     3. Install ``snapshot`` into the state machine (if any), then apply ``committed_entries`` in order.
     4. Serve each of ``read_states`` (the state machine has now applied its index); fail ``failed_reads``.
@@ -157,6 +159,7 @@ class Ready:
     committed_entries: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
     failed_reads: list[Any] = field(default_factory=list)
+    must_sync: bool = False
 
     def __bool__(self) -> bool:
         return bool(

@@ -101,10 +101,12 @@ class SimNode:
         self.disk = FaultDisk(seed)
         self.path = f"/sim/node-{node_id}"
         self.replica: Replica | None = None
-        self.max_applied = 0
-        self.max_commit = 0
+        self.written_commit = 0
+        """The commit index of the hard state it last wrote (an fsync makes it durable)."""
+        self.durable_commit = 0
+        """A commit index its disk holds for sure: no restart may come back below it."""
         self.last_hard_state: HardState | None = None
-        """The hard state it last persisted (before a crash, the one it restarts with)."""
+        """The hard state it last wrote (its term and vote are durable: they are always synced)."""
         self.up = False
 
     @property
@@ -353,11 +355,13 @@ class SimCluster:
                       probe=self)
         node.replica = rep
         node.last_hard_state = storage.recovered.hard_state
+        node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
         node.up = True
         # Like a real node, replay the committed log before serving anything.
         self._guard(node, rep.start)
-        if node.up and rep.kv.applied < node.max_applied:
-            raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.max_applied} before")
+        if node.up and rep.kv.applied < node.durable_commit:
+            raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.durable_commit}, "
+                            "a commit index it had made durable")
 
     def crash(self, i: int, restart_after: float | None = None) -> None:
         """Crash node ``i``: it loses everything its disk had not made durable (a write in flight may be torn)."""
@@ -447,10 +451,13 @@ class SimCluster:
         node = self.nodes[replica.id]
         vote_only = self._vote_only(replica, rd)
         if rd.hard_state is not None:
-            if rd.hard_state.commit < node.max_commit:
-                raise Violation(f"node {node.id}: commit went back from {node.max_commit} to {rd.hard_state.commit}")
-            node.max_commit = rd.hard_state.commit
+            if rd.hard_state.commit < node.durable_commit:
+                raise Violation(f"node {node.id}: commit went back from {node.durable_commit} (durable) to "
+                                f"{rd.hard_state.commit}")
+            node.written_commit = rd.hard_state.commit
             node.last_hard_state = rd.hard_state
+        if rd.must_sync:  # everything written before is durable now, whichever batch wrote it
+            node.durable_commit = node.written_commit
         if self.crash_points and self.rng.random() < (
                 0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.1 if vote_only
                 else 0.001):
@@ -463,7 +470,6 @@ class SimCluster:
         node = self.nodes[replica.id]
         if e.index != replica.kv.applied:
             raise Violation(f"node {node.id} applied {e.index} but its store is at {replica.kv.applied}")
-        node.max_applied = max(node.max_applied, e.index)
         r = replica.raft
         if r.term < self.commit_term.get(e.index, r.term + 1):
             self.commit_term[e.index] = r.term

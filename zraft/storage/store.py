@@ -228,9 +228,12 @@ class Storage:
 
     # ------------------------------------------------------------------ writing
 
-    def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None) -> None:
+    def save(self, hard_state: HardState | None, entries: list[Entry], snapshot: Snapshot | None = None,
+             sync: bool = True) -> None:
         """Make a ready batch durable: its snapshot (if any), then its entries and hard state, in one write and
-        one fsync. Raises ``StorageError`` (and refuses all later writes) if the disk fails."""
+        one fsync. ``sync=False`` (a batch whose only change is the commit index: ``Ready.must_sync`` is false)
+        writes without the fsync; the next synced batch makes it durable, and a crash before then may lose it.
+        Raises ``StorageError`` (and refuses all later writes) if the disk fails."""
         self._check()
         parts: list[bytes] = []
         if snapshot is not None:
@@ -260,7 +263,8 @@ class Storage:
                 seg.max_index = max(seg.max_index, entries[-1].index)
             if hard_state is not None:
                 self._hard_state = hard_state
-            f.sync()
+            if sync or snapshot is not None:
+                f.sync()
         except OSError as e:
             self._fail(e)
         if snapshot is not None:
