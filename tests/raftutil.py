@@ -78,6 +78,11 @@ class Network:
         self.read_states[r.id].extend(rd.read_states)
         return rd.messages
 
+    def add(self, r: Raft) -> None:
+        """A node joins the network (e.g. one waiting to be added to the configuration)."""
+        self.peers[r.id] = r
+        self.read_states[r.id] = []
+
     def cut(self, a: int, b: int) -> None:
         self.dropped |= {(a, b), (b, a)}
 

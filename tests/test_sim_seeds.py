@@ -1,6 +1,7 @@
 """Thousands of seeded fault schedules against production replicas (the core, storage on a crashing disk, the KV
 store with sessions, chunked snapshots, the codec), across cluster sizes and fault mixes. Seeds choose their
-cluster size and fault profile; the test also checks the spread and that the production paths really ran."""
+cluster size, fault profile and whether membership changes happen during the faults; the test also checks the
+spread and that the production paths (membership changes included) really ran."""
 
 from __future__ import annotations
 
@@ -14,15 +15,21 @@ SEEDS = 2000
 
 def test_seed_shapes_cover_every_size_and_profile() -> None:
     shapes = collections.Counter(pick(s) for s in range(SEEDS))
-    assert {n for n, _ in shapes} == {3, 5, 7}
-    assert {p for _, p in shapes} == set(PROFILES)
-    assert all(count >= 30 for count in shapes.values()), shapes
+    assert {n for n, _, _ in shapes} == {3, 5, 7}
+    assert {p for _, p, _ in shapes} == set(PROFILES)
+    assert {m for _, _, m in shapes} == {True, False}
+    sizes = collections.Counter((n, p) for n, p, _ in shapes.elements())
+    assert all(count >= 30 for count in sizes.values()), sizes
+    assert 0.25 * SEEDS < sum(m for _, _, m in shapes.elements()) < 0.45 * SEEDS
 
 
 def test_many_seeds() -> None:
     failures = []
-    steps = faults = crashes = installed = snapshots = sessions = unknown = appends = 0
+    steps = faults = crashes = installed = snapshots = sessions = unknown = appends = configs = 0
+    changes: collections.Counter[str] = collections.Counter()  # kind -> seeds in which the leader accepted one
     for r in run_many(range(SEEDS), jobs=max(2, os.cpu_count() or 1)):
+        configs += r.configs_committed
+        changes.update(r.changes.keys())
         steps += r.steps
         faults += r.faults
         crashes += r.crashes
@@ -39,6 +46,9 @@ def test_many_seeds() -> None:
     # clients that lost answers and started new sessions, and tens of thousands of appends checked.
     assert crashes > SEEDS and snapshots > SEEDS and installed > SEEDS // 10
     assert sessions > 2 * SEEDS and unknown > 0 and appends > 20 * SEEDS
+    # Membership changes ran during the faults in hundreds of seeds, of every kind, and committed.
+    assert all(changes[k] > SEEDS // 10 for k in ("add_learner", "promote", "remove", "transfer")), changes
+    assert configs > SEEDS
 
 
 def test_replay_is_deterministic() -> None:
@@ -47,6 +57,10 @@ def test_replay_is_deterministic() -> None:
     assert (a.steps, a.messages, a.writes_ok, a.reads_ok, a.faults, a.crashes, a.sessions, a.snapshots, a.installed,
             a.unknown) == (b.steps, b.messages, b.writes_ok, b.reads_ok, b.faults, b.crashes, b.sessions, b.snapshots,
                            b.installed, b.unknown)
+    a = run_seed(4242, membership=True)
+    b = run_seed(4242, membership=True)
+    assert a.changes and (a.steps, a.messages, a.changes, a.configs_committed) == (
+        b.steps, b.messages, b.changes, b.configs_committed)
 
 
 def test_cli_prints_summary_last_and_replays_one_seed() -> None:

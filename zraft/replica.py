@@ -246,6 +246,19 @@ class Replica:
         if timed and self.snap_job is not None:
             self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t0)
 
+    def change_config(self, new: ClusterConfig) -> int:
+        """Propose a membership change (leader only); returns the index of its entry. Raises ``NotLeader`` or
+        ``ConfigChangeError`` with the reason (see ``zraft.core.raft`` for the rules). ``process`` sends it."""
+        index = self.raft.propose_config(new)
+        log.info("node=%d event=config_proposed index=%d voters=%s learners=%s", self.id, index,
+                 list(new.voters), list(new.learners))
+        return index
+
+    def transfer_leadership(self, target: int) -> None:
+        """Hand leadership to voter ``target`` (leader only; ``NotLeader`` / ``ConfigChangeError`` otherwise)."""
+        self.raft.transfer_leadership(target)
+        log.info("node=%d event=transfer_leadership target=%d", self.id, target)
+
     def close(self) -> None:
         if self.snap_job is not None:
             self.snap_job.wait()
@@ -283,6 +296,13 @@ class Replica:
             for identity, req, batched in writes:
                 self._not_leader(identity, req["id"], batched)
             return
+        target = self.raft.transferee
+        if target != NONE:  # diss. §3.10: no new entries while leadership moves; the client follows it there
+            for identity, req, batched in writes:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.NOT_LEADER,
+                                       "message": f"leadership is being transferred to node {target}; retry there",
+                                       "leader": target, "leader_addr": self.addresses.get(target, "")}, batched)
+            return
         datas = []
         pending = self.pending_writes
         for identity, req, batched in writes:
@@ -300,7 +320,7 @@ class Replica:
                 waiting.append(w)
             datas.append(kv.encode_command(_OPS[req["op"]], client, seq, req["ack"], key, value))
         if datas:
-            self.raft.propose(datas)  # we are leader: checked above, and nothing in between changes the role
+            self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
 
     def _client_other(self, identity: bytes, req: dict[str, Any], batched: bool = False) -> None:
         op, rid = req["op"], req["id"]
@@ -367,6 +387,9 @@ class Replica:
         # 3. Send the rest (votes, answers to the leader: they promise what is now durable).
         for m in late:
             self._send(m)
+        if rd.config is not None:
+            log.info("node=%d event=config voters=%s learners=%s", self.id, list(rd.config.voters),
+                     list(rd.config.learners))
         if rd.soft_state is not None:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
                      rd.soft_state.role.name.lower(), rd.soft_state.leader)
@@ -474,10 +497,8 @@ class Replica:
                  len(self.kv.data), time.perf_counter() - t0)
 
     def _validate_snapshot(self, snap: Snapshot) -> None:
-        """A received snapshot must decode into a store at its own index, before anything names it."""
-        if snap.config != self.raft.config:
-            raise ValueError(f"its configuration {list(snap.config.voters)} is not ours "
-                             f"{list(self.raft.config.voters)}")
+        """A received snapshot must decode into a store at its own index, before anything names it. (Its
+        configuration is the leader's at that index, which may differ from ours: the core takes it.)"""
         store = restore(snap)
         if store.applied != snap.index:
             raise ValueError(f"its store is at index {store.applied}, the snapshot says {snap.index}")

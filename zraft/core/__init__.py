@@ -6,6 +6,7 @@ from .types import (
     MAX_TERM,
     NONE,
     ClusterConfig,
+    ConfigChangeError,
     Entry,
     EntryKind,
     HardState,
@@ -20,6 +21,7 @@ from .types import (
 )
 
 __all__ = [
-    "MAX_TERM", "NONE", "ClusterConfig", "CompactedError", "Entry", "EntryKind", "HardState", "Message", "MsgType",
+    "MAX_TERM", "NONE", "ClusterConfig", "CompactedError", "ConfigChangeError",
+    "Entry", "EntryKind", "HardState", "Message", "MsgType",
     "NotLeader", "Options", "Raft", "RaftLog", "ReadState", "Ready", "Role", "Snapshot", "SoftState",
 ]

@@ -20,6 +20,22 @@ is durable, so the leader writes its log while the followers write theirs. The l
 persisted when it appends: that is safe because the runtime makes the batch durable before it feeds the core
 anything else -- in particular the followers' answers that could let the entry commit.
 
+Membership changes (diss. chapter 4) are single-server changes (§4.1): each CONFIG entry adds or removes at most
+one voter (any number of learners), so every quorum of the old voters overlaps every quorum of the new ones and
+no joint configuration is needed. A configuration is in force on a node as soon as its entry is in the node's log,
+committed or not (and falls back if the entry is truncated). Two rules make this safe: one change at a time (the
+leader refuses a change while the last one is uncommitted), and the 2015 fix (Ongaro, raft-dev, "bug in
+single-server membership changes"): a leader proposes a change only after an entry of its own term has committed,
+so a change it appends can never race a change from an earlier term that it has not seen committed. We chose this
+over joint consensus because each step is one entry with one rule, which is what the simulator can check
+exhaustively and what a reader can verify; growing or shrinking by several nodes is a sequence of steps.
+Learners (non-voting members) receive the log but never count toward an election, a commit or a read quorum; a
+learner becomes a voter only once it is within ``Options.promote_lag`` entries of the leader's log.
+A leader that removes itself keeps leading, without counting itself, until the change commits, then steps down
+(§4.2.2). Leadership transfer (§3.10): the leader stops taking proposals, brings the target up to date, and sends
+it TIMEOUT_NOW; the target campaigns at once, and voters grant that vote despite the CheckQuorum lease. The
+transfer is abandoned after an election timeout.
+
 Rules are cited as in the extended Raft paper (§5.x) and Ongaro's dissertation (diss. §x).
 """
 
@@ -33,9 +49,11 @@ from typing import Any
 from .log import CompactedError, RaftLog
 from .progress import Progress, ReplState
 from .types import (
+    CAMPAIGN_TRANSFER,
     MAX_TERM,
     NONE,
     ClusterConfig,
+    ConfigChangeError,
     Entry,
     EntryKind,
     HardState,
@@ -54,6 +72,18 @@ MAX_PENDING_READS = 100_000
 failed at once (the client retries)."""
 _TYPES = frozenset(int(t) for t in MsgType)
 _LEADER_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
+_FROM_ANY_LEADER = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW))
+"""What a node accepts from a node outside its configuration: a leader of a configuration it has not seen yet (a
+lagging follower, or a node waiting to be added). Everything else from a non-member is dropped -- in particular
+vote requests, so a removed node cannot disrupt the cluster (diss. §4.2.3)."""
+
+
+class TransferInProgress(NotLeader):
+    """A proposal made while the leader hands leadership over to ``leader`` (retry there shortly)."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(leader)
+        self.args = (f"leadership is being transferred to {leader}",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +103,15 @@ class Options:
     read_timeout_ticks: int = 0
     """A read that no leader has confirmed (or answered, when forwarded) within this many ticks fails, so the
     runtime can answer the client (0: twice the election timeout)."""
+    promote_lag: int = 4096
+    """A learner becomes a voter only when its log is within this many entries of the leader's (diss. §4.2.1:
+    a new voter that is far behind would hold up commits while it catches up)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
             raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
+        if self.promote_lag < 0:
+            raise ValueError("promote_lag must not be negative")
         if self.max_msg_entries < 1 or self.max_msg_bytes < 1 or self.max_inflight < 1:
             raise ValueError("message and window limits must be positive")
 
@@ -107,7 +142,17 @@ class Raft:
         hs = hard_state or HardState()
         if snapshot is not None:
             config = snapshot.config
-        self.config = config
+        self._base_config = config
+        """The configuration before the first CONFIG entry in the log (the snapshot's, or the bootstrap one)."""
+        self._configs: list[tuple[int, ClusterConfig]] = [
+            (e.index, ClusterConfig.decode(e.data)) for e in entries if e.kind == EntryKind.CONFIG]
+        """The CONFIG entries in the log after the snapshot, oldest first: the last one is in force."""
+        self.config = self._configs[-1][1] if self._configs else config
+        self._members = frozenset(self.config.members)
+        self._config_changed = False
+        self.transferee = NONE
+        """The node a leadership transfer is handing over to (leader only; NONE: no transfer)."""
+        self._transfer_elapsed = 0
         self.snapshot = snapshot
         snap_index = snapshot.index if snapshot else 0
         snap_term = snapshot.term if snapshot else 0
@@ -161,21 +206,87 @@ class Raft:
                 self._campaign(pre=self.opts.pre_vote)
 
     def campaign(self) -> None:
-        """Start an election now (tests and tools; leadership transfer will use it)."""
-        if self.role != Role.LEADER:
+        """Start an election now (tests and tools). Only a voter campaigns."""
+        if self.role != Role.LEADER and self.id in self.config.voters:
             self._campaign(pre=self.opts.pre_vote)
 
     def propose(self, datas: Sequence[bytes]) -> int:
         """Append commands to the leader's log; returns the index of the first. Raises ``NotLeader``."""
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
+        if self.transferee != NONE:
+            raise TransferInProgress(self.transferee)
         first = self.log.last_index + 1
         term = self.term
         self.log.append([Entry(first + i, term, EntryKind.NORMAL, d) for i, d in enumerate(datas)])
         self._bcast_new = True
-        if len(self.config.voters) == 1:
+        if self.config.voters == (self.id,):
             self._maybe_commit()
         return first
+
+    def propose_config(self, new: ClusterConfig) -> int:
+        """Append a membership change (leader only); returns its index. It is in force at once and done when that
+        index commits. Raises ``NotLeader`` or ``ConfigChangeError`` (with the reason) when it may not be made
+        now: see the module docstring for the rules."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if self.transferee != NONE:
+            raise TransferInProgress(self.transferee)
+        lg = self.log
+        if lg.term(lg.commit) != self.term:
+            raise ConfigChangeError("the leader has not committed an entry of its own term yet; retry shortly")
+        if self.pending_config_index > lg.commit:
+            raise ConfigChangeError(f"the configuration change at index {self.pending_config_index} is not "
+                                    "committed yet; one change at a time")
+        old = self.config
+        if not new.voters:
+            raise ConfigChangeError("a configuration needs at least one voter")
+        if len(set(old.voters) ^ set(new.voters)) > 1:
+            raise ConfigChangeError(f"voters {list(old.voters)} -> {list(new.voters)} changes more than one voter; "
+                                    "add or remove one at a time")
+        for v in set(new.voters) - set(old.voters):
+            if v not in old.learners:
+                raise ConfigChangeError(f"node {v} must join as a learner and catch up before it can vote")
+            match = self.prs[v].match
+            if match + self.opts.promote_lag < lg.last_index:
+                raise ConfigChangeError(f"learner {v} is not caught up (it has {match} of {lg.last_index} "
+                                        f"entries; it may be at most {self.opts.promote_lag} behind)")
+        index = lg.last_index + 1
+        lg.append([Entry(index, self.term, EntryKind.CONFIG, new.encode())])
+        self._configs.append((index, new))
+        self._bcast_new = True
+        self._set_config(new)
+        return index
+
+    def transfer_leadership(self, target: int) -> None:
+        """Hand leadership to voter ``target`` (diss. §3.10). Proposals are refused until it is done or abandoned
+        (after an election timeout). Raises ``NotLeader`` or ``ConfigChangeError``."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if target == self.id:
+            return
+        if target not in self.config.voters:
+            what = "a learner" if target in self.config.learners else "not a member"
+            raise ConfigChangeError(f"node {target} is {what}: leadership can only go to a voter")
+        self.transferee = target
+        self._transfer_elapsed = 0
+        pr = self.prs[target]
+        if pr.match == self.log.last_index:
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, target, self.term))
+        else:
+            self._send_append(target, True)
+
+    @property
+    def pending_config_index(self) -> int:
+        """The index of the CONFIG entry in force (0 if it came from a snapshot or the bootstrap)."""
+        return self._configs[-1][0] if self._configs else 0
+
+    def config_at(self, index: int) -> ClusterConfig:
+        """The configuration in force at log index ``index`` (at or after the snapshot)."""
+        for i, cfg in reversed(self._configs):
+            if i <= index:
+                return cfg
+        return self._base_config
 
     def read_index(self, context: Any) -> None:
         """Ask for a linearizable read. ``context`` comes back in ``Ready.read_states`` (serve it) or
@@ -201,7 +312,7 @@ class Raft:
         """Describe a snapshot of the state machine taken at ``index`` (which it has applied)."""
         if not self.log.snap_index <= index <= self.log.applied:
             raise ValueError(f"snapshot index {index} is outside [{self.log.snap_index}, {self.log.applied}]")
-        return Snapshot(index, self.log.term(index), self.config, data)
+        return Snapshot(index, self.log.term(index), self.config_at(index), data)
 
     def compact(self, snapshot: Snapshot) -> None:
         """The runtime has made ``snapshot`` durable: drop the log prefix it covers; send it to laggards."""
@@ -209,6 +320,8 @@ class Raft:
             return
         self.log.compact(snapshot.index, snapshot.term)
         self.snapshot = snapshot
+        self._base_config = snapshot.config
+        self._configs = [c for c in self._configs if c[0] > snapshot.index]
 
     def report_snapshot(self, peer: int, ok: bool) -> None:
         """The runtime finished (``ok``) or gave up sending a snapshot to ``peer``."""
@@ -226,11 +339,21 @@ class Raft:
         log, ...) is dropped and counted in ``dropped``: the core never trusts, and never asserts on, what a
         message says."""
         t = m.type
-        if (t not in _TYPES or m.dst != self.id or m.src == self.id or m.src not in self.config.voters
-                or not (0 <= m.term <= MAX_TERM and 0 <= m.index <= MAX_TERM and 0 <= m.log_term <= MAX_TERM
-                        and 0 <= m.commit <= MAX_TERM and 0 <= m.hint <= MAX_TERM)):
+        if (t not in _TYPES or m.dst != self.id or m.src == self.id or type(m.src) is not int
+                or not (0 < m.src <= MAX_TERM and 0 <= m.term <= MAX_TERM and 0 <= m.index <= MAX_TERM
+                        and 0 <= m.log_term <= MAX_TERM and 0 <= m.commit <= MAX_TERM and 0 <= m.hint <= MAX_TERM)):
             self._drop("not from a member, not for us, or out of range", m)
             return
+        if m.src not in self._members:
+            if t not in _FROM_ANY_LEADER:
+                self._drop("not from a member", m)
+                return
+            if self.lead not in (NONE, m.src) and (self.role == Role.LEADER
+                                                   or self.election_elapsed < self.opts.election_ticks):
+                # A leader we do not know of can be legitimate only once ours is gone (it was elected in a
+                # configuration we have not seen yet); until then it is a removed node or a forgery.
+                self._drop("not from a member, while our leader is live", m)
+                return
         if t == MsgType.READ_INDEX:  # local messages carry no term (as in etcd)
             if self.role == Role.LEADER:
                 self._leader_read(m.context, m.src)
@@ -258,7 +381,8 @@ class Raft:
             if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
                 # diss. §4.2.3 / §9.6: while we have heard from a leader within the election timeout, ignore
                 # (pre)votes, so a node rejoining from a partition cannot depose a healthy leader.
-                if self.opts.check_quorum and self.lead != NONE and self.election_elapsed < self.opts.election_ticks:
+                if (self.opts.check_quorum and self.lead != NONE and self.election_elapsed < self.opts.election_ticks
+                        and not (t == MsgType.VOTE and m.context == CAMPAIGN_TRANSFER)):
                     return
             if t == MsgType.PRE_VOTE or (t == MsgType.PRE_VOTE_RESP and not m.reject):
                 pass  # a pre-vote is made for a future term and never changes ours (diss. §9.6)
@@ -296,7 +420,7 @@ class Raft:
     def has_ready(self) -> bool:
         lg = self.log
         return bool(
-            self.msgs or self._restored or self._bcast_new or self._bcast_commit
+            self.msgs or self._restored or self._bcast_new or self._bcast_commit or self._config_changed
             or lg.unstable_from <= lg.last_index or lg.applied < lg.commit
             or self._failed_reads or self._reads_waiting_apply
             or self.term != self._prev_hard.term or self.vote != self._prev_hard.vote
@@ -312,6 +436,10 @@ class Raft:
             if self.role == Role.LEADER:
                 for peer in self.prs:
                     self._send_append(peer, send_if_empty)
+        if (self.role == Role.LEADER and self.id not in self.config.voters
+                and self.log.commit >= self.pending_config_index):
+            # diss. §4.2.2: a leader that removed itself (or became a learner) steps down once that commits.
+            self._become_follower(self.term, NONE)
         rd = Ready()
         lg = self.log
         if self._restored is not None:
@@ -341,6 +469,9 @@ class Raft:
         if self._failed_reads:
             rd.failed_reads = self._failed_reads
             self._failed_reads = []
+        if self._config_changed:
+            rd.config = self.config
+            self._config_changed = False
         self._read_round_open = False
         return rd
 
@@ -367,10 +498,15 @@ class Raft:
         st: dict[str, Any] = {
             "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.lead,
             "commit": lg.commit, "applied": lg.applied, "last_index": lg.last_index,
-            "snapshot_index": lg.snap_index,
+            "snapshot_index": lg.snap_index, "voters": list(self.config.voters),
+            "learners": list(self.config.learners),
         }
+        if self.pending_config_index > lg.commit:
+            st["pending_config_index"] = self.pending_config_index
         if self.role == Role.LEADER:
             st["match"] = {p: pr.match for p, pr in self.prs.items()}
+            if self.transferee != NONE:
+                st["transferee"] = self.transferee
         if self.dropped:
             st["dropped_messages"] = sum(self.dropped.values())
             st["last_dropped"] = self.last_dropped
@@ -389,6 +525,7 @@ class Raft:
         self.votes = {}
         if self.role == Role.LEADER:
             self._abort_leader_reads()
+        self.transferee = NONE
         if self._forwarded:  # their leader may be gone: fail them now, the client retries with the next one
             self._failed_reads.extend(self._forwarded)
             self._forwarded = {}
@@ -410,15 +547,38 @@ class Raft:
         self.lead = self.id
         nxt = self.log.last_index + 1
         mi = self.opts.max_inflight
-        self.prs = {v: Progress(nxt, mi) for v in self.config.voters if v != self.id}
+        self.prs = {v: Progress(nxt, mi) for v in self.config.members if v != self.id}
         self._read_round = 0
         # §5.4.2 / diss. §6.4: a no-op of our own term, so that earlier entries commit and reads become safe.
         self.log.append([Entry(nxt, self.term, EntryKind.NOOP, b"")])
         self._bcast_new = True
-        if len(self.config.voters) == 1:
+        if self.config.voters == (self.id,):
             self._maybe_commit()
 
-    def _campaign(self, pre: bool) -> None:
+    def _set_config(self, cfg: ClusterConfig) -> None:
+        """Put ``cfg`` in force (appended, truncated back to, or installed with a snapshot)."""
+        if cfg == self.config:
+            return
+        self.config = cfg
+        self._members = frozenset(cfg.members)
+        self._config_changed = True
+        if self.role != Role.LEADER:
+            return
+        nxt, mi = self.log.last_index + 1, self.opts.max_inflight
+        for v in cfg.members:
+            if v != self.id and v not in self.prs:
+                self.prs[v] = Progress(nxt, mi)
+        for v in [v for v in self.prs if v not in self._members]:
+            del self.prs[v]
+        if self.transferee != NONE and self.transferee not in cfg.voters:
+            self.transferee = NONE
+        # Fewer voters may make a quorum of what is already replicated or confirmed.
+        if self._maybe_commit():
+            self._bcast_commit = True
+        if self._pending_reads:
+            self._check_read_quorum()
+
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
             # diss. §9.6: ask first whether we could win, without disturbing anyone's term.
             self.role = Role.PRE_CANDIDATE
@@ -436,9 +596,10 @@ class Raft:
         if self._poll():
             return
         li, lt = self.log.last_index, self.log.last_term
+        ctx = CAMPAIGN_TRANSFER if transfer else None
         for v in self.config.voters:
             if v != self.id:
-                self._send(Message(t, self.id, v, term, log_term=lt, index=li))
+                self._send(Message(t, self.id, v, term, log_term=lt, index=li, context=ctx))
 
     def _poll(self) -> bool:
         """Count the votes; act on a decision. Returns True when the election is decided."""
@@ -505,12 +666,20 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.src
             self._handle_snapshot(m)
+        elif t == MsgType.TIMEOUT_NOW:
+            # diss. §3.10: our leader hands over; campaign at once, without a pre-vote (it would be refused:
+            # everyone still hears from the leader).
+            if m.src == self.lead and self.id in self.config.voters:
+                self._campaign(pre=False, transfer=True)
+            else:
+                self._drop("a TIMEOUT_NOW not from our leader, or to a non-voter", m)
 
     # ------------------------------------------------------------------ follower: replication
 
     def _handle_append(self, m: Message) -> None:
         lg = self.log
         ents = m.entries
+        configs: dict[int, ClusterConfig] = {}
         if ents:
             # Entries follow m.index one by one, with terms that never decrease, from m.log_term to m.term.
             prev_term = m.log_term
@@ -519,6 +688,12 @@ class Raft:
                     self._drop("entries that do not follow one another", m)
                     return
                 prev_term = e.term
+                if e.kind == EntryKind.CONFIG:
+                    try:
+                        configs[e.index] = ClusterConfig.decode(e.data)
+                    except ValueError:
+                        self._drop("a configuration entry that does not decode", m)
+                        return
         elif m.log_term > m.term:
             self._drop("an entry from a future term", m)
             return
@@ -534,6 +709,11 @@ class Raft:
                 if ci:
                     # §5.3: delete the conflicting entry and all that follow it, then append the new ones.
                     lg.truncate_and_append(list(ents[ci - ents[0].index :]))
+                    if configs or (self._configs and self._configs[-1][0] >= ci):
+                        # diss. §4.1: the last configuration in the log is in force, committed or not.
+                        self._configs = [c for c in self._configs if c[0] < ci]
+                        self._configs.extend((i, c) for i, c in configs.items() if i >= ci)
+                        self._set_config(self._configs[-1][1] if self._configs else self._base_config)
             # Figure 2: commit = min(leaderCommit, index of last new entry).
             c = min(m.commit, last_new)
             if c > lg.commit:
@@ -558,7 +738,9 @@ class Raft:
         else:
             lg.restore(s.index, s.term)
             self.snapshot = s
-            self.config = s.config
+            self._base_config = s.config
+            self._configs = []
+            self._set_config(s.config)
             self._restored = s
         self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
 
@@ -571,12 +753,17 @@ class Raft:
             self.election_elapsed = 0
             if self.opts.check_quorum:
                 # diss. §6.2: a leader that has not heard from a quorum in an election timeout steps down.
-                active = 1 + sum(1 for v, pr in self.prs.items() if pr.recent_active and v in self.config.voters)
+                voters = self.config.voters
+                active = (self.id in voters) + sum(1 for v, pr in self.prs.items() if pr.recent_active and v in voters)
                 if active < self.config.quorum:
                     self._become_follower(self.term, NONE)
                     return
                 for pr in self.prs.values():
                     pr.recent_active = False
+        if self.transferee != NONE:
+            self._transfer_elapsed += 1
+            if self._transfer_elapsed >= self.opts.election_ticks:
+                self.transferee = NONE  # diss. §3.10: the target did not take over in time; lead on
         for _peer, pr in self.prs.items():
             if pr.state == ReplState.SNAPSHOT:
                 pr.snapshot_ticks += 1
@@ -659,6 +846,8 @@ class Raft:
         # Pipelining: keep the window full while there is something to send.
         while pr.next <= self.log.last_index and self._send_append(m.src, False):
             pass
+        if m.src == self.transferee and pr.match == self.log.last_index:
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.src, self.term))
 
     def _send_append(self, to: int, send_if_empty: bool) -> bool:
         pr = self.prs[to]
@@ -694,6 +883,7 @@ class Raft:
 
     def _maybe_commit(self) -> bool:
         lg = self.log
+        # A leader outside the voters (removing itself) replicates but does not count itself (diss. §4.2.2).
         matches = sorted(
             (lg.last_index if v == self.id else self.prs[v].match for v in self.config.voters), reverse=True
         )
@@ -719,7 +909,7 @@ class Raft:
             # diss. §6.4 step 1: until an entry of this term commits, our commit index may be behind.
             self._reads_before_noop.append((context, origin))
             return
-        if len(self.config.voters) == 1:
+        if self.config.voters == (self.id,):
             self._release_read(context, lg.commit, origin)
             return
         if not self._read_round_open:

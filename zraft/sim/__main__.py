@@ -28,19 +28,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=PROFILES, help="fault mix (default: chosen by each seed)")
     p.add_argument("--duration", type=float, default=8000.0,
                    help="virtual milliseconds of faults before everything heals (default 8000)")
+    p.add_argument("--membership", choices=("on", "off"),
+                   help="membership changes during the faults: add, promote and remove nodes (the leader too) and "
+                        "transfer leadership (default: on for about a third of the seeds, chosen by each seed)")
     p.add_argument("--compact-every", type=int,
                    help="snapshot and compact every N applied entries, 0 for never (default: chosen by each seed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per CPU)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
+    membership = None if a.membership is None else a.membership == "on"
 
     if a.seed is not None:
-        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every)
+        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership)
         print(f"seed {r.seed}: {r.nodes} production replicas, profile {r.profile}, {r.steps} steps, {r.faults} "
               f"faults ({r.crashes} crashes), {r.messages} messages; {r.sessions} client sessions, {r.writes_ok} "
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "
               f"snapshots taken, {r.installed} installed")
+        if r.membership:
+            print(f"membership changes accepted: {_changes(r.changes)}; {r.configs_committed} committed")
         if r.error:
             print("\n".join(r.trace))
             print(f"FAILED: {r.error}")
@@ -51,13 +57,19 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     total_steps = total_faults = failures = done = 0
     totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0}
-    for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every):
+    changes: dict[str, int] = {}  # kind -> seeds in which the leader accepted at least one
+    member_seeds = configs = 0
+    for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership):
         done += 1
         total_steps += r.steps
         total_faults += r.faults
         for k, v in (("crashes", r.crashes), ("sessions", r.sessions), ("appends", r.writes_ok),
                      ("reads", r.reads_ok), ("snapshots", r.snapshots), ("installed", r.installed)):
             totals[k] += v
+        member_seeds += r.membership
+        configs += r.configs_committed
+        for kind in r.changes:
+            changes[kind] = changes.get(kind, 0) + 1
         if not r.ok:
             failures += 1
             print(f"FAIL seed {r.seed} ({r.nodes} nodes, {r.profile}): {r.error.strip() if r.error else ''}")
@@ -68,8 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"production replicas: {totals['crashes']} crashes, {totals['sessions']} client sessions, "
           f"{totals['appends']} acknowledged appends and {totals['reads']} reads checked (linearizable, exactly "
           f"once), {totals['snapshots']} snapshots taken, {totals['installed']} installed")
+    if member_seeds:
+        print(f"membership: {member_seeds} seeds changed it, {configs} configuration changes committed; seeds with "
+              f"at least one accepted: {_changes(changes)}")
     print(f"seeds={done} steps={total_steps} faults={total_faults} failures={failures} seconds={elapsed:.1f}")
     return 1 if failures else 0
+
+
+def _changes(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {counts.get(k, 0)}" for k in ("add_learner", "promote", "remove", "transfer"))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zraft.core import ClusterConfig, Entry, HardState, Message, MsgType, Options, Raft, Ready, Role
+from zraft.core import (
+    ClusterConfig,
+    ConfigChangeError,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    NotLeader,
+    Options,
+    Raft,
+    Ready,
+    Role,
+)
 from zraft.kv import KVStore
 from zraft.replica import EARLY_TYPES, TICK_MS, Replica, Settings
 from zraft.storage import Storage
@@ -96,8 +109,11 @@ class SimTransport:
 
 
 class SimNode:
-    def __init__(self, node_id: int, seed: int) -> None:
+    def __init__(self, node_id: int, seed: int, bootstrap: ClusterConfig) -> None:
         self.id = node_id
+        self.bootstrap = bootstrap
+        """The configuration it is started with the first time (a spare waits with none, to be added)."""
+        self.started = False
         self.disk = FaultDisk(seed)
         self.path = f"/sim/node-{node_id}"
         self.replica: Replica | None = None
@@ -142,7 +158,7 @@ class DirectRequest:
 
 class SimCluster:
     def __init__(self, n: int, seed: int, net: NetConfig | None = None, options: Options | None = None,
-                 compact_every: int = 0, chunk_bytes: int = 4096) -> None:
+                 compact_every: int = 0, chunk_bytes: int = 4096, spares: int = 0) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.net = net or NetConfig()
@@ -151,12 +167,12 @@ class SimCluster:
         self.config = ClusterConfig(tuple(range(1, n + 1)))
         self.settings = Settings(snapshot_every=compact_every or 1 << 62, snapshot_bytes=1 << 62,
                                  chunk_bytes=chunk_bytes, threads=False, snapshot_pieces=1)
-        self.addresses = {i: f"sim-node-{i}" for i in self.config.voters}
+        self.addresses = {i: f"sim-node-{i}" for i in range(1, n + spares + 1)}
         self.crash_after_vote = 0.0
         """Probability of crashing a node right after it grants a vote (it restarts a moment later)."""
         self.crash_points = False
         """Crash nodes inside ready batches: before and after persisting them, and inside fsyncs."""
-        self.nodes = {i: SimNode(i, self.rng.getrandbits(32)) for i in self.config.voters}
+        self.nodes = {i: SimNode(i, self.rng.getrandbits(32), self.config) for i in self.config.voters}
         self.now = 0.0
         self._seq = 0
         self._events: list[tuple[float, int, int, Any]] = []
@@ -187,6 +203,10 @@ class SimCluster:
         self.acked_ops: set[str] = set()
         self.stats = {"writes_ok": 0, "writes_unknown": 0, "reads_ok": 0, "reads_failed": 0, "not_leader": 0}
         self.read_results: list[tuple[str, tuple[str, ...]]] = []
+        self.membership: dict[str, int] = {}
+        """Membership changes and transfers the leader accepted, by kind (``membership_refused``: refused)."""
+        self.membership_refused = 0
+        self.committed_configs = 0
         self.clients[b"direct"] = self._direct_reply
         for name in ("zraft.replica", "zraft.node", "zraft.storage"):
             lg = logging.getLogger(name)
@@ -194,6 +214,10 @@ class SimCluster:
                 lg.setLevel(logging.ERROR)  # thousands of seeds: their expected warnings are not news
         for i in self.config.voters:
             self._start(self.nodes[i])
+            self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
+        # Spare nodes, started only when added (they wait with no configuration of their own).
+        for i in range(n + 1, n + spares + 1):
+            self.nodes[i] = SimNode(i, self.rng.getrandbits(32), ClusterConfig(()))
             self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
 
     # ------------------------------------------------------------------ event machinery
@@ -350,7 +374,8 @@ class SimCluster:
     def _start(self, node: SimNode) -> None:
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
         storage = Storage(node.path, disk=node.disk, segment_bytes=SEGMENT_BYTES, background_prealloc=False)
-        rep = Replica(node.id, self.config, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
+        node.started = True
+        rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
                       probe=self)
         node.replica = rep
@@ -408,14 +433,25 @@ class SimCluster:
                 best = (r.term, node.id)
         return best[1] if best else None
 
-    def stable_leader(self) -> int | None:
-        """A leader that every live node follows in its term and has heard from lately."""
+    def members(self) -> list[SimNode]:
+        """The nodes of the configuration in force at the leader (all started nodes if there is none)."""
         ld = self.leader()
         if ld is None:
+            return [n for n in self.nodes.values() if n.started]
+        r = self.nodes[ld].raft
+        assert r is not None
+        return [self.nodes[i] for i in r.config.members if i in self.nodes] + [self.nodes[ld]] * (
+            ld not in r.config.members)
+
+    def stable_leader(self) -> int | None:
+        """A leader that every live member follows in its term and has heard from lately (and that is not
+        handing leadership over)."""
+        ld = self.leader()
+        if ld is None or self.nodes[ld].raft.transferee:  # type: ignore[union-attr]
             return None
         term = self.nodes[ld].raft.term  # type: ignore[union-attr]
         fresh = 2 * self.options.heartbeat_ticks  # heard from the leader within two heartbeat intervals
-        for node in self.nodes.values():
+        for node in self.members():
             r = node.raft
             if r is not None and (r.term != term or r.lead != ld or (node.id != ld and r.election_elapsed > fresh)):
                 return None
@@ -423,6 +459,53 @@ class SimCluster:
 
     def note(self, text: str) -> None:
         self.log_lines.append(f"t={self.now:9.1f} {text}")
+
+    # ------------------------------------------------------------------ membership
+
+    def change_membership(self, kind: str, target: int) -> bool:
+        """Ask the leader for one change: ``add_learner`` (a spare, started now if it never was), ``promote``,
+        ``remove`` (voter or learner, the leader itself included) or ``transfer`` (leadership to ``target``).
+        Returns whether the leader accepted it (the core refuses what its rules forbid: see zraft.core.raft)."""
+        ld = self.leader()
+        if ld is None:
+            return False
+        node = self.nodes[ld]
+        rep = node.replica
+        assert rep is not None
+        cfg = rep.raft.config
+        voters, learners = list(cfg.voters), list(cfg.learners)
+        if kind == "add_learner":
+            spare = self.nodes[target]
+            if not spare.started:
+                self.note(f"start spare node {target} (no configuration)")
+                self._start(spare)
+            learners.append(target)
+        elif kind == "promote":
+            learners.remove(target)
+            voters.append(target)
+        elif kind == "remove":
+            voters = [v for v in voters if v != target]
+            learners = [v for v in learners if v != target]
+        accepted = [False]
+
+        def ask() -> None:
+            try:
+                if kind == "transfer":
+                    rep.transfer_leadership(target)
+                else:
+                    rep.change_config(ClusterConfig(tuple(voters), tuple(learners), cfg.context))
+                accepted[0] = True
+            except (ConfigChangeError, NotLeader) as e:
+                self.note(f"leader {ld} refuses {kind} {target}: {e}")
+            rep.process()
+
+        self._guard(node, ask)
+        if accepted[0]:
+            self.membership[kind] = self.membership.get(kind, 0) + 1
+            self.note(f"leader {ld} accepts {kind} {target}")
+        else:
+            self.membership_refused += 1
+        return accepted[0]
 
     # ------------------------------------------------------------------ the replicas' probe: invariants, crashes
 
@@ -476,6 +559,8 @@ class SimCluster:
         seen = self.committed.get(e.index)
         if seen is None:
             self.committed[e.index] = (e.term, e.data)
+            if e.kind == EntryKind.CONFIG:
+                self.committed_configs += 1
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
 
@@ -485,6 +570,9 @@ class SimCluster:
             raise Violation(f"two leaders in term {r.term}: {other} and {node_id}")
         self.leaders[r.term] = node_id
         self.note(f"node {node_id} leads term {r.term}")
+        if node_id not in r.config.voters:
+            raise Violation(f"node {node_id} leads term {r.term} but is not a voter of its configuration "
+                            f"{list(r.config.voters)}")
         # Leader completeness (§5.4): "If a log entry is committed in a given term, then that entry will be present
         # in the logs of the leaders for all higher-numbered terms." A leader of an older term elected late (its
         # votes arrived after the others moved on) may lack entries committed since: it cannot commit anything.
@@ -595,8 +683,8 @@ class SimCluster:
     # ------------------------------------------------------------------ end-of-run checks
 
     def check_converged(self) -> None:
-        """All live nodes hold the same store and sessions; every acknowledged direct write is in it once."""
-        live = [n for n in self.nodes.values() if n.up and n.replica is not None]
+        """All live members hold the same store and sessions; every acknowledged direct write is in it once."""
+        live = [n for n in self.members() if n.up and n.replica is not None]
         ref = live[0].replica
         assert ref is not None
         for n in live[1:]:

@@ -43,6 +43,10 @@ class SeedResult:
     snapshots: int = 0
     installed: int = 0
     crashes: int = 0
+    membership: bool = False
+    changes: dict[str, int] = field(default_factory=dict)
+    """Membership changes and transfers the leader accepted, by kind."""
+    configs_committed: int = 0
     error: str | None = None
     trace: list[str] = field(default_factory=list)
 
@@ -51,22 +55,32 @@ class SeedResult:
         return self.error is None
 
     def replay_command(self) -> str:
-        return f"python -m zraft.sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile}"
+        return (f"python -m zraft.sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
+                f"--membership {'on' if self.membership else 'off'}")
 
 
-def pick(seed: int) -> tuple[int, str]:
-    """The cluster size and fault profile a seed runs with by default."""
+MEMBERSHIP_SHARE = 0.35
+"""The share of seeds whose nemesis also changes the membership (adds, promotes and removes nodes, the leader
+included, and transfers leadership) while the other faults happen."""
+SPARES = 2
+"""Nodes a membership seed holds in reserve, started (with no configuration) when first added."""
+
+
+def pick(seed: int) -> tuple[int, str, bool]:
+    """The cluster size, fault profile and membership changes (on or off) a seed runs with by default."""
     rng = random.Random(f"shape-{seed}")
     n = rng.choices((3, 5, 7), weights=(5, 4, 2))[0]
-    return n, rng.choice(PROFILES)
+    prof = rng.choice(PROFILES)
+    return n, prof, rng.random() < MEMBERSHIP_SHARE
 
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
-             compact_every: int | None = None) -> SeedResult:
-    dn, dp = pick(seed)
+             compact_every: int | None = None, membership: bool | None = None) -> SeedResult:
+    dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
-    res = SeedResult(seed, n, prof)
+    members = dm if membership is None else membership
+    res = SeedResult(seed, n, prof, membership=members)
     rng = random.Random(seed * 7919 + 17)
     net = NetConfig()
     if prof in ("lossy", "churn"):
@@ -89,14 +103,15 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         max_inflight=rng.choice((1, 4, 16, 64)),
         snapshot_timeout_ticks=20,
     )
-    c = SimCluster(n, seed, net, options, compact_every=compact_every, chunk_bytes=chunk_bytes)
+    c = SimCluster(n, seed, net, options, compact_every=compact_every, chunk_bytes=chunk_bytes,
+                   spares=SPARES if members else 0)
     if prof in ("crashes", "churn"):
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
     clients: list[SimClient] = []
     try:
-        _drive(c, rng, prof, duration_ms, history, clients)
+        _drive(c, rng, prof, duration_ms, history, clients, members)
         _check_history(c, history)
     except Violation as e:
         res.error = str(e)
@@ -113,14 +128,15 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.snapshots = c.snapshots_taken + sum(r.snapshots_taken for r in live)
     res.installed = c.snapshots_installed + sum(r.snapshots_installed for r in live)
     res.crashes = c.crashes
+    res.changes = dict(c.membership)
+    res.configs_committed = c.committed_configs
     if res.error is not None:
         res.trace = c.log_lines[-40:]
     return res
 
 
 def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
-           clients: list[SimClient]) -> None:
-    ids = list(c.nodes)
+           clients: list[SimClient], membership: bool = False) -> None:
     for number in range(rng.choice((2, 3, 5))):
         cl = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
         clients.append(cl)
@@ -137,6 +153,9 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
     def nemesis() -> None:
         if c.now >= fault_end:
             return
+        ids = [i for i, nd in c.nodes.items() if nd.started]
+        if membership and rng.random() < 0.4:
+            _membership_step(c, rng)
         kinds = {
             "partitions": ("partition",),
             "backlog": ("partition",),
@@ -201,7 +220,7 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
         leader = c.leader()
         r = c.nodes[leader].raft if leader is not None else None
         return r is not None and r.log.commit == r.log.last_index and all(
-            n.applied == r.log.commit for n in c.nodes.values())
+            n.applied == r.log.commit for n in c.members())
 
     if not c.run_until(settled, COMMIT_BOUND_MS):
         raise Violation(f"liveness: the nodes did not all apply the leader's log within {COMMIT_BOUND_MS:.0f} ms")
@@ -231,6 +250,38 @@ def _check_history(c: SimCluster, history: list[check.Op]) -> None:
                 raise Violation(f"acknowledged append {o.value!r} to {key!r} is missing at the end")
 
 
+def _membership_step(c: SimCluster, rng: random.Random) -> None:
+    """One membership change through the leader, chosen among those that make sense now. Voters stay between 3
+    and 7 (a removed node, the leader too, keeps running: it must not disrupt the cluster)."""
+    ld = c.leader()
+    if ld is None:
+        return
+    r = c.nodes[ld].raft
+    assert r is not None
+    voters, learners = r.config.voters, r.config.learners
+    spares = [i for i, nd in c.nodes.items() if not nd.started]
+    choices = ["transfer"] if len(voters) > 1 else []
+    if spares and len(learners) < 2:
+        choices += ["add_learner"] * 2
+    if learners:
+        choices += ["promote"] * 3 + ["remove_learner"]
+    if len(voters) > 3:
+        choices += ["remove_voter"] * 2
+    if not choices:
+        return
+    kind = rng.choice(choices)
+    if kind == "add_learner":
+        c.change_membership(kind, rng.choice(spares))
+    elif kind == "promote":
+        c.change_membership(kind, rng.choice(learners))
+    elif kind == "remove_learner":
+        c.change_membership("remove", rng.choice(learners))
+    elif kind == "remove_voter":
+        c.change_membership("remove", ld if rng.random() < 0.3 else rng.choice(voters))
+    else:
+        c.change_membership(kind, rng.choice([v for v in voters if v != ld]))
+
+
 def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None:
     shape = rng.choice(("isolate", "isolate_leader", "split", "bridge", "one_way"))
     ld = c.leader()
@@ -258,15 +309,16 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None
         c.cut(src, dst, both=False)
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None]) -> SeedResult:
-    seed, nodes, profile, duration, compact = args
-    return run_seed(seed, nodes, profile, duration, compact)
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None]) -> SeedResult:
+    seed, nodes, profile, duration, compact, membership = args
+    return run_seed(seed, nodes, profile, duration, compact, membership)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
-             duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None) -> Iterator[SeedResult]:
+             duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
+             membership: bool | None = None) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
-    work = [(s, nodes, profile, duration_ms, compact_every) for s in seeds]
+    work = [(s, nodes, profile, duration_ms, compact_every, membership) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
         return

@@ -35,7 +35,7 @@ SUFFIX = ".snap"
 TMP_SUFFIX = ".tmp"
 PART_SUFFIX = ".part"
 CHUNK = 4 << 20
-MAX_META = 1 << 20
+MAX_META = 3 << 20
 
 
 def file_name(index: int, term: int) -> str:
@@ -86,7 +86,8 @@ def _bad(path: str, off: int, what: str) -> CorruptionError:
 
 
 def _meta(config: ClusterConfig, index: int, term: int) -> bytes:
-    out: bytes = msgpack.packb({"index": index, "term": term, "voters": list(config.voters)})
+    out: bytes = msgpack.packb({"index": index, "term": term, "voters": list(config.voters),
+                                "learners": list(config.learners), "context": config.context}, use_bin_type=True)
     return out
 
 
@@ -254,7 +255,8 @@ def verify(disk: Disk, path: str) -> Snapshot:
         raise _bad(path, off, f"metadata length {meta_len} is impossible")
     try:
         meta = msgpack.unpackb(disk.read_range(path, off, meta_len))
-        index, term, voters = int(meta["index"]), int(meta["term"]), tuple(int(v) for v in meta["voters"])
+        index, term = int(meta["index"]), int(meta["term"])
+        config = ClusterConfig.from_wire([meta["voters"], meta.get("learners", []), meta.get("context", b"")])
     except Exception as e:
         raise _bad(path, off, f"metadata does not decode ({e})") from None
     off += meta_len
@@ -268,7 +270,7 @@ def verify(disk: Disk, path: str) -> Snapshot:
         expected_end = data_offset + data_len
     if expected_end != body:
         raise _bad(path, off, "data length does not match the file size")
-    return Snapshot(index, term, ClusterConfig(voters), SnapshotFile(disk, path, data_offset, data_len, size))
+    return Snapshot(index, term, config, SnapshotFile(disk, path, data_offset, data_len, size))
 
 
 def read(disk: Disk, directory: str, index: int, term: int) -> Snapshot:

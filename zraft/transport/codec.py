@@ -30,7 +30,6 @@ MAX_BATCH = 1024
 """Most requests (or answers) in one batch frame."""
 MAX_INT = (1 << 63) - 1
 """Largest request id, client id, sequence number and read context."""
-MAX_VOTERS = 4096
 HOOKED_CLIENT_FRAME = 256 << 10
 """Client frames larger than this are decoded counting their arrays and maps as they are built, so that a frame
 of nothing but tiny containers (each byte a Python object of 50-60) is refused early instead of growing the node's
@@ -57,7 +56,7 @@ def encode_raft(m: Message) -> bytes:
     snap = None
     if m.snapshot is not None:
         s = m.snapshot
-        snap = [s.index, s.term, list(s.config.voters), s.data if s.data is not None else b""]
+        snap = [s.index, s.term, s.config.to_wire(), s.data if s.data is not None else b""]
     ctx = m.context
     if ctx is not None and not isinstance(ctx, int):
         raise TypeError(f"a Raft message context must be an int on the wire, not {type(ctx).__name__}")
@@ -97,11 +96,10 @@ def decode_raft(body: list[Any]) -> Message:
                             "kind")
     snapshot = None
     if snap is not None:
-        if not (isinstance(snap, list) and len(snap) == 4 and isinstance(snap[2], list)
-                and 0 < len(snap[2]) <= MAX_VOTERS and isinstance(snap[3], bytes)):
-            raise ProtocolError("a snapshot must be [index, term, voters, data(bytes)]")
+        if not (isinstance(snap, list) and len(snap) == 4 and isinstance(snap[3], bytes)):
+            raise ProtocolError("a snapshot must be [index, term, configuration, data(bytes)]")
         try:
-            cfg = ClusterConfig(tuple(_uint("voter", v, MAX_TERM) for v in snap[2]))
+            cfg = ClusterConfig.from_wire(snap[2])
         except ValueError as e:
             raise ProtocolError(f"bad snapshot configuration: {e}") from None
         snapshot = Snapshot(_uint("snapshot index", snap[0], MAX_TERM), _uint("snapshot term", snap[1], MAX_TERM),
