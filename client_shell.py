@@ -5,10 +5,11 @@
     python client_shell.py get mykey          # run one command and exit
     printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
 
-Commands: put K V, append K V, get K, delete K, status, leader, help, quit; and for a launcher-made cluster
-kill N, pause N, resume N, restart N (process faults: watch an election happen). Keys and values are UTF-8
-text; a value is the rest of the line. put/append/delete print OK, get prints the value or (nil), leader
-prints the leader's node id. Errors go to stderr and make the exit code non-zero.
+Commands: put K V, append K V, get K, delete K, status, leader, members, transfer N, help, quit; and for a
+launcher-made cluster kill N, pause N, resume N, restart N (process faults: watch an election happen) and add N,
+remove N (membership: start a node and make it a voter; remove a node and stop it). Keys and values are UTF-8
+text; a value is the rest of the line. put/append/delete/add/remove/transfer print OK, get prints the value or
+(nil), leader prints the leader's node id. Errors go to stderr and make the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ HELP = """commands:
   status         a table of every node            leader       the leader's node id
   kill N         SIGKILL node N                   pause N      SIGSTOP node N
   resume N       SIGCONT node N                   restart N    start node N again
+  members        voters and learners              transfer N   make node N the leader
+  add N          start node N, add it, promote it remove N     remove node N, stop it
   help           this text                        quit         leave (or Ctrl-D)"""
 
 
@@ -35,6 +38,13 @@ class Shell:
     def __init__(self, client: Client, cluster: launch.Cluster | None) -> None:
         self.client = client
         self.cluster = cluster
+
+    def _reconnect(self) -> None:
+        """The cluster's nodes changed (add/remove): a client that knows the new list."""
+        assert self.cluster is not None
+        deadline = self.client.deadline
+        self.client.close()
+        self.client = self.cluster.client(deadline=deadline)
 
     def run(self, line: str) -> str | None:
         """Execute one command line; returns the text to print, or None to quit. Raises on errors."""
@@ -70,6 +80,31 @@ class Shell:
             return str(self.client.status(idx)["node"])
         if cmd == "status":
             return self._status()
+        if cmd == "members":
+            return self._members()
+        if cmd in ("add", "remove", "transfer"):
+            self._arity(cmd, args, 1, "NODE")
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError(f"usage: {cmd} NODE (a node id)") from None
+            if cmd == "transfer":
+                self.client.transfer_leadership(node)
+                return "OK"
+            if self.cluster is None:
+                if cmd == "add":
+                    raise ValueError("add needs a launcher-made cluster (cluster.json); otherwise start the node "
+                                     "with python -m zraft.node --join and use Client.add_node")
+                self.client.remove_node(node)
+                return "OK"
+            try:
+                if cmd == "add":
+                    self.cluster.add_node(node)
+                else:
+                    self.cluster.remove_node(node)
+            finally:
+                self._reconnect()
+            return "OK"
         if cmd in ("kill", "pause", "resume", "restart"):
             self._arity(cmd, args, 1, "NODE")
             if self.cluster is None:
@@ -86,6 +121,18 @@ class Shell:
     def _arity(cmd: str, args: list[str], n: int, names: str) -> None:
         if len(args) != n:
             raise ValueError(f"usage: {cmd} {names}")
+
+    def _members(self) -> str:
+        m = self.client.members()
+        rows = [f"{'node':>4}  {'address':<21} {'role':<8} {'match':>8}"]
+        for nid, addr, role, match in m["members"]:
+            lead = " (leader)" if nid == m["leader"] else ""
+            rows.append(f"{nid:>4}  {addr:<21} {role:<8} {match:>8}{lead}")
+        if "pending_config_index" in m:
+            rows.append(f"      a change at index {m['pending_config_index']} is not committed yet")
+        if "transferee" in m:
+            rows.append(f"      leadership is being transferred to node {m['transferee']}")
+        return "\n".join(rows)
 
     def _status(self) -> str:
         rows = [f"{'node':>4}  {'address':<21} {'role':<13} {'term':>5} {'leader':>6} {'commit':>7} {'applied':>7} "
@@ -135,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal failures
         try:
             out = shell.run(line)
-        except (ZraftError, ValueError, chaos.ChaosError, KeyError) as e:
+        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failures += 1
             return True

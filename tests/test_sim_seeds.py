@@ -29,7 +29,7 @@ def test_many_seeds() -> None:
     changes: collections.Counter[str] = collections.Counter()  # kind -> seeds in which the leader accepted one
     for r in run_many(range(SEEDS), jobs=max(2, os.cpu_count() or 1)):
         configs += r.configs_committed
-        changes.update(r.changes.keys())
+        changes.update(r.changes_done.keys())
         steps += r.steps
         faults += r.faults
         crashes += r.crashes

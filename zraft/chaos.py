@@ -218,13 +218,65 @@ LEADER_AFTER_HEAL_S = 10.0
 """After each fault heals, some node must report itself leader within this many seconds."""
 
 
+MEMBERSHIP_KINDS = ("add", "remove", "replace", "transfer")
+MEMBERSHIP_LOCK = threading.Lock()
+"""Membership changes and process faults do not touch the same node at the same moment (nor cluster.json)."""
+
+
+def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: list[dict[str, Any]],
+                        say: Callable[[str], None], t0: float, voters: tuple[int, int]) -> None:
+    """While the other faults happen: every few seconds add a node, remove one (the leader too), replace one
+    (remove it, add a fresh one under a new id) or transfer leadership, keeping between ``voters`` voters."""
+    from zraft.client import ZraftError
+    from zraft.launch import LaunchError
+
+    while time.monotonic() < until:
+        time.sleep(rng.uniform(2.0, 5.0))
+        if time.monotonic() >= until:
+            break
+        start = time.monotonic()
+        size = len(c.nodes)
+        kinds = [k for k in MEMBERSHIP_KINDS
+                 if not (k == "add" and size >= voters[1]) and not (k == "remove" and size <= voters[0])]
+        kind = rng.choice(kinds)
+        note = ""
+        try:
+            ld = leader(c)
+        except ChaosError:
+            ld = 0
+        try:
+            with MEMBERSHIP_LOCK:
+                ids = [n.id for n in c.nodes]
+                if kind == "add":
+                    note = f"added node {c.add_node(wait=20.0).id}"
+                elif kind in ("remove", "replace"):
+                    target = ld if ld and rng.random() < 0.3 else rng.choice(ids)
+                    c.remove_node(target)
+                    note = f"removed node {target}" + (" (the leader)" if target == ld else "")
+                    if kind == "replace":
+                        note += f", added node {c.add_node(wait=20.0).id}"
+                else:
+                    target = rng.choice([i for i in ids if i != ld] or ids)
+                    with c.client(deadline=5.0) as cl:
+                        cl.transfer_leadership(target)
+                    note = f"leadership {ld} -> {target}"
+        except (ZraftError, LaunchError, ChaosError) as e:
+            note += f" failed: {e}" if note else f"failed: {e}"
+        end = time.monotonic()
+        events.append({"fault": f"member_{kind}", "node": 0, "note": note, "start": start, "end": end,
+                       "leader_after": 0.0, "membership": [n.id for n in c.nodes]})
+        say(f"  t={start - t0:6.1f} s  member  {kind:<15} {note}  (members now {[n.id for n in c.nodes]})")
+
+
 def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]],
              say: Callable[[str], None] = lambda s: None, t0: float = 0.0) -> None:
-    ids = [n.id for n in c.nodes]
+    from zraft.launch import LaunchError
+
     while time.monotonic() < until:
         time.sleep(rng.uniform(0.5, 1.5) / rate)
         if time.monotonic() >= until:
             break
+        ids = [n.id for n in c.nodes]
         kind = rng.choice(FAULTS)
         try:
             ld = leader(c)
@@ -233,6 +285,7 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
         target = ld if kind.endswith("_leader") else rng.choice(ids)
         start = time.monotonic()
         note = ""
+        MEMBERSHIP_LOCK.acquire()
         try:
             if kind.startswith("kill"):
                 kill(c, target)
@@ -266,17 +319,24 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 for i in ids:
                     _quiet(set_net_faults, c, i, **spec)
                 note = "20% loss, 10% duplicates, 1-60 ms delays, every node"
-        except ChaosError as e:
+        except (ChaosError, KeyError, LaunchError) as e:
             note = f"skipped: {e}"
+        finally:
+            MEMBERSHIP_LOCK.release()
         say(f"  t={start - t0:6.1f} s  fault   {kind:<15} node {target}  {note}")
         time.sleep(rng.uniform(1.0, 3.0) / rate)
-        # Heal this fault before the next one.
-        if kind.startswith("kill"):
-            _quiet(restart, c, target)
-        elif kind.startswith("pause"):
-            _quiet(resume, c, target)
-        else:
-            heal_network(c)
+        # Heal this fault before the next one (a paused or killed node must come back before the membership
+        # nemesis may remove it: the lock).
+        with MEMBERSHIP_LOCK:
+            try:
+                if kind.startswith("kill"):
+                    _quiet(restart, c, target)
+                elif kind.startswith("pause"):
+                    _quiet(resume, c, target)
+                else:
+                    heal_network(c)
+            except (KeyError, LaunchError):
+                pass  # the node was removed meanwhile
         end = time.monotonic()
         # Liveness: a leader again soon after each heal.
         recovered = None
@@ -394,7 +454,8 @@ EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
 
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
         keys: int = 3, snapshot_every: int | None = None, quiet: bool = False, pipeline: int = 4,
-        read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024) -> int:
+        read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024,
+        membership: bool = False) -> int:
     """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
     the checker's budget ran out before it could decide (unknown). See ``main``."""
     from zraft import check, launch
@@ -433,7 +494,15 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         reporter = threading.Thread(target=_report_progress, args=(paths, leaders, stop_progress, t0, say),
                                     daemon=True)
         reporter.start()
+        members = None
+        if membership:
+            members = threading.Thread(target=_membership_nemesis, daemon=True, args=(
+                c, random.Random(seed + 1), until, events, say, t0, (3, nodes + 2)))
+            members.start()
+        initial = [n.id for n in c.nodes]
         _nemesis(c, rng, until, rate, events, say, t0)
+        if members is not None:
+            members.join(120)
         for p in procs:
             p.join(60)
         stop_progress.set()
@@ -510,7 +579,12 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     changes = sum(1 for a, b in itertools.pairwise(leaders) if b[1] and (a[1], a[2]) != (b[1], b[2]))
     counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
     print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients")
+    events.sort(key=lambda e: e["start"])
     for e in events:
+        if "membership" in e:
+            print(f"  t={e['start'] - t0:6.1f}-{e['end'] - t0:5.1f} s  {e['fault']:<15} {e['note']}  "
+                  f"(nodes now {e['membership']})")
+            continue
         after = "no leader!" if e["leader_after"] is None else f"leader {e['leader_after']:.2f} s after heal"
         print(f"  t={e['start'] - t0:6.1f}-{e['end'] - t0:5.1f} s  {e['fault']:<15} node {e['node']}  "
               f"({after})  {e['note']}")
@@ -520,7 +594,9 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
           else "no leader after healing")
     print(f"snapshots taken: {snaps['taken']}, sent: {snaps['sent']}, installed: {snaps['installed']}")
     picture = os.path.join(out_dir, "timeline.html")
-    write_timeline(picture, t0, time.monotonic(), [n.id for n in c.nodes], events, leaders, history)
+    seen = {i for e in events for i in e.get("membership", ())} | {ld for _, ld, _ in leaders if ld}
+    write_timeline(picture, t0, time.monotonic(), sorted(set(initial) | {n.id for n in c.nodes} | seen), events,
+                   leaders, history)
     print(f"history: {hist_path}")
     print(f"timeline (leaders, faults, latency): {picture}")
     print(f"checker: {check_s:.1f} s, " + ", ".join(f"{m} {sum(1 for r in results if r.method == m)} keys"
@@ -582,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1.0, help="fault rate multiplier (default 1: about one fault "
                                                            "every 3 s)")
     p.add_argument("--out", help="where to write data, history and report (default ./zraft-chaos-SEED)")
+    p.add_argument("--membership", action="store_true",
+                   help="a second nemesis adds, removes (the leader too) and replaces nodes and transfers leadership "
+                        "every few seconds, between 3 and --nodes + 2 nodes, while the other faults go on")
     p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
@@ -589,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
         p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
     return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
-               a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory)
+               a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership)
 
 
 if __name__ == "__main__":

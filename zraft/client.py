@@ -11,6 +11,11 @@ Writes are exactly-once: the client has a random id and numbers its writes; a re
 number, and the cluster answers a duplicate from its session table instead of applying it twice. When the
 deadline passes without an answer, a write raises ``OutcomeUnknown``: it may or may not have happened. A
 definite refusal (a value over the limit) raises ``RequestRefused``.
+
+Membership (``members``, ``add_learner``, ``promote``, ``add_node``, ``remove_node``, ``transfer_leadership``) goes
+to the leader like a write and is answered once the change has committed. Each is idempotent (adding a member
+that is there, removing one that is not, promoting a voter: OK), so it is retried through leader changes and
+answers that were lost; a change the cluster can never make raises ``RequestRefused``.
 """
 
 from __future__ import annotations
@@ -78,19 +83,38 @@ class Client:
         self._ids = itertools.count(1)
         self.leader: int | None = None  # index into self.nodes
         self.ctx = zmq.Context()
-        self.socks = []
+        self.keys = keys
+        self.socks: list[zmq.Socket[bytes]] = []
         self.poller = zmq.Poller()
         for addr in self.nodes:
-            s = self.ctx.socket(zmq.DEALER)
-            s.setsockopt(zmq.LINGER, 0)
-            if keys is not None:
-                server = keys.servers.get(addr)
-                if server is None:
-                    raise ValueError(f"no public key for node {addr} among the client's keys")
-                client_socket(s, keys.own, server)
-            s.connect(f"tcp://{addr}")
-            self.socks.append(s)
-            self.poller.register(s, zmq.POLLIN)
+            if keys is not None and addr not in keys.servers:
+                raise ValueError(f"no public key for node {addr} among the client's keys")
+            self._open(addr, keys.servers[addr] if keys is not None else None)
+
+    def _open(self, addr: str, server: bytes | None) -> None:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None and server is not None:
+            client_socket(s, self.keys.own, server)
+        s.connect(f"tcp://{addr}")
+        self.socks.append(s)
+        self.poller.register(s, zmq.POLLIN)
+
+    def _learn(self, reply: dict[str, Any]) -> int | None:
+        """The index of the node a reply names as leader; a node added since the client started (not in its
+        list) is connected to first, if its key is known (or the cluster is insecure)."""
+        addr = reply.get("leader_addr", "")
+        idx = self._index_of(addr)
+        if idx is not None or not addr or not reply.get("leader"):
+            return idx
+        server = None
+        if self.keys is not None:
+            server = self.keys.server_key(reply["leader"], addr)
+            if server is None:
+                return None
+        self.nodes.append(addr)
+        self._open(addr, server)
+        return len(self.nodes) - 1
 
     def close(self) -> None:
         self.ctx.destroy(linger=0)
@@ -227,8 +251,7 @@ class Client:
                     if r.get("id") in out:
                         got = True
                         if not r.get("ok") and r.get("error") == codec.Err.NOT_LEADER:
-                            self.leader = self._index_of(r.get("leader_addr", "")) if r.get("leader_addr") \
-                                else None
+                            self.leader = self._learn(r)
                         finish(r["id"], bool(r.get("ok")))
                 if not got and wait_s >= self.attempt_timeout and out:
                     for rid in sorted(out):  # silence: retry the oldest requests the ordinary way
@@ -241,6 +264,46 @@ class Client:
             for _, req in out.values():
                 if "seq" in req:
                     self._unfinished.discard(req["seq"])
+
+    # ------------------------------------------------------------------ membership
+
+    def members(self) -> dict[str, Any]:
+        """The leader's view: ``voters``, ``learners``, ``members`` (rows ``[id, address, "voter"|"learner",
+        match index]``), ``leader``, ``last_index``, and ``pending_config_index``/``transferee`` while a change or
+        a transfer is under way."""
+        return self._call({"op": "members"}, write=False)
+
+    def add_learner(self, node: int, address: str, key: str = "") -> None:
+        """Add node ``node`` (reachable at ``address``, with Z85 public ``key`` in a secure cluster) as a learner:
+        it receives the log but does not vote. Start it first with ``python -m zraft.node --join``."""
+        self._call({"op": "add_learner", "node": node, "address": address, "key": key}, write=False)
+
+    def promote(self, node: int) -> None:
+        """Make learner ``node`` a voter; retried while it is still catching up, until the deadline."""
+        self._call({"op": "promote", "node": node}, write=False)
+
+    def add_node(self, node: int, address: str, key: str = "", timeout: float = 120.0) -> None:
+        """Add a voter the safe way: as a learner, wait until it has caught up, then promote it."""
+        self.add_learner(node, address, key)
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.promote(node)
+                return
+            except Unavailable:
+                if time.monotonic() >= end:
+                    raise Unavailable(f"node {node} did not catch up within {timeout:.0f} s; it is a learner "
+                                      "(promote it later, or remove it)") from None
+
+    def remove_node(self, node: int) -> None:
+        """Remove voter or learner ``node`` (the leader too: it hands over after the change commits)."""
+        self._call({"op": "remove", "node": node}, write=False)
+
+    def transfer_leadership(self, node: int) -> None:
+        """Make voter ``node`` the leader (answered once it leads). Raises ``RequestRefused`` if it did not take
+        over within an election timeout, or is not a voter."""
+        self._call({"op": "transfer", "node": node}, write=False)
+        self.leader = None  # found again (the new leader) by the next request
 
     def status(self, node: int) -> dict[str, Any]:
         """The ``status`` answer of one node (an index into the address list)."""
@@ -266,7 +329,7 @@ class Client:
                 r = self._wait({rid}, probe_end)
                 if r is None:
                     break
-                idx = self._index_of(r.get("leader_addr", ""))
+                idx = self._learn(r)
                 if idx is not None:
                     self.leader = idx
                     return idx
@@ -332,11 +395,12 @@ class Client:
             else:
                 err = r.get("error", "")
                 last_error = f"{err}: {r.get('message', '')}"
-                if err in (codec.Err.TOO_LARGE, codec.Err.BAD_REQUEST):
+                if err in (codec.Err.TOO_LARGE, codec.Err.BAD_REQUEST, codec.Err.CONFIG_REFUSED,
+                           codec.Err.TRANSFER_FAILED):
                     raise RequestRefused(r.get("message", err))
                 if err == codec.Err.SESSION_EXPIRED:
                     raise OutcomeUnknown(r.get("message", err))
-                hint = self._index_of(r.get("leader_addr", ""))
+                hint = self._learn(r)
                 self.leader = hint
                 if err == codec.Err.NOT_LEADER and hint is not None:
                     continue  # follow the redirect at once

@@ -62,6 +62,10 @@ class Cluster:
     """Where the cluster's CurveZMQ keys are (``zraft.security``); None for an insecure cluster."""
     lock_fd: int | None = None
     """The launcher's lock on ``data_dir`` (None for a cluster found with ``load``): held until ``stop``."""
+    node_args: list[str] = field(default_factory=list)
+    """Extra arguments every node was started with (nodes added later get them too)."""
+    reconfigured: bool = False
+    """Nodes were added or removed since it was first launched: ``start`` brings back these nodes, as they are."""
 
     @property
     def addresses(self) -> list[str]:
@@ -74,8 +78,8 @@ class Cluster:
     def save(self) -> None:
         tmp = self.file + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"version": 1, "keys": self.keys_dir, "nodes": [asdict(n) for n in self.nodes]}, f,
-                      indent=2)
+            json.dump({"version": 1, "keys": self.keys_dir, "node_args": self.node_args,
+                       "reconfigured": self.reconfigured, "nodes": [asdict(n) for n in self.nodes]}, f, indent=2)
         os.chmod(tmp, 0o600)
         os.replace(tmp, self.file)
 
@@ -110,14 +114,80 @@ class Cluster:
         self.save()
         return p.pid
 
+    def add_node(self, node_id: int | None = None, host: str = "127.0.0.1", wait: float = 120.0) -> NodeSpec:
+        """Grow the cluster by one voter: start node ``node_id`` (default: the highest id + 1) on a free port with
+        ``--join``, add it as a learner, wait until it has caught up and promote it (``Client.add_node``).
+        ``cluster.json`` names it from the start, so ``stop``, ``kill`` and ``restart`` know it."""
+        nid = node_id if node_id is not None else max(n.id for n in self.nodes) + 1
+        if nid < 1 or any(n.id == nid for n in self.nodes):
+            raise LaunchError(f"node {nid} is already in {self.file}" if nid >= 1 else "node ids start at 1")
+        if os.path.exists(os.path.join(self.data_dir, f"node-{nid}")):
+            raise LaunchError(f"{self.data_dir}/node-{nid} exists (a removed node's data?): a new node needs a new "
+                              "id, or move that directory aside")
+        port = free_ports(1, host)[0]
+        ndir = os.path.join(self.data_dir, f"node-{nid}")
+        pub = ""
+        if self.keys_dir is not None:
+            pub = create_keypair(self.keys_dir, f"node-{nid}").public.decode()
+        join = ",".join(f"{n.id}={n.address}" for n in self.nodes)
+        security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
+        argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
+                f"{host}:{port}", "--data-dir", ndir, *security_args, *self.node_args]
+        spec = NodeSpec(nid, f"{host}:{port}", ndir, os.path.join(self.data_dir, f"node-{nid}.log"), argv,
+                        public_key=pub)
+        self.nodes.append(spec)
+        self.reconfigured = True
+        self.save()
+        self.start_node(nid)
+        with self.client() as cl:
+            cl.add_node(nid, spec.address, pub, timeout=wait)
+        return spec
+
+    def remove_node(self, node_id: int, timeout: float = 5.0) -> None:
+        """Remove node ``node_id`` from the configuration (the leader too), then stop its process and forget it:
+        out of ``cluster.json``, its public key out of the key directory (no node admits it any more). Its data
+        directory stays where it was."""
+        spec = self.node(node_id)
+        others = [n for n in self.nodes if n.id != node_id]
+        if not others:
+            raise LaunchError("cannot remove the last node of a cluster")
+        with self.client() as cl:
+            cl.remove_node(node_id)
+        _signal(spec.pid, signal.SIGCONT)
+        _signal(spec.pid, signal.SIGTERM)
+        p = self.procs.pop(node_id, None)
+        end = time.monotonic() + timeout
+        if p is not None:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        else:
+            while _alive(spec.pid) and time.monotonic() < end:
+                time.sleep(0.05)
+            _signal(spec.pid, signal.SIGKILL)
+        self.nodes = others
+        self.reconfigured = True
+        if self.keys_dir is not None:
+            for name in (f"node-{node_id}.key", f"node-{node_id}.key_secret"):
+                try:
+                    os.remove(os.path.join(self.keys_dir, name))
+                except FileNotFoundError:
+                    pass
+        self.save()
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every node: SIGTERM, then SIGKILL for any still running after ``timeout``."""
-        try:  # a node restarted by another process (the shell, the chaos module) has a new pid in the file
-            on_disk = {n.id: n.pid for n in load(self.file).nodes}
+        try:  # a node restarted (or added) by another process (the shell, the chaos module) is in the file
+            disk = load(self.file).nodes
+            on_disk = {n.id: n.pid for n in disk}
             for n in self.nodes:
                 if on_disk.get(n.id, n.pid) != n.pid:
                     n.pid = on_disk[n.id]
                     self.procs.pop(n.id, None)
+            known = {n.id for n in self.nodes}
+            self.nodes += [n for n in disk if n.id not in known]
         except LaunchError:
             pass
         for n in self.nodes:
@@ -164,12 +234,16 @@ def load(data_dir_or_file: str) -> Cluster:
         keys = doc.get("keys")
         if keys is not None and not isinstance(keys, str):
             raise TypeError("keys must be a directory name")
+        node_args = doc.get("node_args", [])
+        if not isinstance(node_args, list) or not all(isinstance(x, str) for x in node_args):
+            raise TypeError("node_args must be a list of strings")
     except FileNotFoundError:
         raise LaunchError(f"{path} not found: start a cluster with `python launcher.py` first, or pass "
                           "--cluster FILE / --nodes HOST:PORT,...") from None
     except (ValueError, KeyError, TypeError) as e:
         raise LaunchError(f"{path} is not a zraft cluster file ({e})") from None
-    return Cluster(os.path.dirname(os.path.abspath(path)), nodes, keys_dir=keys)
+    return Cluster(os.path.dirname(os.path.abspath(path)), nodes, keys_dir=keys, node_args=node_args,
+                   reconfigured=doc.get("reconfigured") is True)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -200,7 +274,8 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
     data_dir = os.path.abspath(data_dir)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     lock_fd = _lock_launcher(data_dir)
-    try:
+
+    def plan(n: int | None, ports: list[int] | None) -> Cluster:
         running = running_nodes(data_dir)
         if running:
             pids = " ".join(str(pid) for _, pid in running if pid)
@@ -211,6 +286,20 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
                 "--data-dir")
         if fresh:
             _clear(data_dir)
+        prev = _reconfigured(data_dir)
+        if prev is not None:  # its membership changed at runtime: the nodes cluster.json names, as they are
+            if n is not None and n != len(prev.nodes):
+                raise LaunchError(f"the cluster in {data_dir} has {len(prev.nodes)} nodes now (nodes were added or "
+                                  f"removed); start it without -n, or with -n {len(prev.nodes)}")
+            for spec in prev.nodes:
+                h, port_text = spec.address.rsplit(":", 1)
+                if not _port_free(h, int(port_text)):
+                    raise LaunchError(f"port {port_text} on {h} (node {spec.id}) is in use; stop what listens "
+                                      "there")
+            c = Cluster(data_dir, prev.nodes, lock_fd=lock_fd, keys_dir=prev.keys_dir, node_args=prev.node_args,
+                        reconfigured=True)
+            c.save()
+            return c
         size = stored_size(data_dir)
         if n is None:
             n = size or DEFAULT_NODES
@@ -227,7 +316,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
         keys_dir = make_keys(data_dir, n) if secure else None
         security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
-        c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir)
+        c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir, node_args=list(node_args or []))
         for i in range(n):
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
@@ -237,9 +326,17 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
             c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
                                     argv, public_key=pub))
         c.save()
+        return c
+
+    try:
+        c = plan(n, ports)
     except BaseException:
         os.close(lock_fd)
         raise
+    return _start_all(c, wait)
+
+
+def _start_all(c: Cluster, wait: float) -> Cluster:
     try:
         for spec in c.nodes:
             c.start_node(spec.id)
@@ -248,6 +345,14 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         c.stop(timeout=2.0)
         raise
     return c
+
+
+def _reconfigured(data_dir: str) -> Cluster | None:
+    """The cluster described in ``data_dir``'s cluster.json if nodes were added or removed since its launch."""
+    if not os.path.exists(os.path.join(data_dir, CLUSTER_FILE)):
+        return None
+    c = load(data_dir)
+    return c if c.reconfigured else None
 
 
 def make_keys(data_dir: str, n: int) -> str:

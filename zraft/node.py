@@ -24,12 +24,13 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import zmq
 
 from zraft import security
-from zraft.core import ClusterConfig, Options
+from zraft.core import ClusterConfig, EntryKind, Options
 from zraft.replica import ELECTION_TICKS, HEARTBEAT_TICKS, SNAPSHOT_BYTES, SNAPSHOT_EVERY, TICK_MS, Replica, Settings
 from zraft.snapshotting import MAX_SNAPSHOT_BYTES
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
@@ -52,7 +53,9 @@ class Node:
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
-                 keys: security.NodeKeys | None = None) -> None:
+                 keys: security.NodeKeys | None = None, join: bool = False) -> None:
+        """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
+        this node waits to be added to (it has no configuration of its own and never campaigns before)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -60,7 +63,8 @@ class Node:
         self.ctx: zmq.Context[zmq.Socket[bytes]] | None = None
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
-                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys)
+                       snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
+                       join)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -70,13 +74,9 @@ class Node:
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
-              keys: security.NodeKeys | None) -> None:
+              keys: security.NodeKeys | None, join: bool) -> None:
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
-        meta, warning = datadir.check_config(data_dir, node_id, tuple(peers), has_state, force_peers)
-        if warning:
-            log.warning("node=%d event=config %s", node_id, warning)
-        config = ClusterConfig(meta.voters)
         self.id = node_id
         self.addr = peers[node_id]
         self.tick_s = tick_ms / 1000.0
@@ -84,7 +84,25 @@ class Node:
         rec = storage.recovered
         for w in rec.warnings:
             log.warning("node=%d event=recovery %s", node_id, w)
-        if rec.snapshot is not None and rec.snapshot.config != config:
+        # Once the membership has changed, it is whatever the log (or snapshot) says, not the command line.
+        configs = [e for e in rec.entries if e.kind == EntryKind.CONFIG]
+        try:
+            in_force = ClusterConfig.decode(configs[-1].data) if configs else \
+                rec.snapshot.config if rec.snapshot is not None else None
+            managed = in_force is not None and bool(in_force.context)
+            meta, warning = datadir.check_config(data_dir, node_id, () if join else tuple(peers), has_state,
+                                                 force_peers, managed)
+        except BaseException:
+            storage.close()
+            raise
+        if warning:
+            log.warning("node=%d event=config %s", node_id, warning)
+        if managed:
+            assert in_force is not None
+            log.info("node=%d event=membership voters=%s learners=%s (from the data directory)", node_id,
+                     list(in_force.voters), list(in_force.learners))
+        config = ClusterConfig(meta.voters)
+        if not managed and rec.snapshot is not None and rec.snapshot.config != config:
             if not force_peers:
                 storage.close()
                 raise datadir.ConfigMismatch(
@@ -103,8 +121,10 @@ class Node:
                     snapshot_timeout_ticks=max(200, 4 * election_ticks)),
             Settings(snapshot_every=snapshot_every, snapshot_bytes=snapshot_bytes,
                      max_snapshot_bytes=max_snapshot_bytes),
-            addresses=peers)
+            addresses=peers,
+            keys={i: k.decode() for i, k in keys.nodes.items()} if keys is not None else None)
         self.replica.status_extra = self.zmq.status
+        self.replica.on_config = self.zmq.set_members
         self._stop = False
 
     # ------------------------------------------------------------------ the loop
@@ -114,14 +134,21 @@ class Node:
         log.info("node=%d event=start addr=%s term=%d commit=%d last_index=%d", self.id, self.addr, raft.term,
                  raft.commit_index, raft.last_index)
         router = self.zmq.router
-        poller = zmq.Poller()
-        poller.register(router, zmq.POLLIN)
         chaos_sock = self.chaos.sock if self.chaos is not None else None
-        if chaos_sock is not None:
-            poller.register(chaos_sock, zmq.POLLIN)
         zap = self.zmq.zap
-        if zap is not None:
-            poller.register(zap.sock, zmq.POLLIN)
+
+        def make_poller() -> tuple[zmq.Poller, set[zmq.Socket[bytes]]]:
+            poller = zmq.Poller()
+            for sock in (router, chaos_sock, zap.sock if zap is not None else None):
+                if sock is not None:
+                    poller.register(sock, zmq.POLLIN)
+            dealers = set(self.zmq.dealers.values())
+            for d in dealers:
+                poller.register(d, zmq.POLLIN)
+            self.zmq.dealers_changed = False
+            return poller, dealers
+
+        poller, dealers = make_poller()
         net = self.net
         next_tick = time.monotonic() + self.tick_s
         replica.start()
@@ -139,7 +166,9 @@ class Node:
                 timeout = 0.0 if replica.busy() else max(0.0, wake - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
                 if router in ready:
-                    self._drain()
+                    self._drain(self.zmq.incoming(MAX_BATCH))
+                if len(ready) > (router in ready) and not dealers.isdisjoint(ready):
+                    self._drain(self.zmq.incoming_back(ready, MAX_BATCH))
                 if chaos_sock is not None and chaos_sock in ready:
                     self.chaos.handle()  # type: ignore[union-attr]
                 if zap is not None and zap.sock in ready:
@@ -154,6 +183,8 @@ class Node:
                         next_tick = now + self.tick_s
                 replica.work()
                 replica.process()
+                if self.zmq.dealers_changed:  # the membership changed: poll the new peers' connections
+                    poller, dealers = make_poller()
                 if now >= next_freeze:
                     gc.collect(1)
                     gc.freeze()
@@ -161,9 +192,9 @@ class Node:
         finally:
             self.close()
 
-    def _drain(self) -> None:
+    def _drain(self, messages: Iterator[tuple[str, Any, bytes]]) -> None:
         replica, net, chaos = self.replica, self.net, self.chaos is not None
-        for kind, msg, identity in self.zmq.incoming(MAX_BATCH):
+        for kind, msg, identity in messages:
             if chaos and kind in PEER_KINDS and net.drops(msg.src):
                 continue
             try:
@@ -209,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id", type=int, required=True, help="this node's id (a positive integer in the peer list)")
     p.add_argument("--peers", help="every node of the cluster, this one included: 1=HOST:PORT,2=HOST:PORT,...")
     p.add_argument("--cluster", help="a cluster.json written by launcher.py (instead of --peers)")
+    p.add_argument("--join", metavar="ID=HOST:PORT,...",
+                   help="start with no configuration of its own and wait to be added (add_learner, then promote) "
+                        "by the cluster whose nodes these are; give this node's own address with --address")
+    p.add_argument("--address", metavar="HOST:PORT", help="this node's address (with --join)")
     p.add_argument("--data-dir", required=True, help="where this node keeps its log and snapshots")
     p.add_argument("--bind", help="ZeroMQ endpoint to bind (default: tcp://<this node's address>)")
     p.add_argument("--tick-ms", type=int, default=TICK_MS, help=f"milliseconds per tick (default {TICK_MS})")
@@ -246,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        if a.cluster:
+        if a.join:
+            if not a.address:
+                p.error("--join needs --address HOST:PORT (this node's own)")
+            peers = parse_peers(a.join)
+            if a.id in peers:
+                raise ValueError(f"node {a.id} is already in the --join list: give the cluster's other nodes")
+            peers[a.id] = parse_peers(f"{a.id}={a.address}")[a.id]
+        elif a.cluster:
             import json
 
             with open(a.cluster) as f:
@@ -254,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.peers:
             peers = parse_peers(a.peers)
         else:
-            p.error("give --peers or --cluster")
+            p.error("give --peers, --cluster or --join")
         if a.id not in peers:
             raise ValueError(f"node {a.id} is not in the peer list {sorted(peers)}")
         keys = None
@@ -270,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                         a.id)
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
-                    a.max_snapshot_bytes, keys)
+                    a.max_snapshot_bytes, keys, join=bool(a.join))
     except (datadir.DataDirLocked, datadir.ConfigMismatch, security.KeysError) as e:
         print(f"zraft node {a.id}: {e}", file=sys.stderr)
         return 2

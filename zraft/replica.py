@@ -28,9 +28,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from zraft import kv
-from zraft.core import NONE, ClusterConfig, Entry, EntryKind, Message, MsgType, Options, Raft, Ready, Role, Snapshot
+from zraft import kv, members
+from zraft.core import (
+    NONE,
+    ClusterConfig,
+    ConfigChangeError,
+    Entry,
+    EntryKind,
+    Message,
+    MsgType,
+    NotLeader,
+    Options,
+    Raft,
+    Ready,
+    Role,
+    Snapshot,
+)
 from zraft.logutil import LogLimiter
+from zraft.members import Member
 from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
 from zraft.storage import Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
@@ -122,14 +137,30 @@ class PendingRead:
 class Replica:
     def __init__(self, node_id: int, config: ClusterConfig, storage: Storage, transport: Transport, clock: Clock,
                  rng: random.Random, options: Options, settings: Settings = Settings(),
-                 addresses: dict[int, str] | None = None, probe: Probe | None = None) -> None:
-        """Recover from ``storage`` (its snapshot into the store; the committed log is replayed by ``start``)."""
+                 addresses: dict[int, str] | None = None, probe: Probe | None = None,
+                 keys: dict[int, str] | None = None) -> None:
+        """Recover from ``storage`` (its snapshot into the store; the committed log is replayed by ``start``).
+        ``config``, ``addresses`` and ``keys`` (Z85 public keys) describe the cluster it was started with; once its
+        membership has changed, the configuration in the log (with every member's address and key) wins."""
         self.id = node_id
         self.storage = storage
         self.transport = transport
         self.clock = clock
         self.settings = settings
-        self.addresses = addresses or {}
+        keys = keys or {}
+        self.bootstrap = {i: Member(i, a, keys.get(i, "")) for i, a in (addresses or {}).items()}
+        self.addresses = dict(addresses or {})
+        """Every node's address we know of (for leader hints): the bootstrap list, updated by configurations."""
+        self.members: dict[int, Member] = {}
+        """The members of the configuration in force, with their addresses and keys."""
+        self.on_config: Callable[[dict[int, Member]], None] | None = None
+        """Called with the members whenever the configuration in force changes (and by ``start``): the node
+        connects to new members and admits only theirs keys."""
+        self.pending_config: dict[int, list[PendingWrite]] = {}
+        """Membership changes waiting for their entry (by index) to commit."""
+        self.pending_transfer: tuple[int, int, PendingWrite] | None = None
+        """A leadership transfer a client waits for: (target, the tick it was asked at, who asked)."""
+        self._ticks = 0
         self.probe = probe
         rec = storage.recovered
         self.kv = kv.KVStore()
@@ -163,6 +194,7 @@ class Replica:
 
     def start(self) -> None:
         """Replay the committed log before serving anything."""
+        self._config_changed(self.raft.config)
         self.process()
         self._outbox.clear()
 
@@ -220,6 +252,9 @@ class Replica:
         if self.snap_job is not None:
             self._job_max_late = max(self._job_max_late, late_s)
         self.raft.tick()
+        self._ticks += 1
+        if self.pending_transfer is not None:
+            self._check_transfer()
         for peer in self.sender.tick():
             self.raft.report_snapshot(peer, False)
 
@@ -329,6 +364,10 @@ class Replica:
                                    "term": self.raft.term, **self._leader_info()}, batched)
         elif op == "status":
             self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
+        elif op == "members":
+            self._answer_members(identity, rid, batched)
+        elif op in codec.MEMBER_OPS:
+            self._member_op(identity, req, batched)
         elif op == "get":
             if req.get("stale"):
                 self._answer_get(identity, rid, req["key"], batched)
@@ -337,6 +376,104 @@ class Replica:
             ctx = self._next_read
             self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched)
             self.raft.read_index(ctx)
+
+    # ------------------------------------------------------------------ membership
+
+    def _answer_members(self, identity: bytes, rid: int, batched: bool) -> None:
+        raft = self.raft
+        if raft.role != Role.LEADER:
+            self._not_leader(identity, rid, batched)
+            return
+        cfg = raft.config
+        rows = []
+        for i in cfg.members:
+            m = self.members.get(i)
+            pr = raft.prs.get(i)
+            match = raft.last_index if i == self.id else pr.match if pr is not None else 0
+            rows.append([i, m.address if m else "", "voter" if i in cfg.voters else "learner", match])
+        reply: dict[str, Any] = {"id": rid, "ok": True, "voters": list(cfg.voters), "learners": list(cfg.learners),
+                                 "members": rows, "leader": self.id, "last_index": raft.last_index}
+        if raft.pending_config_index > raft.commit_index:
+            reply["pending_config_index"] = raft.pending_config_index
+        if raft.transferee != NONE:
+            reply["transferee"] = raft.transferee
+        self._reply(identity, reply, batched)
+
+    def _member_op(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
+        """add_learner / promote / remove / transfer, at the leader. Answered when the change commits (or the
+        new leader leads); at once when there is nothing to do (they are idempotent) or it is refused."""
+        raft, op, rid, node = self.raft, req["op"], req["id"], req["node"]
+        if raft.role != Role.LEADER:
+            self._not_leader(identity, rid, batched)
+            return
+        cfg = raft.config
+        ok = {"id": rid, "ok": True}
+        try:
+            if op == "transfer":
+                if node == self.id:
+                    self._reply(identity, ok, batched)
+                    return
+                if self.pending_transfer is not None:
+                    raise ConfigChangeError(f"a transfer to node {self.pending_transfer[0]} is under way", "busy")
+                self.transfer_leadership(node)
+                self.pending_transfer = (node, self._ticks, PendingWrite(identity, rid, batched))
+                return
+            if op == "add_learner":
+                new = Member(node, req["address"], req.get("key", ""))
+                if node in cfg.members:
+                    cur = self.members.get(node)
+                    if cur is not None and cur.address == new.address:
+                        self._reply(identity, ok, batched)
+                        return
+                    raise ConfigChangeError(f"node {node} is already a member, at {cur.address if cur else '?'}; "
+                                            "remove it first to change its address")
+                target = members.with_change(cfg, self.bootstrap, cfg.voters, (*cfg.learners, node), new)
+            elif op == "promote":
+                if node in cfg.voters:
+                    self._reply(identity, ok, batched)
+                    return
+                if node not in cfg.learners:
+                    raise ConfigChangeError(f"node {node} is not a learner of this cluster: add it first")
+                target = members.with_change(cfg, self.bootstrap, (*cfg.voters, node),
+                                             tuple(v for v in cfg.learners if v != node))
+            else:  # remove
+                if node not in cfg.members:
+                    self._reply(identity, ok, batched)
+                    return
+                target = members.with_change(cfg, self.bootstrap, tuple(v for v in cfg.voters if v != node),
+                                             tuple(v for v in cfg.learners if v != node))
+            index = self.change_config(target)
+        except ConfigChangeError as e:
+            code = {"busy": Err.BUSY, "not_caught_up": Err.NOT_CAUGHT_UP}.get(e.code, Err.CONFIG_REFUSED)
+            self._reply(identity, {"id": rid, "ok": False, "error": code, "message": str(e)}, batched)
+            return
+        except NotLeader:  # a transfer is under way
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.BUSY,
+                                   "message": f"leadership is being transferred to node {raft.transferee}"}, batched)
+            return
+        self.pending_config.setdefault(index, []).append(PendingWrite(identity, rid, batched))
+
+    def _config_changed(self, cfg: ClusterConfig) -> None:
+        self.members = members.resolve(cfg, self.bootstrap)
+        self.addresses.update((i, m.address) for i, m in self.members.items())
+        if self.on_config is not None:
+            self.on_config(self.members)
+
+    def _check_transfer(self) -> None:
+        target, since, w = self.pending_transfer  # type: ignore[misc]
+        raft = self.raft
+        if raft.lead == target and raft.role != Role.LEADER:
+            answer: dict[str, Any] = {"id": w.req_id, "ok": True}
+        elif raft.role == Role.LEADER and raft.transferee == NONE:
+            answer = {"id": w.req_id, "ok": False, "error": Err.TRANSFER_FAILED,
+                      "message": f"node {target} did not take over within an election timeout"}
+        elif raft.lead not in (NONE, target, self.id) or self._ticks - since > 3 * raft.opts.election_ticks:
+            answer = {"id": w.req_id, "ok": False, "error": Err.TRANSFER_FAILED,
+                      "message": f"node {target} did not take over; leader is {raft.lead or 'unknown'}"}
+        else:
+            return
+        self.pending_transfer = None
+        self._reply(w.identity, answer, w.batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
         v = self.kv.data.get(key)
@@ -390,6 +527,7 @@ class Replica:
         if rd.config is not None:
             log.info("node=%d event=config voters=%s learners=%s", self.id, list(rd.config.voters),
                      list(rd.config.learners))
+            self._config_changed(rd.config)
         if rd.soft_state is not None:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
                      rd.soft_state.role.name.lower(), rd.soft_state.leader)
@@ -403,6 +541,15 @@ class Replica:
                                                  "message": "leadership changed; outcome unknown, retry",
                                                  **self._leader_info()}, w.batched)
                 self.pending_writes.clear()
+                # A change already committed is answered when applied (below), even by a leader that just
+                # removed itself; the others' outcome is unknown.
+                commit = self.raft.commit_index
+                for index in [i for i in self.pending_config if i > commit]:
+                    for w in self.pending_config.pop(index):
+                        self._reply(w.identity, {"id": w.req_id, "ok": False, "error": Err.LEADER_CHANGED,
+                                                 "message": "leadership changed; the membership change may or may "
+                                                 "not have been made: check members and retry",
+                                                 **self._leader_info()}, w.batched)
         # 4. Apply.
         if rd.snapshot is not None:
             self._install(rd.snapshot)
@@ -421,6 +568,9 @@ class Replica:
                                                      "message": _STATUS_TEXT[status]}, w.batched)
             else:
                 store.apply_noop(e.index)
+                if e.kind == EntryKind.CONFIG and self.pending_config:
+                    for w in self.pending_config.pop(e.index, ()):
+                        self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
             if probe is not None:
                 probe.applied(self, e)
         # 5. Reads.
@@ -434,6 +584,8 @@ class Replica:
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": Err.NO_LEADER,
                                           "message": "no leader could confirm the read; retry",
                                           **self._leader_info()}, pr.batched)
+        if self.pending_transfer is not None:
+            self._check_transfer()
         self._maybe_snapshot()
 
     def _send(self, m: Message) -> None:

@@ -22,12 +22,15 @@ once; an open connection lasts until it closes).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 import zmq.auth
+
+log = logging.getLogger("zraft.security")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 DOMAIN = "zraft"
@@ -77,6 +80,16 @@ def load_public(path: str) -> bytes:
     return bytes(public)
 
 
+def load_node_keys(directory: str) -> dict[int, bytes]:
+    """Every ``node-<id>.key`` in ``directory``: {id: public key (Z85)}."""
+    out = {}
+    for name in sorted(os.listdir(directory)):
+        stem = name.removeprefix("node-").removesuffix(".key")
+        if name.startswith("node-") and name.endswith(".key") and stem.isdigit() and int(stem) > 0:
+            out[int(stem)] = load_public(os.path.join(directory, name))
+    return out
+
+
 def load_public_dir(directory: str) -> set[bytes]:
     """The public keys of every ``*.key`` file in ``directory`` (empty if it does not exist)."""
     try:
@@ -96,9 +109,16 @@ class NodeKeys:
 
     @staticmethod
     def load(directory: str, node_id: int, peers: list[int]) -> NodeKeys:
+        """Every ``node-<n>.key`` in ``directory`` is read (a node added later, or the cluster a ``--join`` node
+        waits for). A peer of the command line without one is left out with a warning: once the membership has
+        changed, the members' keys travel in the configuration, and a removed node's key file may be gone."""
         own = load_keypair(os.path.join(directory, f"node-{node_id}.key_secret"))
-        nodes = {p: load_public(os.path.join(directory, f"node-{p}.key")) for p in peers}
-        if nodes[node_id] != own.public:
+        nodes = load_node_keys(directory)
+        missing = [p for p in peers if p not in nodes and p != node_id]
+        if missing:
+            log.warning("node=%d event=keys_missing no public key in %s for nodes %s (removed from the cluster?)",
+                        node_id, directory, missing)
+        if nodes.get(node_id) != own.public:
             raise KeysError(f"{directory}/node-{node_id}.key does not match node-{node_id}.key_secret")
         return NodeKeys(own, nodes, os.path.join(directory, "clients"))
 
@@ -109,6 +129,19 @@ class ClientKeys:
 
     own: KeyPair
     servers: dict[str, bytes]
+    directory: str | None = None
+    """Where the nodes' public keys are: a client that is sent to a node it does not know (a member added since it
+    started) reads ``node-<id>.key`` there."""
+
+    def server_key(self, node_id: int, address: str) -> bytes | None:
+        """The public key of node ``node_id`` at ``address``: known, or read from ``directory`` (None if not)."""
+        key = self.servers.get(address)
+        if key is None and self.directory is not None:
+            try:
+                key = self.servers[address] = load_public(os.path.join(self.directory, f"node-{node_id}.key"))
+            except KeysError:
+                return None
+        return key
 
     @staticmethod
     def load(directory: str, addresses: list[str], ids: list[int] | None = None) -> ClientKeys:
@@ -118,7 +151,7 @@ class ClientKeys:
         own = load_keypair(os.path.join(directory, "client.key_secret"))
         servers = {a: load_public(os.path.join(directory, f"node-{i}.key")) for a, i in zip(addresses, ids,
                                                                                             strict=True)}
-        return ClientKeys(own, servers)
+        return ClientKeys(own, servers, directory)
 
 
 def client_socket(sock: zmq.Socket[Any], own: KeyPair, server: bytes) -> None:
@@ -141,7 +174,11 @@ class ZapHandler:
 
     def __init__(self, ctx: zmq.Context[Any], keys: NodeKeys) -> None:
         self.by_key = {zmq.utils.z85.decode(k): f"node-{i}" for i, k in keys.nodes.items()}
+        self.members: dict[bytes, str] = {}
+        """The keys of the configuration in force (membership changes carry them), besides the key directory's."""
         self.clients_dir = keys.clients_dir
+        self.nodes_dir = os.path.dirname(keys.clients_dir)
+        self._nodes_stamp = _stamp(self.nodes_dir)
         self._clients: set[bytes] = set()
         self._clients_stamp: tuple[float, int] | None = None
         self.refused = 0
@@ -165,10 +202,29 @@ class ZapHandler:
                 return
             self._clients_stamp = stamp
 
+    def set_members(self, keys: dict[int, str]) -> None:
+        """Admit the members of the configuration in force by their keys (Z85), as node ``<id>``."""
+        self.members = {zmq.utils.z85.decode(k): f"node-{i}" for i, k in keys.items() if k}
+        try:  # and the key directory as it is now (a removed node's file may be gone)
+            self.by_key = {zmq.utils.z85.decode(k): f"node-{i}" for i, k in load_node_keys(self.nodes_dir).items()}
+            self._nodes_stamp = _stamp(self.nodes_dir)
+        except (KeysError, OSError) as e:
+            self.last_refused = f"node keys not reloaded: {e}"
+
     def user_for(self, key: bytes) -> str | None:
-        user = self.by_key.get(key)
+        user = self.members.get(key) or self.by_key.get(key)
         if user is not None:
             return user
+        stamp = _stamp(self.nodes_dir)
+        if stamp != self._nodes_stamp:  # a node's key added to (or removed from) the key directory
+            try:
+                self.by_key = {zmq.utils.z85.decode(k): f"node-{i}" for i, k in load_node_keys(self.nodes_dir).items()}
+                self._nodes_stamp = stamp
+            except (KeysError, OSError) as e:
+                self.last_refused = f"node keys not reloaded: {e}"
+            user = self.by_key.get(key)
+            if user is not None:
+                return user
         self._reload()
         return CLIENT_USER if key in self._clients else None
 
@@ -195,6 +251,14 @@ class ZapHandler:
 
     def close(self) -> None:
         self.sock.close(linger=0)
+
+
+def _stamp(directory: str) -> tuple[float, int] | None:
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime, st.st_ino)
 
 
 def is_loopback(host: str) -> bool:

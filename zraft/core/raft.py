@@ -104,8 +104,9 @@ class Options:
     """A read that no leader has confirmed (or answered, when forwarded) within this many ticks fails, so the
     runtime can answer the client (0: twice the election timeout)."""
     promote_lag: int = 4096
-    """A learner becomes a voter only when its log is within this many entries of the leader's (diss. §4.2.1:
-    a new voter that is far behind would hold up commits while it catches up)."""
+    """A learner becomes a voter only once it has answered the leader (its progress is in steady replication) and
+    its log is within this many entries of the leader's (diss. §4.2.1: a new voter that is far behind, or not
+    reachable at all, would hold up commits while it catches up)."""
 
     def __post_init__(self) -> None:
         if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
@@ -234,10 +235,11 @@ class Raft:
             raise TransferInProgress(self.transferee)
         lg = self.log
         if lg.term(lg.commit) != self.term:
-            raise ConfigChangeError("the leader has not committed an entry of its own term yet; retry shortly")
+            raise ConfigChangeError("the leader has not committed an entry of its own term yet; retry shortly",
+                                    "busy")
         if self.pending_config_index > lg.commit:
             raise ConfigChangeError(f"the configuration change at index {self.pending_config_index} is not "
-                                    "committed yet; one change at a time")
+                                    "committed yet; one change at a time", "busy")
         old = self.config
         if not new.voters:
             raise ConfigChangeError("a configuration needs at least one voter")
@@ -247,10 +249,12 @@ class Raft:
         for v in set(new.voters) - set(old.voters):
             if v not in old.learners:
                 raise ConfigChangeError(f"node {v} must join as a learner and catch up before it can vote")
-            match = self.prs[v].match
-            if match + self.opts.promote_lag < lg.last_index:
+            pr = self.prs[v]
+            match = pr.match
+            if pr.state != ReplState.REPLICATE or match + self.opts.promote_lag < lg.last_index:
                 raise ConfigChangeError(f"learner {v} is not caught up (it has {match} of {lg.last_index} "
-                                        f"entries; it may be at most {self.opts.promote_lag} behind)")
+                                        f"entries; it may be at most {self.opts.promote_lag} behind)",
+                                        "not_caught_up")
         index = lg.last_index + 1
         lg.append([Entry(index, self.term, EntryKind.CONFIG, new.encode())])
         self._configs.append((index, new))

@@ -242,7 +242,13 @@ class Ready:
 
 
 class ConfigChangeError(Exception):
-    """A membership change or leadership transfer the core refuses; the text says why (for the client)."""
+    """A membership change or leadership transfer the core refuses; the text says why (for the client).
+    ``code``: "busy" (another change or a transfer is under way, or the leader is new: retry shortly),
+    "not_caught_up" (a learner to promote is too far behind: retry when it has caught up) or "invalid"."""
+
+    def __init__(self, message: str, code: str = "invalid") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotLeader(Exception):

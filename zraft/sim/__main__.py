@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "
               f"snapshots taken, {r.installed} installed")
         if r.membership:
-            print(f"membership changes accepted: {_changes(r.changes)}; {r.configs_committed} committed")
+            print(f"membership requests taken: {_changes(r.changes)}; answered OK: {_changes(r.changes_done)}; "
+                  f"{r.configs_committed} configuration changes committed")
         if r.error:
             print("\n".join(r.trace))
             print(f"FAILED: {r.error}")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     total_steps = total_faults = failures = done = 0
     totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0}
-    changes: dict[str, int] = {}  # kind -> seeds in which the leader accepted at least one
+    changes: dict[str, int] = {}  # kind -> seeds in which the leader answered OK to at least one
     member_seeds = configs = 0
     for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership):
         done += 1
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             totals[k] += v
         member_seeds += r.membership
         configs += r.configs_committed
-        for kind in r.changes:
+        for kind in r.changes_done:
             changes[kind] = changes.get(kind, 0) + 1
         if not r.ok:
             failures += 1
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
           f"once), {totals['snapshots']} snapshots taken, {totals['installed']} installed")
     if member_seeds:
         print(f"membership: {member_seeds} seeds changed it, {configs} configuration changes committed; seeds with "
-              f"at least one accepted: {_changes(changes)}")
+              f"at least one done: {_changes(changes)}")
     print(f"seeds={done} steps={total_steps} faults={total_faults} failures={failures} seconds={elapsed:.1f}")
     return 1 if failures else 0
 

@@ -22,13 +22,11 @@ from typing import Any
 
 from zraft.core import (
     ClusterConfig,
-    ConfigChangeError,
     Entry,
     EntryKind,
     HardState,
     Message,
     MsgType,
-    NotLeader,
     Options,
     Raft,
     Ready,
@@ -167,7 +165,7 @@ class SimCluster:
         self.config = ClusterConfig(tuple(range(1, n + 1)))
         self.settings = Settings(snapshot_every=compact_every or 1 << 62, snapshot_bytes=1 << 62,
                                  chunk_bytes=chunk_bytes, threads=False, snapshot_pieces=1)
-        self.addresses = {i: f"sim-node-{i}" for i in range(1, n + spares + 1)}
+        self.addresses = {i: f"sim-node-{i}:7000" for i in range(1, n + spares + 1)}
         self.crash_after_vote = 0.0
         """Probability of crashing a node right after it grants a vote (it restarts a moment later)."""
         self.crash_points = False
@@ -206,8 +204,12 @@ class SimCluster:
         self.membership: dict[str, int] = {}
         """Membership changes and transfers the leader accepted, by kind (``membership_refused``: refused)."""
         self.membership_refused = 0
+        self.membership_acked: dict[str, int] = {}
+        """Membership requests answered OK (the change committed, or the new leader leads), by kind."""
+        self._member_reqs: dict[int, str] = {}
         self.committed_configs = 0
         self.clients[b"direct"] = self._direct_reply
+        self.clients[b"members"] = self._member_reply
         for name in ("zraft.replica", "zraft.node", "zraft.storage"):
             lg = logging.getLogger(name)
             if lg.level == logging.NOTSET:
@@ -334,9 +336,10 @@ class SimCluster:
         self._guard(node, functools.partial(_feed, rep, kind, msg, client))
 
     def send_to_client(self, node_id: int, client: bytes, frame: bytes) -> None:
-        if client == b"direct":  # the tests' requests are answered at once
+        if client in (b"direct", b"members"):  # the tests' and the nemesis's requests are answered at once
+            handler = self.clients[client]
             for reply in codec.decode_replies(frame):
-                self._direct_reply(node_id, reply)
+                handler(node_id, reply)
             return
         if self.net.drop and self.rng.random() < self.net.drop:
             return
@@ -463,49 +466,45 @@ class SimCluster:
     # ------------------------------------------------------------------ membership
 
     def change_membership(self, kind: str, target: int) -> bool:
-        """Ask the leader for one change: ``add_learner`` (a spare, started now if it never was), ``promote``,
-        ``remove`` (voter or learner, the leader itself included) or ``transfer`` (leadership to ``target``).
-        Returns whether the leader accepted it (the core refuses what its rules forbid: see zraft.core.raft)."""
+        """Ask the leader, with a client request through the codec, for one change: ``add_learner`` (a spare,
+        started now if it never was), ``promote``, ``remove`` (voter or learner, the leader itself included) or
+        ``transfer`` (leadership to ``target``). Returns whether the leader took it (it refuses what the core's
+        rules forbid: see zraft.core.raft); its answer comes when the change commits."""
         ld = self.leader()
         if ld is None:
             return False
         node = self.nodes[ld]
         rep = node.replica
         assert rep is not None
-        cfg = rep.raft.config
-        voters, learners = list(cfg.voters), list(cfg.learners)
+        if kind == "add_learner" and not self.nodes[target].started:
+            self.note(f"start spare node {target} (no configuration)")
+            self._start(self.nodes[target])
+        rid = self._new_id()
+        req: dict[str, Any] = {"op": kind, "id": rid, "node": target}
         if kind == "add_learner":
-            spare = self.nodes[target]
-            if not spare.started:
-                self.note(f"start spare node {target} (no configuration)")
-                self._start(spare)
-            learners.append(target)
-        elif kind == "promote":
-            learners.remove(target)
-            voters.append(target)
-        elif kind == "remove":
-            voters = [v for v in voters if v != target]
-            learners = [v for v in learners if v != target]
-        accepted = [False]
-
-        def ask() -> None:
-            try:
-                if kind == "transfer":
-                    rep.transfer_leadership(target)
-                else:
-                    rep.change_config(ClusterConfig(tuple(voters), tuple(learners), cfg.context))
-                accepted[0] = True
-            except (ConfigChangeError, NotLeader) as e:
-                self.note(f"leader {ld} refuses {kind} {target}: {e}")
-            rep.process()
-
-        self._guard(node, ask)
-        if accepted[0]:
+            req["address"] = self.addresses[target]
+        _, msg = codec.decode(codec.encode_client(req), peer=False)
+        self._member_reqs[rid] = kind
+        refused_before = self.membership_refused
+        self._guard(node, functools.partial(_feed, rep, "client", msg, b"members"))
+        accepted = self.membership_refused == refused_before
+        if accepted:
             self.membership[kind] = self.membership.get(kind, 0) + 1
-            self.note(f"leader {ld} accepts {kind} {target}")
-        else:
+            self.note(f"leader {ld} takes {kind} {target}")
+        return accepted
+
+    def _member_reply(self, node_id: int, reply: dict[str, Any]) -> None:
+        kind = self._member_reqs.pop(reply["id"], None)
+        if kind is None:
+            return
+        if reply["ok"]:
+            self.membership_acked[kind] = self.membership_acked.get(kind, 0) + 1
+            self.note(f"node {node_id} answers {kind}: done")
+        elif reply.get("error") in (Err.BUSY, Err.NOT_CAUGHT_UP, Err.CONFIG_REFUSED, Err.NOT_LEADER):
             self.membership_refused += 1
-        return accepted[0]
+            self.note(f"node {node_id} refuses {kind}: {reply.get('message')}")
+        else:
+            self.note(f"node {node_id} answers {kind}: {reply.get('error')} ({reply.get('message')})")
 
     # ------------------------------------------------------------------ the replicas' probe: invariants, crashes
 

@@ -45,7 +45,9 @@ class SeedResult:
     crashes: int = 0
     membership: bool = False
     changes: dict[str, int] = field(default_factory=dict)
-    """Membership changes and transfers the leader accepted, by kind."""
+    """Membership changes and transfers the leader took (client requests it did not refuse), by kind."""
+    changes_done: dict[str, int] = field(default_factory=dict)
+    """Those answered OK (committed; for a transfer: the target leads), by kind."""
     configs_committed: int = 0
     error: str | None = None
     trace: list[str] = field(default_factory=list)
@@ -129,6 +131,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.installed = c.snapshots_installed + sum(r.snapshots_installed for r in live)
     res.crashes = c.crashes
     res.changes = dict(c.membership)
+    res.changes_done = dict(c.membership_acked)
     res.configs_committed = c.committed_configs
     if res.error is not None:
         res.trace = c.log_lines[-40:]

@@ -150,8 +150,8 @@ def read_meta(path: str) -> Meta | None:
     try:
         version, node, voters = doc
         ok = (version == 1 and type(node) is int and 0 < node < 2**63 and isinstance(voters, list)
-              and 0 < len(voters) <= MAX_VOTERS and all(type(v) is int and 0 < v < 2**63 for v in voters)
-              and len(set(voters)) == len(voters) and node in voters)
+              and len(voters) <= MAX_VOTERS and all(type(v) is int and 0 < v < 2**63 for v in voters)
+              and len(set(voters)) == len(voters) and (node in voters or not voters))
     except (TypeError, ValueError):
         ok = False
     if not ok:
@@ -184,14 +184,17 @@ def write_meta(path: str, meta: Meta) -> None:
         os.close(dfd)
 
 
-def check_config(path: str, node_id: int, voters: tuple[int, ...], has_state: bool, force: bool = False) -> \
-        tuple[Meta, str | None]:
+def check_config(path: str, node_id: int, voters: tuple[int, ...], has_state: bool, force: bool = False,
+                 managed: bool = False) -> tuple[Meta, str | None]:
     """Compare the command line's node id and voters with what data directory ``path`` stores, recording them if
     it stores nothing yet. Returns the configuration to run with and a warning to log, if any. Raises
     ``ConfigMismatch`` when they disagree (unless ``force``: then the command line replaces what is stored).
 
     ``has_state``: the directory already holds a log or snapshots (a directory from an older zraft, which had no
-    ``node.meta``: its configuration is taken from the command line and recorded, with a warning)."""
+    ``node.meta``: its configuration is taken from the command line and recorded, with a warning).
+    ``managed``: the log or snapshot holds a configuration made by a membership change: that is the membership,
+    and the command line's peer list (the one the cluster was started with, or today's) is not compared.
+    Empty ``voters``: a node started with ``--join``, waiting to be added."""
     want = Meta(node_id, tuple(sorted(voters)))
     stored = read_meta(path)
     if stored is None:
@@ -201,6 +204,8 @@ def check_config(path: str, node_id: int, voters: tuple[int, ...], has_state: bo
                           f"{node_id} with voters {list(want.voters)} from the command line")
         return want, None
     if stored == want:
+        return stored, None
+    if managed and stored.node == node_id:
         return stored, None
     if stored.node != node_id:
         what = f"belongs to node {stored.node}, not node {node_id}"

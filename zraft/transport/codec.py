@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from zraft.core import MAX_TERM, ClusterConfig, Entry, EntryKind, Message, MsgType, Snapshot
+from zraft.members import check_address, check_key
 
 VERSION = 1
 MAX_PEER_MESSAGE = 64 << 20
@@ -180,9 +181,12 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 
 # ---------------------------------------------------------------------- client requests and replies
 
-CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe")
+CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe", "members", "add_learner", "promote", "remove",
+              "transfer")
 WRITE_OPS = frozenset(("put", "append", "delete"))
 """The client operations that change the store: they go through the log (and a session)."""
+MEMBER_OPS = frozenset(("add_learner", "promote", "remove", "transfer"))
+"""The operations that change the membership or move leadership (leader only; ``node`` names the member)."""
 
 
 class Err:
@@ -195,6 +199,14 @@ class Err:
     TOO_LARGE = "too_large"
     SESSION_EXPIRED = "session_expired"
     BAD_COMMAND = "bad_command"
+    BUSY = "busy"
+    """A membership change or leadership transfer is under way (or the leader is new): retry shortly."""
+    NOT_CAUGHT_UP = "not_caught_up"
+    """The learner to promote is too far behind the leader: retry once it has caught up."""
+    CONFIG_REFUSED = "config_refused"
+    """A membership change that can never be made as asked (the message says why)."""
+    TRANSFER_FAILED = "transfer_failed"
+    """The target of a leadership transfer did not take over within an election timeout."""
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True) -> tuple[str, Any]:
@@ -310,6 +322,16 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("field value must be bytes (msgpack bin)")
     if "stale" in req and not isinstance(req["stale"], bool):
         raise ProtocolError("field stale must be a boolean")
+    if op in MEMBER_OPS:
+        node = req.get("node")
+        if type(node) is not int or not 0 < node <= MAX_TERM:
+            raise ProtocolError("field node must be a positive node id")
+        if op == "add_learner":
+            try:
+                check_address(req.get("address"))
+                check_key(req.get("key", ""))
+            except ValueError as e:
+                raise ProtocolError(str(e)) from None
     return req
 
 
@@ -331,7 +353,8 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "disk_bytes": (int,), "segments": (int,), "match": (dict,), "last_snapshot": (dict,),
     "snapshot_in_progress": (bool,), "snapshot_sending": (dict,), "snapshot_receiving": (list,),
     "dropped_messages": (int,), "last_dropped": (str,), "bad_frames": (int,),
-    "pending_reads": (int,), "pending_writes": (int,),
+    "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
+    "members": (list,), "pending_config_index": (int,), "transferee": (int,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""

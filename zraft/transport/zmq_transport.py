@@ -17,6 +17,7 @@ import zmq
 from zraft import security
 from zraft.core import Message
 from zraft.logutil import LogLimiter
+from zraft.members import Member
 from zraft.transport import codec
 
 log = logging.getLogger("zraft.transport")
@@ -44,22 +45,54 @@ class ZmqTransport:
         self.router.setsockopt(zmq.RCVHWM, 100_000)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.bind(bind)
+        self.ctx = ctx
         self.dealers: dict[int, zmq.Socket[bytes]] = {}
+        self.peer_addrs: dict[int, str] = {}
+        self.dealers_changed = False
+        """Set when a peer socket is opened or closed (the loop polls them too: see ``incoming_back``)."""
         for pid, addr in peers.items():
-            if pid == node_id:
-                continue
-            d = ctx.socket(zmq.DEALER)
-            d.setsockopt(zmq.LINGER, 0)
-            d.setsockopt(zmq.IDENTITY, f"node-{node_id}".encode())
-            d.setsockopt(zmq.SNDHWM, PEER_HWM)
-            d.setsockopt(zmq.IMMEDIATE, 1)
-            if keys is not None:
-                security.client_socket(d, keys.own, keys.nodes[pid])
-            d.connect(f"tcp://{addr}")
-            self.dealers[pid] = d
+            if pid != node_id and (keys is None or pid in keys.nodes):
+                self._connect(pid, addr, keys.nodes[pid] if keys is not None else b"")
         self.limiter = LogLimiter(log)
         self.bad_frames = 0
         """Frames dropped or refused because they break the protocol or could not be handled."""
+
+    def _connect(self, pid: int, addr: str, key: bytes) -> None:
+        d = self.ctx.socket(zmq.DEALER)
+        d.setsockopt(zmq.LINGER, 0)
+        d.setsockopt(zmq.IDENTITY, f"node-{self.id}".encode())
+        d.setsockopt(zmq.SNDHWM, PEER_HWM)
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        if self.keys is not None:
+            security.client_socket(d, self.keys.own, key)
+        d.connect(f"tcp://{addr}")
+        self.dealers[pid] = d
+        self.peer_addrs[pid] = addr
+        self.dealers_changed = True
+
+    def set_members(self, members: dict[int, Member]) -> None:
+        """The configuration in force changed: connect to new members (or to a member's new address), let go of
+        removed ones, and admit exactly the members' keys (besides the key directory's)."""
+        if not members:
+            return  # waiting to be added (--join): stay connected to the cluster we were told of
+        if self.zap is not None:
+            self.zap.set_members({i: m.key for i, m in members.items()})
+        for pid in [p for p in self.dealers if p not in members]:
+            self.dealers.pop(pid).close(linger=0)
+            del self.peer_addrs[pid]
+            self.dealers_changed = True
+            log.info("node=%d event=peer_removed peer=%d", self.id, pid)
+        for pid, m in members.items():
+            if pid == self.id or self.peer_addrs.get(pid) == m.address:
+                continue
+            if pid in self.dealers:
+                self.dealers.pop(pid).close(linger=0)
+            key = m.key.encode() if m.key else (self.keys.nodes.get(pid, b"") if self.keys is not None else b"")
+            if self.keys is not None and not key:
+                self.limiter.warn("no_key", "node=%d event=peer_without_key peer=%d: not connecting", self.id, pid)
+                continue
+            self._connect(pid, m.address, key)
+            log.info("node=%d event=peer_added peer=%d address=%s", self.id, pid, m.address)
 
     # ------------------------------------------------------------------ receiving
 
@@ -97,6 +130,29 @@ class ZmqTransport:
                 continue
             yield kind, msg, identity
 
+    def incoming_back(self, ready: Any, most: int) -> Iterator[tuple[str, Any, bytes]]:
+        """Messages that came back over the connections we opened (those of them in ``ready``): from nodes outside
+        their own configuration (one waiting to be added, or lagging behind a membership change), which cannot
+        reach our ROUTER otherwise."""
+        for pid, d in self.dealers.items():
+            if d not in ready:
+                continue
+            for _ in range(most):
+                try:
+                    payload = d.recv(_NOBLOCK)
+                except zmq.Again:
+                    break
+                try:
+                    kind, msg = codec.decode(payload)
+                except codec.ProtocolError as e:
+                    self.refused("bad_message", "node=%d event=bad_message from_peer=%d error=%s", self.id, pid, e)
+                    continue
+                if kind not in PEER_KINDS or msg.src != pid:
+                    self.refused("impersonation", "node=%d event=bad_message error=a %s on node %d's connection",
+                                 self.id, kind, pid)
+                    continue
+                yield kind, msg, b""
+
     def refused(self, event: str, fmt: str, *args: Any) -> None:
         """A frame dropped: counted, and logged at most once a second per kind."""
         self.bad_frames += 1
@@ -107,11 +163,21 @@ class ZmqTransport:
     def send(self, m: Message) -> None:
         d = self.dealers.get(m.dst)
         if d is None:
+            self._send_back(m.dst, codec.encode_raft(m))
             return
         try:
             d.send(codec.encode_raft(m), _NOBLOCK)
         except zmq.Again:
             pass  # queue full or peer not connected: dropped, Raft retries
+
+    def _send_back(self, peer: int, payload: bytes) -> None:
+        """To a node outside our configuration (a leader of one we have not seen yet, while we wait to be added
+        or lag behind): answer over the connection it opened to us, if it did."""
+        try:
+            self.router.send(f"node-{peer}".encode(), _NOBLOCK_MORE)
+            self.router.send(payload, _NOBLOCK)
+        except zmq.ZMQError:
+            pass
 
     def send_chunk(self, peer: int, c: codec.SnapChunk) -> bool:
         return self.send_raw(peer, codec.encode_chunk(c))
@@ -123,6 +189,7 @@ class ZmqTransport:
         """False if the peer's queue is full (try again later)."""
         d = self.dealers.get(peer)
         if d is None:
+            self._send_back(peer, payload)
             return True
         try:
             d.send(payload, _NOBLOCK)

@@ -1,0 +1,153 @@
+"""Membership changes and leadership transfer on real node processes (CurveZMQ, as the launcher makes them):
+grow while clients write, shrink removing the leader, replace a node that lost its disk, transfer leadership, and
+a removed node that comes back with its old data cannot disrupt anyone. Every acknowledged write is there at the
+end."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+
+from clusterutil import leader_id, wait_until
+
+from zraft import launch
+from zraft.client import ZraftError
+
+
+class Writer(threading.Thread):
+    """Appends distinct elements to one key until stopped; remembers which were acknowledged."""
+
+    def __init__(self, c: launch.Cluster, key: str) -> None:
+        super().__init__(daemon=True)
+        self.c, self.key = c, key
+        self.acked: list[str] = []
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with self.c.client(deadline=20.0) as cl:
+                n = 0
+                while not self.stop.is_set():
+                    n += 1
+                    try:
+                        cl.append(self.key, f"{n};")
+                        self.acked.append(str(n))
+                    except ZraftError:
+                        pass  # outcome unknown: neither counted as acknowledged nor required
+        except BaseException as e:
+            self.error = e
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(30)
+        assert self.error is None, self.error
+
+
+def elements(c: launch.Cluster, key: str) -> list[str]:
+    with c.client() as cl:
+        v = cl.get(key) or b""
+    return v.decode().split(";")[:-1]
+
+
+def check_all_there(c: launch.Cluster, w: Writer) -> None:
+    got = elements(c, w.key)
+    assert len(set(got)) == len(got), "an append applied twice"
+    missing = set(w.acked) - set(got)
+    assert not missing, f"acknowledged appends missing: {sorted(missing)[:5]}"
+    assert len(w.acked) > 20  # the writes really went on during the changes
+
+
+def test_grow_three_to_five_while_writing_then_shrink_to_three_removing_the_leader(cluster: launch.Cluster) -> None:
+    c = cluster
+    w = Writer(c, "grow")
+    w.start()
+    wait_until(lambda: len(w.acked) > 10, what="writes before the change")
+    for expected in (4, 5):
+        spec = c.add_node()
+        assert spec.id == expected
+    with c.client() as cl:
+        m = cl.members()
+    assert m["voters"] == [1, 2, 3, 4, 5] and m["learners"] == []
+    wait_until(lambda: len(w.acked) > 40, what="writes after growing")
+    # Shrink: first the leader itself (it hands over once the change commits), then one more.
+    first = leader_id(c)
+    c.remove_node(first)
+    second = next(n.id for n in c.nodes if n.id != leader_id(c))
+    c.remove_node(second)
+    with c.client() as cl:
+        m = cl.members()
+    assert sorted(m["voters"]) == sorted(n.id for n in c.nodes) and len(m["voters"]) == 3
+    assert first not in m["voters"] and m["leader"] != first
+    wait_until(lambda: len(w.acked) > 60, what="writes after shrinking")
+    w.finish()
+    check_all_there(c, w)
+    # The launcher brings the cluster back as it is now, not as it was first launched.
+    c.stop()
+    again = launch.start(None, c.data_dir)
+    try:
+        assert sorted(n.id for n in again.nodes) == sorted(m["voters"])
+        check_all_there(again, w)
+    finally:
+        again.stop()
+
+
+def test_replace_a_node_whose_data_directory_was_lost(cluster: launch.Cluster) -> None:
+    c = cluster
+    with c.client() as cl:
+        for i in range(20):
+            cl.append("r", f"{i};")
+    victim = next(n for n in c.nodes if n.id != leader_id(c))
+    p = c.procs.pop(victim.id)
+    p.kill()
+    p.wait()
+    shutil.rmtree(victim.data_dir)  # its disk is gone for good
+    c.remove_node(victim.id)
+    new = c.add_node()
+    assert new.id == 4
+    with c.client() as cl:
+        m = cl.members()
+        cl.append("r", "20;")
+    assert sorted(m["voters"]) == sorted({1, 2, 3, 4} - {victim.id})
+    assert elements(c, "r") == [str(i) for i in range(21)]
+
+
+def test_transfer_leadership_and_a_removed_node_cannot_disrupt(cluster: launch.Cluster) -> None:
+    c = cluster
+    old = leader_id(c)
+    target = next(n.id for n in c.nodes if n.id != old)
+    with c.client() as cl:
+        cl.transfer_leadership(target)
+        cl.put("t", "after the transfer")
+        st = cl.status([n.id for n in c.nodes].index(target))
+    assert st["role"] == "leader" and st["commit"] >= 1  # the next write was served by the target
+    assert leader_id(c) == target
+    # Remove a follower, then bring it back with its old data: it still thinks it is a voter and campaigns,
+    # but the members drop its votes; the leader and the term do not change.
+    removed = next(n for n in c.nodes if n.id not in (target,))
+    assert c.keys_dir is not None
+    saved = {name: open(f"{c.keys_dir}/{name}", "rb").read()
+             for name in (f"node-{removed.id}.key", f"node-{removed.id}.key_secret")}
+    c.remove_node(removed.id)
+    for name, data in saved.items():  # its keys come back too: what keeps it out is Raft, not the transport
+        with open(f"{c.keys_dir}/{name}", "wb") as f:
+            f.write(data)
+    with c.client() as cl:
+        term = cl.status(0)["term"]
+    proc = subprocess.Popen(removed.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=launch._node_env())
+    try:
+        with c.client() as cl:
+            end = time.monotonic() + 3.0  # several of its election timeouts
+            while time.monotonic() < end:
+                cl.put("t", "during")
+                assert leader_id(c) == target
+            statuses = [cl.status(i) for i in range(len(c.nodes))]
+        assert all(s["term"] == term and s["leader"] == target for s in statuses), statuses
+        assert proc.poll() is None  # it was running all along, and campaigning: its vote requests were dropped
+        assert any("not from a member" in s.get("last_dropped", "") for s in statuses), statuses
+    finally:
+        proc.kill()
+        proc.wait()
