@@ -15,6 +15,7 @@ writers, and how long a new node takes to become a voter when the cluster holds 
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import statistics
 import sys
@@ -77,7 +78,7 @@ def writes_during_change(c: launch.Cluster, seconds: float) -> dict[str, float]:
     done = q.get(timeout=3 * seconds + 60)
     p.join()
     done.sort()
-    gaps = [b - a for a, b in zip(done, done[1:], strict=False) if change_start - 1 <= a <= change_end + 1]
+    gaps = [b - a for a, b in itertools.pairwise(done) if change_start - 1 <= a <= change_end + 1]
 
     def rate(lo: float, hi: float) -> float:
         return sum(1 for t in done if lo <= t < hi) / max(hi - lo, 1e-9)
@@ -109,8 +110,9 @@ def main() -> int:
         c = launch.start(3, f"{d}/transfer", ports=launch.free_ports(3))
         try:
             t = transfers(c, a.transfers)
-            print(f"leadership transfer to the first write served by the target: median {statistics.median(t) * 1000:.0f} "
-                  f"ms, max {max(t) * 1000:.0f} ms over {len(t)} (an election timeout is 500-1000 ms)", flush=True)
+            print(f"leadership transfer to the first write served by the target: median "
+                  f"{statistics.median(t) * 1000:.0f} ms, max {max(t) * 1000:.0f} ms over {len(t)} (an election "
+                  "timeout is 500-1000 ms)", flush=True)
             w = writes_during_change(c, a.seconds)
             print(f"writes/s with 64 in flight: before {w['before']:,.0f}, during add+promote+remove "
                   f"({w['change_s']:.1f} s) {w['during']:,.0f}, after {w['after']:,.0f}; longest time without an "
