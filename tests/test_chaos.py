@@ -44,6 +44,24 @@ def test_short_chaos_run_passes(tmp_path: Path) -> None:
     assert r.returncode == 0 and "verdict=linearizable" in r.stdout
 
 
+def test_chaos_run_with_membership_changes_passes(tmp_path: Path) -> None:
+    """The nemesis also adds, removes (the leader too) and replaces nodes and moves leadership while the other
+    faults go on; the history still checks and nothing acknowledged is lost."""
+    out = tmp_path / "chaos"
+    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--nodes", "3", "--duration", "25", "--seed", "2",
+                        "--clients", "4", "--membership", "--quiet", "--out", str(out)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    last = r.stdout.strip().splitlines()[-1]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert last.startswith("summary:") and "verdict=PASS" in last and "violations=0" in last
+    changes = [x for x in r.stdout.splitlines() if " member_" in x and "(nodes now" in x]
+    done = [x for x in changes if "failed" not in x]
+    assert len(done) >= 3, r.stdout
+    assert any("member_add" in x or "member_replace" in x for x in done), r.stdout
+    ok = int(last.split(" ok=")[1].split()[0])
+    assert ok > 1000
+
+
 def test_chaos_help() -> None:
     r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--help"], capture_output=True, text=True, cwd=ROOT,
                        timeout=60)

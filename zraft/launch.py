@@ -115,10 +115,14 @@ class Cluster:
         return p.pid
 
     def add_node(self, node_id: int | None = None, host: str = "127.0.0.1", wait: float = 120.0) -> NodeSpec:
-        """Grow the cluster by one voter: start node ``node_id`` (default: the highest id + 1) on a free port with
-        ``--join``, add it as a learner, wait until it has caught up and promote it (``Client.add_node``).
-        ``cluster.json`` names it from the start, so ``stop``, ``kill`` and ``restart`` know it."""
-        nid = node_id if node_id is not None else max(n.id for n in self.nodes) + 1
+        """Grow the cluster by one voter: start node ``node_id`` (default: one more than any id used so far) on a
+        free port with ``--join``, add it as a learner, wait until it has caught up and promote it
+        (``Client.add_node``). ``cluster.json`` names it from the start, so ``stop``, ``kill`` and ``restart`` know
+        it."""
+        if node_id is None:  # never an id used before (a removed node's data directory keeps its id)
+            used = [int(os.path.basename(d)[5:]) for d in _node_dirs(self.data_dir) if d.rsplit("-", 1)[-1].isdigit()]
+            node_id = max([n.id for n in self.nodes] + used) + 1
+        nid = node_id
         if nid < 1 or any(n.id == nid for n in self.nodes):
             raise LaunchError(f"node {nid} is already in {self.file}" if nid >= 1 else "node ids start at 1")
         if os.path.exists(os.path.join(self.data_dir, f"node-{nid}")):
@@ -155,18 +159,7 @@ class Cluster:
             cl.remove_node(node_id)
         _signal(spec.pid, signal.SIGCONT)
         _signal(spec.pid, signal.SIGTERM)
-        p = self.procs.pop(node_id, None)
-        end = time.monotonic() + timeout
-        if p is not None:
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        else:
-            while _alive(spec.pid) and time.monotonic() < end:
-                time.sleep(0.05)
-            _signal(spec.pid, signal.SIGKILL)
+        _reap(spec.pid, self.procs.pop(node_id, None), time.monotonic() + timeout)
         self.nodes = others
         self.reconfigured = True
         if self.keys_dir is not None:
@@ -195,17 +188,7 @@ class Cluster:
             _signal(n.pid, signal.SIGTERM)
         end = time.monotonic() + timeout
         for n in self.nodes:
-            p = self.procs.get(n.id)
-            if p is not None:
-                try:
-                    p.wait(max(0.0, end - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            else:
-                while _alive(n.pid) and time.monotonic() < end:
-                    time.sleep(0.05)
-                _signal(n.pid, signal.SIGKILL)
+            _reap(n.pid, self.procs.get(n.id), end)
         self.release()
 
     def release(self) -> None:
@@ -213,6 +196,21 @@ class Cluster:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
+
+
+def _reap(pid: int, proc: subprocess.Popen[bytes] | None, end: float) -> None:
+    """Wait until ``end`` for a node told to stop to exit (our child ``proc``, or any process ``pid``), then
+    SIGKILL it."""
+    if proc is not None:
+        try:
+            proc.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    while _alive(pid) and time.monotonic() < end:
+        time.sleep(0.05)
+    _signal(pid, signal.SIGKILL)
 
 
 def _node_env() -> dict[str, str]:
@@ -458,8 +456,12 @@ def statuses(c: Cluster, timeout: float = 0.5) -> dict[int, dict[str, Any] | Non
     from zraft.client import Client, Unavailable
 
     out: dict[int, dict[str, Any] | None] = {}
-    with Client(c.addresses, attempt_timeout=timeout, keys=c.client_keys()) as cl:
-        for i, spec in enumerate(c.nodes):
+    nodes = list(c.nodes)  # another thread may add or remove nodes meanwhile (chaos --membership)
+    keys = None
+    if c.keys_dir is not None:
+        keys = ClientKeys.load(c.keys_dir, [n.address for n in nodes], [n.id for n in nodes])
+    with Client([n.address for n in nodes], attempt_timeout=timeout, keys=keys) as cl:
+        for i, spec in enumerate(nodes):
             try:
                 out[spec.id] = cl.status(i)
             except Unavailable:
