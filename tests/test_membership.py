@@ -392,3 +392,30 @@ def test_the_2015_single_server_change_scenario_cannot_unfold() -> None:
     # Had it won, it would have overwritten a committed entry: its change sits where 2's no-op committed.
     assert c1 <= s2.log.commit and s1.log.term(c1) != s2.log.term(c1)
     assert all(net.peers[p].log.term(c2) == s2.term for p in (2, 3, 4))
+
+
+@pytest.mark.parametrize("req", [
+    {"op": "add_learner", "id": 1, "node": 0, "address": "127.0.0.1:1"},
+    {"op": "add_learner", "id": 1, "node": 4, "address": "no port"},
+    {"op": "add_learner", "id": 1, "node": 4, "address": "h:99999"},
+    {"op": "add_learner", "id": 1, "node": 4, "address": "h:1", "key": "short"},
+    {"op": "add_learner", "id": 1, "node": 4},
+    {"op": "promote", "id": 1, "node": 1 << 63},
+    {"op": "remove", "id": 1, "node": "2"},
+    {"op": "transfer", "id": 1},
+])
+def test_membership_requests_are_validated_before_anything_sees_them(req: dict[str, object]) -> None:
+    from zraft.transport import codec
+
+    with pytest.raises(codec.ProtocolError):
+        codec.decode(codec.encode_client(req), peer=False)
+
+
+def test_a_membership_context_that_does_not_decode_is_refused() -> None:
+    from zraft import members
+
+    good = {4: members.Member(4, "h:1", "")}
+    assert members.decode(members.encode(good)) == good
+    for bad in (b"\xc1", b"\x91\x93\x00\xa3h:1\xa0", b"\x91\x93\x04\xa4nope\xa0", b"\x81\x01\x02"):
+        with pytest.raises(ValueError):
+            members.decode(bad)

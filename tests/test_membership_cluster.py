@@ -12,7 +12,7 @@ import time
 
 from clusterutil import leader_id, wait_until
 
-from zraft import launch
+from zraft import chaos, launch
 from zraft.client import ZraftError
 
 
@@ -151,3 +151,30 @@ def test_transfer_leadership_and_a_removed_node_cannot_disrupt(cluster: launch.C
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_follower_that_was_down_through_the_changes_follows_a_leader_it_never_heard_of(
+        cluster: launch.Cluster) -> None:
+    """Node 3 is down while node 4 joins and takes the lead: when it comes back, its configuration ({1,2,3}) does
+    not name its leader and it has no connection to it. It accepts that leader (it has none of its own), answers
+    over the connection the leader opened to it, catches up and learns the configuration."""
+    c = cluster
+    first = leader_id(c)
+    sleeper = next(n.id for n in c.nodes if n.id != first)
+    chaos.kill(c, sleeper)
+    try:
+        new = c.add_node()
+        with c.client() as cl:
+            cl.transfer_leadership(new.id)
+            cl.put("late", "value")
+            last = cl.members()["last_index"]
+    finally:
+        chaos.restart(c, sleeper)
+    with c.client() as cl:
+        idx = [n.id for n in c.nodes].index(sleeper)
+
+        def caught_up() -> bool:
+            st = cl.status(idx)
+            return st["leader"] == new.id and st["commit"] >= last and new.id in st["voters"]
+
+        wait_until(caught_up, timeout=20.0, what=f"node {sleeper} to follow node {new.id}")

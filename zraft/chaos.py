@@ -219,8 +219,6 @@ LEADER_AFTER_HEAL_S = 10.0
 
 
 MEMBERSHIP_KINDS = ("add", "remove", "replace", "transfer")
-MEMBERSHIP_LOCK = threading.Lock()
-"""Membership changes and process faults do not touch the same node at the same moment (nor cluster.json)."""
 
 
 def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: list[dict[str, Any]],
@@ -245,21 +243,20 @@ def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: li
         except ChaosError:
             ld = 0
         try:
-            with MEMBERSHIP_LOCK:
-                ids = [n.id for n in c.nodes]
-                if kind == "add":
-                    note = f"added node {c.add_node(wait=20.0).id}"
-                elif kind in ("remove", "replace"):
-                    target = ld if ld and rng.random() < 0.3 else rng.choice(ids)
-                    c.remove_node(target)
-                    note = f"removed node {target}" + (" (the leader)" if target == ld else "")
-                    if kind == "replace":
-                        note += f", added node {c.add_node(wait=20.0).id}"
-                else:
-                    target = rng.choice([i for i in ids if i != ld] or ids)
-                    with c.client(deadline=5.0) as cl:
-                        cl.transfer_leadership(target)
-                    note = f"leadership {ld} -> {target}"
+            ids = [n.id for n in c.nodes]
+            if kind == "add":
+                note = f"added node {c.add_node(wait=20.0).id}"
+            elif kind in ("remove", "replace"):
+                target = ld if ld and rng.random() < 0.3 else rng.choice(ids)
+                c.remove_node(target)
+                note = f"removed node {target}" + (" (the leader)" if target == ld else "")
+                if kind == "replace":
+                    note += f", added node {c.add_node(wait=20.0).id}"
+            else:
+                target = rng.choice([i for i in ids if i != ld] or ids)
+                with c.client(deadline=5.0) as cl:
+                    cl.transfer_leadership(target)
+                note = f"leadership {ld} -> {target}"
         except (ZraftError, LaunchError, ChaosError) as e:
             note += f" failed: {e}" if note else f"failed: {e}"
         end = time.monotonic()
@@ -285,8 +282,7 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
         target = ld if kind.endswith("_leader") else rng.choice(ids)
         start = time.monotonic()
         note = ""
-        MEMBERSHIP_LOCK.acquire()
-        try:
+        try:  # the membership nemesis may remove the target meanwhile: then there is nothing to fault or heal
             if kind.startswith("kill"):
                 kill(c, target)
             elif kind.startswith("pause"):
@@ -321,22 +317,18 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 note = "20% loss, 10% duplicates, 1-60 ms delays, every node"
         except (ChaosError, KeyError, LaunchError) as e:
             note = f"skipped: {e}"
-        finally:
-            MEMBERSHIP_LOCK.release()
         say(f"  t={start - t0:6.1f} s  fault   {kind:<15} node {target}  {note}")
         time.sleep(rng.uniform(1.0, 3.0) / rate)
-        # Heal this fault before the next one (a paused or killed node must come back before the membership
-        # nemesis may remove it: the lock).
-        with MEMBERSHIP_LOCK:
-            try:
-                if kind.startswith("kill"):
-                    _quiet(restart, c, target)
-                elif kind.startswith("pause"):
-                    _quiet(resume, c, target)
-                else:
-                    heal_network(c)
-            except (KeyError, LaunchError):
-                pass  # the node was removed meanwhile
+        # Heal this fault before the next one.
+        try:
+            if kind.startswith("kill"):
+                _quiet(restart, c, target)
+            elif kind.startswith("pause"):
+                _quiet(resume, c, target)
+            else:
+                heal_network(c)
+        except (KeyError, LaunchError):
+            pass  # the node was removed meanwhile
         end = time.monotonic()
         # Liveness: a leader again soon after each heal.
         recovered = None

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ DEFAULT_DATA_DIR = "./zraft-data"
 
 class LaunchError(Exception):
     pass
+
+
+_SAVE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -76,12 +80,14 @@ class Cluster:
         return os.path.join(self.data_dir, CLUSTER_FILE)
 
     def save(self) -> None:
-        tmp = self.file + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"version": 1, "keys": self.keys_dir, "node_args": self.node_args,
-                       "reconfigured": self.reconfigured, "nodes": [asdict(n) for n in self.nodes]}, f, indent=2)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.file)
+        with _SAVE_LOCK:  # threads of one process (chaos --membership) save in turn
+            tmp = self.file + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump({"version": 1, "keys": self.keys_dir, "node_args": self.node_args,
+                           "reconfigured": self.reconfigured, "nodes": [asdict(n) for n in list(self.nodes)]}, f,
+                          indent=2)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.file)
 
     def client_keys(self) -> ClientKeys | None:
         if self.keys_dir is None:

@@ -443,6 +443,10 @@ class Replica:
                 target = members.with_change(cfg, self.bootstrap, tuple(v for v in cfg.voters if v != node),
                                              tuple(v for v in cfg.learners if v != node))
             index = self.change_config(target)
+        except ValueError as e:  # a configuration that cannot exist (too many members, ...)
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.CONFIG_REFUSED, "message": str(e)},
+                        batched)
+            return
         except ConfigChangeError as e:
             code = {"busy": Err.BUSY, "not_caught_up": Err.NOT_CAUGHT_UP}.get(e.code, Err.CONFIG_REFUSED)
             self._reply(identity, {"id": rid, "ok": False, "error": code, "message": str(e)}, batched)
