@@ -140,6 +140,59 @@ def heal_network(c: Cluster) -> None:
         _quiet(set_net_faults, c, n.id)
 
 
+class Network:
+    """Where a chaos run cuts the network: by default inside the nodes (``--chaos`` control sockets, which drop
+    Raft messages before ZeroMQ sees them); ``LanNetwork`` cuts real TCP between network namespaces."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.c = c
+
+    def partition(self, *groups: list[int]) -> None:
+        partition(self.c, *groups)
+
+    def bridge(self, left: list[int], right: list[int]) -> None:
+        for x in left:
+            _quiet(set_net_faults, self.c, x, drop_to=right, drop_from=right)
+        for y in right:
+            _quiet(set_net_faults, self.c, y, drop_to=left, drop_from=left)
+
+    def one_way(self, src: int, dst: int) -> None:
+        cut_one_way(self.c, src, dst)
+
+    def flaky(self) -> str:
+        spec = {"loss": 0.2, "duplicate": 0.1, "delay_ms": (1.0, 60.0)}
+        for n in self.c.nodes:
+            _quiet(set_net_faults, self.c, n.id, **spec)
+        return "20% loss, 10% duplicates, 1-60 ms delays, every node"
+
+    def heal(self) -> None:
+        heal_network(self.c)
+
+
+class LanNetwork(Network):
+    """Faults on real TCP between the nodes' network namespaces, with nftables (``zraft.netns``)."""
+
+    def __init__(self, c: Cluster, lan: Any) -> None:
+        super().__init__(c)
+        self.lan = lan
+
+    def partition(self, *groups: list[int]) -> None:
+        self.lan.partition(*groups)
+
+    def bridge(self, left: list[int], right: list[int]) -> None:
+        self.lan.bridge(left, right)
+
+    def one_way(self, src: int, dst: int) -> None:
+        self.lan.one_way(src, dst)
+
+    def flaky(self) -> str:
+        self.lan.loss(20)
+        return "20% of the packets between nodes lost (nftables), every node"
+
+    def heal(self) -> None:
+        self.lan.heal()
+
+
 def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
     try:
         fn(*args, **kw)
@@ -266,9 +319,10 @@ def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: li
 
 
 def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]],
-             say: Callable[[str], None] = lambda s: None, t0: float = 0.0) -> None:
+             say: Callable[[str], None] = lambda s: None, t0: float = 0.0, net: Network | None = None) -> None:
     from zraft.launch import LaunchError
 
+    net = net or Network(c)
     while time.monotonic() < until:
         time.sleep(rng.uniform(0.5, 1.5) / rate)
         if time.monotonic() >= until:
@@ -288,12 +342,12 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
             elif kind.startswith("pause"):
                 pause(c, target)
             elif kind == "isolate_leader":
-                partition(c, [target], [i for i in ids if i != target])
+                net.partition([target], [i for i in ids if i != target])
             elif kind == "split":
                 shuffled = ids[:]
                 rng.shuffle(shuffled)
                 k = len(ids) // 2
-                partition(c, shuffled[:k], shuffled[k:])
+                net.partition(shuffled[:k], shuffled[k:])
                 note = f"{sorted(shuffled[:k])} | {sorted(shuffled[k:])}"
             elif kind == "bridge":
                 shuffled = ids[:]
@@ -301,20 +355,14 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
                 bridge, rest = shuffled[0], shuffled[1:]
                 half = len(rest) // 2
                 a, b = rest[:half], rest[half:]
-                for x in a:
-                    _quiet(set_net_faults, c, x, drop_to=b, drop_from=b)
-                for y in b:
-                    _quiet(set_net_faults, c, y, drop_to=a, drop_from=a)
+                net.bridge(a, b)
                 note = f"{sorted(a)} <-{bridge}-> {sorted(b)}"
             elif kind == "one_way":
                 other = rng.choice([i for i in ids if i != target])
-                cut_one_way(c, target, other)
+                net.one_way(target, other)
                 note = f"{target} -/-> {other}"
-            else:  # every node loses, duplicates and delays some of its Raft messages
-                spec = {"loss": 0.2, "duplicate": 0.1, "delay_ms": (1.0, 60.0)}
-                for i in ids:
-                    _quiet(set_net_faults, c, i, **spec)
-                note = "20% loss, 10% duplicates, 1-60 ms delays, every node"
+            else:  # every node loses (and, inside the nodes, duplicates and delays) some of its traffic
+                note = net.flaky()
         except (ChaosError, KeyError, LaunchError) as e:
             note = f"skipped: {e}"
         say(f"  t={start - t0:6.1f} s  fault   {kind:<15} node {target}  {note}")
@@ -326,7 +374,7 @@ def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: 
             elif kind.startswith("pause"):
                 _quiet(resume, c, target)
             else:
-                heal_network(c)
+                net.heal()
         except (KeyError, LaunchError):
             pass  # the node was removed meanwhile
         end = time.monotonic()
@@ -447,7 +495,7 @@ EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
         keys: int = 3, snapshot_every: int | None = None, quiet: bool = False, pipeline: int = 4,
         read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024,
-        membership: bool = False) -> int:
+        membership: bool = False, use_netns: bool = False) -> int:
     """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
     the checker's budget ran out before it could decide (unknown). See ``main``."""
     from zraft import check, launch
@@ -459,8 +507,23 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     rng = random.Random(seed)
     os.makedirs(out_dir, exist_ok=True)
     data = os.path.join(out_dir, "data")
-    node_args = ["--chaos"] + (["--snapshot-every", str(snapshot_every)] if snapshot_every else [])
-    c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=node_args)
+    snap_args = ["--snapshot-every", str(snapshot_every)] if snapshot_every else []
+    lan = None
+    if use_netns:  # nodes on their own addresses in network namespaces; faults cut on real TCP (nftables)
+        from zraft import netns
+
+        lan = netns.Lan(nodes, prefix="zrc")
+        lan.up()
+        try:
+            c = launch.start(nodes, data, ports=[7000] * nodes, fresh=True, node_args=snap_args,
+                             hosts=[lan.address(i) for i in range(1, nodes + 1)], wrap=lan.wrap)
+        except BaseException:
+            lan.down()
+            raise
+        net: Network = LanNetwork(c, lan)
+    else:
+        c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos", *snap_args])
+        net = Network(c)
     append_keys = [f"list{i}" for i in range(keys)]
     register_keys = [f"reg{i}" for i in range(keys)]
     events: list[dict[str, Any]] = []
@@ -492,7 +555,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                 c, random.Random(seed + 1), until, events, say, t0, (3, nodes + 2)))
             members.start()
         initial = [n.id for n in c.nodes]
-        _nemesis(c, rng, until, rate, events, say, t0)
+        _nemesis(c, rng, until, rate, events, say, t0, net)
         if members is not None:
             members.join(120)
         for p in procs:
@@ -505,7 +568,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         for n in c.nodes:
             _quiet(resume, c, n.id)
             _quiet(restart, c, n.id)
-        heal_network(c)
+        net.heal()
         elected = None
         with c.client(deadline=15.0) as cl:
             final: dict[str, bytes | None] = {}
@@ -522,6 +585,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                                           "return": time.monotonic(), "status": "ok"}) + "\n")
     finally:
         c.stop()
+        if lan is not None:
+            lan.down()
     snaps = _count_snapshot_events(c)
     # The history: every client's records and the final reads, copied line by line into history.jsonl and turned
     # into the checker's operations as they go; the records kept for the report drop their (large) read outputs.
@@ -653,14 +718,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--membership", action="store_true",
                    help="a second nemesis adds, removes (the leader too) and replaces nodes and transfers leadership "
                         "every few seconds, between 3 and --nodes + 2 nodes, while the other faults go on")
+    p.add_argument("--netns", action="store_true",
+                   help="run the nodes in Linux network namespaces on their own addresses (10.77.0.1, ...) and cut "
+                        "the network with nftables on real TCP instead of inside the nodes (root; iproute2, "
+                        "nftables; see zraft/netns.py)")
     p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
         p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
+    if a.netns:
+        from zraft import netns
+
+        why = netns.available()
+        if why is not None:
+            p.error(f"--netns: {why}")
+        if a.membership:
+            p.error("--netns with --membership is not supported yet (added nodes would not be on the LAN)")
     return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
-               a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership)
+               a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership,
+               a.netns)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -266,13 +267,16 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT,
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
-          node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True) -> Cluster:
+          node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True,
+          hosts: list[str] | None = None, wrap: Callable[[int], list[str]] | None = None) -> Cluster:
     """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
 
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
     (``LaunchError``, nothing changed) a data directory another launcher uses or whose nodes run, and an ``n`` that
     differs from the size of the cluster stored there. ``secure``: CurveZMQ keys for every node and one client,
-    made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only)."""
+    made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only).
+    ``hosts``: node i's address is ``hosts[i-1]`` (instead of ``host`` for all); ``wrap(i)``: a command prefix that
+    runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here)."""
     if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
@@ -314,20 +318,23 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         ports = ports or [base_port + i for i in range(n)]
         if len(ports) != n:
             raise LaunchError(f"{n} nodes need {n} ports, got {len(ports)}")
-        for p in ports:
-            if not _port_free(host, p):
-                raise LaunchError(f"port {p} on {host} is in use; stop what listens there or pass --base-port")
-        peers = ",".join(f"{i + 1}={host}:{ports[i]}" for i in range(n))
+        where = hosts or [host] * n
+        if len(where) != n:
+            raise LaunchError(f"{n} nodes need {n} hosts, got {len(where)}")
+        for h, p in zip(where, ports, strict=True):
+            if wrap is None and not _port_free(h, p):
+                raise LaunchError(f"port {p} on {h} is in use; stop what listens there or pass --base-port")
+        peers = ",".join(f"{i + 1}={where[i]}:{ports[i]}" for i in range(n))
         keys_dir = make_keys(data_dir, n) if secure else None
         security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
         c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir, node_args=list(node_args or []))
         for i in range(n):
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
-            argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers", peers, "--data-dir", ndir,
-                    *security_args, *(node_args or [])]
+            argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers",
+                    peers, "--data-dir", ndir, *security_args, *(node_args or [])]
             pub = load_public(os.path.join(keys_dir, f"node-{nid}.key")).decode() if keys_dir else ""
-            c.nodes.append(NodeSpec(nid, f"{host}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
+            c.nodes.append(NodeSpec(nid, f"{where[i]}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
                                     argv, public_key=pub))
         c.save()
         return c
