@@ -635,7 +635,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                             f"at t={e['end'] - t0:.1f} s")
     changes = sum(1 for a, b in itertools.pairwise(leaders) if b[1] and (a[1], a[2]) != (b[1], b[2]))
     counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
-    print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients")
+    where = f"; nodes in network namespaces on 10.77.0.1-{nodes}, network faults cut by nftables on real TCP"
+    print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients" + (where if use_netns else ""))
     events.sort(key=lambda e: e["start"])
     for e in events:
         if "membership" in e:
