@@ -95,3 +95,37 @@ def test_chaos_run_on_a_real_network_passes(tmp_path: Path) -> None:
                                                                           "isolate_leader"))
     assert int(last.split(" ok=")[1].split()[0]) > 1000
     assert subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.count("zrc-") == 0
+
+
+def test_a_frozen_link_and_a_one_way_cut_break_nothing(lan_cluster: tuple[netns.Lan, launch.Cluster]) -> None:
+    """The link between the leader and one follower freezes for 10 s (packets silently dropped both ways: TCP
+    hangs, ZeroMQ queues), then a one-way cut for 3 s, while a client writes. The follower cannot depose the
+    leader (PreVote, and the third node still hears from the leader), nothing acknowledged is lost, and when the
+    link heals the follower catches up from whatever arrives late -- stale messages are harmless."""
+    lan, c = lan_cluster
+    ld = leader_id(c)
+    follower = next(n.id for n in c.nodes if n.id != ld)
+    ids = [n.id for n in c.nodes]
+    acked: list[str] = []
+    with c.client(deadline=15.0) as cl:
+        term = cl.status(ids.index(ld))["term"]
+        for cut, seconds in (({(ld, follower), (follower, ld)}, 10.0), ({(ld, follower)}, 3.0)):
+            lan.cut(cut)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                v = f"{len(acked)};"
+                cl.append("frozen", v)
+                acked.append(v[:-1])
+            lan.heal()
+        last = cl.members()["last_index"]
+
+        def caught_up() -> bool:
+            st = cl.status(ids.index(follower))
+            return st["commit"] >= last and st["leader"] == ld
+
+        wait_until(caught_up, timeout=30.0, what=f"node {follower} to catch up after the heal")
+        statuses = [cl.status(i) for i in range(len(ids))]
+        assert all(s["term"] == term and s["leader"] == ld for s in statuses), statuses
+        got = (cl.get("frozen") or b"").decode().split(";")[:-1]
+    assert got == acked
+    assert len(acked) > 100
