@@ -272,6 +272,8 @@ LEADER_AFTER_HEAL_S = 10.0
 
 
 MEMBERSHIP_KINDS = ("add", "remove", "replace", "transfer")
+SPARE_NAMESPACES = 30
+"""Namespaces made for nodes added during a ``--netns --membership`` run (ids are never reused)."""
 
 
 def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: list[dict[str, Any]],
@@ -512,7 +514,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     if use_netns:  # nodes on their own addresses in network namespaces; faults cut on real TCP (nftables)
         from zraft import netns
 
-        lan = netns.Lan(nodes, prefix="zrc")
+        # With --membership, spare namespaces for the nodes the membership nemesis adds (each under a new id).
+        lan = netns.Lan(nodes + (SPARE_NAMESPACES if membership else 0), prefix="zrc")
         lan.up()
         try:
             c = launch.start(nodes, data, ports=[7000] * nodes, fresh=True, node_args=snap_args,
@@ -521,6 +524,14 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             lan.down()
             raise
         net: Network = LanNetwork(c, lan)
+        spare_lan = lan
+
+        def place(nid: int) -> tuple[str, int, list[str]]:
+            if nid > spare_lan.n:
+                raise launch.LaunchError(f"no namespace left for node {nid} (the LAN has {spare_lan.n})")
+            return spare_lan.address(nid), 7000, spare_lan.wrap(nid)
+
+        c.placement = place
     else:
         c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos", *snap_args])
         net = Network(c)
@@ -735,8 +746,8 @@ def main(argv: list[str] | None = None) -> int:
         why = netns.available()
         if why is not None:
             p.error(f"--netns: {why}")
-        if a.membership:
-            p.error("--netns with --membership is not supported yet (added nodes would not be on the LAN)")
+        if a.membership and a.nodes + SPARE_NAMESPACES > 99:
+            p.error(f"--netns --membership: at most {99 - SPARE_NAMESPACES} nodes")
     return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
                a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership,
                a.netns)

@@ -71,6 +71,9 @@ class Cluster:
     """Extra arguments every node was started with (nodes added later get them too)."""
     reconfigured: bool = False
     """Nodes were added or removed since it was first launched: ``start`` brings back these nodes, as they are."""
+    placement: Callable[[int], tuple[str, int, list[str]]] | None = field(default=None, repr=False)
+    """Where ``add_node`` puts node ``id``: (host, port, command prefix); default 127.0.0.1, a free port, none
+    (``zraft.chaos --netns`` places new nodes in the LAN's spare namespaces)."""
 
     @property
     def addresses(self) -> list[str]:
@@ -135,14 +138,17 @@ class Cluster:
         if os.path.exists(os.path.join(self.data_dir, f"node-{nid}")):
             raise LaunchError(f"{self.data_dir}/node-{nid} exists (a removed node's data?): a new node needs a new "
                               "id, or move that directory aside")
-        port = free_ports(1, host)[0]
+        if self.placement is not None:
+            host, port, prefix = self.placement(nid)
+        else:
+            port, prefix = free_ports(1, host)[0], []
         ndir = os.path.join(self.data_dir, f"node-{nid}")
         pub = ""
         if self.keys_dir is not None:
             pub = create_keypair(self.keys_dir, f"node-{nid}").public.decode()
         join = ",".join(f"{n.id}={n.address}" for n in self.nodes)
         security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
-        argv = [sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
+        argv = [*prefix, sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
                 f"{host}:{port}", "--data-dir", ndir, *security_args, *self.node_args]
         spec = NodeSpec(nid, f"{host}:{port}", ndir, os.path.join(self.data_dir, f"node-{nid}.log"), argv,
                         public_key=pub)
