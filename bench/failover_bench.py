@@ -4,7 +4,8 @@ leader, to the next acknowledged write. Root is needed for the namespace network
     python bench/failover_bench.py [--trials 10] [--nodes 3]
 
 On loopback the isolation is made inside the nodes (``--chaos`` control sockets, like ``python -m zraft.chaos``);
-on the namespace network by nftables rules on the nodes' TCP connections. Prints the median and max of each.
+on the namespace network by nftables rules on the LAN's bridge (packets lost between the nodes). Prints the
+median and max of each.
 """
 
 from __future__ import annotations

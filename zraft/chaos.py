@@ -205,10 +205,15 @@ def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 
 def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
                  register_keys: list[str], path: str, keys: ClientKeys | None = None, pipeline: int = 1,
-                 read_share: float = 0.35) -> None:
+                 read_share: float = 0.35, namespace: str | None = None) -> None:
     """One client process: random operations until ``until``, each recorded with its call and return times.
     With ``pipeline`` > 1 it sends that many requests at once (``run_many``); they are concurrent, so each is
-    recorded with the call and return of the whole group. ``read_share``: the fraction of reads."""
+    recorded with the call and return of the whole group. ``read_share``: the fraction of reads. ``namespace``:
+    the network namespace to run in (``--netns``: the LAN's clients' namespace)."""
+    if namespace is not None:
+        from zraft import netns
+
+        netns.enter(namespace)
     from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
 
     rng = random.Random(seed)
@@ -546,7 +551,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         # Half the clients pipeline (several requests in flight each), half send one at a time.
         procs = [ctx.Process(target=_client_proc, args=(c.addresses, i + 1, seed * 1000 + i, until, append_keys,
                                                          register_keys, paths[i], c.client_keys(),
-                                                         pipeline if i % 2 else 1, read_share))
+                                                         pipeline if i % 2 else 1, read_share,
+                                                         lan.clients if lan is not None else None))
                  for i in range(clients)]
         say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({clients // 2} pipelining "
             f"{pipeline} requests), {keys} list keys and {keys} register keys, out {out_dir}")
@@ -646,7 +652,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                             f"at t={e['end'] - t0:.1f} s")
     changes = sum(1 for a, b in itertools.pairwise(leaders) if b[1] and (a[1], a[2]) != (b[1], b[2]))
     counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
-    where = f"; nodes in network namespaces on 10.77.0.1-{nodes}, network faults cut by nftables on real TCP"
+    where = (f"; nodes in network namespaces on 10.77.0.1-{nodes}, clients in their own at 10.77.0.100, network "
+             "faults cut by nftables on the LAN's bridge (real TCP)")
     print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients" + (where if use_netns else ""))
     events.sort(key=lambda e: e["start"])
     for e in events:

@@ -30,6 +30,7 @@ import zmq
 
 from zraft.security import ClientKeys, client_socket
 from zraft.transport import codec
+from zraft.transport.zmq_transport import tune_tcp
 
 DEFAULT_DEADLINE = 10.0
 ATTEMPT_TIMEOUT = 1.0
@@ -94,6 +95,7 @@ class Client:
     def _open(self, addr: str, server: bytes | None) -> None:
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
+        tune_tcp(s)
         if self.keys is not None and server is not None:
             client_socket(s, self.keys.own, server)
         s.connect(f"tcp://{addr}")

@@ -187,6 +187,9 @@ class Replica:
         """The store restored from a received snapshot while validating it, kept for its installation."""
         self.limiter = LogLimiter(log, clock)
         self._dropped_seen = 0
+        self.peer_in: dict[int, list[int]] = {}
+        """Raft messages received per peer: [all, stale] (stale: from an older term, or entries all committed
+        here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
 
@@ -206,6 +209,14 @@ class Replica:
                 self.limiter.warn("raft_snapshot", "node=%d event=bad_raft_message error=snapshots travel in chunks",
                                   self.id)
                 return
+            counts = self.peer_in.get(msg.src)
+            if counts is None and msg.src in self.addresses:  # members only: a stranger's ids cost no memory
+                counts = self.peer_in[msg.src] = [0, 0]
+            if counts is not None:
+                counts[0] += 1
+                if msg.term < raft.term or (msg.type == MsgType.APPEND and msg.entries
+                                            and msg.index + len(msg.entries) <= raft.log.commit):
+                    counts[1] += 1
             raft.step(msg)
         elif kind == "client_batch":
             for req in msg:
@@ -493,7 +504,8 @@ class Replica:
                    "pending_reads": len(self.pending_reads), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,
                    "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
-                   "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()}})
+                   "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()},
+                   "peer_in": {str(p): list(c) for p, c in self.peer_in.items()}})
         rc = self.receiver.current
         if rc is not None:
             st["snapshot_receiving"] = [rc.received, rc.size]
