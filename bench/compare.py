@@ -3,6 +3,7 @@ after another, in one run on one machine.
 
     pip install -r bench/requirements-bench.txt      # PySyncObj, grpcio
     apt-get install -y etcd-server                   # etcd (Debian's package; or put etcd on PATH)
+    apt-get install -y golang-go golang-etcd-server-dev   # the Go load generator for etcd (bench/etcdload)
     python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depths 8,32,128,512,2048] [--only ...]
 
 Workloads: 64-byte values on 1,000 keys; "write" is 100% puts, "mixed" is 90% reads and 10% puts. Each runs for
@@ -20,8 +21,14 @@ Systems, each driven through its own client:
 - PySyncObj (``bench/pysyncobj_node.py``): ``ReplDict`` replicated by PySyncObj, driven through a thin ZeroMQ
   RPC documented in that file; twice, with its journal on disk and in memory. Its reads are local reads on
   the leader (PySyncObj offers no linearizable read), and its journal is not fsynced per write.
-- etcd: a real 3-node cluster with its defaults (fsync on), through its gRPC API (``etcdserverpb.KV/Put`` and
-  ``KV/Range``, linearizable by default) with grpcio, requests spread over the three members.
+- etcd: a real 3-node cluster with its defaults (fsync on), through its gRPC API (``KV/Put`` and ``KV/Range``,
+  linearizable by default), requests spread over the three members. Driven by ``bench/etcdload`` (Go, on etcd's
+  own client, after etcd's tools/benchmark; built at run time when ``golang-go`` and ``golang-etcd-server-dev``
+  are installed), or else by Python grpcio -- which is itself the bottleneck at high concurrency (the table says
+  which drove it).
+
+Every system is measured at the same total concurrencies (``--concurrency``, default 1, 100 and 1,000 requests
+in flight, spread over ``--clients`` processes), and once more at its best from the sweep ("best").
 
 Then zraft alone: 5 nodes; values of 16 B, 1 KiB and 64 KiB; p99 write latency at half of the saturated write
 throughput just measured; and the time from kill -9 of the leader to the next acknowledged write (median of
@@ -209,8 +216,27 @@ def _pso_leader(rpc: list[str], timeout: float) -> str:
         ctx.destroy(linger=0)
 
 
-def start_etcd(tmp: str) -> Running:
-    _need("grpc", "grpcio")
+def build_etcdload(tmp: str) -> str:
+    """Build bench/etcdload (a Go load generator on etcd's own client) and return the binary's path; raises
+    RuntimeError saying what is missing (apt-get install -y golang-go golang-etcd-server-dev)."""
+    go = shutil.which("go")
+    if go is None:
+        raise RuntimeError("go is not installed (apt-get install -y golang-go golang-etcd-server-dev)")
+    if not os.path.isdir("/usr/share/gocode/src/go.etcd.io/etcd/clientv3"):
+        raise RuntimeError("etcd's Go client sources are missing (apt-get install -y golang-etcd-server-dev)")
+    gopath = os.path.join(tmp, "gopath")
+    shutil.copytree(ROOT / "bench" / "etcdload", os.path.join(gopath, "src", "etcdload"), dirs_exist_ok=True)
+    out = os.path.join(tmp, "etcdload")
+    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", CGO_ENABLED="0")
+    r = subprocess.run([go, "build", "-o", out, "etcdload"], env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        raise RuntimeError(f"building bench/etcdload failed: {r.stderr.strip()[-500:]}")
+    return out
+
+
+def start_etcd(tmp: str, etcdload: str | None) -> Running:
+    if etcdload is None:
+        _need("grpc", "grpcio")
     exe = shutil.which("etcd")
     if exe is None:
         raise RuntimeError("etcd is not installed (apt-get install -y etcd-server)")
@@ -230,7 +256,8 @@ def start_etcd(tmp: str) -> Running:
         log.close()
     version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     run = Running("etcd", [p.pid for p in procs], [u.removeprefix("http://") for u in client], _stopper(procs),
-                  f"{version.strip()}, defaults (fsync on)")
+                  f"{version.strip()}, defaults (fsync on), " + ("Go client" if etcdload else "grpcio client"),
+                  {"etcdload": etcdload})
     try:
         end = time.monotonic() + 30
         healthy: set[str] = set()
@@ -415,8 +442,35 @@ class Result:
     client_share: float
 
 
+def go_load(run: Running, workload: str, total: int, warmup: float, seconds: float, value_size: int) -> Result:
+    """etcd driven by bench/etcdload: one Go process, ``total`` goroutines over up to 4 connections."""
+    import json
+
+    argv = [run.extra["etcdload"], "-endpoints", ",".join(run.endpoints), "-workload", workload,
+            "-concurrency", str(total), "-conns", str(min(4, total)), "-warmup", str(warmup),
+            "-seconds", str(seconds), "-value", str(value_size), "-keys", str(KEYS)]
+    cpu0 = run.cpu()
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=warmup + seconds + 120)
+    if r.returncode != 0:
+        raise RuntimeError(f"etcdload failed: {r.stderr.strip()[-300:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # The cluster's CPU over the measured window only: scale the whole run's by the measured share.
+    cpu = (run.cpu() - cpu0) * seconds / max(time.perf_counter() - t0, seconds)
+    return Result(out["ops"] / seconds, out["p50"] * 1000, out["p99"] * 1000, out["max"] * 1000,
+                  1000 * cpu / max(out["ops"], 1), out["cpu"] / (seconds * (os.cpu_count() or 1)))
+
+
+def split(total: int, clients: int) -> tuple[int, int]:
+    """``total`` requests in flight as (processes, in flight each)."""
+    n = max(1, min(clients, total))
+    return n, max(1, total // n)
+
+
 def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, warmup: float, seconds: float,
              value_size: int = 64, rate: float | None = None) -> Result:
+    if kind == "etcd" and run.extra.get("etcdload") and rate is None:
+        return go_load(run, workload, clients * depth, warmup, seconds, value_size)
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     endpoints = [run.extra["leader"]] if kind == "pysyncobj" else run.endpoints
@@ -497,11 +551,18 @@ def main() -> int:
     p.add_argument("--zraft-insecure", action="store_true",
                    help="run zraft without CurveZMQ (to measure what authentication and encryption cost)")
     p.add_argument("--failover", type=int, default=10, help="leader kills to time (default 10)")
+    p.add_argument("--concurrency", default="1,100,1000",
+                   help="total requests in flight at which every system is measured, comma-separated, spread over "
+                        "--clients processes (default 1,100,1000); the best from the sweep is an extra row")
+    p.add_argument("--etcd-driver", choices=("auto", "go", "grpcio"), default="auto",
+                   help="etcd's load generator: bench/etcdload (Go, built at run time; needs golang-go and "
+                        "golang-etcd-server-dev) or Python grpcio; auto: Go if it builds (default)")
     a = p.parse_args()
     global ZRAFT_SECURE
     ZRAFT_SECURE = not a.zraft_insecure
     only = set(a.only.split(","))
     depths = [int(x) for x in a.depths.split(",")]
+    totals = [int(x) for x in a.concurrency.split(",") if x]
     print(f"machine: {machine()}")
     print(f"workloads: 64-byte values, {KEYS:,} keys; write = 100% puts, mixed = 90% reads / 10% puts; "
           f"{a.warmup:.0f} s warm-up, {a.seconds:.0f} s measured\n")
@@ -514,8 +575,17 @@ def main() -> int:
             ("zraft", "zraft", lambda: start_zraft(tmp)),
             ("pysyncobj-disk", "pysyncobj", lambda: start_pysyncobj(tmp, True)),
             ("pysyncobj-memory", "pysyncobj", lambda: start_pysyncobj(tmp, False)),
-            ("etcd", "etcd", lambda: start_etcd(tmp)),
+            ("etcd", "etcd", lambda: start_etcd(tmp, etcdload)),
         ]
+        etcdload = None
+        if "etcd" in only and a.etcd_driver != "grpcio":
+            try:
+                etcdload = build_etcdload(tmp)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                if a.etcd_driver == "go":
+                    print(f"cannot use the Go driver for etcd: {e}", file=sys.stderr)
+                    return 2
+                print(f"(etcd through grpcio: {e})\n", flush=True)
         for key, kind, starter in plan:
             if key not in only:
                 continue
@@ -526,14 +596,22 @@ def main() -> int:
                 continue
             try:
                 depth = best_depth(kind, run, a.clients, depths)
-                conc = f"{a.clients} x {depth}"
                 if key == "zraft":
                     zraft_depth = depth
                 for workload in ("write", "mixed"):
+                    for total in totals:
+                        n, d = split(total, a.clients)
+                        try:
+                            r = run_load(kind, run, workload, n, d, a.warmup, a.seconds)
+                        except RuntimeError as e:
+                            print(f"| {run.name}, {run.detail} | {workload} | {n} x {d} | failed: {e} |", flush=True)
+                            continue
+                        print(row(f"{run.name}, {run.detail}", workload, f"{n} x {d}", r), flush=True)
                     r = run_load(kind, run, workload, a.clients, depth, a.warmup, a.seconds)
                     if key == "zraft" and workload == "write":
                         saturated_write = r.ops
-                    print(row(f"{run.name}, {run.detail}", workload, conc, r), flush=True)
+                    print(row(f"{run.name}, {run.detail}", workload, f"{a.clients} x {depth} (best)", r),
+                          flush=True)
             finally:
                 run.stop()
         if "zraft-extras" in only:
