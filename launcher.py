@@ -42,6 +42,21 @@ def current_leader(c: launch.Cluster) -> tuple[int, int] | None:
     return best
 
 
+def exits(c: launch.Cluster) -> list[str]:
+    """A line for each node this launcher started that has exited (reaped at once), saying how it ended."""
+    lines = []
+    for nid, pid, code in c.reap_exited():
+        if code < 0:
+            try:
+                how = f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"was killed by signal {-code}"
+        else:
+            how = f"exited with code {code}" + (f" (see {c.data_dir}/node-{nid}.log)" if code else "")
+        lines.append(f"node {nid} (pid {pid}) {how}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-n", "--nodes", type=int,
@@ -94,8 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table(c))
         print(f"leader: node {ld[0]} (term {ld[1]})" if ld else "leader: none yet")
         print(f"cluster file: {c.file}   shell: python client_shell.py   stop: Ctrl-C", flush=True)
+        next_look = 0.0
         while not stopping:
-            time.sleep(1.0)
+            time.sleep(0.05)
+            for line in exits(c):  # at once, so that a shell's `kill` sees the process gone
+                print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
+            if time.monotonic() < next_look:
+                continue
+            next_look = time.monotonic() + 0.5
             now = current_leader(c)
             if now != ld and not stopping:
                 print(f"{time.strftime('%H:%M:%S')} leader: " + (f"node {now[0]} (term {now[1]})" if now

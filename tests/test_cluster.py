@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -278,6 +280,69 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
                 p.wait()
         try:  # whatever failed above, no node of this test is left running
             for n in launch.load(str(tmp_path / "d")).nodes:
+                launch._signal(n.pid, signal.SIGKILL)
+        except launch.LaunchError:
+            pass
+
+
+def _consecutive_free_ports(n: int) -> int:
+    """A base port such that base .. base + n - 1 are free now (the launcher's --base-port numbering)."""
+    for base in launch.free_ports(20):
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports found")
+
+
+def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
+    """The README tour: `kill` of the leader in the shell returns as soon as the process is dead (the launcher
+    reaps it at once and says how it ended), and the next `get` is answered by the new leader: under 2 s in all
+    (it took about 5 s while the shell waited for the launcher's child to vanish)."""
+    base = _consecutive_free_ports(3)
+    data = tmp_path / "d"
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
+                          "--data-dir", str(data)], stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line)
+            if line.startswith("cluster file:"):
+                break
+        sh = [sys.executable, str(ROOT / "client_shell.py"), "--cluster", str(data / "cluster.json")]
+        r = subprocess.run(sh, input="put greeting hello\nleader\n", capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        ok, ld = r.stdout.split()
+        assert ok == "OK"
+        t0 = time.monotonic()
+        r = subprocess.run(sh, input=f"kill {ld}\nget greeting\n", capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+        assert r.returncode == 0 and r.stdout.split() == ["OK", "hello"], r.stdout + r.stderr
+        assert took < 2.0, f"kill + get took {took:.2f} s"
+        said: queue.Queue[str] = queue.Queue()  # the launcher noticed, and said how the node ended
+        threading.Thread(target=lambda: [said.put(x) for x in p.stdout or ()], daemon=True).start()
+        end = time.monotonic() + 10
+        while not any("was killed by SIGKILL" in x for x in lines):
+            lines.append(said.get(timeout=max(0.01, end - time.monotonic())))
+        assert any(x.split()[1:3] == ["node", ld] and "was killed by SIGKILL" in x for x in lines), lines
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        try:
+            for n in launch.load(str(data)).nodes:
                 launch._signal(n.pid, signal.SIGKILL)
         except launch.LaunchError:
             pass

@@ -52,13 +52,20 @@ def kill(c: Cluster, node_id: int) -> None:
     """SIGKILL: the node dies at once, as in a crash; what it fsynced survives."""
     p = _proc(c, node_id)
     p.kill()
-    try:
-        p.wait(5)
-    except psutil.TimeoutExpired:
-        pass
     proc = c.procs.get(node_id)
-    if proc is not None:
+    if proc is not None:  # our child: reap it
         proc.wait()
+        return
+    # Another process's child (the launcher's, when the shell kills): it is dead once it is a zombie; waiting for
+    # it to vanish would wait for its parent to reap it.
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.NoSuchProcess:
+            return
+        time.sleep(0.005)
 
 
 def pause(c: Cluster, node_id: int) -> None:

@@ -63,6 +63,8 @@ class Cluster:
     data_dir: str
     nodes: list[NodeSpec] = field(default_factory=list)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    reaped: set[int] = field(default_factory=set)
+    """Pids of our nodes that exited and were reaped: never signalled again (the pid may be reused)."""
     keys_dir: str | None = None
     """Where the cluster's CurveZMQ keys are (``zraft.security``); None for an insecure cluster."""
     lock_fd: int | None = None
@@ -183,6 +185,18 @@ class Cluster:
                     pass
         self.save()
 
+    def reap_exited(self) -> list[tuple[int, int, int]]:
+        """Collect the nodes this process started that have exited: (node id, pid, exit code; negative: the
+        signal that killed it) for each."""
+        out = []
+        for nid, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None:
+                del self.procs[nid]
+                self.reaped.add(proc.pid)
+                out.append((nid, proc.pid, code))
+        return out
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every node: SIGTERM, then SIGKILL for any still running after ``timeout``."""
         try:  # a node restarted (or added) by another process (the shell, the chaos module) is in the file
@@ -196,11 +210,12 @@ class Cluster:
             self.nodes += [n for n in disk if n.id not in known]
         except LaunchError:
             pass
-        for n in self.nodes:
+        live = [n for n in self.nodes if n.pid not in self.reaped]
+        for n in live:
             _signal(n.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
             _signal(n.pid, signal.SIGTERM)
         end = time.monotonic() + timeout
-        for n in self.nodes:
+        for n in live:
             _reap(n.pid, self.procs.get(n.id), end)
         self.release()
 
