@@ -318,6 +318,99 @@ def zraft_worker(endpoints: list[str], workload: str, depth: int, warmup: float,
         q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
 
 
+def zraft_conns_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
+                       value_size: int, rate: float | None, q: Any) -> None:
+    """Many client connections from one process: ``ZRAFT_BENCH_CONNS`` sockets to the leader, each its own
+    session with ``depth`` requests in flight (the wire protocol directly, one batch frame per socket per pass),
+    to see what a thousand separate clients cost the leader compared with a few that pipeline deeply."""
+    import zmq
+
+    from zraft.client import Client
+    from zraft.security import ClientKeys, client_socket
+    from zraft.transport import codec
+
+    conns = int(os.environ["ZRAFT_BENCH_CONNS"])
+    next_op = _ops(workload, seed, b"v" * value_size)
+    keys_dir = os.environ.get("ZRAFT_BENCH_KEYS")
+    keys = ClientKeys.load(keys_dir, endpoints) if keys_dir else None
+    with Client(endpoints, deadline=30, keys=keys) as cl:
+        found = cl.find_leader(30)
+        if found is None:
+            raise RuntimeError("no leader")
+        leader = cl.nodes[found]
+    ctx = zmq.Context()
+    socks = []
+    for _ in range(conns):
+        sk = ctx.socket(zmq.DEALER)
+        sk.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            client_socket(sk, keys.own, keys.servers[leader])
+        sk.connect(f"tcp://{leader}")
+        socks.append(sk)
+    poller = zmq.Poller()
+    for sk in socks:
+        poller.register(sk, zmq.POLLIN)
+    sysrng = random.SystemRandom()  # fresh client ids: a later run on the same cluster must not reuse a session
+    sessions = [[sysrng.randrange(1, 1 << 62), 0, set()] for _ in socks]  # client id, last seq, unanswered seqs
+    out: dict[int, tuple[float, int, int]] = {}  # request id -> (sent, socket index, seq)
+    ids = iter(range(1, 1 << 62))
+
+    def send(i: int, n: int) -> None:
+        cid, seq, open_ = sessions[i]
+        ack = min(open_) if open_ else seq + 1
+        reqs = []
+        for _ in range(n):
+            op, k, v = next_op()
+            rid = next(ids)
+            req: dict[str, Any] = {"op": op, "key": k, "id": rid}
+            if op != "get":
+                seq += 1
+                open_.add(seq)
+                req.update(value=v, client=cid, seq=seq, ack=ack)
+            out[rid] = (time.perf_counter(), i, seq if op != "get" else 0)
+            reqs.append(req)
+        sessions[i][1] = seq
+        socks[i].send(codec.encode_client_batch(reqs))
+
+    def loop(until: float) -> list[float]:
+        lat: list[float] = []
+        for i in range(conns):
+            send(i, depth)
+        while out:
+            ready = poller.poll(30_000)
+            if not ready:
+                raise RuntimeError("no answer from the leader in 30 s")
+            for sk, _ in ready:
+                i = index[sk]
+                done = 0
+                while True:
+                    try:
+                        payload = sk.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    for r in codec.decode_replies(payload):
+                        if not r.get("ok"):
+                            raise RuntimeError(f"refused: {r}")
+                        t0, _, seq = out.pop(r["id"])
+                        if seq:
+                            sessions[i][2].discard(seq)
+                        lat.append(time.perf_counter() - t0)
+                        done += 1
+                if done and time.monotonic() < until:
+                    send(i, done)
+        return lat
+
+    index = {sk: i for i, sk in enumerate(socks)}
+    t0 = time.monotonic()
+    loop(t0 + warmup)
+    c0 = time.process_time()
+    lat = loop(t0 + warmup + seconds)
+    q.put((len(lat), array.array("d", lat).tobytes(), time.process_time() - c0))
+    for sk in socks:
+        sk.close(0)
+    ctx.term()
+
+
 def pso_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
                value_size: int, rate: float | None, q: Any) -> None:
     import msgpack
@@ -429,7 +522,8 @@ def etcd_worker(endpoints: list[str], workload: str, depth: int, warmup: float, 
         ch.close()
 
 
-WORKERS = {"zraft": zraft_worker, "pysyncobj": pso_worker, "etcd": etcd_worker}
+WORKERS = {"zraft": zraft_worker, "zraft-conns": zraft_conns_worker, "pysyncobj": pso_worker,
+           "etcd": etcd_worker}
 
 
 @dataclass
@@ -628,6 +722,12 @@ def main() -> int:
             try:
                 r = run_load("zraft", run, "read", a.clients, zraft_depth, a.warmup, a.extra_seconds)
                 print(row(run.name, "read (100% linearizable gets)", conc, r), flush=True)
+                # The same requests in flight over 4 connections, then over 1,000 (separate sessions, a few each).
+                for conns, d in ((1, 1000), (250, 4)):
+                    os.environ["ZRAFT_BENCH_CONNS"] = str(conns)
+                    r = run_load("zraft-conns", run, "write", a.clients, d, a.warmup, a.extra_seconds)
+                    print(row(run.name, f"write, {conns * a.clients:,} connections x {d} in flight",
+                              f"{a.clients} x {conns * d}", r), flush=True)
                 if saturated_write:
                     half = saturated_write / 2
                     r = run_load("zraft", run, "write", a.clients, zraft_depth, a.warmup, a.extra_seconds,

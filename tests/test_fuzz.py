@@ -220,3 +220,18 @@ def test_core_cluster_stays_safe_and_live_with_messages_from_strangers(bad: list
         assert not r.dropped or all("not from a member" in k for k in r.dropped)
         committed.append(r.log.entries[n - 1])
     assert committed[0] == committed[1] == committed[2]
+
+
+def test_entries_packed_once_for_several_followers_give_the_same_bytes() -> None:
+    """The leader packs the entries of an APPEND once and reuses them for every follower (``encode_raft``'s
+    cache): each message is byte for byte what packing it whole gives, and decodes to the message sent."""
+    cache: dict[tuple[int, int, int], bytes] = {}
+    big = tuple(Entry(i, 3, 0, b"y" * i) for i in range(1, 300))
+    for ents in ((), (Entry(5, 2, 1, b""),), big, big[10:], big[:-1]):
+        for dst in (2, 3, 70_000):
+            for ctx in (None, 7, 2**40):
+                m = Message(MsgType.APPEND, 1, dst, 2**33, 2, 4, ents, 9, False, 0, ctx)
+                packed = codec.encode_raft(m, cache)
+                assert packed == codec.encode_raft(m)
+                assert codec.decode(packed) == ("raft", m)
+    assert len(cache) == 4  # one packing per distinct run of entries, not per follower

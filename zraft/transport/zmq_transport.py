@@ -62,6 +62,8 @@ class ZmqTransport:
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.bind(bind)
         self.ctx = ctx
+        self._packed: dict[tuple[int, int, int], bytes] = {}
+        """Entries packed for recent APPENDs (``codec.encode_raft``): packed once for every follower."""
         self.dealers: dict[int, zmq.Socket[bytes]] = {}
         self.peer_addrs: dict[int, str] = {}
         self.dealers_changed = False
@@ -181,10 +183,10 @@ class ZmqTransport:
     def send(self, m: Message) -> None:
         d = self.dealers.get(m.dst)
         if d is None:
-            self._send_back(m.dst, codec.encode_raft(m))
+            self._send_back(m.dst, codec.encode_raft(m, self._packed))
             return
         try:
-            d.send(codec.encode_raft(m), _NOBLOCK)
+            d.send(codec.encode_raft(m, self._packed), _NOBLOCK)
         except zmq.Again:
             pass  # queue full or peer not connected: dropped, Raft retries
 
