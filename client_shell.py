@@ -5,7 +5,7 @@
     python client_shell.py get mykey          # run one command and exit
     printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
 
-Commands: put K V, append K V, get K, delete K, status, leader, members, transfer N, help, quit; and for a
+Commands: put K V, append K V, get K, delete K, status (status --json for scripts), leader, members, transfer N, help, quit; and for a
 launcher-made cluster kill N, pause N, resume N, restart N (process faults: watch an election happen) and add N,
 remove N (membership: start a node and make it a voter; remove a node and stop it). Keys and values are UTF-8
 text; a value is the rest of the line. put/append/delete/add/remove/transfer print OK, get prints the value or
@@ -15,6 +15,7 @@ text; a value is the rest of the line. put/append/delete/add/remove/transfer pri
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -27,6 +28,7 @@ HELP = """commands:
   put K V        store V under K                  append K V   append V to K's value
   get K          read K (linearizable)            delete K     remove K
   status         a table of every node            leader       the leader's node id
+  status --json  every node's status as JSON (one line, for scripts)
   kill N         SIGKILL node N                   pause N      SIGSTOP node N
   resume N       SIGCONT node N                   restart N    start node N again
   members        voters and learners              transfer N   make node N the leader
@@ -79,6 +81,10 @@ class Shell:
                 raise ZraftError("no leader right now")
             return str(self.client.status(idx)["node"])
         if cmd == "status":
+            if args == ["--json"]:
+                return json.dumps(self.client.status_all(), sort_keys=True, default=str)
+            if args:
+                raise ValueError("usage: status [--json]")
             return self._status()
         if cmd == "members":
             return self._members()

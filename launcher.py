@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="no CurveZMQ keys: anyone who reaches the ports can read and forge everything (by default "
                         "the launcher makes keys in DATA_DIR/keys and every connection is authenticated and "
                         "encrypted)")
+    p.add_argument("--metrics-base-port", type=int,
+                   help="node i serves Prometheus metrics at http://HOST:PORT/metrics with PORT = this + i - 1 "
+                        "(default: base-port + 1000)")
+    p.add_argument("--no-metrics", action="store_true", help="serve no metrics")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: nodes do not fsync; a machine crash can lose acknowledged writes")
     a = p.parse_args(argv)
@@ -86,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.unsafe_no_fsync:
         node_args.append("--unsafe-no-fsync")
     try:
+        metrics_ports = None
+        if not a.no_metrics:
+            n = a.nodes or (0 if a.fresh else launch.stored_size(a.data_dir)) or launch.DEFAULT_NODES
+            first = a.metrics_base_port or a.base_port + 1000
+            metrics_ports = [first + i for i in range(n)]
         c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,
-                         secure=not a.insecure)
+                         secure=not a.insecure, metrics_ports=metrics_ports)
     except launch.LaunchError as e:
         print(f"launcher: {e}", file=sys.stderr)
         return 1
@@ -107,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             ld = current_leader(c)
             time.sleep(0.1)
         print(table(c))
+        served = [n.metrics for n in c.nodes if n.metrics]
+        if served:
+            print(f"metrics: http://{served[0]}/metrics" + (f" ... http://{served[-1]}/metrics" if len(served) > 1
+                                                            else ""))
         print(f"leader: node {ld[0]} (term {ld[1]})" if ld else "leader: none yet")
         print(f"cluster file: {c.file}   shell: python client_shell.py   stop: Ctrl-C", flush=True)
         next_look = 0.0

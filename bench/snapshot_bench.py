@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zraft import kv, launch
@@ -163,6 +165,11 @@ def bench_catch_up(tmp: str, dirs: dict[bool, str], entries: int) -> None:
             how = "by snapshot" if st.get("snapshot_index", 0) >= entries else "by log entries"
             print(f"{'with compaction' if compact else 'without compaction':<20} {dt:6.2f} s after the cluster "
                   f"was up ({how}; node 3 applied {st['kv_applied']:,})")
+            keys = int(st.get("keys", 0))  # type: ignore[call-overload]
+            rss = [psutil.Process(n.pid).memory_info().rss for n in c.nodes]
+            print(f"{'':<20} memory (RSS) per node: " + ", ".join(f"{r / 2**20:,.0f} MiB" for r in rss)
+                  + f"; {keys:,} keys, {max(rss) / max(keys, 1):,.0f} bytes per key at most (whole process, "
+                  "log entries in memory included)")
         finally:
             c.stop()
         shutil.rmtree(data)

@@ -316,6 +316,21 @@ class Client:
             raise Unavailable(f"node {self.nodes[node]} did not answer")
         return r
 
+    def status_all(self) -> list[dict[str, Any]]:
+        """Every node's status, for scripts (like ``etcdctl endpoint status -w json``): one map per address,
+        ``{"endpoint": address, "status": {...}}`` or ``{"endpoint": address, "error": why}``."""
+        out: list[dict[str, Any]] = []
+        for i, addr in enumerate(self.nodes):
+            try:
+                st = dict(self.status(i))
+            except ZraftError as e:
+                out.append({"endpoint": addr, "error": str(e)})
+                continue
+            st.pop("id", None)
+            st.pop("ok", None)
+            out.append({"endpoint": addr, "status": st})
+        return out
+
     def find_leader(self, deadline: float | None = None) -> int | None:
         """Probe every node at once; return the index of the leader the first answer names (or None)."""
         end = time.monotonic() + (self.attempt_timeout if deadline is None else deadline)

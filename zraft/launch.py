@@ -56,6 +56,8 @@ class NodeSpec:
     pid: int = 0
     public_key: str = ""
     """The node's CurveZMQ public key (Z85), in a secure cluster."""
+    metrics: str = ""
+    """HOST:PORT of its Prometheus metrics (``--metrics``), or empty."""
 
 
 @dataclass
@@ -289,7 +291,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT,
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
           node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True,
-          hosts: list[str] | None = None, wrap: Callable[[int], list[str]] | None = None) -> Cluster:
+          hosts: list[str] | None = None, wrap: Callable[[int], list[str]] | None = None,
+          metrics_ports: list[int] | None = None) -> Cluster:
     """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
 
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
@@ -297,7 +300,8 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
     differs from the size of the cluster stored there. ``secure``: CurveZMQ keys for every node and one client,
     made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only).
     ``hosts``: node i's address is ``hosts[i-1]`` (instead of ``host`` for all); ``wrap(i)``: a command prefix that
-    runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here)."""
+    runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here).
+    ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``)."""
     if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
@@ -342,9 +346,15 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         where = hosts or [host] * n
         if len(where) != n:
             raise LaunchError(f"{n} nodes need {n} hosts, got {len(where)}")
+        if metrics_ports is not None and len(metrics_ports) != n:
+            raise LaunchError(f"{n} nodes need {n} metrics ports, got {len(metrics_ports)}")
         for h, p in zip(where, ports, strict=True):
             if wrap is None and not _port_free(h, p):
                 raise LaunchError(f"port {p} on {h} is in use; stop what listens there or pass --base-port")
+        for h, p in zip(where, metrics_ports or [], strict=False):
+            if wrap is None and not _port_free(h, p):
+                raise LaunchError(f"metrics port {p} on {h} is in use; stop what listens there, pass another "
+                                  "--base-port, or --no-metrics")
         peers = ",".join(f"{i + 1}={where[i]}:{ports[i]}" for i in range(n))
         keys_dir = make_keys(data_dir, n) if secure else None
         security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
@@ -352,11 +362,13 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         for i in range(n):
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
+            metrics = f"{where[i]}:{metrics_ports[i]}" if metrics_ports else ""
             argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers",
-                    peers, "--data-dir", ndir, *security_args, *(node_args or [])]
+                    peers, "--data-dir", ndir, *security_args, *(["--metrics", metrics] if metrics else []),
+                    *(node_args or [])]
             pub = load_public(os.path.join(keys_dir, f"node-{nid}.key")).decode() if keys_dir else ""
             c.nodes.append(NodeSpec(nid, f"{where[i]}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
-                                    argv, public_key=pub))
+                                    argv, public_key=pub, metrics=metrics))
         c.save()
         return c
 

@@ -276,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force-peers", action="store_true",
                    help="RECOVERY ONLY: replace the configuration stored in the data directory with --peers (the "
                         "node refuses to start when they disagree; forcing it can lose acknowledged writes)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; the launcher gives "
+                        "node i port base-port + 1000 + i - 1). Read-only, unauthenticated: bind it to loopback or "
+                        "a monitoring network")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -313,6 +317,18 @@ def main(argv: list[str] | None = None) -> int:
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
                     a.max_snapshot_bytes, keys, join=bool(a.join))
+        if a.metrics:
+            from zraft import metrics
+
+            host, sep, port = a.metrics.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                node.close()
+                raise ValueError(f"--metrics {a.metrics!r}: expected HOST:PORT")
+            try:
+                metrics.serve(a.metrics, node.replica)
+            except OSError as e:
+                node.close()
+                raise ValueError(f"cannot serve metrics at {a.metrics}: {e.strerror or e}") from None
     except (datadir.DataDirLocked, datadir.ConfigMismatch, security.KeysError) as e:
         print(f"zraft node {a.id}: {e}", file=sys.stderr)
         return 2

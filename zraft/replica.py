@@ -46,6 +46,7 @@ from zraft.core import (
 )
 from zraft.logutil import LogLimiter
 from zraft.members import Member
+from zraft.metrics import Histogram, Stats
 from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
 from zraft.storage import Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
@@ -124,6 +125,9 @@ class PendingWrite:
     identity: bytes
     req_id: int
     batched: bool = False
+    op: str = ""
+    arrived: float = 0.0
+    """Clock time of the loop pass it arrived in (request latency metrics)."""
 
 
 @dataclass(slots=True)
@@ -132,6 +136,7 @@ class PendingRead:
     req_id: int
     key: bytes
     batched: bool = False
+    arrived: float = 0.0
 
 
 class Replica:
@@ -173,6 +178,13 @@ class Replica:
         self.snap_stats: dict[str, Any] = {}
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        self.stats = Stats()
+        """Counters and histograms for ``zraft.metrics`` (plain ints: nothing but counting on the hot path)."""
+        self.gauges: dict[str, int] = {}
+        """Slower-changing figures for the metrics (disk usage, bad frames), refreshed about once a second."""
+        self._gauges_due = 0.0
+        self._last_role = Role.FOLLOWER
+        self._last_leader = NONE
         self._job_max_pass = 0.0
         self._job_max_late = 0.0
         self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
@@ -213,20 +225,33 @@ class Replica:
             if counts is None and msg.src in self.addresses:  # members only: a stranger's ids cost no memory
                 counts = self.peer_in[msg.src] = [0, 0]
             if counts is not None:
+                stats = self.stats
+                stats.last_contact[msg.src] = self.clock()
+                if msg.type == MsgType.APPEND:
+                    stats.append_received[msg.src] = stats.append_received.get(msg.src, 0) + 1
+                elif msg.type == MsgType.APPEND_RESP and msg.reject:
+                    stats.append_rejected[msg.src] = stats.append_rejected.get(msg.src, 0) + 1
                 counts[0] += 1
                 if msg.term < raft.term or (msg.type == MsgType.APPEND and msg.entries
                                             and msg.index + len(msg.entries) <= raft.log.commit):
                     counts[1] += 1
             raft.step(msg)
         elif kind == "client_batch":
+            ops = self.stats.requests
             for req in msg:
                 if isinstance(req, codec.ProtocolError):
+                    ops["invalid"] = ops.get("invalid", 0) + 1
                     self.bad_request(identity, req, True)
-                elif req["op"] in codec.WRITE_OPS:
+                    continue
+                op = req["op"]
+                ops[op] = ops.get(op, 0) + 1
+                if op in codec.WRITE_OPS:
                     self._writes.append((identity, req, True))
                 else:
                     self._client_other(identity, req, True)
         elif kind == "client":
+            ops = self.stats.requests
+            ops[msg["op"]] = ops.get(msg["op"], 0) + 1
             if msg["op"] in codec.WRITE_OPS:
                 self._writes.append((identity, msg, False))
             else:
@@ -241,8 +266,12 @@ class Replica:
                 return
             self._on_chunk(msg)
         elif kind == "snap_ack":
-            if msg.term == raft.term and raft.role == Role.LEADER and self.sender.on_ack(msg) == "failed":
-                raft.report_snapshot(msg.src, False)
+            if msg.term == raft.term and raft.role == Role.LEADER:
+                outcome = self.sender.on_ack(msg)
+                if outcome == "failed":
+                    raft.report_snapshot(msg.src, False)
+                elif outcome == "done":
+                    self.stats.snapshots_sent += 1
 
     def bad_request(self, identity: bytes, e: codec.ProtocolError, batched: bool = False) -> None:
         self._reply(identity, {"id": e.req_id, "ok": False, "error": Err.BAD_REQUEST, "message": str(e)}, batched)
@@ -264,6 +293,13 @@ class Replica:
             self._job_max_late = max(self._job_max_late, late_s)
         self.raft.tick()
         self._ticks += 1
+        now = self.clock()
+        if now >= self._gauges_due:
+            self._gauges_due = now + 1.0
+            usage = self.storage.disk_usage()
+            extra = self.status_extra() if self.status_extra is not None else {}
+            self.gauges = {"log_bytes": usage.get("log_bytes", 0), "disk_bytes": usage.get("disk_bytes", 0),
+                           "segments": usage.get("segments", 0), "bad_frames": extra.get("bad_frames", 0)}
         if self.pending_transfer is not None:
             self._check_transfer()
         for peer in self.sender.tick():
@@ -318,6 +354,9 @@ class Replica:
         return {"leader": ld, "leader_addr": self.addresses.get(ld, "") if ld != NONE else ""}
 
     def _reply(self, identity: bytes, msg: dict[str, Any], batched: bool = False) -> None:
+        outcome = "ok" if msg["ok"] else msg["error"]
+        responses = self.stats.responses
+        responses[outcome] = responses.get(outcome, 0) + 1
         if batched:  # answered together with the identity's other answers at the end of the loop pass
             box = self._outbox.get(identity)
             if box is None:
@@ -351,6 +390,7 @@ class Replica:
             return
         datas = []
         pending = self.pending_writes
+        now = self.clock()
         for identity, req, batched in writes:
             key, value = req["key"], req.get("value", b"")
             if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES:
@@ -358,7 +398,7 @@ class Replica:
                                        "message": kv.check_limits(key, value)}, batched)
                 continue
             client, seq = req["client"], req["seq"]
-            w = PendingWrite(identity, req["id"], batched)
+            w = PendingWrite(identity, req["id"], batched, req["op"], now)
             waiting = pending.get((client, seq))
             if waiting is None:
                 pending[(client, seq)] = [w]
@@ -385,7 +425,7 @@ class Replica:
                 return
             self._next_read += 1
             ctx = self._next_read
-            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched)
+            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched, self.clock())
             self.raft.read_index(ctx)
 
     # ------------------------------------------------------------------ membership
@@ -521,6 +561,7 @@ class Replica:
     def _process_ready(self) -> None:
         rd: Ready = self.raft.ready()
         probe = self.probe
+        stats = self.stats
         if probe is not None:
             probe.ready(self, rd)
         # 1. A leader's AppendEntries, heartbeats and snapshots go out first (see EARLY_TYPES).
@@ -534,7 +575,11 @@ class Replica:
         if rd.hard_state is not None or rd.entries or rd.snapshot is not None:
             if probe is not None:
                 probe.persisting(self, rd)
+            t0 = self.clock()
             self.storage.save(rd.hard_state, rd.entries, rd.snapshot, rd.must_sync)
+            stats.fsync.observe(self.clock() - t0)
+            if rd.entries:
+                stats.batch.observe(len(rd.entries))
             if probe is not None:
                 probe.persisted(self, rd)
         # 3. Send the rest (votes, answers to the leader: they promise what is now durable).
@@ -547,6 +592,15 @@ class Replica:
         if rd.soft_state is not None:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
                      rd.soft_state.role.name.lower(), rd.soft_state.leader)
+            role, leader = rd.soft_state.role, rd.soft_state.leader
+            if role == Role.CANDIDATE or (role == Role.LEADER and self._last_role != Role.CANDIDATE):
+                stats.elections_started += 1  # (a leader straight from follower: its candidacy fell between two)
+            if role == Role.LEADER and self._last_role != Role.LEADER:
+                stats.elections_won += 1
+            if leader != NONE and leader != self._last_leader:
+                stats.leader_changes += 1
+                self._last_leader = leader
+            self._last_role = role
             if rd.soft_state.role != Role.LEADER:
                 self.sender.clear()
                 # Writes waiting here may still commit under the next leader: the client retries with the same
@@ -570,12 +624,19 @@ class Replica:
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         store, pending = self.kv, self.pending_writes
+        now = self.clock()
+        run_op, run_at, run_n = "", 0.0, 0  # answers of one proposal batch: one histogram observation
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 client, seq, status = store.apply(e.index, e.data)
                 answer = pending.pop((client, seq), None) if pending else None
                 if answer:
                     for w in answer:
+                        if w.arrived != run_at or w.op != run_op:
+                            if run_n:
+                                stats.latency_of(run_op).observe(now - run_at, run_n)
+                            run_op, run_at, run_n = w.op, w.arrived, 0
+                        run_n += 1
                         if status == kv.OK:
                             self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
                         else:
@@ -589,11 +650,24 @@ class Replica:
                         self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
             if probe is not None:
                 probe.applied(self, e)
+        if run_n:
+            stats.latency_of(run_op).observe(now - run_at, run_n)
         # 5. Reads.
-        for rs in rd.read_states:
-            pr = self.pending_reads.pop(rs.context, None)
-            if pr is not None:
-                self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
+        if rd.read_states:
+            hist: Histogram | None = None
+            run_at, run_n = 0.0, 0
+            for rs in rd.read_states:
+                pr = self.pending_reads.pop(rs.context, None)
+                if pr is not None:
+                    self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
+                    if pr.arrived != run_at:
+                        if run_n:
+                            hist = hist or stats.latency_of("get")
+                            hist.observe(now - run_at, run_n)
+                        run_at, run_n = pr.arrived, 0
+                    run_n += 1
+            if run_n:
+                stats.latency_of("get").observe(now - run_at, run_n)
         for ctx in rd.failed_reads:
             pr = self.pending_reads.pop(ctx, None)
             if pr is not None:
@@ -613,6 +687,9 @@ class Replica:
                 log.warning("node=%d event=snapshot_send_failed peer=%d error=%s", self.id, m.dst, e)
                 self.raft.report_snapshot(m.dst, False)
             return
+        if m.type == MsgType.APPEND:
+            sent = self.stats.append_sent
+            sent[m.dst] = sent.get(m.dst, 0) + 1
         self.transport.send(m)
 
     # ------------------------------------------------------------------ snapshots
@@ -645,6 +722,7 @@ class Replica:
         self.storage.save_snapshot(snap)
         self.raft.compact(snap)
         self.snapshots_taken += 1
+        self.stats.snapshot_seconds.observe(self.clock() - job.started)
         finish_s = time.perf_counter() - t0
         assert isinstance(snap.data, SnapshotFile)
         self.snap_stats = {"index": snap.index, "keys": len(job.image.keys), "bytes": snap.data.size,
