@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="node i serves Prometheus metrics at http://HOST:PORT/metrics with PORT = this + i - 1 "
                         "(default: base-port + 1000)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    p.add_argument("--web", type=int, metavar="PORT",
+                   help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + 2000); the URL "
+                        "printed at start carries the token that the page's buttons need")
+    p.add_argument("--no-web", action="store_true", help="no dashboard")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: nodes do not fsync; a machine crash can lose acknowledged writes")
     a = p.parse_args(argv)
@@ -89,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             node_args += [f"--{flag.replace('_', '-')}", str(v)]
     if a.unsafe_no_fsync:
         node_args.append("--unsafe-no-fsync")
+    if not a.no_web:
+        node_args.append("--chaos")  # the dashboard's isolate/heal buttons use the nodes' fault-control sockets
     try:
         metrics_ports = None
         if not a.no_metrics:
@@ -101,6 +107,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"launcher: {e}", file=sys.stderr)
         return 1
 
+    board = None
+    if not a.no_web:
+        from zraft.dashboard import Dashboard
+
+        try:
+            board = Dashboard(c, a.web if a.web is not None else a.base_port + 2000)
+        except OSError as e:
+            c.stop()
+            print(f"launcher: cannot serve the dashboard on port {a.web or a.base_port + 2000}: {e.strerror or e}; "
+                  "pass --web PORT or --no-web", file=sys.stderr)
+            return 1
+        board.start()
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"metrics: http://{served[0]}/metrics" + (f" ... http://{served[-1]}/metrics" if len(served) > 1
                                                             else ""))
         print(f"leader: node {ld[0]} (term {ld[1]})" if ld else "leader: none yet")
+        if board is not None:
+            print(f"dashboard: {board.url}")
         print(f"cluster file: {c.file}   shell: python client_shell.py   stop: Ctrl-C", flush=True)
         next_look = 0.0
         while not stopping:
@@ -137,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 ld = now
     finally:
         print("stopping every node...", flush=True)
+        if board is not None:
+            board.close()
         c.stop()
     return 0
 

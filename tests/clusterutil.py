@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -45,3 +46,21 @@ def stop_cluster(c: launch.Cluster) -> None:
     c.stop()
     for n in c.nodes:
         assert not launch._alive(n.pid) or zombie(n.pid), f"node {n.id} still running"
+
+
+def consecutive_free_ports(n: int) -> int:
+    """A base port such that base .. base + n - 1 are free now (the launcher's --base-port numbering)."""
+    for base in launch.free_ports(20):
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports found")

@@ -17,7 +17,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from clusterutil import leader_id, wait_until, zombie
+from clusterutil import consecutive_free_ports, leader_id, wait_until, zombie
 
 from zraft import chaos, launch
 from zraft.client import Client, OutcomeUnknown, RequestRefused
@@ -244,7 +244,8 @@ def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:
     port = busy.getsockname()[1]
     try:
         r = subprocess.run([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
-                            "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60)
+                            "--data-dir", str(tmp_path / "d"), "--no-metrics", "--no-web"], capture_output=True,
+                           text=True, timeout=60)
     finally:
         busy.close()
     assert r.returncode != 0
@@ -252,10 +253,12 @@ def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:
 
 
 def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
-    """Also from another working directory: the nodes find the package wherever the launcher is run from."""
-    port = launch.free_ports(1)[0]
+    """Also from another working directory: the nodes find the package wherever the launcher is run from. With
+    metrics and the dashboard on (as by default), each on a free port."""
+    port, metrics, web = launch.free_ports(3)
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
-                          "--data-dir", str(tmp_path / "d")], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+                          "--data-dir", str(tmp_path / "d"), "--metrics-base-port", str(metrics), "--web", str(web)],
+                         stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         assert p.stdout is not None
         seen = []
@@ -264,6 +267,8 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
             if line.startswith("cluster file:"):
                 break
         assert any(line.startswith("leader: node 1") for line in seen), seen
+        assert f"metrics: http://127.0.0.1:{metrics}/metrics\n" in seen, seen
+        assert any(line.startswith(f"dashboard: http://127.0.0.1:{web}/?token=") for line in seen), seen
         c = launch.load(str(tmp_path / "d"))
         pid = c.nodes[0].pid
         assert launch._alive(pid)
@@ -285,32 +290,14 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
             pass
 
 
-def _consecutive_free_ports(n: int) -> int:
-    """A base port such that base .. base + n - 1 are free now (the launcher's --base-port numbering)."""
-    for base in launch.free_ports(20):
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no run of free ports found")
-
-
 def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
     """The README tour: `kill` of the leader in the shell returns as soon as the process is dead (the launcher
     reaps it at once and says how it ended), and the next `get` is answered by the new leader: under 2 s in all
     (it took about 5 s while the shell waited for the launcher's child to vanish)."""
-    base = _consecutive_free_ports(3)
+    base = consecutive_free_ports(3)
     data = tmp_path / "d"
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
-                          "--data-dir", str(data)], stdout=subprocess.PIPE, text=True)
+                          "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
         assert p.stdout is not None

@@ -316,6 +316,25 @@ class Client:
             raise Unavailable(f"node {self.nodes[node]} did not answer")
         return r
 
+    def status_many(self, timeout: float) -> list[dict[str, Any] | None]:
+        """Ask every node at once; each node's status, or None if it did not answer within ``timeout``."""
+        ids: dict[int, int] = {}
+        for i, sock in enumerate(self.socks):
+            rid = next(self._ids)
+            try:
+                sock.send(codec.encode_client({"op": "status", "id": rid}), zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            ids[rid] = i
+        out: list[dict[str, Any] | None] = [None] * len(self.socks)
+        until = time.monotonic() + timeout
+        while ids:
+            r = self._wait(set(ids), until)
+            if r is None:
+                break
+            out[ids.pop(r["id"])] = r
+        return out
+
     def status_all(self) -> list[dict[str, Any]]:
         """Every node's status, for scripts (like ``etcdctl endpoint status -w json``): one map per address,
         ``{"endpoint": address, "status": {...}}`` or ``{"endpoint": address, "error": why}``."""

@@ -67,6 +67,8 @@ class Stats:
         """Time to persist a batch (write + fsync)."""
         self.batch = Histogram(BATCH_BUCKETS)
         """Entries per persisted batch."""
+        self.sent: dict[int, int] = {}
+        """Raft messages sent, by peer (all types)."""
         self.append_sent: dict[int, int] = {}
         self.append_received: dict[int, int] = {}
         self.append_rejected: dict[int, int] = {}

@@ -545,7 +545,8 @@ class Replica:
                    "log_entries": raft.last_index - raft.snapshot_index,
                    "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
                    "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()},
-                   "peer_in": {str(p): list(c) for p, c in self.peer_in.items()}})
+                   "peer_in": {str(p): list(c) for p, c in self.peer_in.items()},
+                   "sent": {str(p): n for p, n in self.stats.sent.items()}})
         rc = self.receiver.current
         if rc is not None:
             st["snapshot_receiving"] = [rc.received, rc.size]
@@ -687,9 +688,10 @@ class Replica:
                 log.warning("node=%d event=snapshot_send_failed peer=%d error=%s", self.id, m.dst, e)
                 self.raft.report_snapshot(m.dst, False)
             return
+        stats = self.stats
+        stats.sent[m.dst] = stats.sent.get(m.dst, 0) + 1
         if m.type == MsgType.APPEND:
-            sent = self.stats.append_sent
-            sent[m.dst] = sent.get(m.dst, 0) + 1
+            stats.append_sent[m.dst] = stats.append_sent.get(m.dst, 0) + 1
         self.transport.send(m)
 
     # ------------------------------------------------------------------ snapshots

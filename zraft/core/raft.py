@@ -500,7 +500,7 @@ class Raft:
     def status(self) -> dict[str, Any]:
         lg = self.log
         st: dict[str, Any] = {
-            "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.lead,
+            "id": self.id, "role": self.role.name.lower(), "term": self.term, "leader": self.lead, "vote": self.vote,
             "commit": lg.commit, "applied": lg.applied, "last_index": lg.last_index,
             "snapshot_index": lg.snap_index, "voters": list(self.config.voters),
             "learners": list(self.config.learners),

@@ -374,7 +374,8 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "snapshot_in_progress": (bool,), "snapshot_sending": (dict,), "snapshot_receiving": (list,),
     "dropped_messages": (int,), "last_dropped": (str,), "bad_frames": (int,),
     "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
-    "members": (list,), "pending_config_index": (int,), "transferee": (int,),
+    "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
+    "peer_in": (dict,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""
