@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from raftutil import ELECTION, Network, msgs, new_raft
 
-from zraft.core import Message, MsgType
+from zraft.core import Entry, Message, MsgType
 from zraft.core.raft import MAX_PENDING_READS
 
 
@@ -47,3 +47,29 @@ def test_a_leader_fails_reads_no_quorum_confirms_and_holds_at_most_the_bound() -
         a.tick()
         failed += len(a.ready().failed_reads)
     assert failed == MAX_PENDING_READS and not a._pending_reads
+
+
+def test_a_large_compaction_frees_the_dropped_entries_a_slice_at_a_time() -> None:
+    """Freeing millions of entries at once stalls the loop (about 300 ms for ten million): above
+    RELEASE_AT_ONCE they wait in ``garbage`` and ``release`` frees them in slices; the log is right meanwhile."""
+    from zraft.core.log import RELEASE_AT_ONCE, RaftLog
+
+    n = RELEASE_AT_ONCE + 50_000
+    log = RaftLog(0, 0, [Entry(i, 1, 0, b"x") for i in range(1, n + 1)], n, n)
+    log.compact(n - 10, 1)
+    assert log.snap_index == n - 10 and [e.index for e in log.entries] == list(range(n - 9, n + 1))
+    assert len(log.garbage) == n  # the old list: its tail is shared with the new one
+    slices = 0
+    while log.release(40_000):
+        slices += 1
+    assert not log.garbage and slices == n // 40_000
+    assert [e.index for e in log.entries] == list(range(n - 9, n + 1))
+    small = RaftLog(0, 0, [Entry(i, 1) for i in range(1, 11)], 10, 10)
+    small.compact(5, 1)
+    assert not small.garbage and [e.index for e in small.entries] == [6, 7, 8, 9, 10]
+    # A runtime that never releases leaks nothing: the next large drop frees the previous one first.
+    log2 = RaftLog(0, 0, [Entry(i, 1) for i in range(1, 2 * n + 1)], 2 * n, 2 * n)
+    log2.compact(n, 1)
+    first = log2.garbage
+    log2.restore(3 * n, 2)
+    assert not first and len(log2.garbage) == n and log2.entries == []
