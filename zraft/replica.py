@@ -185,6 +185,8 @@ class Replica:
         self.gauges: dict[str, int] = {}
         """Slower-changing figures for the metrics (disk usage, bad frames), refreshed about once a second."""
         self._gauges_due = 0.0
+        self._arrived = 0.0
+        """Clock time the client frame being handled arrived (request latency metrics)."""
         self._garbage: list[list[Any]] = []
         """Large lists no longer needed (a snapshot image's keys), freed a slice per loop pass (``work``)."""
         self._last_role = Role.FOLLOWER
@@ -241,6 +243,7 @@ class Replica:
                     counts[1] += 1
             raft.step(msg)
         elif kind == "client_batch":
+            self._arrived = self.clock()  # one arrival time per frame: its reads' latencies are observed together
             ops = self.stats.requests
             for req in msg:
                 if isinstance(req, codec.ProtocolError):
@@ -256,6 +259,7 @@ class Replica:
         elif kind == "client":
             ops = self.stats.requests
             ops[msg["op"]] = ops.get(msg["op"], 0) + 1
+            self._arrived = self.clock()
             if msg["op"] in codec.WRITE_OPS:
                 self._writes.append((identity, msg, False))
             else:
@@ -445,7 +449,7 @@ class Replica:
                 return
             self._next_read += 1
             ctx = self._next_read
-            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched, self.clock())
+            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched, self._arrived)
             self.raft.read_index(ctx)
 
     # ------------------------------------------------------------------ membership
