@@ -170,4 +170,6 @@ $("#kv").addEventListener("submit", async (ev) => {
 
 $("#token-note").textContent = token ? "actions enabled (token from the launcher's URL)" :
   "read-only: open the URL the launcher printed (it carries the token) to use the buttons";
+// The current state at once (the stream follows), also where a proxy holds back server-sent events.
+fetch("/state").then((r) => r.json()).then((s) => { if (!last) render(s); }).catch(() => {});
 connect();
