@@ -65,6 +65,8 @@ class Stats:
         """At the leader, from a request's arrival to its answer, by op (writes and linearizable gets)."""
         self.fsync = Histogram(LATENCY_BUCKETS)
         """Time to persist a batch (write + fsync)."""
+        self.loop_pass = Histogram(LATENCY_BUCKETS)
+        """Event-loop passes: from poll returning to the end of the pass (the node process)."""
         self.batch = Histogram(BATCH_BUCKETS)
         """Entries per persisted batch."""
         self.sent: dict[int, int] = {}
@@ -154,6 +156,8 @@ class Collector:
         yield lat
         for name, doc, h in (("zraft_fsync_duration_seconds", "Time to persist a batch (write and fsync).", s.fsync),
                              ("zraft_persist_batch_entries", "Entries per persisted batch.", s.batch),
+                             ("zraft_loop_pass_seconds", "Event-loop passes, from poll returning to the pass's end.",
+                              s.loop_pass),
                              ("zraft_snapshot_duration_seconds", "Time to take a snapshot, start to finish.",
                               s.snapshot_seconds)):
             f = HistogramMetricFamily(name, doc, labels=["node"])

@@ -159,12 +159,14 @@ class Node:
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         next_freeze = time.monotonic() + GC_FREEZE_EVERY_S
+        loop_pass = replica.stats.loop_pass
         try:
             while not self._stop:
                 due = net.due()
                 wake = next_tick if due is None else min(next_tick, due)
                 timeout = 0.0 if replica.busy() else max(0.0, wake - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
+                pass_start = time.perf_counter()
                 if router in ready:
                     self._drain(self.zmq.incoming(MAX_BATCH))
                 if len(ready) > (router in ready) and not dealers.isdisjoint(ready):
@@ -189,6 +191,7 @@ class Node:
                     gc.collect(1)
                     gc.freeze()
                     next_freeze = now + GC_FREEZE_EVERY_S
+                loop_pass.observe(time.perf_counter() - pass_start)
         finally:
             self.close()
 
