@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ZRAFT_ARTIFACTS", ROOT / "test-artifacts"))
 CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FIREFOX = shutil.which("firefox-esr") or shutil.which("firefox")
 
 
 def _why_no_browser() -> str | None:
@@ -125,7 +126,7 @@ def test_dashboard_in_a_browser_shows_the_cluster_and_its_buttons_work(five: Lau
         leader = next(n for n, r in rows() if r == "leader")
         assert driver.find_element(By.ID, "summary").get_attribute("data-leader") == leader
         assert len(driver.find_elements(By.CSS_SELECTOR, "#ring circle.node")) == 5
-        assert driver.find_element(By.ID, "conn").text == "live"
+        wait.until(lambda d: d.find_element(By.ID, "conn").text == "live")  # the event stream is open
 
         driver.find_element(By.CSS_SELECTOR, f'button[data-action="kill"][data-node="{leader}"]').click()
         wait.until(lambda d: dict(rows()).get(leader) == "killed")
@@ -177,3 +178,89 @@ def test_reading_is_open_and_every_action_needs_the_token(five: Launcher) -> Non
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400
+
+
+def _why_no_firefox() -> str | None:
+    try:
+        import websockets  # noqa: F401
+    except ImportError:
+        return "websockets is not installed (pip install -r requirements.txt)"
+    if FIREFOX is None:
+        return "firefox is not installed (apt-get install -y firefox-esr)"
+    return None
+
+
+@pytest.mark.skipif(_why_no_firefox() is not None, reason=_why_no_firefox() or "")
+def test_dashboard_in_firefox_updates_live_and_kills_the_leader(five: Launcher, tmp_path: Path) -> None:
+    """The same page in Firefox, driven over WebDriver BiDi (Firefox's built-in remote agent; no geckodriver,
+    which Debian does not ship): live updates arrive, the kill button works, the new leader shows."""
+    import asyncio
+    import base64
+
+    import websockets
+
+    port = launch.free_ports(1)[0]
+    profile = tmp_path / "firefox-profile"
+    profile.mkdir()
+    ff = subprocess.Popen([FIREFOX or "", "--headless", "--remote-debugging-port", str(port), "--profile",
+                           str(profile), "--window-size", "1280,800", "about:blank"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          env={**os.environ, "HOME": str(tmp_path), "MOZ_HEADLESS": "1"})
+
+    async def drive() -> None:
+        end = time.monotonic() + 60
+        while True:
+            try:
+                ws = await websockets.connect(f"ws://127.0.0.1:{port}/session", max_size=1 << 26)
+                break
+            except OSError:
+                assert time.monotonic() < end, "Firefox's remote agent did not come up"
+                await asyncio.sleep(0.2)
+        ids = iter(range(1, 1 << 30))
+
+        async def cmd(method: str, params: dict[str, object]) -> dict[str, object]:
+            n = next(ids)
+            await ws.send(json.dumps({"id": n, "method": method, "params": params}))
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                if m.get("id") == n:
+                    assert "error" not in m, m
+                    result: dict[str, object] = m["result"]
+                    return result
+
+        await cmd("session.new", {"capabilities": {}})
+        tree = await cmd("browsingContext.getTree", {})
+        ctx = tree["contexts"][0]["context"]  # type: ignore[index]
+        await cmd("browsingContext.navigate", {"context": ctx, "url": five.url, "wait": "complete"})
+
+        async def js(expr: str) -> object:
+            r = await cmd("script.evaluate", {"expression": expr, "target": {"context": ctx}, "awaitPromise": True})
+            return r["result"].get("value")  # type: ignore[attr-defined]
+
+        async def until(expr: str, what: str) -> None:
+            end = time.monotonic() + 20
+            while not await js(expr):
+                assert time.monotonic() < end, f"timed out waiting for {what}"
+                await asyncio.sleep(0.1)
+
+        rows = "[...document.querySelectorAll('#nodes tbody tr')]"
+        await until(f"{rows}.length === 5 && {rows}.filter(r => r.dataset.role === 'leader').length === 1",
+                    "five nodes and one leader")
+        await until("document.querySelector('#conn').textContent === 'live'", "the event stream")
+        leader = await js("document.querySelector('#summary').dataset.leader")
+        assert leader
+        await js(f"document.querySelector('button[data-action=kill][data-node=\"{leader}\"]').click(); 1")
+        await until(f"{rows}.some(r => r.dataset.node === '{leader}' && r.dataset.role === 'killed')",
+                    "the killed node")
+        await until(f"!['', '{leader}'].includes(document.querySelector('#summary').dataset.leader)",
+                    "a new leader")
+        shot = await cmd("browsingContext.captureScreenshot", {"context": ctx})
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "dashboard-firefox.png").write_bytes(base64.b64decode(str(shot["data"])))
+        await ws.close()
+
+    try:
+        asyncio.run(drive())
+    finally:
+        ff.kill()
+        ff.wait()
