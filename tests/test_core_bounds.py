@@ -73,3 +73,23 @@ def test_a_large_compaction_frees_the_dropped_entries_a_slice_at_a_time() -> Non
     first = log2.garbage
     log2.restore(3 * n, 2)
     assert not first and len(log2.garbage) == n and log2.entries == []
+
+
+def test_a_follower_that_lost_a_full_window_of_appends_is_caught_up_by_heartbeats() -> None:
+    """A follower whose appends were lost (it was down, or its link dropped them) while the leader's window of
+    unanswered appends to it filled: the leader, paused for it, must still bring it up to date once it answers
+    heartbeats again."""
+    from raftutil import ELECTION
+
+    rafts = [new_raft(i, 3, max_inflight=4) for i in (1, 2, 3)]
+    net = Network(*rafts)
+    net.elect(1)
+    net.propose(1, b"first")
+    leader, follower = rafts[0], rafts[2]
+    net.filter = lambda m: not (m.src == 1 and m.dst == 3 and m.type == MsgType.APPEND)  # lost on the way
+    for i in range(10):
+        net.propose(1, b"x%d" % i)
+    assert leader.prs[3].is_paused() and follower.log.last_index < leader.log.last_index
+    net.filter = None
+    net.tick_all(2 * ELECTION)  # nothing but heartbeats and what they trigger
+    assert follower.log.last_index == leader.log.last_index and follower.log.commit == leader.log.commit

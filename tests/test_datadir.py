@@ -170,7 +170,10 @@ def test_node_whose_peers_disagree_with_its_stored_configuration_refuses_to_star
     assert r.returncode == 2 and "but the peer list names [1, 2]" in r.stderr
     r = run_node("--id", "2", "--peers", peers_arg(c), "--data-dir", spec.data_dir)
     assert r.returncode == 2 and "belongs to node 1, not node 2" in r.stderr
-    assert datadir.read_meta(spec.data_dir) == datadir.Meta(1, (1, 2, 3))  # nothing was rewritten
+    r = run_node("--id", "1", "--peers", peers_arg(c), "--data-dir", spec.data_dir, "--cluster-id", "another")
+    assert r.returncode == 2 and f"belongs to cluster {c.cluster_id}, not another" in r.stderr
+    assert c.cluster_id
+    assert datadir.read_meta(spec.data_dir) == datadir.Meta(1, (1, 2, 3), c.cluster_id)  # nothing was rewritten
     # Same members at other addresses is the same cluster: the whole cluster comes back with its data.
     c = launch.start(3, c.data_dir, ports=launch.free_ports(3))
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -75,6 +76,8 @@ class Cluster:
     """Extra arguments every node was started with (nodes added later get them too)."""
     reconfigured: bool = False
     """Nodes were added or removed since it was first launched: ``start`` brings back these nodes, as they are."""
+    cluster_id: str = ""
+    """The cluster's identity (``--cluster-id`` of every node); empty for a cluster made before identities."""
     placement: Callable[[int], tuple[str, int, list[str]]] | None = field(default=None, repr=False)
     """Where ``add_node`` puts node ``id``: (host, port, command prefix); default 127.0.0.1, a free port, none
     (``zraft.chaos --netns`` places new nodes in the LAN's spare namespaces)."""
@@ -92,6 +95,7 @@ class Cluster:
             tmp = self.file + ".tmp"
             with open(tmp, "w") as f:
                 json.dump({"version": 1, "keys": self.keys_dir, "node_args": self.node_args,
+                           "cluster_id": self.cluster_id,
                            "reconfigured": self.reconfigured, "nodes": [asdict(n) for n in list(self.nodes)]}, f,
                           indent=2)
             os.chmod(tmp, 0o600)
@@ -153,7 +157,8 @@ class Cluster:
         join = ",".join(f"{n.id}={n.address}" for n in self.nodes)
         security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
         argv = [*prefix, sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
-                f"{host}:{port}", "--data-dir", ndir, *security_args, *self.node_args]
+                f"{host}:{port}", "--data-dir", ndir, *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
+                *security_args, *self.node_args]
         spec = NodeSpec(nid, f"{host}:{port}", ndir, os.path.join(self.data_dir, f"node-{nid}.log"), argv,
                         public_key=pub)
         self.nodes.append(spec)
@@ -270,8 +275,11 @@ def load(data_dir_or_file: str) -> Cluster:
                           "--cluster FILE / --nodes HOST:PORT,...") from None
     except (ValueError, KeyError, TypeError) as e:
         raise LaunchError(f"{path} is not a zraft cluster file ({e})") from None
+    cid = doc.get("cluster_id", "")
+    if not isinstance(cid, str) or not datadir.valid_cluster_id(cid):
+        raise LaunchError(f"{path} is not a zraft cluster file (bad cluster_id)")
     return Cluster(os.path.dirname(os.path.abspath(path)), nodes, keys_dir=keys, node_args=node_args,
-                   reconfigured=doc.get("reconfigured") is True)
+                   reconfigured=doc.get("reconfigured") is True, cluster_id=cid)
 
 
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
@@ -358,14 +366,15 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         peers = ",".join(f"{i + 1}={where[i]}:{ports[i]}" for i in range(n))
         keys_dir = make_keys(data_dir, n) if secure else None
         security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
-        c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir, node_args=list(node_args or []))
+        cid = _cluster_id(data_dir)
+        c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir, node_args=list(node_args or []), cluster_id=cid)
         for i in range(n):
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
             metrics = f"{where[i]}:{metrics_ports[i]}" if metrics_ports else ""
             argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers",
-                    peers, "--data-dir", ndir, *security_args, *(["--metrics", metrics] if metrics else []),
-                    *(node_args or [])]
+                    peers, "--data-dir", ndir, "--cluster-id", cid, *security_args,
+                    *(["--metrics", metrics] if metrics else []), *(node_args or [])]
             pub = load_public(os.path.join(keys_dir, f"node-{nid}.key")).decode() if keys_dir else ""
             c.nodes.append(NodeSpec(nid, f"{where[i]}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
                                     argv, public_key=pub, metrics=metrics))
@@ -389,6 +398,25 @@ def _start_all(c: Cluster, wait: float) -> Cluster:
         c.stop(timeout=2.0)
         raise
     return c
+
+
+def _cluster_id(data_dir: str) -> str:
+    """The identity of the cluster in ``data_dir``: from its cluster.json, else from a node's data directory,
+    else a new one (a new cluster)."""
+    try:
+        cid = load(data_dir).cluster_id
+        if cid:
+            return cid
+    except LaunchError:
+        pass
+    for d in _node_dirs(data_dir):
+        try:
+            meta = datadir.read_meta(d)
+        except CorruptionError:
+            continue  # the node itself will say what is wrong when it starts
+        if meta is not None and meta.cluster:
+            return meta.cluster
+    return secrets.token_hex(8)
 
 
 def _reconfigured(data_dir: str) -> Cluster | None:

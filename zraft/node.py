@@ -53,9 +53,11 @@ class Node:
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
-                 keys: security.NodeKeys | None = None, join: bool = False) -> None:
+                 keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "") -> None:
         """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
-        this node waits to be added to (it has no configuration of its own and never campaigns before)."""
+        this node waits to be added to (it has no configuration of its own and never campaigns before).
+        ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
+        refused); empty: the one the data directory holds, if any."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -64,7 +66,7 @@ class Node:
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
                        snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
-                       join)
+                       join, cluster_id)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -74,7 +76,7 @@ class Node:
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
-              keys: security.NodeKeys | None, join: bool) -> None:
+              keys: security.NodeKeys | None, join: bool, cluster_id: str) -> None:
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
         self.id = node_id
@@ -91,7 +93,7 @@ class Node:
                 rec.snapshot.config if rec.snapshot is not None else None
             managed = in_force is not None and bool(in_force.context)
             meta, warning = datadir.check_config(data_dir, node_id, () if join else tuple(peers), has_state,
-                                                 force_peers, managed)
+                                                 force_peers, managed, cluster_id)
         except BaseException:
             storage.close()
             raise
@@ -111,7 +113,8 @@ class Node:
                     "--force-peers makes the stored configuration win")
             rec.snapshot = dataclasses.replace(rec.snapshot, config=config)
         self.ctx = zmq.Context()
-        self.zmq = ZmqTransport(self.ctx, node_id, peers, bind or f"tcp://{self.addr}", keys)
+        self.cluster_id = meta.cluster
+        self.zmq = ZmqTransport(self.ctx, node_id, peers, bind or f"tcp://{self.addr}", keys, meta.cluster)
         # Network faults for chaos runs: a control socket on the local machine only (ipc), off by default.
         self.net = FaultyTransport(self.zmq)
         self.chaos: ChaosControl | None = ChaosControl(self.ctx, data_dir, node_id, self.net) if chaos else None
@@ -279,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force-peers", action="store_true",
                    help="RECOVERY ONLY: replace the configuration stored in the data directory with --peers (the "
                         "node refuses to start when they disagree; forcing it can lose acknowledged writes)")
+    p.add_argument("--cluster-id", default="", metavar="ID",
+                   help="the cluster's identity (letters, digits, - _ .; up to 64), recorded in the data directory "
+                        "and announced on every peer connection: nodes of another cluster are refused (the "
+                        "launcher makes one per cluster). Default: the one the data directory holds, if any")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; the launcher gives "
                         "node i port base-port + 1000 + i - 1). Read-only, unauthenticated: bind it to loopback or "
@@ -288,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
+        if not datadir.valid_cluster_id(a.cluster_id):
+            raise ValueError(f"--cluster-id {a.cluster_id!r:.80}: letters, digits, - _ . only, at most "
+                             f"{datadir.MAX_CLUSTER_ID}")
         if a.join:
             if not a.address:
                 p.error("--join needs --address HOST:PORT (this node's own)")
@@ -319,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                         a.id)
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
-                    a.max_snapshot_bytes, keys, join=bool(a.join))
+                    a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id)
         if a.metrics:
             from zraft import metrics
 

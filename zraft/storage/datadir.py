@@ -52,6 +52,15 @@ class ConfigMismatch(Exception):
 class Meta:
     node: int
     voters: tuple[int, ...]
+    cluster: str = ""
+    """The cluster's identity (``--cluster-id``; empty: a cluster made before identities, or without one)."""
+
+
+MAX_CLUSTER_ID = 64
+
+
+def valid_cluster_id(cid: str) -> bool:
+    return len(cid) <= MAX_CLUSTER_ID and all(c.isascii() and (c.isalnum() or c in "-_.") for c in cid)
 
 
 def _mkdir_private(path: str) -> None:
@@ -146,9 +155,14 @@ def read_meta(path: str) -> Meta | None:
     if len(records) != 1 or end != len(body):
         raise CorruptionError(meta_path, len(META_MAGIC), "expected exactly one record", _META_ADVICE)
     doc = records[0][1]
-    # rec.scan insists on a list whose first element is an int: [version, node, voters]
+    # rec.scan insists on a list whose first element is an int: [1, node, voters] or [2, node, voters, cluster id]
     try:
-        version, node, voters = doc
+        if isinstance(doc, list) and doc and doc[0] == 2 and len(doc) == 4:
+            _, node, voters, cluster = doc
+            version = 1 if isinstance(cluster, str) and cluster and valid_cluster_id(cluster) else -1
+        else:
+            version, node, voters = doc
+            cluster = ""
         ok = (version == 1 and type(node) is int and 0 < node < 2**63 and isinstance(voters, list)
               and len(voters) <= MAX_VOTERS and all(type(v) is int and 0 < v < 2**63 for v in voters)
               and len(set(voters)) == len(voters) and (node in voters or not voters))
@@ -156,7 +170,7 @@ def read_meta(path: str) -> Meta | None:
         ok = False
     if not ok:
         raise CorruptionError(meta_path, len(META_MAGIC), f"unexpected contents {doc!r:.200}", _META_ADVICE)
-    return Meta(node, tuple(sorted(voters)))
+    return Meta(node, tuple(sorted(voters)), cluster)
 
 
 _META_ADVICE = ("this file names the node and its cluster; if the rest of the data directory is intact, restore "
@@ -168,7 +182,8 @@ def write_meta(path: str, meta: Meta) -> None:
     """Store ``meta`` in data directory ``path`` durably (temporary file, fsync, rename, fsync the directory)."""
     _mkdir_private(path)
     meta_path = os.path.join(path, META_NAME)
-    data = META_MAGIC + rec.frame(msgpack.packb([1, meta.node, list(meta.voters)]))
+    doc = [2, meta.node, list(meta.voters), meta.cluster] if meta.cluster else [1, meta.node, list(meta.voters)]
+    data = META_MAGIC + rec.frame(msgpack.packb(doc))
     tmp = meta_path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
@@ -185,7 +200,7 @@ def write_meta(path: str, meta: Meta) -> None:
 
 
 def check_config(path: str, node_id: int, voters: tuple[int, ...], has_state: bool, force: bool = False,
-                 managed: bool = False) -> tuple[Meta, str | None]:
+                 managed: bool = False, cluster: str = "") -> tuple[Meta, str | None]:
     """Compare the command line's node id and voters with what data directory ``path`` stores, recording them if
     it stores nothing yet. Returns the configuration to run with and a warning to log, if any. Raises
     ``ConfigMismatch`` when they disagree (unless ``force``: then the command line replaces what is stored).
@@ -194,9 +209,21 @@ def check_config(path: str, node_id: int, voters: tuple[int, ...], has_state: bo
     ``node.meta``: its configuration is taken from the command line and recorded, with a warning).
     ``managed``: the log or snapshot holds a configuration made by a membership change: that is the membership,
     and the command line's peer list (the one the cluster was started with, or today's) is not compared.
-    Empty ``voters``: a node started with ``--join``, waiting to be added."""
-    want = Meta(node_id, tuple(sorted(voters)))
+    Empty ``voters``: a node started with ``--join``, waiting to be added.
+    ``cluster``: the cluster id the command line names (``--cluster-id``; empty: none named). A directory that
+    belongs to another cluster is refused; one without an id takes the named one; with none named, the stored
+    one (if any) is the node's."""
     stored = read_meta(path)
+    if stored is not None and stored.cluster and cluster and stored.cluster != cluster:
+        raise ConfigMismatch(
+            f"data directory {os.path.abspath(path)} belongs to cluster {stored.cluster}, not {cluster}: a node "
+            "never joins another cluster with its old data (move the directory aside to start an empty node, or "
+            "give the right --cluster-id)")
+    cluster = cluster or (stored.cluster if stored is not None else "")
+    want = Meta(node_id, tuple(sorted(voters)), cluster)
+    if stored is not None and not stored.cluster and cluster and stored.node == node_id:
+        stored = Meta(stored.node, stored.voters, cluster)  # it gets its cluster's id now
+        write_meta(path, stored)
     if stored is None:
         write_meta(path, want)
         if has_state:

@@ -375,7 +375,7 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "dropped_messages": (int,), "last_dropped": (str,), "bad_frames": (int,),
     "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
-    "peer_in": (dict,),
+    "peer_in": (dict,), "cluster_id": (str,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""

@@ -45,16 +45,29 @@ def tune_tcp(sock: zmq.Socket[bytes]) -> None:
     sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
 
 
+def _cluster_of(frame: zmq.Frame) -> str:
+    """The cluster id the sending connection announced (``X-Cluster`` metadata), or "" if none."""
+    try:
+        return str(frame.get("X-Cluster"))
+    except zmq.ZMQError:
+        return ""
+
+
 class ZmqTransport:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], node_id: int, peers: dict[int, str], bind: str,
-                 keys: security.NodeKeys | None = None) -> None:
+                 keys: security.NodeKeys | None = None, cluster_id: str = "") -> None:
         self.id = node_id
         self.keys = keys
+        self.cluster_id = cluster_id
+        """Announced in the ZeroMQ handshake of every connection (metadata ``X-Cluster``); a peer message from a
+        connection that announces another (or none) is dropped. Empty: no identity, nothing checked."""
         self.zap: security.ZapHandler | None = None
         self.router = ctx.socket(zmq.ROUTER)
         if keys is not None:
             self.zap = security.ZapHandler(ctx, keys)  # bound before any CURVE socket needs it
             security.server_socket(self.router, keys.own)
+        if cluster_id:
+            self.router.setsockopt(zmq.METADATA, f"X-Cluster:{cluster_id}".encode())
         self.router.setsockopt(zmq.MAXMSGSIZE, codec.MAX_PEER_MESSAGE)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
@@ -81,6 +94,8 @@ class ZmqTransport:
         d.setsockopt(zmq.IDENTITY, f"node-{self.id}".encode())
         d.setsockopt(zmq.SNDHWM, PEER_HWM)
         d.setsockopt(zmq.IMMEDIATE, 1)
+        if self.cluster_id:
+            d.setsockopt(zmq.METADATA, f"X-Cluster:{self.cluster_id}".encode())
         if os.environ.get("ZRAFT_TCP_DEFAULTS") != "1":  # set by bench/freeze_bench.py to show the difference
             tune_tcp(d)
         if self.keys is not None:
@@ -120,13 +135,18 @@ class ZmqTransport:
         """The messages waiting (up to ``most``), decoded and checked: (kind, message, sender's identity).
         A frame that breaks the protocol is counted, logged (rate-limited) and answered, never yielded."""
         secure = self.keys is not None
+        cluster = self.cluster_id
         router = self.router
         for _ in range(most):
             user: str | None = None
+            theirs = ""
             try:
-                if secure:  # who sent it: the user id our ZAP handler gave the connection's key
+                if secure or cluster:
                     parts = router.recv_multipart(_NOBLOCK, copy=False)
-                    user = str(parts[-1].get("User-Id"))
+                    if secure:  # who sent it: the user id our ZAP handler gave the connection's key
+                        user = str(parts[-1].get("User-Id"))
+                    if cluster:
+                        theirs = _cluster_of(parts[-1])
                     frames = [f.bytes for f in parts]
                 else:
                     frames = router.recv_multipart(_NOBLOCK)
@@ -148,6 +168,11 @@ class ZmqTransport:
                 self.refused("impersonation", "node=%d event=bad_message error=%s sent a message as node %d",
                              self.id, user, msg.src)
                 continue
+            if cluster and kind in PEER_KINDS and theirs != cluster:
+                self.refused("other_cluster", "node=%d event=other_cluster from=%d their_cluster=%r ours=%r: "
+                             "dropped (a node of another cluster reached this one)", self.id, msg.src,
+                             theirs[:64], cluster)
+                continue
             yield kind, msg, identity
 
     def incoming_back(self, ready: Any, most: int) -> Iterator[tuple[str, Any, bytes]]:
@@ -159,9 +184,14 @@ class ZmqTransport:
                 continue
             for _ in range(most):
                 try:
-                    payload = d.recv(_NOBLOCK)
+                    frame = d.recv(_NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                payload = frame.bytes
+                if self.cluster_id and _cluster_of(frame) != self.cluster_id:
+                    self.refused("other_cluster", "node=%d event=other_cluster from_peer=%d their_cluster=%r "
+                                 "ours=%r: dropped", self.id, pid, _cluster_of(frame)[:64], self.cluster_id)
+                    continue
                 try:
                     kind, msg = codec.decode(payload)
                 except codec.ProtocolError as e:
@@ -234,7 +264,7 @@ class ZmqTransport:
     # ------------------------------------------------------------------ the rest
 
     def status(self) -> dict[str, Any]:
-        return {"bad_frames": self.bad_frames, "secure": self.keys is not None,
+        return {"bad_frames": self.bad_frames, "secure": self.keys is not None, "cluster_id": self.cluster_id,
                 "refused_connections": self.zap.refused if self.zap is not None else 0}
 
     def close(self) -> None:
