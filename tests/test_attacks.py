@@ -56,6 +56,8 @@ class Attacker:
             s = self.socks[node] = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             s.setsockopt(zmq.SNDHWM, 0)
+            if self.c.cluster_id:  # an insider: it announces the cluster's identity, so its frames reach the core
+                s.setsockopt(zmq.METADATA, f"X-Cluster:{self.c.cluster_id}".encode())
             s.connect(f"tcp://{self.c.node(node).address}")
         return s
 

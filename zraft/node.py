@@ -53,11 +53,13 @@ class Node:
                  snapshot_every: int = SNAPSHOT_EVERY, chaos: bool = False,
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
-                 keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "") -> None:
+                 keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "",
+                 force_new_cluster: bool = False) -> None:
         """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
         this node waits to be added to (it has no configuration of its own and never campaigns before).
         ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
-        refused); empty: the one the data directory holds, if any."""
+        refused); empty: the one the data directory holds, if any. ``force_new_cluster``: disaster recovery
+        (``force_new_cluster``, below)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -66,7 +68,7 @@ class Node:
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
                        snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
-                       join, cluster_id)
+                       join, cluster_id, force_new_cluster)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -76,7 +78,7 @@ class Node:
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
-              keys: security.NodeKeys | None, join: bool, cluster_id: str) -> None:
+              keys: security.NodeKeys | None, join: bool, cluster_id: str, force_new_cluster: bool) -> None:
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
         self.id = node_id
@@ -86,6 +88,13 @@ class Node:
         rec = storage.recovered
         for w in rec.warnings:
             log.warning("node=%d event=recovery %s", node_id, w)
+        if force_new_cluster:
+            try:
+                force_new_cluster_config(storage, node_id, peers[node_id],
+                                         keys.own.public.decode() if keys is not None else "")
+            except BaseException:
+                storage.close()
+                raise
         # Once the membership has changed, it is whatever the log (or snapshot) says, not the command line.
         configs = [e for e in rec.entries if e.kind == EntryKind.CONFIG]
         try:
@@ -223,6 +232,33 @@ class Node:
         os.close(self._dir_lock)
 
 
+def force_new_cluster_config(storage: Storage, node_id: int, address: str, key: str) -> None:
+    """Disaster recovery (``--force-new-cluster``): make this node the only member, keeping its log and snapshot.
+
+    A configuration entry naming this node alone is appended to its log (in its current term, after its last
+    entry) and recorded durably before the node starts; as the only voter it then elects itself and commits it,
+    with everything its log holds. Writes that only the lost nodes had may be gone, and entries this node had but
+    that were never committed become committed: the price of going on without a majority. Grow the cluster
+    again with the membership commands (``add_learner``/``promote``, the shell's ``add``)."""
+    from zraft import members
+    from zraft.core import Entry, HardState
+
+    rec = storage.recovered
+    hs = rec.hard_state
+    last = rec.entries[-1] if rec.entries else None
+    snap = rec.snapshot
+    last_index = last.index if last is not None else (snap.index if snap is not None else 0)
+    term = max(hs.term, last.term if last is not None else 0, snap.term if snap is not None else 0, 1)
+    forced = ClusterConfig((node_id,), (), members.encode({node_id: members.Member(node_id, address, key)}))
+    entry = Entry(last_index + 1, term, EntryKind.CONFIG, forced.encode())
+    storage.save(HardState(term, hs.vote if term == hs.term else 0, hs.commit), [entry])
+    rec.entries.append(entry)
+    rec.hard_state = HardState(term, hs.vote if term == hs.term else 0, hs.commit)
+    log.warning("node=%d event=force_new_cluster FORCED A NEW CLUSTER: this node is now its only member (entry "
+                "%d). Writes acknowledged only by the lost nodes may be gone. Add nodes back with the membership "
+                "commands.", node_id, entry.index)
+
+
 def parse_peers(text: str) -> dict[int, str]:
     """``1=host:port,2=host:port`` -> {1: "host:port", ...}"""
     peers = {}
@@ -290,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; the launcher gives "
                         "node i port base-port + 1000 + i - 1). Read-only, unauthenticated: bind it to loopback or "
                         "a monitoring network")
+    p.add_argument("--force-new-cluster", action="store_true",
+                   help="DISASTER RECOVERY, when a majority is lost for good: make this node the only member, "
+                        "keeping its log and snapshot (writes acknowledged only by the lost nodes may be gone); "
+                        "then add fresh nodes with the membership commands. Use it once, on one survivor")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -329,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                         a.id)
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
-                    a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id)
+                    a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id,
+                    force_new_cluster=a.force_new_cluster)
         if a.metrics:
             from zraft import metrics
 
