@@ -228,3 +228,25 @@ def test_stored_configuration_round_trip_force_and_damage(tmp_path: Path) -> Non
     os.makedirs(os.path.join(d2, "log"))
     meta, warning = datadir.check_config(d2, 1, (1, 2, 3), has_state=True)
     assert warning and "older zraft" in warning and datadir.read_meta(d2) == meta
+
+
+def test_cluster_identity_is_recorded_kept_and_a_newer_format_refused(tmp_path: Path) -> None:
+    import msgpack
+
+    from zraft.storage import records
+
+    d = str(tmp_path / "n")
+    meta, _ = datadir.check_config(d, 1, (1, 2, 3), has_state=False, cluster="abc")
+    assert meta == datadir.Meta(1, (1, 2, 3), "abc") and datadir.read_meta(d) == meta
+    assert datadir.check_config(d, 1, (1, 2, 3), has_state=True)[0].cluster == "abc"  # none named: the stored one
+    with pytest.raises(datadir.ConfigMismatch, match="belongs to cluster abc, not xyz"):
+        datadir.check_config(d, 1, (1, 2, 3), has_state=True, cluster="xyz")
+    old = str(tmp_path / "old")  # a directory recorded before identities takes the one it is given
+    datadir.check_config(old, 1, (1, 2, 3), has_state=False)
+    assert datadir.read_meta(old) == datadir.Meta(1, (1, 2, 3))
+    assert datadir.check_config(old, 1, (1, 2, 3), has_state=True, cluster="abc")[0].cluster == "abc"
+    assert datadir.read_meta(old) == datadir.Meta(1, (1, 2, 3), "abc")
+    path = os.path.join(d, datadir.META_NAME)
+    Path(path).write_bytes(datadir.META_MAGIC + records.frame(msgpack.packb([3, 1, [1, 2, 3], "abc", "more"])))
+    with pytest.raises(CorruptionError, match="format 3 is newer than this zraft reads"):
+        datadir.read_meta(d)

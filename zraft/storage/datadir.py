@@ -156,6 +156,9 @@ def read_meta(path: str) -> Meta | None:
         raise CorruptionError(meta_path, len(META_MAGIC), "expected exactly one record", _META_ADVICE)
     doc = records[0][1]
     # rec.scan insists on a list whose first element is an int: [1, node, voters] or [2, node, voters, cluster id]
+    if isinstance(doc, list) and doc and type(doc[0]) is int and doc[0] > 2:
+        raise CorruptionError(meta_path, len(META_MAGIC), f"format {doc[0]} is newer than this zraft reads (1 and "
+                              "2): it was written by a newer zraft", "run the zraft version that wrote it")
     try:
         if isinstance(doc, list) and doc and doc[0] == 2 and len(doc) == 4:
             _, node, voters, cluster = doc
