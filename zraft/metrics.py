@@ -48,6 +48,28 @@ class Histogram:
         return out
 
 
+class Runs:
+    """Request latencies observed in runs: answers to requests that arrived in the same loop pass (same op, same
+    arrival time) and are answered at ``now`` are one histogram update, not one per request."""
+
+    __slots__ = ("at", "n", "now", "op", "stats")
+
+    def __init__(self, stats: Stats, now: float) -> None:
+        self.stats, self.now = stats, now
+        self.op, self.at, self.n = "", 0.0, 0
+
+    def add(self, op: str, arrived: float) -> None:
+        if arrived != self.at or op != self.op:
+            self.flush()
+            self.op, self.at = op, arrived
+        self.n += 1
+
+    def flush(self) -> None:
+        if self.n:
+            self.stats.latency_of(self.op).observe(self.now - self.at, self.n)
+            self.n = 0
+
+
 class Stats:
     """What the loop counts (``Replica.stats``)."""
 

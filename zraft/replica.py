@@ -46,7 +46,7 @@ from zraft.core import (
 )
 from zraft.logutil import LogLimiter
 from zraft.members import Member
-from zraft.metrics import Histogram, Stats
+from zraft.metrics import Runs, Stats
 from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
 from zraft.storage import Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
@@ -649,19 +649,14 @@ class Replica:
         if rd.snapshot is not None:
             self._install(rd.snapshot)
         store, pending = self.kv, self.pending_writes
-        now = self.clock()
-        run_op, run_at, run_n = "", 0.0, 0  # answers of one proposal batch: one histogram observation
+        runs = Runs(stats, self.clock())
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
                 client, seq, status = store.apply(e.index, e.data)
                 answer = pending.pop((client, seq), None) if pending else None
                 if answer:
                     for w in answer:
-                        if w.arrived != run_at or w.op != run_op:
-                            if run_n:
-                                stats.latency_of(run_op).observe(now - run_at, run_n)
-                            run_op, run_at, run_n = w.op, w.arrived, 0
-                        run_n += 1
+                        runs.add(w.op, w.arrived)
                         if status == kv.OK:
                             self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
                         else:
@@ -675,24 +670,13 @@ class Replica:
                         self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
             if probe is not None:
                 probe.applied(self, e)
-        if run_n:
-            stats.latency_of(run_op).observe(now - run_at, run_n)
         # 5. Reads.
-        if rd.read_states:
-            hist: Histogram | None = None
-            run_at, run_n = 0.0, 0
-            for rs in rd.read_states:
-                pr = self.pending_reads.pop(rs.context, None)
-                if pr is not None:
-                    self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
-                    if pr.arrived != run_at:
-                        if run_n:
-                            hist = hist or stats.latency_of("get")
-                            hist.observe(now - run_at, run_n)
-                        run_at, run_n = pr.arrived, 0
-                    run_n += 1
-            if run_n:
-                stats.latency_of("get").observe(now - run_at, run_n)
+        for rs in rd.read_states:
+            pr = self.pending_reads.pop(rs.context, None)
+            if pr is not None:
+                self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
+                runs.add("get", pr.arrived)
+        runs.flush()
         for ctx in rd.failed_reads:
             pr = self.pending_reads.pop(ctx, None)
             if pr is not None:
