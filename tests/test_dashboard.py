@@ -264,3 +264,33 @@ def test_dashboard_in_firefox_updates_live_and_kills_the_leader(five: Launcher, 
     finally:
         ff.kill()
         ff.wait()
+
+
+def test_a_flood_of_idle_connections_holds_bounded_threads_and_passes(five: Launcher) -> None:
+    import socket
+
+    import psutil
+
+    from zraft.dashboard import MAX_CONNECTIONS
+
+    before = psutil.Process(five.p.pid).num_threads()
+    socks = []
+    try:
+        for _ in range(3 * MAX_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", five.web), timeout=5)
+            socks.append(s)
+        end = time.monotonic() + 1.0  # the server accepts them meanwhile: never more threads than the bound
+        while time.monotonic() < end:
+            assert psutil.Process(five.p.pid).num_threads() <= before + MAX_CONNECTIONS
+    finally:
+        for s in socks:
+            s.close()
+    end = time.monotonic() + 30  # the idle ones time out; the page is served again
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{five.web}/state", timeout=5) as r:
+                assert len(json.loads(r.read())["nodes"]) == 5
+                break
+        except (OSError, urllib.error.URLError):
+            assert time.monotonic() < end
+            time.sleep(0.2)

@@ -42,6 +42,8 @@ UPDATE_S = 0.2
 MAX_STREAMS = 16
 """Pages receiving events at once (each holds a thread); more are refused with 503."""
 MAX_BODY = 1 << 20
+MAX_CONNECTIONS = 64
+"""Connections served at once (each holds a thread); more are closed at once."""
 ACTIONS = frozenset(("kill", "pause", "resume", "restart", "isolate", "heal"))
 PRESETS = frozenset(("isolate_leader", "split", "heal_all"))
 
@@ -67,7 +69,7 @@ class Dashboard:
         class Handler(_Handler):
             dashboard = dash
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server = _BoundedServer((host, port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/?token={self.token}"
         self._threads = [threading.Thread(target=self.server.serve_forever, name="zraft-web", daemon=True),
@@ -264,6 +266,34 @@ class Dashboard:
             return True
 
 
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``MAX_CONNECTIONS`` of them: a flood of connections gets closed, not
+    served by ever more threads."""
+
+    daemon_threads = True
+    request_queue_size = 128  # the listen backlog: a burst of connections is accepted (and refused) quickly
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 def _process_state(pid: int) -> str:
     try:
         st = psutil.Process(pid).status()
@@ -278,6 +308,8 @@ class _Handler(BaseHTTPRequestHandler):
     dashboard: Dashboard
     server_version = "zraft-dashboard"
     protocol_version = "HTTP/1.1"
+    timeout = 10.0
+    """Seconds a connection may stay silent before it is dropped (an idle connection holds a slot)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("dashboard: " + format, *args)
