@@ -5,7 +5,8 @@
     python client_shell.py get mykey          # run one command and exit
     printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
 
-Commands: put K V, append K V, get K, delete K, status (status --json for scripts), leader, members, transfer N, help, quit; and for a
+Commands: put K V, append K V, get K, delete K, status (status --json for scripts), leader, members, transfer N,
+backup FILE, help, quit; and for a
 launcher-made cluster kill N, pause N, resume N, restart N (process faults: watch an election happen) and add N,
 remove N (membership: start a node and make it a voter; remove a node and stop it). Keys and values are UTF-8
 text; a value is the rest of the line. put/append/delete/add/remove/transfer print OK, get prints the value or
@@ -19,6 +20,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 from zraft import chaos, launch
 from zraft.client import Client, ZraftError
@@ -33,6 +35,7 @@ HELP = """commands:
   resume N       SIGCONT node N                   restart N    start node N again
   members        voters and learners              transfer N   make node N the leader
   add N          start node N, add it, promote it remove N     remove node N, stop it
+  backup FILE    write a backup of every key and client session to FILE (restore: launcher.py --restore FILE)
   help           this text                        quit         leave (or Ctrl-D)"""
 
 
@@ -88,6 +91,12 @@ class Shell:
             return self._status()
         if cmd == "members":
             return self._members()
+        if cmd == "backup":
+            self._arity(cmd, args, 1, "FILE")
+            t0 = time.monotonic()
+            info = self.client.backup(args[0], timeout=max(self.client.deadline, 600.0))
+            node = self.client.nodes[self.client.answered_by]
+            return f"backup {args[0]}: {info.describe()}; from {node} in {time.monotonic() - t0:.2f} s"
         if cmd in ("add", "remove", "transfer"):
             self._arity(cmd, args, 1, "NODE")
             try:
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal failures
         try:
             out = shell.run(line)
-        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError) as e:
+        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError, OSError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failures += 1
             return True

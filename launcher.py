@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + 2000); the URL "
                         "printed at start carries the token that the page's buttons need")
     p.add_argument("--no-web", action="store_true", help="no dashboard")
+    p.add_argument("--restore", metavar="FILE",
+                   help="start a NEW cluster from a backup (client_shell.py backup FILE) in an empty --data-dir: "
+                        "the backup's keys and client sessions, a new cluster id, membership from -n")
     p.add_argument("--unsafe-no-fsync", action="store_true",
                    help="UNSAFE: nodes do not fsync; a machine crash can lose acknowledged writes")
     a = p.parse_args(argv)
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             first = a.metrics_base_port or a.base_port + 1000
             metrics_ports = [first + i for i in range(n)]
         c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,
-                         secure=not a.insecure, metrics_ports=metrics_ports)
+                         secure=not a.insecure, metrics_ports=metrics_ports, restore=a.restore)
     except launch.LaunchError as e:
         print(f"launcher: {e}", file=sys.stderr)
         return 1

@@ -119,6 +119,24 @@ def test_keeps_the_newest_two_snapshots() -> None:
     assert r.entries == ents(41, 50)
 
 
+def test_a_pinned_snapshot_outlives_newer_ones_until_unpinned() -> None:
+    disk = FaultDisk()
+    s = reopen(disk, segment_bytes=1000)
+    s.save(HardState(1, 1, 50), ents(1, 50))
+    s.save_snapshot(Snapshot(10, 1, CFG, b"s10"))
+    pinned = f"{D}/snap/{10:016x}-{1:016x}.snap"
+    s.pin(pinned)  # a backup is being read from it
+    for i in (20, 30, 40):
+        s.save_snapshot(Snapshot(i, 1, CFG, b"s%d" % i))
+    while s.untidy:
+        s.tidy()
+    assert disk.exists(pinned) and len(disk.listdir(f"{D}/snap")) == 3
+    s.unpin(pinned)
+    while s.untidy:
+        s.tidy()
+    assert not disk.exists(pinned) and len(disk.listdir(f"{D}/snap")) == 2
+
+
 def test_installed_snapshot_replaces_a_divergent_log() -> None:
     """An InstallSnapshot past the log (or with another term at its index) discards the whole log (Raft §7);
     entries that follow it in the same batch are kept."""

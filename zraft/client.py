@@ -20,17 +20,22 @@ answers that were lost; a change the cluster can never make raises ``RequestRefu
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import os
 import random
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from zraft.security import ClientKeys, client_socket
 from zraft.transport import codec
 from zraft.transport.zmq_transport import tune_tcp
+
+if TYPE_CHECKING:
+    from zraft.backup import BackupInfo
 
 DEFAULT_DEADLINE = 10.0
 ATTEMPT_TIMEOUT = 1.0
@@ -58,6 +63,8 @@ MAX_BACKOFF_S = 0.1
 a longer pause would add itself to the time to the first answer from the new leader."""
 PROBE_EVERY_S = 0.1
 """While no node names a leader, all nodes are probed again this often."""
+BACKUP_WINDOW = 4
+"""Backup chunk requests in flight at once (4 MiB): enough to keep a fast link busy, little to buffer."""
 PACE_SLOT_S = 0.002
 """With a rate, ``closed_loop`` sends what falls due in the next 2 ms together (fewer, larger frames)."""
 
@@ -83,6 +90,8 @@ class Client:
         self._inbox: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count(1)
         self.leader: int | None = None  # index into self.nodes
+        self.answered_by = 0
+        """The index of the node that answered the last request."""
         self.ctx = zmq.Context()
         self.keys = keys
         self.socks: list[zmq.Socket[bytes]] = []
@@ -307,6 +316,106 @@ class Client:
         self._call({"op": "transfer", "node": node}, write=False)
         self.leader = None  # found again (the new leader) by the next request
 
+    def backup(self, path: str, timeout: float = 600.0) -> BackupInfo:
+        """Write a backup of the whole cluster to ``path`` and return what it holds.
+
+        The leader confirms its leadership as for a linearizable read, so the backup holds every write
+        acknowledged before this call; it takes a snapshot at least that new (or uses its newest), and this client
+        reads the snapshot's file from it in chunks of ``codec.MAX_BACKUP_CHUNK``, ``BACKUP_WINDOW`` at a time,
+        into ``path + ".part"``, fsyncs it, verifies its checksum over every byte and renames it into place. A
+        damaged or incomplete download never takes the name ``path``. Raises ``Unavailable`` if the cluster did
+        not serve it within ``timeout`` seconds, ``ZraftError`` if the file it sent is bad."""
+        from zraft import backup as backups
+
+        end = time.monotonic() + timeout
+        r = self._call({"op": "backup"}, write=False, attempt_timeout=5.0, deadline=timeout)
+        node = self.answered_by
+        index, term, size = r.get("index"), r.get("term"), r.get("size")
+        if type(index) is not int or type(term) is not int or type(size) is not int:
+            raise ZraftError(f"node {self.nodes[node]} answered the backup request without index, term and size")
+        tmp = path + ".part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            self._download(node, index, term, size, fd, end)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            self.socks[node].send(codec.encode_client({"op": "backup_end", "id": next(self._ids), "index": index,
+                                                       "term": term}), _NOBLOCK)
+        except zmq.Again:
+            pass  # the node closes it after a silence anyway
+        try:
+            info = backups.inspect(tmp)
+            if (info.index, info.term) != (index, term):
+                raise backups.BackupError(f"it holds index {info.index} term {info.term}, the node announced "
+                                          f"{index} {term}")
+        except backups.BackupError as e:
+            os.unlink(tmp)
+            raise ZraftError(f"the backup from {self.nodes[node]} is damaged and was not kept: {e}") from None
+        os.replace(tmp, path)
+        dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return dataclasses.replace(info, path=path)
+
+    def _download(self, node: int, index: int, term: int, size: int, fd: int, end: float) -> None:
+        """Read bytes [0, size) of backup (index, term) from node ``node`` into ``fd``: a window of chunk requests
+        in flight, answers written in order, requests unanswered for an attempt timeout sent again."""
+        sock = self.socks[node]
+        step = codec.MAX_BACKUP_CHUNK
+        asked: dict[int, tuple[int, float]] = {}  # request id -> (offset, when sent)
+        got: dict[int, bytes] = {}  # offset -> data, not yet written (answers may overtake each other)
+        written, next_off = 0, 0
+
+        def ask(offset: int) -> None:
+            rid = next(self._ids)
+            req = {"op": "backup_chunk", "id": rid, "index": index, "term": term, "offset": offset,
+                   "length": min(step, size - offset)}
+            try:
+                sock.send(codec.encode_client(req), _NOBLOCK)
+            except zmq.Again:
+                pass  # sent again after the attempt timeout
+            asked[rid] = (offset, time.monotonic())
+
+        while written < size:
+            now = time.monotonic()
+            if now >= end:
+                raise Unavailable(f"the backup from {self.nodes[node]} did not finish in time ({written} of {size} "
+                                  "bytes)")
+            while len(asked) < BACKUP_WINDOW and next_off < size:
+                ask(next_off)
+                next_off += min(step, size - next_off)
+            for rid, (offset, sent) in list(asked.items()):
+                if now - sent >= self.attempt_timeout:
+                    del asked[rid]
+                    ask(offset)
+            for r in self._receive(min(self.attempt_timeout, end - now)):
+                want = asked.pop(r["id"], None)
+                if want is None:
+                    continue
+                if not r.get("ok"):
+                    raise ZraftError(f"node {self.nodes[node]} stopped serving the backup: {r.get('error', '')}: "
+                                     f"{r.get('message', '')}")
+                data = r.get("data")
+                offset = want[0]
+                if not isinstance(data, bytes) or r.get("offset") != offset or len(data) != min(step, size - offset):
+                    raise ZraftError(f"node {self.nodes[node]} answered a backup chunk at {offset} with the wrong "
+                                     "offset or length")
+                if offset >= written:
+                    got[offset] = data
+            while written in got:
+                data = got.pop(written)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                written += len(data)
+
     def status(self, node: int) -> dict[str, Any]:
         """The ``status`` answer of one node (an index into the address list)."""
         rid = next(self._ids)
@@ -401,8 +510,13 @@ class Client:
         except ValueError:
             return None
 
-    def _call(self, req: dict[str, Any], write: bool, any_node: bool = False) -> dict[str, Any]:
-        end = time.monotonic() + self.deadline
+    def _call(self, req: dict[str, Any], write: bool, any_node: bool = False,
+              attempt_timeout: float | None = None, deadline: float | None = None) -> dict[str, Any]:
+        """Send ``req`` to the leader (``any_node``: to each node in turn) until it is answered or the deadline
+        passes; the answering node's index is left in ``self.answered_by``."""
+        limit = self.deadline if deadline is None else deadline
+        end = time.monotonic() + limit
+        attempt = self.attempt_timeout if attempt_timeout is None else attempt_timeout
         rid = next(self._ids)
         req["id"] = rid
         payload = codec.encode_client(req)
@@ -422,11 +536,12 @@ class Client:
                 self.socks[target].send(payload, zmq.NOBLOCK)
             except zmq.Again:
                 pass
-            r = self._wait({rid}, min(end, time.monotonic() + self.attempt_timeout))
+            r = self._wait({rid}, min(end, time.monotonic() + attempt))
             if r is None:
                 last_error = f"no answer from {self.nodes[target]}"
                 self.leader = None
             elif r.get("ok"):
+                self.answered_by = target
                 return r
             else:
                 err = r.get("error", "")
@@ -443,9 +558,9 @@ class Client:
             time.sleep(min(backoff, max(0.0, end - time.monotonic())))
             backoff = min(backoff * 2, MAX_BACKOFF_S)
         if write:
-            raise OutcomeUnknown(f"no answer within {self.deadline:.1f} s ({last_error}); the write may or may "
+            raise OutcomeUnknown(f"no answer within {limit:.1f} s ({last_error}); the write may or may "
                                  "not have been applied")
-        raise Unavailable(f"no answer within {self.deadline:.1f} s ({last_error})")
+        raise Unavailable(f"no answer within {limit:.1f} s ({last_error})")
 
     def _send_batches(self, sock: zmq.Socket[bytes], reqs: list[dict[str, Any]]) -> None:
         """Send requests in batch frames (at most ``codec.MAX_BATCH`` requests and about 1 MiB each)."""

@@ -300,7 +300,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
           node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True,
           hosts: list[str] | None = None, wrap: Callable[[int], list[str]] | None = None,
-          metrics_ports: list[int] | None = None) -> Cluster:
+          metrics_ports: list[int] | None = None, restore: str | None = None) -> Cluster:
     """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
 
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
@@ -309,7 +309,9 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
     made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only).
     ``hosts``: node i's address is ``hosts[i-1]`` (instead of ``host`` for all); ``wrap(i)``: a command prefix that
     runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here).
-    ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``)."""
+    ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``).
+    ``restore``: a backup file the new cluster starts from (``zraft.backup``): ``data_dir`` must hold no cluster;
+    the new cluster gets a new id and its membership from ``n``, the backup's keys and client sessions."""
     if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
@@ -327,6 +329,9 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
                 "--data-dir")
         if fresh:
             _clear(data_dir)
+        if restore is not None and (stored_size(data_dir) or os.path.exists(os.path.join(data_dir, CLUSTER_FILE))):
+            raise LaunchError(f"--restore starts a new cluster, and {data_dir} already holds one: give an empty "
+                              "--data-dir (or --fresh to delete this one first)")
         prev = _reconfigured(data_dir)
         if prev is not None:  # its membership changed at runtime: the nodes cluster.json names, as they are
             if n is not None and n != len(prev.nodes):
@@ -366,7 +371,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         peers = ",".join(f"{i + 1}={where[i]}:{ports[i]}" for i in range(n))
         keys_dir = make_keys(data_dir, n) if secure else None
         security_args = ["--keys", keys_dir] if keys_dir else ["--insecure"]
-        cid = _cluster_id(data_dir)
+        cid = secrets.token_hex(8) if restore is not None else _cluster_id(data_dir)
         c = Cluster(data_dir, lock_fd=lock_fd, keys_dir=keys_dir, node_args=list(node_args or []), cluster_id=cid)
         for i in range(n):
             nid = i + 1
@@ -381,8 +386,29 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         c.save()
         return c
 
-    try:
+    def plan_restore(n: int | None, ports: list[int] | None) -> Cluster:
+        from zraft import backup
+
+        assert restore is not None
+        try:
+            info = backup.inspect(restore, full=True)
+        except backup.BackupError as e:
+            raise LaunchError(str(e)) from None
         c = plan(n, ports)
+        voters = tuple(spec.id for spec in c.nodes)
+        try:
+            for spec in c.nodes:
+                backup.restore_into(spec.data_dir, restore, spec.id, voters, c.cluster_id)
+        except (backup.BackupError, OSError) as e:
+            for spec in c.nodes:
+                shutil.rmtree(spec.data_dir, ignore_errors=True)
+            raise LaunchError(f"restoring {restore} failed: {e}") from None
+        print(f"launcher: restored {restore} ({info.describe()}) into a new cluster {c.cluster_id} of "
+              f"{len(voters)} nodes", file=sys.stderr)
+        return c
+
+    try:
+        c = plan(n, ports) if restore is None else plan_restore(n, ports)
     except BaseException:
         os.close(lock_fd)
         raise

@@ -29,7 +29,8 @@ from typing import Any
 
 import zmq
 
-from zraft import security
+from zraft import backup, security
+from zraft.backup import BackupError
 from zraft.core import ClusterConfig, EntryKind, Options
 from zraft.replica import ELECTION_TICKS, HEARTBEAT_TICKS, SNAPSHOT_BYTES, SNAPSHOT_EVERY, TICK_MS, Replica, Settings
 from zraft.snapshotting import MAX_SNAPSHOT_BYTES
@@ -54,12 +55,13 @@ class Node:
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
                  keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "",
-                 force_new_cluster: bool = False) -> None:
+                 force_new_cluster: bool = False, restore: str = "") -> None:
         """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
         this node waits to be added to (it has no configuration of its own and never campaigns before).
         ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
         refused); empty: the one the data directory holds, if any. ``force_new_cluster``: disaster recovery
-        (``force_new_cluster``, below)."""
+        (``force_new_cluster``, below). ``restore``: a backup file this node of a new cluster (``cluster_id``)
+        starts from, if its data directory is empty (``zraft.backup.restore_into``)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -68,7 +70,7 @@ class Node:
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
                        snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
-                       join, cluster_id, force_new_cluster)
+                       join, cluster_id, force_new_cluster, restore)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -78,7 +80,10 @@ class Node:
     def _open(self, node_id: int, peers: dict[int, str], data_dir: str, bind: str | None, tick_ms: int,
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
-              keys: security.NodeKeys | None, join: bool, cluster_id: str, force_new_cluster: bool) -> None:
+              keys: security.NodeKeys | None, join: bool, cluster_id: str, force_new_cluster: bool,
+              restore: str) -> None:
+        if restore:
+            self._restore(data_dir, restore, node_id, tuple(peers), cluster_id)
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
                         if os.path.isdir(d))
         self.id = node_id
@@ -138,6 +143,17 @@ class Node:
         self.replica.status_extra = self.zmq.status
         self.replica.on_config = self.zmq.set_members
         self._stop = False
+
+    @staticmethod
+    def _restore(data_dir: str, path: str, node_id: int, voters: tuple[int, ...], cluster_id: str) -> None:
+        meta = datadir.read_meta(data_dir)
+        if meta is not None and meta.cluster == cluster_id and meta.node == node_id:
+            log.info("node=%d event=restore_skipped %s already holds this node of cluster %s (restored before): "
+                     "starting from its data", node_id, data_dir, cluster_id)
+            return
+        info = backup.restore_into(data_dir, path, node_id, voters, cluster_id)
+        log.warning("node=%d event=restored from=%s %s; new cluster %s with voters %s", node_id, path,
+                    info.describe(), cluster_id, list(voters))
 
     # ------------------------------------------------------------------ the loop
 
@@ -330,6 +346,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="DISASTER RECOVERY, when a majority is lost for good: make this node the only member, "
                         "keeping its log and snapshot (writes acknowledged only by the lost nodes may be gone); "
                         "then add fresh nodes with the membership commands. Use it once, on one survivor")
+    p.add_argument("--restore", metavar="FILE",
+                   help="start a NEW cluster from a backup (client_shell.py backup FILE): fills this node's empty "
+                        "data directory with the backup's keys and client sessions; needs --cluster-id with a new "
+                        "id, the same on every node, and --peers naming the new cluster's nodes. Once restored, "
+                        "later starts (with or without --restore) use the data directory")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -338,6 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         if not datadir.valid_cluster_id(a.cluster_id):
             raise ValueError(f"--cluster-id {a.cluster_id!r:.80}: letters, digits, - _ . only, at most "
                              f"{datadir.MAX_CLUSTER_ID}")
+        if a.restore:
+            if not a.cluster_id:
+                raise ValueError("--restore starts a new cluster: give it --cluster-id NEW_ID, the same on every "
+                                 "node of the new cluster (for example the output of: python -c 'import secrets; "
+                                 "print(secrets.token_hex(8))')")
+            if a.join or a.force_new_cluster:
+                raise ValueError("--restore cannot be combined with --join or --force-new-cluster")
         if a.join:
             if not a.address:
                 p.error("--join needs --address HOST:PORT (this node's own)")
@@ -370,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
                     a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id,
-                    force_new_cluster=a.force_new_cluster)
+                    force_new_cluster=a.force_new_cluster, restore=a.restore or "")
         if a.metrics:
             from zraft import metrics
 
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as e:
                 node.close()
                 raise ValueError(f"cannot serve metrics at {a.metrics}: {e.strerror or e}") from None
-    except (datadir.DataDirLocked, datadir.ConfigMismatch, security.KeysError) as e:
+    except (datadir.DataDirLocked, datadir.ConfigMismatch, security.KeysError, BackupError) as e:
         print(f"zraft node {a.id}: {e}", file=sys.stderr)
         return 2
     except zmq.ZMQError as e:

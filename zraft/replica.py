@@ -67,6 +67,12 @@ SNAPSHOT_EVERY = 100_000
 """Take a snapshot and compact the log after this many applied entries..."""
 SNAPSHOT_BYTES = 256 << 20
 """... or once this many bytes have been written to the log since the last snapshot."""
+BACKUP_IDLE_S = 30.0
+"""A backup's snapshot file stays open for reading this long after its last chunk was asked for."""
+MAX_BACKUPS = 4
+"""Snapshot files open for backups at once (each kept on disk while open, however many snapshots follow)."""
+MAX_BACKUP_WAITERS = 16
+"""Backup requests waiting for their snapshot at once; more are answered ``busy``."""
 EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 """What a leader sends before its ready batch is durable: it writes its log in parallel with replicating it
 (diss. §10.2.1; the core counts the leader itself only once the batch is durable)."""
@@ -139,6 +145,23 @@ class PendingRead:
     key: bytes
     batched: bool = False
     arrived: float = 0.0
+    backup: bool = False
+    """A backup's read point, not a get."""
+
+
+@dataclass(slots=True)
+class PendingBackup:
+    identity: bytes
+    req_id: int
+    batched: bool
+    index: int
+    """The read point: the backup's snapshot must be at least this new."""
+
+
+@dataclass(slots=True)
+class OpenBackup:
+    file: SnapshotFile
+    last_used: float
 
 
 class Replica:
@@ -210,6 +233,12 @@ class Replica:
         here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
+        self.backups: dict[tuple[int, int], OpenBackup] = {}
+        """Snapshot files open for backups, by (index, term): pinned on disk until read or idle (``_tick_backups``)."""
+        self.backup_waiting: list[PendingBackup] = []
+        """Backups whose read point is confirmed, waiting for a snapshot at least that new."""
+        self._backup_asked: set[tuple[bytes, int]] = set()
+        """(identity, request id) of every backup request not yet answered: a client's resend is not a second."""
 
     # ------------------------------------------------------------------ inputs
 
@@ -310,6 +339,8 @@ class Replica:
                            "segments": usage.get("segments", 0), "bad_frames": extra.get("bad_frames", 0)}
         if self.pending_transfer is not None:
             self._check_transfer()
+        if self.backups:
+            self._tick_backups(now)
         for peer in self.sender.tick():
             self.raft.report_snapshot(peer, False)
 
@@ -336,6 +367,8 @@ class Replica:
             if job.done():
                 t0 = time.perf_counter()
                 self._finish_snapshot()
+                if self.backup_waiting:
+                    self._serve_backups()
                 if self.snap_stats.get("index") == job.image.applied:  # the whole pass, freeing included
                     ms = round((time.perf_counter() - t0) * 1000, 2)
                     self.snap_stats["finish_ms"] = ms
@@ -443,6 +476,15 @@ class Replica:
             self._answer_members(identity, rid, batched)
         elif op in codec.MEMBER_OPS:
             self._member_op(identity, req, batched)
+        elif op == "backup":
+            self._begin_backup(identity, rid, batched)
+        elif op == "backup_chunk":
+            self._backup_chunk(identity, req, batched)
+        elif op == "backup_end":
+            ob = self.backups.pop((req["index"], req["term"]), None)
+            if ob is not None:
+                self.storage.unpin(ob.file.path)
+            self._reply(identity, {"id": rid, "ok": True}, batched)
         elif op == "get":
             if req.get("stale"):
                 self._answer_get(identity, rid, req["key"], batched)
@@ -674,17 +716,24 @@ class Replica:
         for rs in rd.read_states:
             pr = self.pending_reads.pop(rs.context, None)
             if pr is not None:
+                if pr.backup:
+                    self.backup_waiting.append(PendingBackup(pr.identity, pr.req_id, pr.batched, rs.index))
+                    continue
                 self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
                 runs.add("get", pr.arrived)
         runs.flush()
         for ctx in rd.failed_reads:
             pr = self.pending_reads.pop(ctx, None)
             if pr is not None:
+                if pr.backup:
+                    self._backup_asked.discard((pr.identity, pr.req_id))
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": Err.NO_LEADER,
                                           "message": "no leader could confirm the read; retry",
                                           **self._leader_info()}, pr.batched)
         if self.pending_transfer is not None:
             self._check_transfer()
+        if self.backup_waiting:
+            self._serve_backups()
         self._maybe_snapshot()
 
     def _send(self, m: Message) -> None:
@@ -704,12 +753,13 @@ class Replica:
 
     # ------------------------------------------------------------------ snapshots
 
-    def _maybe_snapshot(self) -> None:
+    def _maybe_snapshot(self, now: bool = False) -> None:
+        """Take a snapshot if enough was applied or logged since the last one (``now``: if anything was)."""
         applied, snap_index = self.kv.applied, self.raft.snapshot_index
         if self.snap_job is not None or applied <= snap_index:
             return
         st = self.settings
-        if applied - snap_index >= st.snapshot_every or self.storage.bytes_since_snapshot >= st.snapshot_bytes:
+        if now or applied - snap_index >= st.snapshot_every or self.storage.bytes_since_snapshot >= st.snapshot_bytes:
             self._job_max_pass = self._job_max_late = 0.0
             self.snap_job = SnapshotJob(self.storage, self.kv, self.raft.make_snapshot(applied, None),
                                         threads=st.threads, max_pieces=st.snapshot_pieces,
@@ -745,6 +795,83 @@ class Replica:
                            "max_loop_pass_ms": round(max(self._job_max_pass, finish_s) * 1000, 2),
                            "max_tick_late_ms": round(self._job_max_late * 1000, 2)}
         log.info("node=%d event=snapshot %s", self.id, " ".join(f"{k}={v}" for k, v in self.snap_stats.items()))
+
+    # ------------------------------------------------------------------ backups
+
+    def _begin_backup(self, identity: bytes, rid: int, batched: bool) -> None:
+        """A backup: confirm the read point as for a linearizable read (every write acknowledged before the request
+        is at or below it), then wait for a snapshot at least that new -- the newest one, or one taken for it --
+        and open its file for the client to read in chunks (``backup_chunk``)."""
+        asked = (identity, rid)
+        if asked in self._backup_asked:
+            return  # a resend of a request under way: it is answered once
+        if len(self._backup_asked) >= MAX_BACKUP_WAITERS:
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.BUSY,
+                                   "message": f"{MAX_BACKUP_WAITERS} backups are already being prepared here; retry "
+                                   "later"}, batched)
+            return
+        self._backup_asked.add(asked)
+        self._next_read += 1
+        self.pending_reads[self._next_read] = PendingRead(identity, rid, b"", batched, self.clock(), backup=True)
+        self.raft.read_index(self._next_read)
+
+    def _serve_backups(self) -> None:
+        """Answer the backups the newest snapshot is new enough for; take a snapshot for the others."""
+        snap = self.raft.snapshot
+        waiting = []
+        for b in self.backup_waiting:
+            if snap is None or snap.index < b.index or not isinstance(snap.data, SnapshotFile):
+                waiting.append(b)
+                continue
+            self._backup_asked.discard((b.identity, b.req_id))
+            key = (snap.index, snap.term)
+            ob = self.backups.get(key)
+            if ob is None:
+                if len(self.backups) >= MAX_BACKUPS:
+                    self._reply(b.identity, {"id": b.req_id, "ok": False, "error": Err.BUSY,
+                                             "message": f"{MAX_BACKUPS} backups are being read from this node; retry "
+                                             "when one is done"}, b.batched)
+                    continue
+                ob = self.backups[key] = OpenBackup(snap.data, self.clock())
+                self.storage.pin(snap.data.path)
+                log.info("node=%d event=backup_open index=%d term=%d bytes=%d", self.id, snap.index, snap.term,
+                         snap.data.size)
+            ob.last_used = self.clock()
+            self._reply(b.identity, {"id": b.req_id, "ok": True, "node": self.id, "index": snap.index,
+                                     "term": snap.term, "size": snap.data.size}, b.batched)
+        self.backup_waiting = waiting
+        if waiting:
+            self._maybe_snapshot(now=True)
+
+    def _backup_chunk(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
+        rid, offset = req["id"], req["offset"]
+        ob = self.backups.get((req["index"], req["term"]))
+        if ob is None:
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
+                                   "message": f"no backup at index {req['index']} term {req['term']} is open on node "
+                                   f"{self.id} (idle over {BACKUP_IDLE_S:.0f} s, or the node restarted): start "
+                                   "again"}, batched)
+            return
+        if offset > ob.file.size:
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.BAD_REQUEST,
+                                   "message": f"offset {offset} is past the end of the file ({ob.file.size} "
+                                   "bytes)"}, batched)
+            return
+        try:
+            data = ob.file.read_raw(offset, req["length"])
+        except OSError as e:
+            self._reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
+                                   "message": f"reading the snapshot file failed: {e}"}, batched)
+            return
+        ob.last_used = self.clock()
+        self._reply(identity, {"id": rid, "ok": True, "offset": offset, "data": data}, batched)
+
+    def _tick_backups(self, now: float) -> None:
+        for key, ob in list(self.backups.items()):
+            if now - ob.last_used > BACKUP_IDLE_S:
+                del self.backups[key]
+                self.storage.unpin(ob.file.path)
+                log.info("node=%d event=backup_closed index=%d (idle)", self.id, key[0])
 
     def _install(self, snap: Snapshot) -> None:
         if self.snap_job is not None:

@@ -128,6 +128,8 @@ class Storage:
         self._segments: list[Segment] = []
         self._doomed: list[str] = []
         """Files to remove, in this order (``tidy``)."""
+        self._pinned: set[str] = set()
+        """Snapshot files being read for a backup: kept even once two newer snapshots exist (``pin``)."""
         self._active: AppendFile | None = None
         self.background_prealloc = isinstance(self.disk, OsDisk) if background_prealloc is None \
             else background_prealloc
@@ -309,10 +311,22 @@ class Storage:
                 self._doomed.append(self._segments.pop(0).path)
             names = sorted((p, n) for n in self.disk.listdir(self.snap_dir)
                            if (p := snapshots.parse_name(n)) and p[0] <= index)
-            self._doomed += [f"{self.snap_dir}/{n}" for _, n in names[:-2] if f"{self.snap_dir}/{n}" not in
-                             self._doomed]
+            self._doomed += [path for _, n in names[:-2] if (path := f"{self.snap_dir}/{n}") not in self._doomed
+                             and path not in self._pinned]
         except OSError as e:
             self._fail(e)
+
+    def pin(self, path: str) -> None:
+        """Keep snapshot file ``path`` until ``unpin``, however many snapshots are taken meanwhile (a backup is
+        being read from it). A crash forgets pins: the next snapshot removes the file."""
+        self._pinned.add(path)
+        if path in self._doomed:
+            self._doomed.remove(path)
+
+    def unpin(self, path: str) -> None:
+        self._pinned.discard(path)
+        if self._snapshot_mark[0]:
+            self._after_snapshot(self._snapshot_mark[0])
 
     @property
     def untidy(self) -> bool:

@@ -202,11 +202,15 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 # ---------------------------------------------------------------------- client requests and replies
 
 CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe", "members", "add_learner", "promote", "remove",
-              "transfer")
+              "transfer", "backup", "backup_chunk", "backup_end")
 WRITE_OPS = frozenset(("put", "append", "delete"))
 """The client operations that change the store: they go through the log (and a session)."""
 MEMBER_OPS = frozenset(("add_learner", "promote", "remove", "transfer"))
 """The operations that change the membership or move leadership (leader only; ``node`` names the member)."""
+BACKUP_OPS = frozenset(("backup_chunk", "backup_end"))
+"""Reading a backup's file (``index``, ``term`` name it; ``backup_chunk`` adds ``offset`` and ``length``)."""
+MAX_BACKUP_CHUNK = 1 << 20
+"""Most bytes of a backup file one ``backup_chunk`` answer carries."""
 
 
 class Err:
@@ -227,6 +231,9 @@ class Err:
     """A membership change that can never be made as asked (the message says why)."""
     TRANSFER_FAILED = "transfer_failed"
     """The target of a leadership transfer did not take over within an election timeout."""
+    BACKUP_GONE = "backup_gone"
+    """The backup file asked for is not open on this node (it expired after a silence, or the node restarted):
+    start the backup again."""
 
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True) -> tuple[str, Any]:
@@ -342,6 +349,12 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("field value must be bytes (msgpack bin)")
     if "stale" in req and not isinstance(req["stale"], bool):
         raise ProtocolError("field stale must be a boolean")
+    if op in BACKUP_OPS:
+        _uint("index", req.get("index"))
+        _uint("term", req.get("term"))
+        if op == "backup_chunk":
+            _uint("offset", req.get("offset"))
+            _uint("length", req.get("length"), MAX_BACKUP_CHUNK)
     if op in MEMBER_OPS:
         node = req.get("node")
         if type(node) is not int or not 0 < node <= MAX_TERM:
@@ -375,7 +388,7 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "dropped_messages": (int,), "last_dropped": (str,), "bad_frames": (int,),
     "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
-    "peer_in": (dict,), "cluster_id": (str,),
+    "peer_in": (dict,), "cluster_id": (str,), "index": (int,), "size": (int,), "offset": (int,), "data": (bytes,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""
