@@ -375,7 +375,8 @@ def test_snapshot_of_an_unknown_format_is_refused_with_a_clear_error() -> None:
     data = bytearray(disk.read(path))
     data[6:8] = b"09"  # a format from a future version
     disk.write_atomic(path, bytes(data), sync=True)
-    with pytest.raises(CorruptionError, match="format '09' is not one this version of zraft can read") as ei:
+    with pytest.raises(CorruptionError,
+                       match="format '09' is not one this zraft reads \\(01 and 02\\): a newer zraft wrote it") as ei:
         reopen(disk)
     assert ei.value.path == path
 

@@ -340,8 +340,8 @@ class KVStore:
                 if len(data) != count:
                     raise ValueError(f"it holds {len(data)} keys, its header says {count}")
             else:
-                raise ValueError(f"state machine snapshot format {head[0]} is not one this version reads "
-                                 f"(1 to {SNAPSHOT_FORMAT})")
+                raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
+                                 f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
             kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _int(r) for q, r in v[2].items()})
                            for c, v in sessions.items()}
             if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(

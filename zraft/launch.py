@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from zraft.client import Client
 
 CLUSTER_FILE = "cluster.json"
+CLUSTER_FILE_VERSION = 1
 LAUNCHER_LOCK = "launcher.lock"
 DEFAULT_NODES = 5
 DEFAULT_BASE_PORT = 5551
@@ -94,7 +95,7 @@ class Cluster:
         with _SAVE_LOCK:  # threads of one process (chaos --membership) save in turn
             tmp = self.file + ".tmp"
             with open(tmp, "w") as f:
-                json.dump({"version": 1, "keys": self.keys_dir, "node_args": self.node_args,
+                json.dump({"version": CLUSTER_FILE_VERSION, "keys": self.keys_dir, "node_args": self.node_args,
                            "cluster_id": self.cluster_id,
                            "reconfigured": self.reconfigured, "nodes": [asdict(n) for n in list(self.nodes)]}, f,
                           indent=2)
@@ -267,6 +268,10 @@ def load(data_dir_or_file: str) -> Cluster:
         keys = doc.get("keys")
         if keys is not None and not isinstance(keys, str):
             raise TypeError("keys must be a directory name")
+        version = doc.get("version", 1)
+        if type(version) is not int or version > CLUSTER_FILE_VERSION:
+            raise LaunchError(f"{path} has format version {version!r:.20}; this zraft reads {CLUSTER_FILE_VERSION}: "
+                              "a newer zraft wrote it (run that version)")
         node_args = doc.get("node_args", [])
         if not isinstance(node_args, list) or not all(isinstance(x, str) for x in node_args):
             raise TypeError("node_args must be a list of strings")

@@ -48,8 +48,9 @@ from zraft.logutil import LogLimiter
 from zraft.members import Member
 from zraft.metrics import Runs, Stats
 from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
-from zraft.storage import Storage, StorageError
+from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
+from zraft.storage.store import NEWER_ADVICE
 from zraft.transport import codec
 from zraft.transport.codec import Err
 
@@ -196,7 +197,14 @@ class Replica:
         self.kv = kv.KVStore()
         applied = 0
         if rec.snapshot is not None:
-            self.kv = restore(rec.snapshot)
+            try:
+                self.kv = restore(rec.snapshot)
+            except ValueError as e:
+                f = rec.snapshot.data
+                if not isinstance(f, SnapshotFile):
+                    raise
+                newer = "format" in str(e) and "not one this version reads" in str(e)
+                raise CorruptionError(f.path, f.data_offset, str(e), NEWER_ADVICE if newer else "") from None
             applied = rec.snapshot.index
         self.raft = Raft(node_id, config, rng, options, rec.hard_state, rec.snapshot, rec.entries, applied)
         self.snap_job: SnapshotJob | None = None

@@ -235,8 +235,9 @@ def verify(disk: Disk, path: str) -> Snapshot:
     magic = disk.read_range(path, 0, len(MAGIC))
     if magic not in FORMATS:
         if magic[:6] == MAGIC[:6]:
-            raise _bad(path, 0, f"snapshot format {magic[6:8].decode(errors='replace')!r} is not one this version of "
-                       "zraft can read (it reads 01 and 02)")
+            raise CorruptionError(path, 0, f"snapshot format {magic[6:8].decode(errors='replace')!r} is not one this "
+                                  "zraft reads (01 and 02): a newer zraft wrote it", "run the zraft version that "
+                                  "wrote it (or a newer one) (docs/OPERATIONS.md, Upgrades)")
         raise _bad(path, 0, "not a zraft snapshot (bad magic)")
     crc = 0
     off = 0

@@ -32,6 +32,8 @@ log = logging.getLogger("zraft.storage")
 SEGMENT_BYTES = 64 << 20
 """A new segment is started once the active one reaches this size."""
 SEG_SUFFIX = ".seg"
+NEWER_ADVICE = ("run the zraft version that wrote it (or a newer one); a node never rewrites data in a format it "
+                "does not know (docs/OPERATIONS.md, Upgrades)")
 
 
 class StorageError(Exception):
@@ -185,6 +187,9 @@ class Storage:
                 elif t == rec.SNAPSHOT:
                     rp.snapshot(r[1], r[2])
                 elif t == rec.HEADER:
+                    if off == 0 and type(r[1]) is int and r[1] > rec.VERSION:
+                        raise CorruptionError(path, off, f"log segment format {r[1]} is newer than this zraft reads "
+                                              f"({rec.VERSION}): a newer zraft wrote it", NEWER_ADVICE)
                     if off != 0 or r[1] != rec.VERSION or r[2] != seq:
                         raise CorruptionError(path, off, f"bad segment header {r[1:]} (expected version "
                                               f"{rec.VERSION}, segment {seq})")
