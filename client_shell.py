@@ -24,7 +24,7 @@ import time
 
 from zraft import chaos, launch
 from zraft.client import Client, ZraftError
-from zraft.security import ClientKeys, KeysError
+from zraft.security import ClientKeys, KeysError, load_public
 
 HELP = """commands:
   put K V        store V under K                  append K V   append V to K's value
@@ -35,6 +35,7 @@ HELP = """commands:
   resume N       SIGCONT node N                   restart N    start node N again
   members        voters and learners              transfer N   make node N the leader
   add N          start node N, add it, promote it remove N     remove node N, stop it
+  add N HOST:PORT [KEYFILE]  add node N, started by hand with --join, and promote it
   backup FILE    write a backup of every key and client session to FILE (restore: launcher.py --restore FILE)
   help           this text                        quit         leave (or Ctrl-D)"""
 
@@ -95,8 +96,17 @@ class Shell:
             self._arity(cmd, args, 1, "FILE")
             t0 = time.monotonic()
             info = self.client.backup(args[0], timeout=max(self.client.deadline, 600.0))
-            node = self.client.nodes[self.client.answered_by]
-            return f"backup {args[0]}: {info.describe()}; from {node} in {time.monotonic() - t0:.2f} s"
+            source = self.client.nodes[self.client.answered_by]
+            return f"backup {args[0]}: {info.describe()}; from {source} in {time.monotonic() - t0:.2f} s"
+        if cmd == "add" and len(args) in (2, 3):
+            # Any cluster (nodes started by hand): node N already runs with --join; add it and promote it.
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError("usage: add NODE HOST:PORT [PUBLIC_KEY_FILE]") from None
+            key = load_public(args[2]).decode() if len(args) == 3 else ""
+            self.client.add_node(node, args[1], key)
+            return "OK"
         if cmd in ("add", "remove", "transfer"):
             self._arity(cmd, args, 1, "NODE")
             try:
@@ -108,8 +118,8 @@ class Shell:
                 return "OK"
             if self.cluster is None:
                 if cmd == "add":
-                    raise ValueError("add needs a launcher-made cluster (cluster.json); otherwise start the node "
-                                     "with python -m zraft.node --join and use Client.add_node")
+                    raise ValueError("add N needs a launcher-made cluster (cluster.json); otherwise start the node "
+                                     "with python -m zraft.node --join and use add N HOST:PORT [PUBLIC_KEY_FILE]")
                 self.client.remove_node(node)
                 return "OK"
             try:
@@ -197,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal failures
         try:
             out = shell.run(line)
-        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError, OSError) as e:
+        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError, OSError, KeysError) as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             failures += 1
             return True
