@@ -153,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() < next_look:
                 continue
             next_look = time.monotonic() + 0.5
+            added, removed = c.sync()  # the shell's add and remove change cluster.json
+            for nid in added:
+                print(f"{time.strftime('%H:%M:%S')} node {nid} added ({c.node(nid).address})", flush=True)
+            for nid in removed:
+                print(f"{time.strftime('%H:%M:%S')} node {nid} removed", flush=True)
             now = current_leader(c)
             if now != ld and not stopping:
                 print(f"{time.strftime('%H:%M:%S')} leader: " + (f"node {now[0]} (term {now[1]})" if now

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import psutil
 import pytest
 import zmq
 from clusterutil import consecutive_free_ports, leader_id, wait_until, zombie
@@ -333,6 +334,58 @@ def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
                 launch._signal(n.pid, signal.SIGKILL)
         except launch.LaunchError:
             pass
+
+
+def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node(tmp_path: Path) -> None:
+    """Replacing a node from the shell while the launcher runs (docs/OPERATIONS.md): `add 4`, `remove 2`. The
+    launcher takes in the new membership from cluster.json (it used to crash on the removed node's deleted key,
+    and stopped every node), says so, keeps serving, and Ctrl-C stops the added node too."""
+    base = consecutive_free_ports(3)
+    data = tmp_path / "d"
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
+                          "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
+    said: queue.Queue[str] = queue.Queue()
+    pids: list[int] = []
+    try:
+        assert p.stdout is not None
+        threading.Thread(target=lambda: [said.put(x) for x in p.stdout or ()], daemon=True).start()
+        lines: list[str] = []
+
+        def wait_for(text: str) -> None:
+            end = time.monotonic() + 20
+            while not any(text in x for x in lines):
+                lines.append(said.get(timeout=max(0.01, end - time.monotonic())))
+
+        wait_for("cluster file:")
+        sh = [sys.executable, str(ROOT / "client_shell.py"), "--cluster", str(data / "cluster.json")]
+        r = subprocess.run(sh, input="put k v\nadd 4\nremove 2\nmembers\nget k\n", capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.split("\n")
+        assert out[:3] == ["OK", "OK", "OK"] and out[-2] == "v", r.stdout
+        assert [x.split()[0] for x in out[4:7]] == ["1", "3", "4"], r.stdout
+        wait_for("node 4 added")
+        wait_for("node 2 removed")
+        pids = [n.pid for n in launch.load(str(data)).nodes]
+        assert len(pids) == 3
+        r = subprocess.run([*sh, "status"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "(no answer)" not in r.stdout, r.stdout + r.stderr
+        assert p.poll() is None, "the launcher is still running"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    try:
+        assert p.returncode == 0
+        for pid in pids:
+            wait_until(lambda pid=pid: not psutil.pid_exists(pid) or zombie(pid), timeout=10,
+                       what=f"node pid {pid} to be stopped by the launcher")
+    finally:
+        for n in launch.load(str(data)).nodes:
+            launch._signal(n.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("script", ["launcher.py", "client_shell.py"])

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zraft.security import ClientKeys, create_keypair, load_public
+from zraft.security import ClientKeys, KeysError, create_keypair, load_public
 from zraft.storage import CorruptionError, datadir
 
 if TYPE_CHECKING:
@@ -193,6 +193,28 @@ class Cluster:
                     pass
         self.save()
 
+    def sync(self) -> tuple[list[int], list[int]]:
+        """Take in what other processes (the shell's add, remove and restart, the chaos module) changed in
+        ``cluster.json``: new pids, nodes added, nodes removed (already stopped by whoever removed them). Returns
+        the ids added and removed. A file that cannot be read changes nothing."""
+        try:
+            disk = load(self.file)
+        except (LaunchError, OSError):
+            return [], []
+        on_disk = {n.id: n for n in disk.nodes}
+        for n in self.nodes:
+            d = on_disk.get(n.id)
+            if d is not None and d.pid != n.pid:
+                n.pid = d.pid
+                self.procs.pop(n.id, None)
+        known = {n.id for n in self.nodes}
+        added = [n for n in disk.nodes if n.id not in known]
+        removed = [n.id for n in self.nodes if n.id not in on_disk]
+        if added or removed:
+            self.nodes = [n for n in self.nodes if n.id in on_disk] + added
+            self.reconfigured = self.reconfigured or disk.reconfigured
+        return [n.id for n in added], removed
+
     def reap_exited(self) -> list[tuple[int, int, int]]:
         """Collect the nodes this process started that have exited: (node id, pid, exit code; negative: the
         signal that killed it) for each."""
@@ -207,17 +229,7 @@ class Cluster:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every node: SIGTERM, then SIGKILL for any still running after ``timeout``."""
-        try:  # a node restarted (or added) by another process (the shell, the chaos module) is in the file
-            disk = load(self.file).nodes
-            on_disk = {n.id: n.pid for n in disk}
-            for n in self.nodes:
-                if on_disk.get(n.id, n.pid) != n.pid:
-                    n.pid = on_disk[n.id]
-                    self.procs.pop(n.id, None)
-            known = {n.id for n in self.nodes}
-            self.nodes += [n for n in disk if n.id not in known]
-        except LaunchError:
-            pass
+        self.sync()  # a node restarted (or added) by another process (the shell, the chaos module) is in the file
         live = [n for n in self.nodes if n.pid not in self.reaped]
         for n in live:
             _signal(n.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
@@ -564,7 +576,10 @@ def statuses(c: Cluster, timeout: float = 0.5) -> dict[int, dict[str, Any] | Non
     nodes = list(c.nodes)  # another thread may add or remove nodes meanwhile (chaos --membership)
     keys = None
     if c.keys_dir is not None:
-        keys = ClientKeys.load(c.keys_dir, [n.address for n in nodes], [n.id for n in nodes])
+        try:
+            keys = ClientKeys.load(c.keys_dir, [n.address for n in nodes], [n.id for n in nodes])
+        except KeysError:  # a node removed meanwhile (its key is gone): the caller looks again later
+            return {n.id: None for n in nodes}
     with Client([n.address for n in nodes], attempt_timeout=timeout, keys=keys) as cl:
         for i, spec in enumerate(nodes):
             try:
