@@ -101,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         metrics_ports = None
         if not a.no_metrics:
-            n = a.nodes or (0 if a.fresh else launch.stored_size(a.data_dir)) or launch.DEFAULT_NODES
+            try:
+                stored = 0 if a.fresh or a.nodes else launch.stored_size(a.data_dir)
+            except launch.LaunchError:
+                # Nodes added or removed at runtime (their cluster.json names them, with their metrics ports), or a
+                # directory start() will explain.
+                stored = 0
+            n = a.nodes or stored or launch.DEFAULT_NODES
             first = a.metrics_base_port or a.base_port + 1000
             metrics_ports = [first + i for i in range(n)]
         c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,

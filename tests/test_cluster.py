@@ -383,7 +383,18 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
         for pid in pids:
             wait_until(lambda pid=pid: not psutil.pid_exists(pid) or zombie(pid), timeout=10,
                        what=f"node pid {pid} to be stopped by the launcher")
+        # Started again (metrics on: the launcher used to stop at the nodes' differing stored memberships).
+        p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--data-dir", str(data), "--no-web"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert p.stdout is not None
+        head = [p.stdout.readline() for _ in range(4)]
+        assert [x.split()[0] for x in head] == ["node", "1", "3", "4"], head
+        r = subprocess.run([*sh, "get", "k"], capture_output=True, text=True, timeout=60)
+        assert r.stdout == "v\n", r.stdout + r.stderr
     finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            p.wait(20)
         for n in launch.load(str(data)).nodes:
             launch._signal(n.pid, signal.SIGKILL)
 
