@@ -340,7 +340,7 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
     """Replacing a node from the shell while the launcher runs (docs/OPERATIONS.md): `add 4`, `remove 2`. The
     launcher takes in the new membership from cluster.json (it used to crash on the removed node's deleted key,
     and stopped every node), says so, keeps serving, and Ctrl-C stops the added node too."""
-    base = consecutive_free_ports(3)
+    base = consecutive_free_ports(4)  # node 4 gets the port after node 3's
     data = tmp_path / "d"
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
                           "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
@@ -364,7 +364,7 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
         out = r.stdout.split("\n")
         assert out[:3] == ["OK", "OK", "OK"] and out[-2] == "v", r.stdout
         assert [x.split()[0] for x in out[4:7]] == ["1", "3", "4"], r.stdout
-        wait_for("node 4 added")
+        wait_for(f"node 4 added (127.0.0.1:{base + 3})")
         wait_for("node 2 removed")
         pids = [n.pid for n in launch.load(str(data)).nodes]
         assert len(pids) == 3

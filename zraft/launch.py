@@ -147,10 +147,12 @@ class Cluster:
         if os.path.exists(os.path.join(self.data_dir, f"node-{nid}")):
             raise LaunchError(f"{self.data_dir}/node-{nid} exists (a removed node's data?): a new node needs a new "
                               "id, or move that directory aside")
+        metrics = ""
         if self.placement is not None:
             host, port, prefix = self.placement(nid)
         else:
-            port, prefix = free_ports(1, host)[0], []
+            port, prefix = self._next_port(host), []
+            metrics = self._metrics_for(host, port)
         ndir = os.path.join(self.data_dir, f"node-{nid}")
         pub = ""
         if self.keys_dir is not None:
@@ -159,9 +161,9 @@ class Cluster:
         security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
         argv = [*prefix, sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
                 f"{host}:{port}", "--data-dir", ndir, *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
-                *security_args, *self.node_args]
+                *security_args, *(["--metrics", metrics] if metrics else []), *self.node_args]
         spec = NodeSpec(nid, f"{host}:{port}", ndir, os.path.join(self.data_dir, f"node-{nid}.log"), argv,
-                        public_key=pub)
+                        public_key=pub, metrics=metrics)
         self.nodes.append(spec)
         self.reconfigured = True
         self.save()
@@ -169,6 +171,25 @@ class Cluster:
         with self.client() as cl:
             cl.add_node(nid, spec.address, pub, timeout=wait)
         return spec
+
+    def _next_port(self, host: str) -> int:
+        """The port after the highest a node of this cluster uses (node 4 of 5551-5553 gets 5554), if free; else
+        any free port. Ports in order stay out of the range the kernel hands out to outgoing connections."""
+        used = [int(n.address.rsplit(":", 1)[1]) for n in self.nodes]
+        for port in range(max(used, default=0) + 1, min(max(used, default=0) + 64, 65536)):
+            if port not in used and _port_free(host, port):
+                return port
+        return free_ports(1, host)[0]
+
+    def _metrics_for(self, host: str, port: int) -> str:
+        """A new node's metrics address, at the same offset from its port as every other node's (none if they
+        serve none, or that port is taken)."""
+        offsets = {int(n.metrics.rsplit(":", 1)[1]) - int(n.address.rsplit(":", 1)[1]) for n in self.nodes
+                   if n.metrics}
+        if len(offsets) != 1 or any(not n.metrics for n in self.nodes):
+            return ""
+        mport = port + offsets.pop()
+        return f"{host}:{mport}" if 0 < mport < 65536 and _port_free(host, mport) else ""
 
     def remove_node(self, node_id: int, timeout: float = 5.0) -> None:
         """Remove node ``node_id`` from the configuration (the leader too), then stop its process and forget it:
