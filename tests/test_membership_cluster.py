@@ -5,15 +5,21 @@ end."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
-from clusterutil import leader_id, wait_until
+from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import chaos, launch
+from zraft import chaos, launch, security
 from zraft.client import ZraftError
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Writer(threading.Thread):
@@ -178,3 +184,41 @@ def test_a_follower_that_was_down_through_the_changes_follows_a_leader_it_never_
             return st["leader"] == new.id and st["commit"] >= last and new.id in st["voters"]
 
         wait_until(caught_up, timeout=20.0, what=f"node {sleeper} to follow node {new.id}")
+
+
+def test_a_node_that_joins_before_its_key_reached_the_cluster_is_added(tmp_path: Path) -> None:
+    """Nodes on separate machines (docs/OPERATIONS.md): the new node has its own key directory and starts with
+    --join before anyone admits its key, so the cluster refuses its first handshakes. ZeroMQ never dials again
+    after a refused handshake; the transport does, so once add_node carries the key the node catches up (it
+    used to stay a learner at match 0 forever)."""
+    c = launch.start(3, str(tmp_path / "c"), ports=launch.free_ports(3))
+    proc = None
+    try:
+        assert c.keys_dir is not None
+        own = tmp_path / "m4"
+        pair = security.create_keypair(str(own), "node-4")
+        for n in c.nodes:  # the public keys it needs, copied to "its machine"; nothing of it goes the other way
+            shutil.copy(os.path.join(c.keys_dir, f"node-{n.id}.key"), own)
+        shutil.copytree(os.path.join(c.keys_dir, "clients"), own / "clients")
+        addr = f"127.0.0.1:{launch.free_ports(1)[0]}"
+        log = tmp_path / "node-4.log"
+        join = ",".join(f"{n.id}={n.address}" for n in c.nodes)
+        argv = [sys.executable, "-m", "zraft.node", "--id", "4", "--join", join, "--address", addr, "--data-dir",
+                str(tmp_path / "d4"), "--keys", str(own), "--cluster-id", c.cluster_id]
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+        with c.client() as cl:
+            wait_until(lambda: any(st and st["refused_connections"] > 0 for st in cl.status_many(1.0)), timeout=20,
+                       what="the cluster to refuse the unknown key")
+        with c.client(deadline=30.0) as cl:
+            cl.put("k", "v")
+            cl.add_node(4, addr, pair.public.decode(), timeout=30)
+            m = cl.members()
+            assert m["voters"] == [1, 2, 3, 4], m
+            wait_until(lambda: next(r for r in cl.members()["members"] if r[0] == 4)[3] >= m["last_index"],
+                       what="node 4 to catch up")
+        assert "event=handshake_refused" in log.read_text()
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        stop_cluster(c)

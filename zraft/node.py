@@ -208,6 +208,7 @@ class Node:
                 now = time.monotonic()
                 if now >= next_tick:
                     replica.tick(now - next_tick)
+                    self.zmq.redial(now)
                     next_tick += self.tick_s
                     if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
                         next_tick = now + self.tick_s

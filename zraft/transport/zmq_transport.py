@@ -29,6 +29,12 @@ TCP_STALL_MS = 2_000
 """A connection whose sent data goes unacknowledged this long is dropped (TCP_USER_TIMEOUT) and made again."""
 CONNECT_TIMEOUT_MS = 1_000
 """A connection attempt that hangs this long is abandoned and tried afresh."""
+REDIAL_FIRST_S = 0.5
+REDIAL_MAX_S = 5.0
+"""A peer that refused our handshake (our key not admitted there yet, e.g. a node that joins before its key
+reached the cluster) is dialled again after 0.5 s, then 1, 2, 4, 5, 5, ... seconds."""
+_HANDSHAKE_FAILED = (int(zmq.EVENT_HANDSHAKE_FAILED_AUTH) | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+                     | int(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL))
 PEER_KINDS = frozenset(("raft", "snap_chunk", "snap_ack"))
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK) | int(zmq.SNDMORE)
@@ -79,6 +85,13 @@ class ZmqTransport:
         """Entries packed for recent APPENDs (``codec.encode_raft``): packed once for every follower."""
         self.dealers: dict[int, zmq.Socket[bytes]] = {}
         self.peer_addrs: dict[int, str] = {}
+        self._peer_keys: dict[int, bytes] = {}
+        self._monitors: dict[int, zmq.Socket[bytes]] = {}
+        """Handshake events of each peer connection (with keys): ZeroMQ never dials again after a peer refused
+        the handshake, so the transport does (``redial``)."""
+        self._redial: dict[int, list[float]] = {}
+        """Peers to dial again: [when, the next delay]."""
+        self.handshakes_refused = 0
         self.dealers_changed = False
         """Set when a peer socket is opened or closed (the loop polls them too: see ``incoming_back``)."""
         for pid, addr in peers.items():
@@ -100,10 +113,50 @@ class ZmqTransport:
             tune_tcp(d)
         if self.keys is not None:
             security.client_socket(d, self.keys.own, key)
+            self._monitors[pid] = d.get_monitor_socket(_HANDSHAKE_FAILED | int(zmq.EVENT_HANDSHAKE_SUCCEEDED))
         d.connect(f"tcp://{addr}")
         self.dealers[pid] = d
         self.peer_addrs[pid] = addr
+        self._peer_keys[pid] = key
         self.dealers_changed = True
+
+    def _disconnect(self, pid: int) -> None:
+        d = self.dealers.pop(pid)
+        mon = self._monitors.pop(pid, None)
+        if mon is not None:
+            d.disable_monitor()
+            mon.close(linger=0)
+        d.close(linger=0)
+        self.dealers_changed = True
+
+    def redial(self, now: float) -> None:
+        """Dial again the peers that refused our handshake, after a delay (called on every tick)."""
+        for pid, mon in list(self._monitors.items()):
+            while True:
+                try:
+                    frames = mon.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    break
+                event = int.from_bytes(frames[0][:2], "little") if frames and len(frames[0]) >= 2 else 0
+                if event & _HANDSHAKE_FAILED:
+                    self.handshakes_refused += 1
+                    delay = self._redial.get(pid, [0.0, REDIAL_FIRST_S])[1]
+                    self._redial[pid] = [now + delay, min(REDIAL_MAX_S, delay * 2)]
+                    self.limiter.warn(f"handshake_{pid}", "node=%d event=handshake_refused peer=%d address=%s: "
+                                      "it does not admit our key (yet?); dialling again in %.1f s", self.id, pid,
+                                      self.peer_addrs.get(pid, "?"), delay)
+                elif event & int(zmq.EVENT_HANDSHAKE_SUCCEEDED):
+                    self._redial.pop(pid, None)
+        for pid, (when, _) in list(self._redial.items()):
+            if now < when:
+                continue
+            self._redial[pid][0] = float("inf")  # until the new connection's handshake says how it went
+            if pid in self.dealers:
+                addr, key = self.peer_addrs[pid], self._peer_keys[pid]
+                self._disconnect(pid)
+                self._connect(pid, addr, key)
+            else:
+                del self._redial[pid]
 
     def set_members(self, members: dict[int, Member]) -> None:
         """The configuration in force changed: connect to new members (or to a member's new address), let go of
@@ -113,15 +166,15 @@ class ZmqTransport:
         if self.zap is not None:
             self.zap.set_members({i: m.key for i, m in members.items()})
         for pid in [p for p in self.dealers if p not in members]:
-            self.dealers.pop(pid).close(linger=0)
+            self._disconnect(pid)
             del self.peer_addrs[pid]
-            self.dealers_changed = True
+            self._redial.pop(pid, None)
             log.info("node=%d event=peer_removed peer=%d", self.id, pid)
         for pid, m in members.items():
             if pid == self.id or self.peer_addrs.get(pid) == m.address:
                 continue
             if pid in self.dealers:
-                self.dealers.pop(pid).close(linger=0)
+                self._disconnect(pid)
             key = m.key.encode() if m.key else (self.keys.nodes.get(pid, b"") if self.keys is not None else b"")
             if self.keys is not None and not key:
                 self.limiter.warn("no_key", "node=%d event=peer_without_key peer=%d: not connecting", self.id, pid)
@@ -265,7 +318,8 @@ class ZmqTransport:
 
     def status(self) -> dict[str, Any]:
         return {"bad_frames": self.bad_frames, "secure": self.keys is not None, "cluster_id": self.cluster_id,
-                "refused_connections": self.zap.refused if self.zap is not None else 0}
+                "refused_connections": self.zap.refused if self.zap is not None else 0,
+                "handshakes_refused": self.handshakes_refused}
 
     def close(self) -> None:
         if self.zap is not None:
