@@ -63,6 +63,9 @@ def create_keypair(directory: str, name: str) -> KeyPair:
 
 
 def load_keypair(secret_file: str) -> KeyPair:
+    if not os.path.exists(secret_file):
+        raise KeysError(f"{secret_file} does not exist: this node's key pair goes there (make it with python -c "
+                        f"\"import zmq.auth; zmq.auth.create_certificates('DIR', 'node-ID')\")")
     try:
         public, secret = zmq.auth.load_certificate(secret_file)
     except (OSError, ValueError) as e:
@@ -73,6 +76,8 @@ def load_keypair(secret_file: str) -> KeyPair:
 
 
 def load_public(path: str) -> bytes:
+    if not os.path.exists(path):
+        raise KeysError(f"{path} does not exist (a public key file is needed there)")
     try:
         public, _ = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as e:
