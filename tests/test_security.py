@@ -16,7 +16,7 @@ from clusterutil import leader_id, wait_until
 from zraft import launch
 from zraft.client import Client, Unavailable
 from zraft.core import Message, MsgType
-from zraft.security import ClientKeys, KeyPair, client_socket, create_keypair, load_keypair
+from zraft.security import ClientKeys, KeyPair, KeysError, client_socket, create_keypair, load_keypair, load_public
 from zraft.transport import codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,3 +230,13 @@ def test_the_shell_survives_a_node_that_answers_nonsense() -> None:
         stop.set()
         t.join()
         ctx.destroy(linger=0)
+
+
+def test_a_missing_key_file_is_named_as_missing(tmp_path: Path) -> None:
+    with pytest.raises(KeysError, match=r"node-1\.key_secret does not exist: this node.s key pair goes there"):
+        load_keypair(str(tmp_path / "node-1.key_secret"))
+    with pytest.raises(KeysError, match=r"node-2\.key does not exist"):
+        load_public(str(tmp_path / "node-2.key"))
+    (tmp_path / "node-3.key").write_text("not a certificate")
+    with pytest.raises(KeysError, match="cannot read the public key"):
+        load_public(str(tmp_path / "node-3.key"))
