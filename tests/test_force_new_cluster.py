@@ -5,11 +5,14 @@ commands."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 from clusterutil import leader_id, stop_cluster, wait_until
 
 from zraft import launch
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_force_new_cluster_on_one_survivor_then_grow_back(tmp_path: Path) -> None:
@@ -62,3 +65,8 @@ def test_force_new_cluster_on_one_survivor_then_grow_back(tmp_path: Path) -> Non
                            what=f"node {n.id} to catch up")
     finally:
         stop_cluster(c2)
+    # Left on the command line, the flag would drop the members added since: a second force is refused.
+    r = subprocess.run([*plain, "--force-new-cluster"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"node {survivor.id} was forced into a new cluster at entry" in r.stderr
+    assert "forcing again would drop nodes" in r.stderr and "FORCED and force again" in r.stderr
