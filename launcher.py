@@ -79,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="node i serves Prometheus metrics at http://HOST:PORT/metrics with PORT = this + i - 1 "
                         "(default: base-port + 1000)")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics")
+    p.add_argument("--resp-base-port", type=int,
+                   help="node i serves the Redis protocol (redis-cli, redis-benchmark, any Redis client) on "
+                        "HOST:PORT with PORT = this + i - 1 (default: base-port + 3000)")
+    p.add_argument("--no-resp", action="store_true", help="no Redis-protocol ports")
     p.add_argument("--web", type=int, metavar="PORT",
                    help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + 2000); the URL "
                         "printed at start carries the token that the page's buttons need")
@@ -99,19 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     if not a.no_web:
         node_args.append("--chaos")  # the dashboard's isolate/heal buttons use the nodes' fault-control sockets
     try:
+        try:
+            stored = 0 if a.fresh or a.nodes else launch.stored_size(a.data_dir)
+        except launch.LaunchError:
+            # Nodes added or removed at runtime (cluster.json names them, with their ports), or a directory start()
+            # will explain.
+            stored = 0
+        n = a.nodes or stored or launch.DEFAULT_NODES
         metrics_ports = None
         if not a.no_metrics:
-            try:
-                stored = 0 if a.fresh or a.nodes else launch.stored_size(a.data_dir)
-            except launch.LaunchError:
-                # Nodes added or removed at runtime (their cluster.json names them, with their metrics ports), or a
-                # directory start() will explain.
-                stored = 0
-            n = a.nodes or stored or launch.DEFAULT_NODES
             first = a.metrics_base_port or a.base_port + 1000
             metrics_ports = [first + i for i in range(n)]
+        resp_ports = None
+        if not a.no_resp:
+            first = a.resp_base_port or a.base_port + 3000
+            resp_ports = [first + i for i in range(n)]
         c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,
-                         secure=not a.insecure, metrics_ports=metrics_ports, restore=a.restore)
+                         secure=not a.insecure, metrics_ports=metrics_ports, restore=a.restore,
+                         resp_ports=resp_ports)
     except launch.LaunchError as e:
         print(f"launcher: {e}", file=sys.stderr)
         return 1
@@ -143,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             ld = current_leader(c)
             time.sleep(0.1)
         print(table(c))
+        redis = [n.resp for n in c.nodes if n.resp]
+        if redis:
+            print(f"redis: {redis[0]}" + (f" ... {redis[-1]}" if len(redis) > 1 else "") + "   (redis-cli -p "
+                  f"{redis[0].rpartition(':')[2]})")
         served = [n.metrics for n in c.nodes if n.metrics]
         if served:
             print(f"metrics: http://{served[0]}/metrics" + (f" ... http://{served[-1]}/metrics" if len(served) > 1

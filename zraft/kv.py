@@ -58,7 +58,7 @@ class Op(enum.IntEnum):
 PUT, APPEND, DELETE = 1, 2, 3
 """The ops as plain ints (what the log holds), for the hot path."""
 _OP_VALUES = frozenset((PUT, APPEND, DELETE))
-OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND = 0, 1, 2, 3
+OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND, NOT_FOUND = 0, 1, 2, 3, 4
 """The statuses as plain ints."""
 
 
@@ -75,6 +75,8 @@ class Status(enum.IntEnum):
     SESSION_EXPIRED = 2
     """The client's session expired (or the request was already acknowledged): nothing was applied."""
     BAD_COMMAND = 3
+    NOT_FOUND = 4
+    """A delete of a key that was not there: done (nothing to remove), and said so (Redis's DEL counts them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +247,8 @@ class KVStore:
                     status = TOO_LARGE
                 else:
                     data_[key] = old + value
-            else:
-                data_.pop(key, None)
+            elif data_.pop(key, None) is None:
+                status = NOT_FOUND
         replies[seq] = status
         if len(replies) > MAX_REPLIES_PER_SESSION:
             keep = sorted(replies)[len(replies) - MAX_REPLIES_PER_SESSION // 2]

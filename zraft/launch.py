@@ -60,6 +60,8 @@ class NodeSpec:
     """The node's CurveZMQ public key (Z85), in a secure cluster."""
     metrics: str = ""
     """HOST:PORT of its Prometheus metrics (``--metrics``), or empty."""
+    resp: str = ""
+    """HOST:PORT of its Redis-protocol port (``--resp``), or empty."""
 
 
 @dataclass
@@ -147,12 +149,13 @@ class Cluster:
         if os.path.exists(os.path.join(self.data_dir, f"node-{nid}")):
             raise LaunchError(f"{self.data_dir}/node-{nid} exists (a removed node's data?): a new node needs a new "
                               "id, or move that directory aside")
-        metrics = ""
+        metrics = resp = ""
         if self.placement is not None:
             host, port, prefix = self.placement(nid)
         else:
             port, prefix = self._next_port(host), []
             metrics = self._metrics_for(host, port)
+            resp = self._offset_for(host, port, "resp")
         ndir = os.path.join(self.data_dir, f"node-{nid}")
         pub = ""
         if self.keys_dir is not None:
@@ -161,9 +164,10 @@ class Cluster:
         security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
         argv = [*prefix, sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
                 f"{host}:{port}", "--data-dir", ndir, *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
-                *security_args, *(["--metrics", metrics] if metrics else []), *self.node_args]
+                *security_args, *(["--metrics", metrics] if metrics else []), *(["--resp", resp] if resp else []),
+                *self.node_args]
         spec = NodeSpec(nid, f"{host}:{port}", ndir, os.path.join(self.data_dir, f"node-{nid}.log"), argv,
-                        public_key=pub, metrics=metrics)
+                        public_key=pub, metrics=metrics, resp=resp)
         self.nodes.append(spec)
         self.reconfigured = True
         self.save()
@@ -182,11 +186,14 @@ class Cluster:
         return free_ports(1, host)[0]
 
     def _metrics_for(self, host: str, port: int) -> str:
-        """A new node's metrics address, at the same offset from its port as every other node's (none if they
-        serve none, or that port is taken)."""
-        offsets = {int(n.metrics.rsplit(":", 1)[1]) - int(n.address.rsplit(":", 1)[1]) for n in self.nodes
-                   if n.metrics}
-        if len(offsets) != 1 or any(not n.metrics for n in self.nodes):
+        return self._offset_for(host, port, "metrics")
+
+    def _offset_for(self, host: str, port: int, what: str) -> str:
+        """A new node's metrics (or Redis) address, at the same offset from its port as every other node's (none if
+        they serve none, or that port is taken)."""
+        offsets = {int(getattr(n, what).rsplit(":", 1)[1]) - int(n.address.rsplit(":", 1)[1]) for n in self.nodes
+                   if getattr(n, what)}
+        if len(offsets) != 1 or any(not getattr(n, what) for n in self.nodes):
             return ""
         mport = port + offsets.pop()
         return f"{host}:{mport}" if 0 < mport < 65536 and _port_free(host, mport) else ""
@@ -338,7 +345,8 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
           node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True,
           hosts: list[str] | None = None, wrap: Callable[[int], list[str]] | None = None,
-          metrics_ports: list[int] | None = None, restore: str | None = None) -> Cluster:
+          metrics_ports: list[int] | None = None, restore: str | None = None,
+          resp_ports: list[int] | None = None) -> Cluster:
     """Start an n-node cluster (or bring back the one in ``data_dir``) and wait until every node answers.
 
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
@@ -347,7 +355,8 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
     made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only).
     ``hosts``: node i's address is ``hosts[i-1]`` (instead of ``host`` for all); ``wrap(i)``: a command prefix that
     runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here).
-    ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``).
+    ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``);
+    ``resp_ports``: the Redis protocol at ``resp_ports[i-1]`` (``--resp``).
     ``restore``: a backup file the new cluster starts from (``zraft.backup``): ``data_dir`` must hold no cluster;
     the new cluster gets a new id and its membership from ``n``, the backup's keys and client sessions."""
     if n is not None and n < 1:
@@ -402,6 +411,12 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         for h, p in zip(where, ports, strict=True):
             if wrap is None and not _port_free(h, p):
                 raise LaunchError(f"port {p} on {h} is in use; stop what listens there or pass --base-port")
+        if resp_ports is not None and len(resp_ports) != n:
+            raise LaunchError(f"{n} nodes need {n} Redis ports, got {len(resp_ports)}")
+        for h, p in zip(where, resp_ports or [], strict=False):
+            if wrap is None and not _port_free(h, p):
+                raise LaunchError(f"Redis port {p} on {h} is in use; stop what listens there, pass another "
+                                  "--base-port, or --no-resp")
         for h, p in zip(where, metrics_ports or [], strict=False):
             if wrap is None and not _port_free(h, p):
                 raise LaunchError(f"metrics port {p} on {h} is in use; stop what listens there, pass another "
@@ -415,12 +430,14 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
             nid = i + 1
             ndir = os.path.join(data_dir, f"node-{nid}")
             metrics = f"{where[i]}:{metrics_ports[i]}" if metrics_ports else ""
+            resp = f"{where[i]}:{resp_ports[i]}" if resp_ports else ""
             argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers",
                     peers, "--data-dir", ndir, "--cluster-id", cid, *security_args,
-                    *(["--metrics", metrics] if metrics else []), *(node_args or [])]
+                    *(["--metrics", metrics] if metrics else []), *(["--resp", resp] if resp else []),
+                    *(node_args or [])]
             pub = load_public(os.path.join(keys_dir, f"node-{nid}.key")).decode() if keys_dir else ""
             c.nodes.append(NodeSpec(nid, f"{where[i]}:{ports[i]}", ndir, os.path.join(data_dir, f"node-{nid}.log"),
-                                    argv, public_key=pub, metrics=metrics))
+                                    argv, public_key=pub, metrics=metrics, resp=resp))
         c.save()
         return c
 

@@ -33,6 +33,7 @@ from zraft import backup, security
 from zraft.backup import BackupError
 from zraft.core import ClusterConfig, EntryKind, Options
 from zraft.replica import ELECTION_TICKS, HEARTBEAT_TICKS, SNAPSHOT_BYTES, SNAPSHOT_EVERY, TICK_MS, Replica, Settings
+from zraft.resp_server import RespServer, Routing
 from zraft.snapshotting import MAX_SNAPSHOT_BYTES
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
 from zraft.transport.faults import ChaosControl, FaultyTransport
@@ -55,13 +56,14 @@ class Node:
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
                  keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "",
-                 force_new_cluster: bool = False, restore: str = "") -> None:
+                 force_new_cluster: bool = False, restore: str = "", resp: str = "") -> None:
         """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
         this node waits to be added to (it has no configuration of its own and never campaigns before).
         ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
         refused); empty: the one the data directory holds, if any. ``force_new_cluster``: disaster recovery
         (``force_new_cluster``, below). ``restore``: a backup file this node of a new cluster (``cluster_id``)
-        starts from, if its data directory is empty (``zraft.backup.restore_into``)."""
+        starts from, if its data directory is empty (``zraft.backup.restore_into``). ``resp``: HOST:PORT to serve
+        the Redis protocol on (``zraft.resp_server``)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -70,7 +72,7 @@ class Node:
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
                        snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
-                       join, cluster_id, force_new_cluster, restore)
+                       join, cluster_id, force_new_cluster, restore, resp)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -81,7 +83,7 @@ class Node:
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
               keys: security.NodeKeys | None, join: bool, cluster_id: str, force_new_cluster: bool,
-              restore: str) -> None:
+              restore: str, resp: str) -> None:
         if restore:
             self._restore(data_dir, restore, node_id, tuple(peers), cluster_id)
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
@@ -142,6 +144,10 @@ class Node:
             keys={i: k.decode() for i, k in keys.nodes.items()} if keys is not None else None)
         self.replica.status_extra = self.zmq.status
         self.replica.on_config = self.zmq.set_members
+        self.resp: RespServer | None = None
+        if resp:
+            self.resp = RespServer(self.replica, resp)
+            self.replica.transport = Routing(self.replica.transport, self.resp)
         self._stop = False
 
     @staticmethod
@@ -164,6 +170,7 @@ class Node:
         router = self.zmq.router
         chaos_sock = self.chaos.sock if self.chaos is not None else None
         zap = self.zmq.zap
+        resp = self.resp
 
         def make_poller() -> tuple[zmq.Poller, set[zmq.Socket[bytes]]]:
             poller = zmq.Poller()
@@ -174,6 +181,8 @@ class Node:
             for d in dealers:
                 poller.register(d, zmq.POLLIN)
             self.zmq.dealers_changed = False
+            if resp is not None:
+                resp.attach(poller)
             return poller, dealers
 
         poller, dealers = make_poller()
@@ -203,6 +212,8 @@ class Node:
                     self.chaos.handle()  # type: ignore[union-attr]
                 if zap is not None and zap.sock in ready:
                     zap.handle()
+                if resp is not None and resp.handle(ready):
+                    replica.end_input()  # the Redis commands of this pass: their writes are one proposal
                 if due is not None:
                     net.release()
                 now = time.monotonic()
@@ -214,6 +225,8 @@ class Node:
                         next_tick = now + self.tick_s
                 replica.work()
                 replica.process()
+                if resp is not None:
+                    resp.flush()
                 if self.zmq.dealers_changed:  # the membership changed: poll the new peers' connections
                     poller, dealers = make_poller()
                 if now >= next_freeze:
@@ -242,6 +255,8 @@ class Node:
         self._stop = True
 
     def close(self) -> None:
+        if self.resp is not None:
+            self.resp.close()
         self.replica.close()
         self.zmq.close()
         if self.ctx is not None:
@@ -406,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                         "data directory with the backup's keys and client sessions; needs --cluster-id with a new "
                         "id, the same on every node, and --peers naming the new cluster's nodes. Once restored, "
                         "later starts (with or without --restore) use the data directory")
+    p.add_argument("--resp", metavar="HOST:PORT",
+                   help="also serve the Redis protocol (RESP2) there: redis-cli, redis-benchmark, any Redis client "
+                        "(the launcher gives node i base-port + 3000 + i - 1). Loopback only, unless --insecure")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -439,6 +457,11 @@ def main(argv: list[str] | None = None) -> int:
             p.error("give --peers, --cluster or --join")
         if a.id not in peers:
             raise ValueError(f"node {a.id} is not in the peer list {sorted(peers)}")
+        if a.resp:
+            rhost = a.resp.rpartition(":")[0]
+            if not security.is_loopback(rhost) and not a.insecure:
+                raise ValueError(f"--resp {a.resp}: the Redis port has no authentication yet; serve it on a loopback "
+                                 "address, or give --insecure to let anyone who reaches it read and write everything")
         keys = None
         if a.keys:
             keys = security.NodeKeys.load(a.keys, a.id, sorted(peers))
@@ -453,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
                     a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id,
-                    force_new_cluster=a.force_new_cluster, restore=a.restore or "")
+                    force_new_cluster=a.force_new_cluster, restore=a.restore or "", resp=a.resp or "")
         if a.metrics:
             from zraft import metrics
 

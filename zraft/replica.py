@@ -137,6 +137,8 @@ class PendingWrite:
     op: str = ""
     arrived: float = 0.0
     """Clock time of the loop pass it arrived in (request latency metrics)."""
+    key: bytes | None = None
+    """Set when the request asked for the value's new length in the answer (``"len": true``)."""
 
 
 @dataclass(slots=True)
@@ -463,7 +465,7 @@ class Replica:
                                        "message": kv.check_limits(key, value)}, batched)
                 continue
             client, seq = req["client"], req["seq"]
-            w = PendingWrite(identity, req["id"], batched, req["op"], now)
+            w = PendingWrite(identity, req["id"], batched, req["op"], now, key if req.get("len") else None)
             waiting = pending.get((client, seq))
             if waiting is None:
                 pending[(client, seq)] = [w]
@@ -708,7 +710,12 @@ class Replica:
                     for w in answer:
                         runs.add(w.op, w.arrived)
                         if status == kv.OK:
-                            self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
+                            if w.key is None and w.op != "delete":
+                                self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
+                            else:
+                                self._reply(w.identity, self._write_result(w, True), w.batched)
+                        elif status == kv.NOT_FOUND:
+                            self._reply(w.identity, self._write_result(w, False), w.batched)
                         else:
                             self._reply(w.identity, {"id": w.req_id, "ok": False,
                                                      "error": kv.Status(status).name.lower(),
@@ -743,6 +750,16 @@ class Replica:
         if self.backup_waiting:
             self._serve_backups()
         self._maybe_snapshot()
+
+    def _write_result(self, w: PendingWrite, found: bool) -> dict[str, Any]:
+        """A write's answer with what it did: a delete says whether the key was there; an append asked for it says
+        the value's length right after it (read now, between this entry and the next)."""
+        r: dict[str, Any] = {"id": w.req_id, "ok": True}
+        if w.op == "delete":
+            r["found"] = found
+        if w.key is not None:
+            r["length"] = len(self.kv.data.get(w.key, b""))
+        return r
 
     def _send(self, m: Message) -> None:
         if m.type == MsgType.SNAPSHOT:

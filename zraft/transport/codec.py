@@ -332,7 +332,7 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
         if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
                 and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT
                 and type(req.get("key")) is bytes and (op == "delete" or type(req.get("value")) is bytes)
-                and "stale" not in req):
+                and "stale" not in req and "len" not in req):
             return req
     if op not in CLIENT_OPS:
         raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(CLIENT_OPS)}")
@@ -349,6 +349,8 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("field value must be bytes (msgpack bin)")
     if "stale" in req and not isinstance(req["stale"], bool):
         raise ProtocolError("field stale must be a boolean")
+    if "len" in req and not isinstance(req["len"], bool):
+        raise ProtocolError("field len must be a boolean")
     if op in BACKUP_OPS:
         _uint("index", req.get("index"))
         _uint("term", req.get("term"))
@@ -389,6 +391,7 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
     "peer_in": (dict,), "cluster_id": (str,), "index": (int,), "size": (int,), "offset": (int,), "data": (bytes,),
+    "length": (int,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""

@@ -1,0 +1,175 @@
+"""The Redis protocol on a live 3-node cluster: redis-py (every command implemented, the type of every reply,
+pipelines), redis-cli one-shot and piped, redis-benchmark, followers, and hostile input."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from clusterutil import leader_id, stop_cluster
+
+from zraft import launch, resp
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[launch.Cluster]:
+    c = launch.start(3, str(tmp_path_factory.mktemp("resp") / "d"), ports=launch.free_ports(3),
+                     resp_ports=launch.free_ports(3))
+    try:
+        yield c
+    finally:
+        stop_cluster(c)
+
+
+def port(spec: launch.NodeSpec) -> int:
+    return int(spec.resp.rpartition(":")[2])
+
+
+def leader(c: launch.Cluster) -> launch.NodeSpec:
+    return c.node(leader_id(c))
+
+
+def follower(c: launch.Cluster) -> launch.NodeSpec:
+    ld = leader_id(c)
+    return next(n for n in c.nodes if n.id != ld)
+
+
+def test_the_commands_and_their_reply_types(cluster: launch.Cluster) -> None:
+    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+    assert r.ping() is True
+    assert r.echo(b"hi") == b"hi"
+    assert r.set("k1", "v1") is True
+    assert r.get("k1") == b"v1" and r.get("missing") is None
+    assert r.append("k1", "23") == 4 and r.append("new", "abc") == 3
+    assert r.strlen("k1") == 4 and r.strlen("missing") == 0
+    assert r.mget("k1", "missing", "new") == [b"v123", None, b"abc"]
+    assert r.exists("k1", "missing", "new", "k1") == 3
+    assert r.delete("new", "missing") == 1 and r.exists("new") == 0
+    assert r.dbsize() == 1
+    r.set("user:1", "a")
+    r.set("user:2", "b")
+    assert sorted(r.keys("user:*")) == [b"user:1", b"user:2"] and len(r.keys("*")) == 3
+    assert r.execute_command("SELECT", 0) is True
+    assert r.client_setname("tester") is True and r.client_getname() == "tester"
+    assert isinstance(r.client_id(), int)
+    info = r.info()
+    assert info["redis_version"] == "7.0.0" and info["role"] == "master" and info["zraft_role"] == "leader"
+    assert info["db0"]["keys"] == 3
+    assert set(r.info("replication")) >= {"role", "zraft_term", "zraft_commit_index"} and "redis_version" not in \
+        r.info("replication")
+    with pytest.raises(redis.ResponseError, match="unknown command 'NOPE'"):
+        r.execute_command("NOPE", "x")
+    with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'get' command"):
+        r.execute_command("GET")
+    with pytest.raises(redis.ResponseError, match="not supported"):
+        r.set("k", "v", nx=True)
+    with pytest.raises(redis.ResponseError, match="exceeds maximum allowed size"):
+        r.set("big", b"x" * (1 << 20) + b"y")
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        r.execute_command("SELECT", 1)
+
+
+def test_a_pipeline_is_answered_in_order(cluster: launch.Cluster) -> None:
+    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+    p = r.pipeline(transaction=False)
+    for i in range(500):
+        p.set(f"p{i}", str(i))
+        p.append("plog", f"{i};")
+        p.get(f"p{i}")
+    out = p.execute()
+    assert out[0::3] == [True] * 500
+    assert out[2::3] == [str(i).encode() for i in range(500)]
+    lengths = out[1::3]
+    assert lengths == sorted(lengths) and len(set(lengths)) == 500  # each append saw all the ones before it
+    assert r.get("plog") == "".join(f"{i};" for i in range(500)).encode()
+
+
+def test_a_follower_serves_linearizable_reads_and_names_the_leader_for_writes(cluster: launch.Cluster) -> None:
+    ld = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+    fw = redis.Redis(port=port(follower(cluster)), socket_timeout=10)
+    for i in range(20):
+        ld.set("seen", str(i))
+        assert fw.get("seen") == str(i).encode()  # a read after an acknowledged write sees it, on any node
+    with pytest.raises(redis.ReadOnlyError, match="the leader is node"):
+        fw.set("x", "y")
+    assert fw.info("replication")["role"] == "slave"
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed (redis-tools)")
+def test_redis_cli_one_shot_and_piped(cluster: launch.Cluster) -> None:
+    p = str(port(leader(cluster)))
+    out = subprocess.run(["redis-cli", "-p", p, "set", "cli", "one"], capture_output=True, text=True, timeout=30)
+    assert out.stdout == "OK\n", out
+    piped = "append cli ,two\nget cli\nexists cli nope\nping\n"
+    out = subprocess.run(["redis-cli", "-p", p], input=piped, capture_output=True, text=True, timeout=30)
+    assert out.stdout.split("\n")[:4] == ["7", "one,two", "1", "PONG"], out
+
+
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is not installed")
+def test_redis_benchmark_runs_to_the_end(cluster: launch.Cluster) -> None:
+    p = str(port(leader(cluster)))
+    out = subprocess.run(["redis-benchmark", "-p", p, "-t", "set,get", "-n", "20000", "-q"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out
+    lines = [x.rsplit("\r", 1)[-1] for x in out.stdout.splitlines() if "requests per second" in x]
+    assert [x.split(":")[0].strip() for x in lines] == ["SET", "GET"], out.stdout
+
+
+def raw(p: int, data: bytes, wait: float = 5.0) -> bytes:
+    """Send ``data`` on a fresh connection; everything the node answered until it closed or went quiet."""
+    with socket.create_connection(("127.0.0.1", p), timeout=wait) as s:
+        s.sendall(data)
+        got = b""
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                return got + b"<closed>"
+            got += chunk
+            s.settimeout(0.5)
+        return got
+
+
+def test_hostile_input_gets_an_error_and_the_node_serves_everyone_else(cluster: launch.Cluster) -> None:
+    p = port(leader(cluster))
+    assert raw(p, b"*1000000\r\n") == b"-ERR Protocol error: invalid multibulk length\r\n<closed>"
+    assert raw(p, b"*1\r\n$99999999\r\n") == b"-ERR Protocol error: invalid bulk length\r\n<closed>"
+    assert raw(p, b"$3\r\nfoo\r\n").startswith(b"-ERR unknown command '$3'")
+    assert raw(p, b"PING\r\nECHO hello\r\n") == b"+PONG\r\n$5\r\nhello\r\n"
+    half = socket.create_connection(("127.0.0.1", p))  # half a command, then silence: it waits, nobody else does
+    half.sendall(resp.command("SET", "k", b"v" * 1000)[:500])
+    try:
+        r = redis.Redis(port=p, socket_timeout=10)
+        assert r.set("after", "ok") is True and r.get("after") == b"ok"
+        half.sendall(resp.command("SET", "k", b"v" * 1000)[500:])
+        assert half.recv(100) == b"+OK\r\n"
+    finally:
+        half.close()
+    many = [socket.create_connection(("127.0.0.1", p)) for _ in range(50)]
+    try:
+        assert redis.Redis(port=p, socket_timeout=10).ping() is True
+    finally:
+        for s in many:
+            s.close()
+
+
+def test_launcher_prints_and_records_the_redis_ports(cluster: launch.Cluster) -> None:
+    doc = launch.load(cluster.data_dir)
+    assert all(n.resp and n.resp == m.resp for n, m in zip(doc.nodes, cluster.nodes, strict=True))
+    assert Path(cluster.file).read_text().count('"resp"') == 3
+
+
+def test_a_resp2_client(cluster: launch.Cluster) -> None:
+    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10, protocol=2)
+    assert r.ping() is True and r.set("two", "2") is True and r.get("two") == b"2" and r.get("nope") is None
+    assert r.mget("two", "nope") == [b"2", None] and r.info("server")["redis_version"] == "7.0.0"
+    assert r.execute_command("HELLO", "2")[1] == b"redis"

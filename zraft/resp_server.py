@@ -1,0 +1,597 @@
+"""A node's Redis-protocol port: redis-cli, redis-benchmark and any Redis client talk to the cluster.
+
+Runs inside the node's event loop (its listening socket and connections are polled with the ZeroMQ sockets), and
+turns each Redis command into requests of zraft's own protocol, handed to the replica exactly as a native client's
+would be: writes of one loop pass become one log append (a pipeline of 16 SETs is one proposal), reads are
+linearizable (ReadIndex), every write has a session (the connection's) so it is applied at most once. The replica
+answers through ``Routing.answer``, which gives the answers for Redis connections to this server; a command's
+reply is written when all of its requests are answered, and replies go out in the order the commands came.
+
+Bounds: ``MAX_CLIENTS`` connections (one more is told ``-ERR max number of clients reached`` and closed), commands
+bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read meanwhile), at most
+``MAX_OUT`` bytes of replies waiting for a slow reader (then it is closed), ``INPUT_BUDGET`` bytes of incomplete
+commands over all connections.
+
+Commands: PING, ECHO, HELLO (RESP2), SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS),
+CONFIG GET, INFO, DBSIZE, KEYS, GET, MGET, EXISTS, STRLEN, SET (no options yet), APPEND, DEL. Anything else:
+``-ERR unknown command``. On a follower, reads are served (linearizable, through the leader's read index) and writes
+answer ``-READONLY`` naming the leader (forwarding is the next step).
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import itertools
+import logging
+import os
+import random
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zraft import resp
+from zraft.logutil import LogLimiter
+from zraft.transport import codec
+from zraft.transport.codec import Err
+
+log = logging.getLogger("zraft.resp")
+
+MAX_CLIENTS = 1024
+MAX_QUEUED = 10_000
+MAX_OUT = 64 << 20
+INPUT_BUDGET = 256 << 20
+RECV_BYTES = 256 << 10
+TAG = b"\xffresp"
+"""Prefix of the identities the replica answers Redis connections by (ZeroMQ's own start with a zero byte)."""
+VERSION = "7.0.0"
+"""The Redis version reported to clients (the command set of Redis 7 that zraft implements behaves as there)."""
+
+Finish = Callable[[list[dict[str, Any]]], bytes]
+_IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.Poller's flags, for plain fds too
+
+
+class Pending:
+    """A command waiting for the answers to its native requests."""
+
+    __slots__ = ("answers", "data", "finish", "left")
+
+    def __init__(self, n: int, finish: Finish | None, data: bytes = b"") -> None:
+        self.answers: list[dict[str, Any]] = [{}] * n
+        self.left = n
+        self.finish = finish
+        self.data = data
+        """The reply, once known."""
+
+
+class Conn:
+    __slots__ = ("client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser", "queue",
+                 "seq", "sock", "unfinished")
+
+    def __init__(self, sock: socket.socket, num: int) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.num = num
+        self.parser = resp.Parser()
+        self.out = bytearray()
+        self.queue: deque[Pending] = deque()
+        self.ident = TAG + num.to_bytes(8, "big")
+        self.client = random.SystemRandom().randrange(1, 1 << 62)
+        """The session id of this connection's writes (exactly-once, as a native client's)."""
+        self.seq = 0
+        self.unfinished: set[int] = set()
+        self.name = b""
+        self.closing = False
+        """QUIT or a protocol error: close once the replies before it are sent."""
+        self.deferred: deque[list[bytes]] = deque()
+        """Commands held back, in order, because a read among them must see this connection's earlier writes:
+        run once those writes are answered (``_resume``)."""
+        self.events = 0
+
+
+class RespServer:
+    def __init__(self, replica: Any, bind: str, max_clients: int = MAX_CLIENTS) -> None:
+        host, _, port = bind.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--resp {bind!r}: expected HOST:PORT")
+        self.replica = replica
+        self.address = bind
+        self.max_clients = max_clients
+        self.listener = socket.create_server((host.strip("[]"), int(port)), backlog=128,
+                                             family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.listener.setblocking(False)
+        self.lfd = self.listener.fileno()
+        self.conns: dict[int, Conn] = {}
+        self.by_ident: dict[bytes, Conn] = {}
+        self.waiting: dict[int, tuple[Conn, Pending, int]] = {}
+        """Native request id -> the command it belongs to, and its place among the command's requests."""
+        self._ids = itertools.count(1 << 40)
+        self._nums = itertools.count(1)
+        self.poller: Any = None
+        self.limiter = LogLimiter(log)
+        self.commands = 0
+        self.rejected = 0
+        self.dirty: set[Conn] = set()
+        self.waiting_resume = False
+        """A connection with held-back commands had its last write answered."""
+
+    # ------------------------------------------------------------------ the event loop's side
+
+    def attach(self, poller: Any) -> None:
+        """Register the listener and every connection with ``poller`` (a ``zmq.Poller``)."""
+        self.poller = poller
+        poller.register(self.lfd, _IN)
+        for c in self.conns.values():
+            c.events = 0
+            self._watch(c)
+
+    def _watch(self, c: Conn) -> None:
+        events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing else 0) | \
+            (_OUT if c.out else 0)
+        if events != c.events and self.poller is not None:
+            if events:
+                self.poller.register(c.fd, events)  # registers or modifies
+            else:
+                self.poller.unregister(c.fd)
+            c.events = events
+
+    def handle(self, ready: dict[Any, int]) -> bool:
+        """Serve the connections ``ready`` names; True if any of ours was there (the loop then ends the input)."""
+        mine = False
+        if self.lfd in ready:
+            self._accept()
+            mine = True
+        for fd, ev in list(ready.items()):
+            c = self.conns.get(fd) if isinstance(fd, int) else None
+            if c is None:
+                continue
+            mine = True
+            if ev & _ERR and not ev & _IN:
+                self._close(c)
+                continue
+            if ev & _IN:
+                self._read(c)
+            if ev & _OUT and c.fd in self.conns:
+                self.dirty.add(c)
+        return mine
+
+    def flush(self) -> None:
+        """Send what the commands answered in this loop pass produced (first running held-back commands that can
+        run now: their requests are carried out here and now, as the loop would have)."""
+        for _ in range(8):
+            if not self.waiting_resume or not self._resume():
+                break
+            self.waiting_resume = False
+            self.replica.end_input()
+            self.replica.process()
+        self.waiting_resume = False
+        for c in self.dirty:
+            if c.fd not in self.conns:
+                continue
+            q = c.queue
+            while q and q[0].left == 0:
+                c.out += q.popleft().data
+            if c.out:
+                try:
+                    n = c.sock.send(c.out)
+                    del c.out[:n]
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self._close(c)
+                    continue
+            if c.closing and not c.queue and not c.out:
+                self._close(c)
+                continue
+            if len(c.out) > MAX_OUT:
+                self.limiter.warn("slow_reader", "event=resp_slow_reader fd=%d bytes=%d: closed", c.fd, len(c.out))
+                self._close(c)
+                continue
+            self._watch(c)
+        self.dirty.clear()
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            self._close(c)
+        self.listener.close()
+
+    # ------------------------------------------------------------------ connections
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.limiter.warn("accept", "event=resp_accept_failed error=%s", e)
+                    return
+                raise
+            if len(self.conns) >= self.max_clients:
+                self.rejected += 1
+                try:
+                    sock.setblocking(False)
+                    sock.send(resp.error("ERR max number of clients reached"))
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c = Conn(sock, next(self._nums))
+            self.conns[c.fd] = c
+            self.by_ident[c.ident] = c
+            self._watch(c)
+
+    def _close(self, c: Conn) -> None:
+        if self.conns.get(c.fd) is not c:
+            return
+        del self.conns[c.fd]
+        del self.by_ident[c.ident]
+        if self.poller is not None and c.events:
+            self.poller.unregister(c.fd)
+        c.events = 0
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+        # Answers still to come for its requests find no connection and are dropped (``on_replies``).
+
+    def _read(self, c: Conn) -> None:
+        try:
+            data = c.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(c)
+            return
+        if not data:
+            self._close(c)
+            return
+        try:
+            commands = c.parser.feed(data)
+        except resp.RespError as e:
+            self._immediate(c, resp.error(f"ERR {e}"))
+            c.closing = True
+            self.dirty.add(c)
+            return
+        if c.parser.pending > 1 << 20 and sum(x.parser.pending for x in self.conns.values()) > INPUT_BUDGET:
+            self.limiter.warn("budget", "event=resp_input_budget fd=%d: closed", c.fd)
+            self._close(c)
+            return
+        for args in commands:
+            if c.closing:
+                break
+            self.commands += 1
+            if c.deferred or (c.unfinished and args[0].upper() in _READS):
+                c.deferred.append(args)  # a read must see the writes this connection sent before it
+            else:
+                self._run(c, args)
+        self.dirty.add(c)
+        self._watch(c)
+
+    def _run(self, c: Conn, args: list[bytes]) -> None:
+        try:
+            self._execute(c, args)
+        except Exception as e:  # a bug of ours must not kill the node: the client gets an error
+            self.limiter.warn("failed", "event=resp_command_failed error=%r", e)
+            self._immediate(c, resp.error("ERR internal error"))
+
+    def _resume(self) -> bool:
+        """Run held-back commands whose earlier writes are answered; True if any was run."""
+        ran = False
+        for c in list(self.conns.values()):
+            while c.deferred and not (c.unfinished and c.deferred[0][0].upper() in _READS):
+                self._run(c, c.deferred.popleft())
+                ran = True
+                self.dirty.add(c)
+        return ran
+
+    # ------------------------------------------------------------------ commands
+
+    def _immediate(self, c: Conn, data: bytes) -> None:
+        c.queue.append(Pending(0, None, data))
+
+    def _native(self, c: Conn, reqs: list[dict[str, Any]], finish: Finish) -> None:
+        """Hand requests to the replica; ``finish(answers)`` makes the reply once all are answered."""
+        p = Pending(len(reqs), finish)
+        c.queue.append(p)
+        receive = self.replica.receive
+        for i, req in enumerate(reqs):
+            rid = next(self._ids)
+            req["id"] = rid
+            self.waiting[rid] = (c, p, i)
+            if req["op"] in codec.WRITE_OPS:
+                c.seq += 1
+                c.unfinished.add(c.seq)
+                req.update(client=c.client, seq=c.seq, ack=min(c.unfinished))
+            receive("client", req, c.ident)
+
+    def on_replies(self, identity: bytes, replies: list[dict[str, Any]]) -> None:
+        """The replica's answers to a Redis connection's requests."""
+        waiting = self.waiting
+        for r in replies:
+            entry = waiting.pop(r.get("id", -1), None)
+            if entry is None:
+                continue
+            c, p, i = entry
+            p.answers[i] = r
+            p.left -= 1
+            if p.left == 0:
+                assert p.finish is not None
+                try:
+                    p.data = p.finish(p.answers)
+                except Exception as e:
+                    self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+                    p.data = resp.error("ERR internal error")
+                self.dirty.add(c)
+
+    def _execute(self, c: Conn, args: list[bytes]) -> None:
+        name = args[0].upper()
+        handler = _COMMANDS.get(name)
+        if handler is None:
+            shown = args[0][:128].decode(errors="replace")
+            rest = " ".join(f"'{a[:64].decode(errors='replace')}'" for a in args[1:8])
+            self._immediate(c, resp.error(f"ERR unknown command '{shown}', with args beginning with: {rest}"))
+            return
+        arity, fn = handler
+        if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+            self._immediate(c, resp.error(f"ERR wrong number of arguments for '{name.decode().lower()}' command"))
+            return
+        fn(self, c, args)
+
+
+# ---------------------------------------------------------------------- replies from native answers
+
+def _failure(r: dict[str, Any], write: bool) -> bytes | None:
+    """The Redis error for a failed native answer (None: it succeeded)."""
+    if r.get("ok"):
+        return None
+    err = r.get("error", "")
+    if err == Err.NOT_LEADER and write:
+        ld = r.get("leader", 0)
+        where = f"node {ld} ({r.get('leader_addr', '')})" if ld else "not known yet"
+        return resp.error(f"READONLY You can't write against a read only replica. (zraft: the leader is {where})")
+    if err in (Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER):
+        return resp.error(f"TRYAGAIN {r.get('message', err)}")
+    if err == Err.TOO_LARGE:
+        return resp.error(f"ERR string exceeds maximum allowed size ({r.get('message', '')})")
+    return resp.error(f"ERR {err}: {r.get('message', '')}")
+
+
+def _first_failure(answers: list[dict[str, Any]], write: bool) -> bytes | None:
+    for r in answers:
+        bad = _failure(r, write)
+        if bad is not None:
+            return bad
+    return None
+
+
+def _done_writes(s: RespServer, c: Conn, reqs: list[dict[str, Any]]) -> None:
+    for req in reqs:
+        c.unfinished.discard(req.get("seq", 0))
+    if c.deferred and not c.unfinished:
+        s.waiting_resume = True
+
+
+# ---------------------------------------------------------------------- the commands
+
+def _ping(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    if len(a) > 2:
+        s._immediate(c, resp.error("ERR wrong number of arguments for 'ping' command"))
+    else:
+        s._immediate(c, resp.PONG if len(a) == 1 else resp.bulk(a[1]))
+
+
+def _echo(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    s._immediate(c, resp.bulk(a[1]))
+
+
+def _select(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    s._immediate(c, resp.OK if a[1] == b"0" else resp.error("ERR DB index is out of range"))
+
+
+def _quit(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    s._immediate(c, resp.OK)
+    c.closing = True
+
+
+def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    proto = 2
+    if len(a) > 1:
+        if not a[1].isdigit():
+            s._immediate(c, resp.error("ERR Protocol version is not an integer or out of range"))
+            return
+        proto = int(a[1])
+        if proto not in (2, 3):
+            s._immediate(c, resp.error("NOPROTO unsupported protocol version"))
+            return
+    # RESP3 is taken as asked, and answered with RESP2's types but for this map: a RESP3 client reads them all
+    # (strings, integers, arrays, and the null bulk string).
+    role = "master" if s.replica.raft.role.name == "LEADER" else "replica"
+    fields = [resp.bulk(b"server"), resp.bulk(b"redis"), resp.bulk(b"version"), resp.bulk(VERSION.encode()),
+              resp.bulk(b"proto"), resp.integer(proto), resp.bulk(b"id"), resp.integer(c.num), resp.bulk(b"mode"),
+              resp.bulk(b"standalone"), resp.bulk(b"role"), resp.bulk(role.encode()), resp.bulk(b"modules"),
+              resp.EMPTY_ARRAY]
+    s._immediate(c, b"%%%d\r\n%b" % (len(fields) // 2, b"".join(fields)) if proto == 3 else resp.array(fields))
+
+
+def _client(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    sub = a[1].upper()
+    if sub == b"SETNAME" and len(a) == 3:
+        if any(ch <= 32 or ch > 126 for ch in a[2]):
+            s._immediate(c, resp.error("ERR Client names cannot contain spaces, newlines or special characters."))
+            return
+        c.name = a[2][:128]
+        s._immediate(c, resp.OK)
+    elif sub == b"GETNAME" and len(a) == 2:
+        s._immediate(c, resp.bulk(c.name or None))
+    elif sub == b"ID" and len(a) == 2:
+        s._immediate(c, resp.integer(c.num))
+    elif sub == b"SETINFO" and len(a) == 4:
+        s._immediate(c, resp.OK)
+    else:
+        s._immediate(c, resp.error(f"ERR unknown subcommand '{a[1][:64].decode(errors='replace')}'. Try CLIENT HELP."))
+
+
+def _command(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    sub = a[1].upper() if len(a) > 1 else b""
+    if sub == b"COUNT":
+        s._immediate(c, resp.integer(len(_COMMANDS)))
+    elif sub in (b"", b"DOCS", b"INFO"):
+        s._immediate(c, resp.EMPTY_ARRAY)  # enough for redis-cli's hints; the README lists the commands
+    else:
+        s._immediate(c, resp.error(f"ERR unknown subcommand '{a[1][:64].decode(errors='replace')}'."))
+
+
+def _config(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    if a[1].upper() == b"GET" and len(a) == 3:
+        known = {b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always", b"databases": b"1"}
+        v = known.get(a[2].lower())
+        s._immediate(c, resp.bulks([a[2].lower(), v]) if v is not None else resp.EMPTY_ARRAY)
+    else:
+        s._immediate(c, resp.error("ERR CONFIG: only CONFIG GET is supported"))
+
+
+def _info(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    st = s.replica.status()
+    leader = st.get("role") == "leader"
+    lines = ["# Server", f"redis_version:{VERSION}", "redis_mode:standalone", "zraft:1", f"process_id:{os.getpid()}",
+             f"tcp_port:{s.address.rpartition(':')[2]}", f"zraft_node:{st['node']}",
+             f"zraft_cluster_id:{st.get('cluster_id', '')}", "", "# Clients",
+             f"connected_clients:{len(s.conns)}", f"maxclients:{s.max_clients}", "", "# Replication",
+             f"role:{'master' if leader else 'slave'}", f"zraft_role:{st['role']}", f"zraft_term:{st['term']}",
+             f"zraft_leader:{st['leader']}", f"zraft_leader_addr:{st.get('leader_addr', '')}",
+             f"zraft_commit_index:{st['commit']}", f"zraft_applied_index:{st['applied']}",
+             f"zraft_last_index:{st['last_index']}", f"zraft_snapshot_index:{st['snapshot_index']}",
+             f"zraft_voters:{','.join(map(str, st.get('voters', [])))}", "", "# Keyspace"]
+    if st["keys"]:
+        lines.append(f"db0:keys={st['keys']},expires=0,avg_ttl=0")
+    want = {x.lower() for x in a[1:]} - {b"all", b"everything", b"default"}
+    if want:  # only the sections asked for
+        sections = "\r\n".join(lines).split("\r\n\r\n")
+        lines = [sec for sec in sections if sec[2:].split("\r\n")[0].lower().encode() in want]
+        lines = ["\r\n\r\n".join(lines)] if lines else []
+    s._immediate(c, resp.bulk(("\r\n".join(lines) + "\r\n").encode() if lines else b""))
+
+
+def _get(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        return _failure(ans[0], False) or resp.bulk(ans[0].get("value"))
+
+    s._native(c, [{"op": "get", "key": a[1]}], finish)
+
+
+def _mget(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        return _first_failure(ans, False) or resp.bulks([r.get("value") for r in ans])
+
+    s._native(c, [{"op": "get", "key": k} for k in a[1:]], finish)
+
+
+def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        return _first_failure(ans, False) or resp.integer(sum(1 for r in ans if r.get("found")))
+
+    s._native(c, [{"op": "get", "key": k} for k in a[1:]], finish)
+
+
+def _strlen(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        return _failure(ans[0], False) or resp.integer(len(ans[0].get("value") or b""))
+
+    s._native(c, [{"op": "get", "key": a[1]}], finish)
+
+
+def _whole_store(s: RespServer, c: Conn, make: Callable[[dict[bytes, bytes]], bytes]) -> None:
+    """A command over the whole store: a linearizable read barrier, then the store as it is when the barrier is
+    served (in this process, in the same loop pass: nothing is applied in between)."""
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        return _failure(ans[0], False) or make(s.replica.kv.data)
+
+    s._native(c, [{"op": "get", "key": b""}], finish)
+
+
+def _dbsize(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    _whole_store(s, c, lambda data: resp.integer(len(data)))
+
+
+def _keys(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    pattern = a[1]
+    if pattern == b"*":
+        _whole_store(s, c, lambda data: resp.bulks(list(data)))
+    else:
+        _whole_store(s, c, lambda data: resp.bulks([k for k in data if fnmatch.fnmatchcase(k, pattern)]))
+
+
+def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    if len(a) != 3:
+        opts = " ".join(x.decode(errors="replace").upper() for x in a[3:6])
+        s._immediate(c, resp.error(f"ERR SET options ({opts}) are not supported by zraft yet"))
+        return
+    reqs = [{"op": "put", "key": a[1], "value": a[2]}]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        return _failure(ans[0], True) or resp.OK
+
+    s._native(c, reqs, finish)
+
+
+def _append(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    reqs = [{"op": "append", "key": a[1], "value": a[2], "len": True}]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        return _failure(ans[0], True) or resp.integer(ans[0].get("length", 0))
+
+    s._native(c, reqs, finish)
+
+
+def _del(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    reqs = [{"op": "delete", "key": k} for k in a[1:]]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        return _first_failure(ans, True) or resp.integer(sum(1 for r in ans if r.get("found", True)))
+
+    s._native(c, reqs, finish)
+
+
+_COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None]]] = {
+    b"PING": (-1, _ping), b"ECHO": (2, _echo), b"SELECT": (2, _select), b"QUIT": (-1, _quit),
+    b"HELLO": (-1, _hello), b"CLIENT": (-2, _client), b"COMMAND": (-1, _command), b"CONFIG": (-2, _config),
+    b"INFO": (-1, _info), b"DBSIZE": (1, _dbsize), b"KEYS": (2, _keys), b"GET": (2, _get), b"MGET": (-2, _mget),
+    b"EXISTS": (-2, _exists), b"STRLEN": (2, _strlen), b"SET": (-3, _set), b"APPEND": (3, _append),
+    b"DEL": (-2, _del),
+}
+"""Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
+_READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS"))
+"""The commands that read the store (held back after a write of the same connection until it is answered)."""
+
+
+class Routing:
+    """The replica's transport with the answers to Redis connections routed to the Redis server."""
+
+    def __init__(self, inner: Any, server: RespServer) -> None:
+        self.inner = inner
+        self.server = server
+
+    def send(self, m: Any) -> None:
+        self.inner.send(m)
+
+    def send_chunk(self, peer: int, c: Any) -> bool:
+        return bool(self.inner.send_chunk(peer, c))
+
+    def send_ack(self, peer: int, a: Any) -> None:
+        self.inner.send_ack(peer, a)
+
+    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
+        if client[:5] == TAG:
+            self.server.on_replies(client, replies)
+        else:
+            self.inner.answer(client, replies, batch)
