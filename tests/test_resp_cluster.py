@@ -14,7 +14,7 @@ import pytest
 import redis
 from clusterutil import leader_id, stop_cluster
 
-from zraft import launch, resp
+from zraft import chaos, launch, resp
 
 
 @pytest.fixture(scope="module")
@@ -90,14 +90,22 @@ def test_a_pipeline_is_answered_in_order(cluster: launch.Cluster) -> None:
     assert r.get("plog") == "".join(f"{i};" for i in range(500)).encode()
 
 
-def test_a_follower_serves_linearizable_reads_and_names_the_leader_for_writes(cluster: launch.Cluster) -> None:
+def test_a_follower_serves_everything_reads_linearizable_and_writes_through_the_leader(
+        cluster: launch.Cluster) -> None:
     ld = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
     fw = redis.Redis(port=port(follower(cluster)), socket_timeout=10)
     for i in range(20):
         ld.set("seen", str(i))
         assert fw.get("seen") == str(i).encode()  # a read after an acknowledged write sees it, on any node
-    with pytest.raises(redis.ReadOnlyError, match="the leader is node"):
-        fw.set("x", "y")
+    assert fw.set("via", "follower") is True and ld.get("via") == b"follower"
+    assert fw.append("via", "!") == 9 and fw.delete("via", "nope") == 1
+    p = fw.pipeline(transaction=False)
+    for i in range(100):  # each switch between writes and reads waits for the one before: a round trip or two
+        p.append("fwlog", f"{i};")
+        p.get("fwlog")
+    out = p.execute()
+    assert out[1::2][-1] == "".join(f"{i};" for i in range(100)).encode()
+    assert all(len(v) == n for v, n in zip(out[1::2], out[0::2], strict=True))  # each get saw its own append
     assert fw.info("replication")["role"] == "slave"
 
 
@@ -173,3 +181,34 @@ def test_a_resp2_client(cluster: launch.Cluster) -> None:
     assert r.ping() is True and r.set("two", "2") is True and r.get("two") == b"2" and r.get("nope") is None
     assert r.mget("two", "nope") == [b"2", None] and r.info("server")["redis_version"] == "7.0.0"
     assert r.execute_command("HELLO", "2")[1] == b"redis"
+
+
+def test_kill_the_leader_while_writing_through_a_follower(tmp_path: Path) -> None:
+    """Writes through a follower go on after the leader is killed (-9): the follower retries them with the same
+    session and sequence numbers at the new leader, so every acknowledged append is there exactly once, in order."""
+    c = launch.start(3, str(tmp_path / "d"), ports=launch.free_ports(3), resp_ports=launch.free_ports(3))
+    try:
+        ld = leader_id(c)
+        fw = next(n for n in c.nodes if n.id != ld)
+        r = redis.Redis(port=port(fw), socket_timeout=30)
+        acked: list[int] = []
+        failed = 0
+        killed_at = None
+        for i in range(400):
+            if i == 100:
+                chaos.kill(c, ld)
+                killed_at = time.monotonic()
+            try:
+                r.append("log", f"{i};")
+                acked.append(i)
+            except redis.ResponseError:
+                failed += 1  # TRYAGAIN after the deadline: may or may not have been applied
+        assert killed_at is not None and len(acked) >= 390, (len(acked), failed)
+        survivors = [n for n in c.nodes if n.id != ld]
+        values = [redis.Redis(port=port(n), socket_timeout=10).get("log") for n in survivors]
+        assert values[0] == values[1] and values[0] is not None
+        got = [int(x) for x in values[0].decode().split(";")[:-1]]
+        assert len(got) == len(set(got)), "an append was applied twice"
+        assert [x for x in got if x in set(acked)] == acked, "an acknowledged append is missing or out of order"
+    finally:
+        stop_cluster(c)

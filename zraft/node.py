@@ -146,7 +146,7 @@ class Node:
         self.replica.on_config = self.zmq.set_members
         self.resp: RespServer | None = None
         if resp:
-            self.resp = RespServer(self.replica, resp)
+            self.resp = RespServer(self.replica, resp, forward=self.zmq.send_client)
             self.replica.transport = Routing(self.replica.transport, self.resp)
         self._stop = False
 
@@ -220,6 +220,8 @@ class Node:
                 if now >= next_tick:
                     replica.tick(now - next_tick)
                     self.zmq.redial(now)
+                    if resp is not None:
+                        resp.tick(now)
                     next_tick += self.tick_s
                     if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
                         next_tick = now + self.tick_s
@@ -241,6 +243,10 @@ class Node:
         replica, net, chaos = self.replica, self.net, self.chaos is not None
         for kind, msg, identity in messages:
             if chaos and kind in PEER_KINDS and net.drops(msg.src):
+                continue
+            if kind == "client_replies":
+                if self.resp is not None:
+                    self.resp.on_replies(b"", msg)
                 continue
             try:
                 replica.receive(kind, msg, identity)

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,12 @@ from zraft.transport.codec import Err
 log = logging.getLogger("zraft.resp")
 
 MAX_CLIENTS = 1024
+WRITE_DEADLINE_S = 10.0
+"""A write no leader has taken after this long is answered ``-TRYAGAIN`` (it may or may not have been applied)."""
+RETRY_S = 0.05
+"""Pause before a write refused by a non-leader (or during an election) is tried again."""
+RESEND_S = 1.0
+"""A write forwarded to the leader and not answered within this is sent again (same session and sequence)."""
 MAX_QUEUED = 10_000
 MAX_OUT = 64 << 20
 INPUT_BUDGET = 256 << 20
@@ -57,19 +64,34 @@ _IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.P
 class Pending:
     """A command waiting for the answers to its native requests."""
 
-    __slots__ = ("answers", "data", "finish", "left")
+    __slots__ = ("answers", "data", "finish", "left", "read")
 
-    def __init__(self, n: int, finish: Finish | None, data: bytes = b"") -> None:
+    def __init__(self, n: int, finish: Finish | None, data: bytes = b"", read: bool = False) -> None:
         self.answers: list[dict[str, Any]] = [{}] * n
         self.left = n
         self.finish = finish
         self.data = data
+        self.read = read
         """The reply, once known."""
+
+
+class Write:
+    __slots__ = ("deadline", "due", "ident", "req", "sent", "target")
+
+    def __init__(self, req: dict[str, Any], ident: bytes, deadline: float) -> None:
+        self.req = req
+        self.ident = ident
+        self.deadline = deadline
+        self.sent = 0.0
+        self.due = 0.0
+        """When to try again (0: not scheduled)."""
+        self.target = 0
+        """Where it went: 0 this node (the leader), a node id (forwarded), -1 nowhere yet."""
 
 
 class Conn:
     __slots__ = ("client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser", "queue",
-                 "seq", "sock", "unfinished")
+                 "reads", "seq", "sock", "unfinished")
 
     def __init__(self, sock: socket.socket, num: int) -> None:
         self.sock = sock
@@ -87,13 +109,18 @@ class Conn:
         self.closing = False
         """QUIT or a protocol error: close once the replies before it are sent."""
         self.deferred: deque[list[bytes]] = deque()
-        """Commands held back, in order, because a read among them must see this connection's earlier writes:
-        run once those writes are answered (``_resume``)."""
+        """Commands held back, in order, so that this connection's commands take effect in the order sent: a read
+        waits until the writes before it are answered, a write until the reads before it are (``_resume``)."""
+        self.reads = 0
+        """Read commands sent to the replica and not yet answered."""
         self.events = 0
 
 
 class RespServer:
-    def __init__(self, replica: Any, bind: str, max_clients: int = MAX_CLIENTS) -> None:
+    def __init__(self, replica: Any, bind: str, max_clients: int = MAX_CLIENTS,
+                 forward: Callable[[int, bytes], bool] | None = None) -> None:
+        """``forward(node, frame)``: send a frame of client requests to a node over the peer connection (its
+        answers come back to ``on_replies``)."""
         host, _, port = bind.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--resp {bind!r}: expected HOST:PORT")
@@ -115,6 +142,12 @@ class RespServer:
         self.commands = 0
         self.rejected = 0
         self.dirty: set[Conn] = set()
+        self.forward = forward
+        self.writes: dict[int, Write] = {}
+        """Every write not yet answered for good, by request id (retried through elections and redirects)."""
+        self.outbox: dict[int, list[dict[str, Any]]] = {}
+        """Writes to forward to the leader at the end of this loop pass."""
+        self.local_writes = False
         self.waiting_resume = False
         """A connection with held-back commands had its last write answered."""
 
@@ -160,7 +193,10 @@ class RespServer:
 
     def flush(self) -> None:
         """Send what the commands answered in this loop pass produced (first running held-back commands that can
-        run now: their requests are carried out here and now, as the loop would have)."""
+        run now: their requests are carried out here and now, as the loop would have), and the writes forwarded
+        to the leader, in batches."""
+        if self.outbox:
+            self._forward()
         for _ in range(8):
             if not self.waiting_resume or not self._resume():
                 break
@@ -192,6 +228,13 @@ class RespServer:
                 continue
             self._watch(c)
         self.dirty.clear()
+
+    def _forward(self) -> None:
+        assert self.forward is not None
+        for target, reqs in self.outbox.items():
+            for lo in range(0, len(reqs), 256):
+                self.forward(target, codec.encode_client_batch(reqs[lo:lo + 256]))  # lost: resent after RESEND_S
+        self.outbox.clear()
 
     def close(self) -> None:
         for c in list(self.conns.values()):
@@ -267,8 +310,8 @@ class RespServer:
             if c.closing:
                 break
             self.commands += 1
-            if c.deferred or (c.unfinished and args[0].upper() in _READS):
-                c.deferred.append(args)  # a read must see the writes this connection sent before it
+            if c.deferred or _blocked(c, args[0].upper()):
+                c.deferred.append(args)  # it must not overtake (or be overtaken by) what the connection sent before
             else:
                 self._run(c, args)
         self.dirty.add(c)
@@ -285,7 +328,7 @@ class RespServer:
         """Run held-back commands whose earlier writes are answered; True if any was run."""
         ran = False
         for c in list(self.conns.values()):
-            while c.deferred and not (c.unfinished and c.deferred[0][0].upper() in _READS):
+            while c.deferred and not _blocked(c, c.deferred[0][0].upper()):
                 self._run(c, c.deferred.popleft())
                 ran = True
                 self.dirty.add(c)
@@ -298,9 +341,13 @@ class RespServer:
 
     def _native(self, c: Conn, reqs: list[dict[str, Any]], finish: Finish) -> None:
         """Hand requests to the replica; ``finish(answers)`` makes the reply once all are answered."""
-        p = Pending(len(reqs), finish)
+        read = reqs[0]["op"] not in codec.WRITE_OPS
+        p = Pending(len(reqs), finish, read=read)
         c.queue.append(p)
+        if read:
+            c.reads += 1
         receive = self.replica.receive
+        now = time.monotonic()
         for i, req in enumerate(reqs):
             rid = next(self._ids)
             req["id"] = rid
@@ -309,13 +356,57 @@ class RespServer:
                 c.seq += 1
                 c.unfinished.add(c.seq)
                 req.update(client=c.client, seq=c.seq, ack=min(c.unfinished))
-            receive("client", req, c.ident)
+                self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
+                self._submit_write(rid, now)
+            else:
+                receive("client", req, c.ident)
 
-    def on_replies(self, identity: bytes, replies: list[dict[str, Any]]) -> None:
-        """The replica's answers to a Redis connection's requests."""
+    def _submit_write(self, rid: int, now: float) -> None:
+        """The leader's replica takes the write: this node's, or the leader's over the peer connection."""
+        w = self.writes[rid]
+        raft = self.replica.raft
+        w.sent = now
+        if raft.role.name == "LEADER":
+            w.target = 0
+            self.replica.receive("client", w.req, w.ident)
+            self.local_writes = True
+        elif raft.lead and self.forward is not None:
+            w.target = raft.lead
+            self.outbox.setdefault(raft.lead, []).append(w.req)
+        else:
+            w.target = -1
+            w.due = now + RETRY_S  # no leader known yet: ask again shortly
+
+    def tick(self, now: float) -> None:
+        """Retries: writes whose leader was unknown or changed, forwarded ones unanswered for ``RESEND_S``, and the
+        ones past their deadline answered with an error."""
+        for rid, w in list(self.writes.items()):
+            if now >= w.deadline:
+                self.on_replies(b"", [{"id": rid, "ok": False, "error": Err.NO_LEADER,
+                                       "message": f"no leader took the write within {WRITE_DEADLINE_S:.0f} s; it may "
+                                       "or may not have been applied"}], final=True)
+            elif (w.due and now >= w.due) or (w.target > 0 and now - w.sent >= RESEND_S):
+                w.due = 0.0
+                self._submit_write(rid, now)
+        if self.local_writes:
+            self.local_writes = False
+            self.replica.end_input()
+
+    def on_replies(self, identity: bytes, replies: list[dict[str, Any]], final: bool = False) -> None:
+        """The answers to a Redis connection's requests (the replica's, or the leader's for forwarded writes). A
+        write that no leader took (a follower's, an election) is tried again, up to its deadline."""
         waiting = self.waiting
+        now = time.monotonic()
         for r in replies:
-            entry = waiting.pop(r.get("id", -1), None)
+            rid = r.get("id", -1)
+            w = self.writes.get(rid)
+            if w is not None:
+                if not final and not r.get("ok") and r.get("error") in _RETRY and now < w.deadline:
+                    w.due = now + RETRY_S  # the same request again (same session and sequence: applied once)
+                    w.target = -1
+                    continue
+                del self.writes[rid]
+            entry = waiting.pop(rid, None)
             if entry is None:
                 continue
             c, p, i = entry
@@ -323,6 +414,10 @@ class RespServer:
             p.left -= 1
             if p.left == 0:
                 assert p.finish is not None
+                if p.read:
+                    c.reads -= 1
+                    if c.deferred and not c.reads:
+                        self.waiting_resume = True
                 try:
                     p.data = p.finish(p.answers)
                 except Exception as e:
@@ -369,6 +464,15 @@ def _first_failure(answers: list[dict[str, Any]], write: bool) -> bytes | None:
         if bad is not None:
             return bad
     return None
+
+
+def _blocked(c: Conn, name: bytes) -> bool:
+    """Whether command ``name`` must wait: a read for the connection's unanswered writes, a write for its reads."""
+    if name in _READS:
+        return bool(c.unfinished)
+    if name in _WRITES:
+        return c.reads > 0
+    return False
 
 
 def _done_writes(s: RespServer, c: Conn, reqs: list[dict[str, Any]]) -> None:
@@ -570,7 +674,9 @@ _COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None
     b"DEL": (-2, _del),
 }
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
+_RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER))
 _READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS"))
+_WRITES = frozenset((b"SET", b"APPEND", b"DEL"))
 """The commands that read the store (held back after a write of the same connection until it is answered)."""
 
 

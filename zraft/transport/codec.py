@@ -39,6 +39,8 @@ memory some 60-fold."""
 _MSG_TYPES = frozenset(int(t) for t in MsgType)
 _ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
 _CLIENT_TAG = b"\xa1C"  # the msgpack string "C" right after a client message's array header
+CLIENT_TAG = _CLIENT_TAG
+"""``payload[1:3] == CLIENT_TAG``: a client message (a request, or answers)."""
 
 
 class ProtocolError(Exception):

@@ -245,6 +245,13 @@ class ZmqTransport:
                     self.refused("other_cluster", "node=%d event=other_cluster from_peer=%d their_cluster=%r "
                                  "ours=%r: dropped", self.id, pid, _cluster_of(frame)[:64], self.cluster_id)
                     continue
+                if payload[1:3] == codec.CLIENT_TAG:  # the answers to client requests we forwarded to it
+                    try:
+                        yield "client_replies", codec.decode_replies(payload), b""
+                    except codec.ProtocolError as e:
+                        self.refused("bad_message", "node=%d event=bad_message from_peer=%d error=%s", self.id, pid,
+                                     e)
+                    continue
                 try:
                     kind, msg = codec.decode(payload)
                 except codec.ProtocolError as e:
@@ -255,6 +262,18 @@ class ZmqTransport:
                                  self.id, kind, pid)
                     continue
                 yield kind, msg, b""
+
+    def send_client(self, peer: int, payload: bytes) -> bool:
+        """Client requests (a Redis connection's writes, forwarded) to ``peer`` over our connection to it; its
+        answers come back on the same connection (``incoming_back``). False if they could not be queued."""
+        d = self.dealers.get(peer)
+        if d is None:
+            return False
+        try:
+            d.send(payload, _NOBLOCK)
+        except zmq.ZMQError:
+            return False
+        return True
 
     def refused(self, event: str, fmt: str, *args: Any) -> None:
         """A frame dropped: counted, and logged at most once a second per kind."""
