@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import msgpack
 import pytest
 
 from zraft import kv
@@ -266,3 +267,44 @@ def test_a_delete_says_whether_the_key_was_there_and_a_retry_gets_the_same_answe
     missing = Command(Op.DELETE, 1, 3, 1, b"k", b"")
     assert run(s, gone, missing, gone, missing) == [Status.OK, Status.NOT_FOUND, Status.OK, Status.NOT_FOUND]
     assert s.get(b"k") is None
+
+
+def _do(s: KVStore, op: int, seq: int, key: bytes, value: bytes = b"") -> tuple[int, bytes | None]:
+    status = s.apply(s.applied + 1, kv.encode_command(op, 9, seq, 1, key, value))[2]
+    return status, s.result
+
+
+def test_incrby_set_with_flags_getdel_mset_and_their_retries() -> None:
+    s = KVStore()
+    assert _do(s, kv.INCRBY, 1, b"n", b"5") == (kv.OK, b"5")
+    assert _do(s, kv.INCRBY, 2, b"n", b"-7") == (kv.OK, b"-2")
+    assert _do(s, kv.INCRBY, 1, b"n", b"5") == (kv.OK, b"5")  # a retry: the first answer, nothing applied again
+    assert s.get(b"n") == b"-2"
+    s.data[b"t"] = b"12 "
+    assert _do(s, kv.INCRBY, 3, b"t", b"1") == (kv.NOT_INTEGER, None) and s.get(b"t") == b"12 "
+    for bad in (b"012", b"-0", b"+1", b"", b"1.5", b"99999999999999999999"):
+        s.data[b"b"] = bad
+        assert _do(s, kv.INCRBY, 4 + len(bad), b"b", b"1")[0] == kv.NOT_INTEGER, bad
+    s.data[b"max"] = b"%d" % (2**63 - 1)
+    assert _do(s, kv.INCRBY, 30, b"max", b"1") == (kv.OVERFLOW, None)
+    flags = bytes([kv.SET_NX | kv.SET_GET])
+    assert _do(s, kv.SET, 31, b"x", flags + b"a") == (kv.OK, None) and s.get(b"x") == b"a"
+    assert _do(s, kv.SET, 32, b"x", flags + b"b") == (kv.NOT_SET, b"a") and s.get(b"x") == b"a"
+    assert _do(s, kv.SET, 33, b"y", bytes([kv.SET_XX]) + b"c") == (kv.NOT_SET, None) and s.get(b"y") is None
+    assert _do(s, kv.SET, 34, b"x", bytes([kv.SET_XX | kv.SET_GET]) + b"d") == (kv.OK, b"a")
+    assert _do(s, kv.GETDEL, 35, b"x") == (kv.OK, b"d") and s.get(b"x") is None
+    assert _do(s, kv.GETDEL, 36, b"x") == (kv.NOT_FOUND, None)
+    assert _do(s, kv.GETDEL, 35, b"x") == (kv.OK, b"d")  # a retry
+    pairs = msgpack.packb([b"m1", b"1", b"m2", b"2"])
+    assert _do(s, kv.MSET, 37, b"", pairs)[0] == kv.OK and (s.get(b"m1"), s.get(b"m2")) == (b"1", b"2")
+    too_big = msgpack.packb([b"m3", b"3", b"m4", b"v" * (kv.MAX_VALUE_BYTES + 1)])
+    assert _do(s, kv.MSET, 38, b"", too_big)[0] == kv.TOO_LARGE and s.get(b"m3") is None  # all or nothing
+    assert _do(s, kv.MSET, 39, b"", msgpack.packb([b"odd"]))[0] == kv.BAD_COMMAND
+    big = b"v" * (kv.MAX_CACHED_RESULT + 1)
+    s.data[b"big"] = big
+    assert _do(s, kv.GETDEL, 40, b"big") == (kv.OK, big)
+    assert _do(s, kv.GETDEL, 40, b"big") == (kv.RESULT_LOST, None)  # too large to keep for a retry
+    # Every reply survives a snapshot (format 4: statuses and [status, result]).
+    t = KVStore.restore(s.snapshot())
+    assert t.state() == s.state()
+    assert _do(t, kv.INCRBY, 2, b"n", b"-7") == (kv.OK, b"-2")

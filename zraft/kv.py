@@ -37,9 +37,10 @@ MAX_REPLIES_PER_SESSION = 16_384
 advances its ack). One more drops the older half: retries of those are refused as expired, never applied twice."""
 EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
-SNAPSHOT_FORMAT = 3
-"""Snapshot layout: a stream of msgpack objects. First ``[3, applied, key_count, session_count]``; then arrays
-``[client, last_index, ack, {seq: status}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions,
+SNAPSHOT_FORMAT = 4
+"""Snapshot layout: a stream of msgpack objects. First ``[4, applied, key_count, session_count]``; then arrays
+``[client, last_index, ack, {seq: reply}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions (a reply
+is a status, or ``[status, result]`` for the ops that have results; format 3 had statuses only),
 ``session_count`` sessions in all; then arrays ``[key, value, key, value, ...]`` of at most
 ``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all. Still read:
 format 2 (``[2, applied, key_count, sessions]`` with sessions a map client -> ``[last_index, ack, {seq: status}]``,
@@ -53,13 +54,29 @@ class Op(enum.IntEnum):
     PUT = 1
     APPEND = 2
     DELETE = 3
+    INCRBY = 4
+    """``value``: the delta in decimal ASCII. The result: the new value, in decimal ASCII."""
+    SET = 5
+    """``value``: a flags byte (``SET_NX``, ``SET_XX``, ``SET_GET``) then the value. The result (``SET_GET``): the
+    old value or None; status ``NOT_SET`` when NX/XX said no."""
+    GETDEL = 6
+    """The result: the value removed (None, status ``NOT_FOUND``, if there was none)."""
+    MSET = 7
+    """``key`` empty, ``value`` the msgpack array [key, value, key, value, ...]: all set in one step, or none."""
 
 
-PUT, APPEND, DELETE = 1, 2, 3
+PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET = 1, 2, 3, 4, 5, 6, 7
 """The ops as plain ints (what the log holds), for the hot path."""
-_OP_VALUES = frozenset((PUT, APPEND, DELETE))
-OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND, NOT_FOUND = 0, 1, 2, 3, 4
+_OP_VALUES = frozenset((PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET))
+RESULT_OPS = frozenset((INCRBY, SET, GETDEL))
+"""Ops whose answer carries a result (``KVStore.result``), kept in the session for a retry."""
+SET_NX, SET_XX, SET_GET = 1, 2, 4
+OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND, NOT_FOUND, NOT_INTEGER, OVERFLOW, NOT_SET, RESULT_LOST = range(9)
 """The statuses as plain ints."""
+MAX_CACHED_RESULT = 64 << 10
+"""A result longer than this (an old value) is not kept in the session: a retry is told ``RESULT_LOST``."""
+MAX_MSET_PAIRS = 1024
+INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def encode_command(op: int, client: int, seq: int, ack: int, key: bytes, value: bytes) -> bytes:
@@ -77,6 +94,14 @@ class Status(enum.IntEnum):
     BAD_COMMAND = 3
     NOT_FOUND = 4
     """A delete of a key that was not there: done (nothing to remove), and said so (Redis's DEL counts them)."""
+    NOT_INTEGER = 5
+    """INCRBY of a value that is not a decimal 64-bit integer: nothing changed."""
+    OVERFLOW = 6
+    """INCRBY past the 64-bit range: nothing changed."""
+    NOT_SET = 7
+    """SET NX/XX whose condition did not hold: nothing changed (an answer, not an error)."""
+    RESULT_LOST = 8
+    """A retry of a write that was applied, whose result was too large to keep."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +124,17 @@ class Command:
         return Command(Op(op), client, seq, ack, key, value)
 
 
+def _parse_int(b: bytes) -> int | None:
+    """A decimal 64-bit integer as Redis writes it (no sign but '-', no spaces, no leading zeros), else None."""
+    if not 0 < len(b) <= 20 or not (b.isdigit() or (b[:1] == b"-" and b[1:].isdigit() and len(b) > 1)):
+        return None
+    digits = b[1:] if b[:1] == b"-" else b
+    if len(digits) > 1 and digits[:1] == b"0":
+        return None
+    n = int(b)
+    return n if INT64[0] <= n <= INT64[1] and b != b"-0" else None
+
+
 def check_limits(key: bytes, value: bytes = b"") -> str | None:
     """Why a request is over the limits, or None. Checked by clients and nodes before proposing."""
     if len(key) > MAX_KEY_BYTES:
@@ -113,8 +149,8 @@ class Session:
     last_index: int
     """The log index of the session's newest command (for expiry)."""
     ack: int = 1
-    replies: dict[int, int] = field(default_factory=dict)
-    """seq -> status of requests at or above ``ack``."""
+    replies: dict[int, Any] = field(default_factory=dict)
+    """seq -> reply of requests at or above ``ack``: the status, or [status, result] (``RESULT_OPS``)."""
 
 
 class SnapshotImage:
@@ -184,6 +220,8 @@ class KVStore:
         self.sessions: dict[int, Session] = {}
         self.applied = 0
         self._image: SnapshotImage | None = None
+        self.result: bytes | None = None
+        """The result of the last command applied (``RESULT_OPS``; None for the others)."""
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
@@ -195,6 +233,7 @@ class KVStore:
         if index != self.applied + 1:
             raise ValueError(f"apply out of order: {index} after {self.applied}")
         self.applied = index
+        self.result = None
         if index % EXPIRY_CHECK_EVERY == 0:
             self._expire(index - 1)  # as if checked after the previous entry: this command's session is fresh
         try:
@@ -229,12 +268,22 @@ class KVStore:
         if seq < s.ack:
             return client, seq, SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
         cached = replies.get(seq)
-        if cached is not None:
-            return client, seq, cached  # a retry: answer again, apply nothing
+        if cached is not None:  # a retry: answer again, apply nothing
+            if type(cached) is list:
+                self.result = cached[1]
+                return client, seq, cached[0]
+            return client, seq, cached
         # The operation.
         data_ = self.data
         status = OK
-        if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+        if op > DELETE:
+            status = self._apply_more(op, key, value, img)
+            if op in RESULT_OPS:
+                r = self.result
+                replies[seq] = [status, r] if r is None or len(r) <= MAX_CACHED_RESULT else [RESULT_LOST, None]
+            else:
+                replies[seq] = status
+        elif len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
             status = TOO_LARGE
         else:
             if img is not None and key not in img.before:
@@ -249,12 +298,76 @@ class KVStore:
                     data_[key] = old + value
             elif data_.pop(key, None) is None:
                 status = NOT_FOUND
-        replies[seq] = status
+        if op <= DELETE:
+            replies[seq] = status
         if len(replies) > MAX_REPLIES_PER_SESSION:
             keep = sorted(replies)[len(replies) - MAX_REPLIES_PER_SESSION // 2]
             s.replies = {q: r for q, r in replies.items() if q >= keep}
             s.ack = keep
         return client, seq, status
+
+    def _apply_more(self, op: int, key: bytes, value: bytes, img: SnapshotImage | None) -> int:
+        """INCRBY, SET with flags, GETDEL, MSET: the status; ``self.result`` the result. Nothing changes unless the
+        whole command succeeds."""
+        data = self.data
+        if op == MSET:
+            try:
+                pairs = unpackb(value)
+                ok = (type(pairs) is list and len(pairs) % 2 == 0 and 0 < len(pairs) <= 2 * MAX_MSET_PAIRS
+                      and all(type(x) is bytes for x in pairs))
+            except Exception:
+                ok = False
+            if not ok:
+                return BAD_COMMAND
+            if any(len(pairs[i]) > MAX_KEY_BYTES or len(pairs[i + 1]) > MAX_VALUE_BYTES
+                   for i in range(0, len(pairs), 2)):
+                return TOO_LARGE
+            for i in range(0, len(pairs), 2):
+                k = pairs[i]
+                if img is not None and k not in img.before:
+                    img.before[k] = data.get(k)
+                data[k] = pairs[i + 1]
+            return OK
+        if len(key) > MAX_KEY_BYTES:
+            return TOO_LARGE
+        old = data.get(key)
+        if op == INCRBY:
+            delta = _parse_int(value)
+            cur = 0 if old is None else _parse_int(old)
+            if delta is None or cur is None:
+                return NOT_INTEGER
+            new = cur + delta
+            if not INT64[0] <= new <= INT64[1]:
+                return OVERFLOW
+            result = self.result = b"%d" % new
+        elif op == SET:
+            if not value:
+                return BAD_COMMAND
+            flags, new_value = value[0], value[1:]
+            if len(new_value) > MAX_VALUE_BYTES:
+                return TOO_LARGE
+            if flags & SET_GET:
+                self.result = old
+            if (flags & SET_NX and old is not None) or (flags & SET_XX and old is None):
+                return NOT_SET
+            if img is not None and key not in img.before:
+                img.before[key] = old
+            data[key] = new_value
+            return OK
+        elif op == GETDEL:
+            self.result = old
+            if old is None:
+                return NOT_FOUND
+            if img is not None and key not in img.before:
+                img.before[key] = old
+            del data[key]
+            return OK
+        else:
+            return BAD_COMMAND
+        if img is not None and key not in img.before:
+            img.before[key] = old
+        data[key] = result
+        return OK
 
     def _evict_sessions(self, keep: int) -> None:
         idle = sorted((s.last_index, c) for c, s in self.sessions.items() if c != keep)
@@ -320,7 +433,7 @@ class KVStore:
             head = next(objs)
             if head[0] == 1:  # format 1: everything in one object
                 _, kv.applied, kv.data, sessions = head
-            elif head[0] in (2, SNAPSHOT_FORMAT):
+            elif head[0] in (2, 3, SNAPSHOT_FORMAT):
                 if head[0] == 2:
                     _, kv.applied, count, sessions = head
                 else:
@@ -344,7 +457,7 @@ class KVStore:
             else:
                 raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
                                  f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
-            kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _int(r) for q, r in v[2].items()})
+            kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _reply(r) for q, r in v[2].items()})
                            for c, v in sessions.items()}
             if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(
                     type(k) is not bytes or type(v) is not bytes for k, v in kv.data.items()))):
@@ -360,6 +473,13 @@ class KVStore:
     def state(self) -> Any:
         """Everything that must agree across nodes (for tests)."""
         return self.applied, self.data, {c: (s.ack, s.replies) for c, s in self.sessions.items()}
+
+
+def _reply(r: Any) -> Any:
+    """A session's recorded reply from a snapshot: a status, or [status, result]."""
+    if type(r) is list and len(r) == 2 and (r[1] is None or type(r[1]) is bytes):
+        return [_int(r[0]), r[1]]
+    return _int(r)
 
 
 def _int(v: Any) -> int:

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgpack
+
 from zraft import kv, members
 from zraft.core import (
     NONE,
@@ -139,6 +141,10 @@ class PendingWrite:
     """Clock time of the loop pass it arrived in (request latency metrics)."""
     key: bytes | None = None
     """Set when the request asked for the value's new length in the answer (``"len": true``)."""
+    plain: bool = True
+    """Answered with a bare ``ok`` when applied (put and append without options); else ``_write_result``."""
+    flags: int = 0
+    """A put's SET flags (``kv.SET_NX`` ...)."""
 
 
 @dataclass(slots=True)
@@ -459,19 +465,34 @@ class Replica:
         pending = self.pending_writes
         now = self.clock()
         for identity, req, batched in writes:
-            key, value = req["key"], req.get("value", b"")
-            if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES:
-                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.TOO_LARGE,
-                                       "message": kv.check_limits(key, value)}, batched)
+            op = req["op"]
+            key, value = req.get("key", b""), req.get("value", b"")
+            kvop, flags = _OPS[op], 0
+            if op == "put" and len(req) > 7:  # options: a SET with flags
+                flags = (kv.SET_NX if req.get("nx") is True else 0) | (kv.SET_XX if req.get("xx") is True else 0) \
+                    | (kv.SET_GET if req.get("get") is True else 0)
+            why = kv.check_limits(key, value)
+            if op == "mset":
+                pairs = req["pairs"]
+                why = next((bad for i in range(0, len(pairs), 2) if (bad := kv.check_limits(pairs[i], pairs[i + 1]))),
+                           None)
+                value = msgpack.packb(pairs, use_bin_type=True)
+            elif op == "incr":
+                value = b"%d" % req["by"]
+            elif flags:
+                kvop, value = kv.SET, bytes([flags]) + value
+            if why:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.TOO_LARGE, "message": why}, batched)
                 continue
             client, seq = req["client"], req["seq"]
-            w = PendingWrite(identity, req["id"], batched, req["op"], now, key if req.get("len") else None)
+            w = PendingWrite(identity, req["id"], batched, op, now, key if req.get("len") is True else None,
+                             (op == "put" and not flags) or (op == "append" and req.get("len") is not True), flags)
             waiting = pending.get((client, seq))
             if waiting is None:
                 pending[(client, seq)] = [w]
             else:
                 waiting.append(w)
-            datas.append(kv.encode_command(_OPS[req["op"]], client, seq, req["ack"], key, value))
+            datas.append(kv.encode_command(kvop, client, seq, req["ack"], key, value))
         if datas:
             self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
 
@@ -709,17 +730,10 @@ class Replica:
                 if answer:
                     for w in answer:
                         runs.add(w.op, w.arrived)
-                        if status == kv.OK:
-                            if w.key is None and w.op != "delete":
-                                self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
-                            else:
-                                self._reply(w.identity, self._write_result(w, True), w.batched)
-                        elif status == kv.NOT_FOUND:
-                            self._reply(w.identity, self._write_result(w, False), w.batched)
+                        if status == kv.OK and w.plain:
+                            self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
                         else:
-                            self._reply(w.identity, {"id": w.req_id, "ok": False,
-                                                     "error": kv.Status(status).name.lower(),
-                                                     "message": _STATUS_TEXT[status]}, w.batched)
+                            self._reply(w.identity, self._write_result(w, status, store.result), w.batched)
             else:
                 store.apply_noop(e.index)
                 if e.kind == EntryKind.CONFIG and self.pending_config:
@@ -751,12 +765,23 @@ class Replica:
             self._serve_backups()
         self._maybe_snapshot()
 
-    def _write_result(self, w: PendingWrite, found: bool) -> dict[str, Any]:
+    def _write_result(self, w: PendingWrite, status: int, result: bytes | None) -> dict[str, Any]:
         """A write's answer with what it did: a delete says whether the key was there; an append asked for it says
-        the value's length right after it (read now, between this entry and the next)."""
+        the value's length right after it (read now, between this entry and the next); incr the new value; getdel
+        the value removed; a put with options whether it set the value (and the old one, if asked)."""
+        if status not in (kv.OK, kv.NOT_FOUND, kv.NOT_SET):
+            return {"id": w.req_id, "ok": False, "error": kv.Status(status).name.lower(),
+                    "message": _STATUS_TEXT[status]}
         r: dict[str, Any] = {"id": w.req_id, "ok": True}
-        if w.op == "delete":
-            r["found"] = found
+        op = w.op
+        if op == "delete":
+            r["found"] = status == kv.OK
+        elif op in ("incr", "getdel"):
+            r["value"] = result
+        elif op == "put":
+            r["done"] = status == kv.OK
+            if w.flags & kv.SET_GET:
+                r["value"] = result
         if w.key is not None:
             r["length"] = len(self.kv.data.get(w.key, b""))
         return r
@@ -932,9 +957,13 @@ def restore(snap: Snapshot) -> kv.KVStore:
     return kv.KVStore.restore(snap.data)
 
 
-_OPS = {"put": int(kv.Op.PUT), "append": int(kv.Op.APPEND), "delete": int(kv.Op.DELETE)}
+_OPS = {"put": kv.PUT, "append": kv.APPEND, "delete": kv.DELETE, "incr": kv.INCRBY, "getdel": kv.GETDEL,
+        "mset": kv.MSET}
 _STATUS_TEXT: dict[int, str] = {
     kv.Status.TOO_LARGE: "key or value over the size limit",
     kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
     kv.Status.BAD_COMMAND: "malformed command",
+    kv.Status.NOT_INTEGER: "value is not an integer or out of range",
+    kv.Status.OVERFLOW: "increment or decrement would overflow",
+    kv.Status.RESULT_LOST: "the write was applied; its result was too large to keep for a retry",
 }

@@ -13,9 +13,13 @@ bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connectio
 commands over all connections.
 
 Commands: PING, ECHO, HELLO (RESP2), SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS),
-CONFIG GET, INFO, DBSIZE, KEYS, GET, MGET, EXISTS, STRLEN, SET (no options yet), APPEND, DEL. Anything else:
-``-ERR unknown command``. On a follower, reads are served (linearizable, through the leader's read index) and writes
-answer ``-READONLY`` naming the leader (forwarding is the next step).
+CONFIG GET, INFO, DBSIZE, KEYS, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR,
+INCRBY, DECRBY, GETDEL, MSET. Anything else:
+``-ERR unknown command``. Any node serves every command: reads locally (linearizable, through the leader's read
+index), writes at the leader -- a follower forwards them over its peer connection and relays the answers. A write
+that meets an election or a redirect is tried again with the same session and sequence number (applied once) for
+up to ``WRITE_DEADLINE_S``, then answered ``-TRYAGAIN``. A connection's commands take effect in the order sent: a
+read waits for the connection's unanswered writes, a write for its unanswered reads.
 """
 
 from __future__ import annotations
@@ -591,17 +595,13 @@ def _get(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _mget(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    def finish(ans: list[dict[str, Any]]) -> bytes:
-        return _first_failure(ans, False) or resp.bulks([r.get("value") for r in ans])
-
-    s._native(c, [{"op": "get", "key": k} for k in a[1:]], finish)
+    keys = a[1:]  # all read at one moment (one read barrier): an MSET is seen whole or not at all
+    _whole_store(s, c, lambda data: resp.bulks([data.get(k) for k in keys]))
 
 
 def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    def finish(ans: list[dict[str, Any]]) -> bytes:
-        return _first_failure(ans, False) or resp.integer(sum(1 for r in ans if r.get("found")))
-
-    s._native(c, [{"op": "get", "key": k} for k in a[1:]], finish)
+    keys = a[1:]
+    _whole_store(s, c, lambda data: resp.integer(sum(1 for k in keys if k in data)))
 
 
 def _strlen(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -633,11 +633,107 @@ def _keys(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    if len(a) != 3:
-        opts = " ".join(x.decode(errors="replace").upper() for x in a[3:6])
-        s._immediate(c, resp.error(f"ERR SET options ({opts}) are not supported by zraft yet"))
+    req: dict[str, Any] = {"op": "put", "key": a[1], "value": a[2]}
+    for opt in (x.upper() for x in a[3:]):
+        if opt in (b"NX", b"XX", b"GET"):
+            req[opt.decode().lower()] = True
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
+            s._immediate(c, resp.error("ERR zraft keeps keys until they are deleted: SET options EX, PX, EXAT, PXAT "
+                                       "and KEEPTTL are not supported"))
+            return
+        else:
+            s._immediate(c, resp.error("ERR syntax error"))
+            return
+    if req.get("nx") and req.get("xx"):
+        s._immediate(c, resp.error("ERR syntax error"))
         return
-    reqs = [{"op": "put", "key": a[1], "value": a[2]}]
+    reqs = [req]
+    conditional, get = "nx" in req or "xx" in req, "get" in req
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        r = ans[0]
+        bad = _failure(r, True)
+        if bad is not None:
+            return bad
+        if get:
+            return resp.bulk(r.get("value"))
+        return resp.OK if not conditional or r.get("done", True) else resp.NULL
+
+    s._native(c, reqs, finish)
+
+
+def _setnx(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    reqs = [{"op": "put", "key": a[1], "value": a[2], "nx": True}]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        return _failure(ans[0], True) or resp.integer(1 if ans[0].get("done") else 0)
+
+    s._native(c, reqs, finish)
+
+
+def _incr_by(s: RespServer, c: Conn, key: bytes, by: int | None) -> None:
+    if by is None:
+        s._immediate(c, resp.error("ERR value is not an integer or out of range"))
+        return
+    reqs = [{"op": "incr", "key": key, "by": by}]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        r = ans[0]
+        if r.get("error") == "not_integer":
+            return resp.error("ERR value is not an integer or out of range")
+        if r.get("error") == "overflow":
+            return resp.error("ERR increment or decrement would overflow")
+        return _failure(r, True) or resp.integer(int(r.get("value") or b"0"))
+
+    s._native(c, reqs, finish)
+
+
+def _arg_int(b: bytes) -> int | None:
+    try:
+        n = int(b)
+    except ValueError:
+        return None
+    return n if -(1 << 63) <= n < 1 << 63 and b.strip() == b and not b.startswith(b"+") else None
+
+
+def _incr(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    _incr_by(s, c, a[1], 1)
+
+
+def _decr(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    _incr_by(s, c, a[1], -1)
+
+
+def _incrby(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    _incr_by(s, c, a[1], _arg_int(a[2]))
+
+
+def _decrby(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    n = _arg_int(a[2])
+    _incr_by(s, c, a[1], None if n is None or n == -(1 << 63) else -n)
+
+
+def _getdel(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    reqs = [{"op": "getdel", "key": a[1]}]
+
+    def finish(ans: list[dict[str, Any]]) -> bytes:
+        _done_writes(s, c, reqs)
+        return _failure(ans[0], True) or resp.bulk(ans[0].get("value"))
+
+    s._native(c, reqs, finish)
+
+
+def _mset(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    if len(a) % 2 == 0:
+        s._immediate(c, resp.error("ERR wrong number of arguments for 'mset' command"))
+        return
+    if len(a) - 1 > 2 * codec.MAX_MSET_PAIRS:
+        s._immediate(c, resp.error(f"ERR zraft's MSET takes at most {codec.MAX_MSET_PAIRS} pairs"))
+        return
+    reqs = [{"op": "mset", "pairs": a[1:]}]  # one log entry: every pair set at once, or none
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
         _done_writes(s, c, reqs)
@@ -671,12 +767,14 @@ _COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None
     b"HELLO": (-1, _hello), b"CLIENT": (-2, _client), b"COMMAND": (-1, _command), b"CONFIG": (-2, _config),
     b"INFO": (-1, _info), b"DBSIZE": (1, _dbsize), b"KEYS": (2, _keys), b"GET": (2, _get), b"MGET": (-2, _mget),
     b"EXISTS": (-2, _exists), b"STRLEN": (2, _strlen), b"SET": (-3, _set), b"APPEND": (3, _append),
-    b"DEL": (-2, _del),
+    b"DEL": (-2, _del), b"SETNX": (3, _setnx), b"INCR": (2, _incr), b"DECR": (2, _decr), b"INCRBY": (3, _incrby),
+    b"DECRBY": (3, _decrby), b"GETDEL": (2, _getdel), b"MSET": (-3, _mset),
 }
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
 _RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER))
 _READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS"))
-_WRITES = frozenset((b"SET", b"APPEND", b"DEL"))
+_WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
+                     b"MSET"))
 """The commands that read the store (held back after a write of the same connection until it is answered)."""
 
 

@@ -204,13 +204,16 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 # ---------------------------------------------------------------------- client requests and replies
 
 CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe", "members", "add_learner", "promote", "remove",
-              "transfer", "backup", "backup_chunk", "backup_end")
-WRITE_OPS = frozenset(("put", "append", "delete"))
+              "transfer", "backup", "backup_chunk", "backup_end", "incr", "getdel", "mset")
+WRITE_OPS = frozenset(("put", "append", "delete", "incr", "getdel", "mset"))
+_PLAIN_WRITES = frozenset(("put", "append", "delete"))
 """The client operations that change the store: they go through the log (and a session)."""
 MEMBER_OPS = frozenset(("add_learner", "promote", "remove", "transfer"))
 """The operations that change the membership or move leadership (leader only; ``node`` names the member)."""
 BACKUP_OPS = frozenset(("backup_chunk", "backup_end"))
 """Reading a backup's file (``index``, ``term`` name it; ``backup_chunk`` adds ``offset`` and ``length``)."""
+MAX_MSET_PAIRS = 1024
+"""Most key/value pairs in one mset (a client frame's arrays hold at most 2,048 items)."""
 MAX_BACKUP_CHUNK = 1 << 20
 """Most bytes of a backup file one ``backup_chunk`` answer carries."""
 
@@ -329,7 +332,7 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
     op = req.get("op")
     if type(op) is not str:
         raise ProtocolError("field op must be a string")
-    if op in WRITE_OPS:  # the common case, checked in one expression; the slow path below says what is wrong
+    if op in _PLAIN_WRITES:  # the common case, checked in one expression; the slow path below says what is wrong
         c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
         if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
                 and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT
@@ -339,14 +342,28 @@ def validate_request(req: dict[str, Any]) -> dict[str, Any]:
     if op not in CLIENT_OPS:
         raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(CLIENT_OPS)}")
     _uint("id", req.get("id"))
-    if op in ("put", "append", "delete"):
+    if op in WRITE_OPS:
         for f in ("client", "seq", "ack"):
             _uint(f, req.get(f))
         if req["client"] == 0 or req["seq"] == 0 or req["ack"] == 0:
             raise ProtocolError("client, seq and ack start at 1")
-    if op in ("put", "append", "delete", "get"):
+    if op in ("put", "append", "delete", "get", "incr", "getdel"):
         if not isinstance(req.get("key"), bytes):
             raise ProtocolError("field key must be bytes (msgpack bin)")
+    for flag in ("nx", "xx", "get"):
+        if flag in req and (op != "put" or not isinstance(req[flag], bool)):
+            raise ProtocolError(f"field {flag} is a boolean option of put")
+    if req.get("nx") is True and req.get("xx") is True:
+        raise ProtocolError("nx and xx exclude each other")
+    if op == "incr":
+        by = req.get("by")
+        if type(by) is not int or not -(1 << 63) <= by < 1 << 63:
+            raise ProtocolError("field by must be a 64-bit signed integer")
+    if op == "mset":
+        pairs = req.get("pairs")
+        if (not isinstance(pairs, list) or not 0 < len(pairs) <= 2 * MAX_MSET_PAIRS or len(pairs) % 2
+                or not all(isinstance(x, bytes) for x in pairs)):
+            raise ProtocolError(f"field pairs must be a list of 1 to {MAX_MSET_PAIRS} key, value pairs (bin)")
     if op in ("put", "append") and not isinstance(req.get("value"), bytes):
         raise ProtocolError("field value must be bytes (msgpack bin)")
     if "stale" in req and not isinstance(req["stale"], bool):
@@ -393,7 +410,7 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "pending_reads": (int,), "pending_writes": (int,), "voters": (list,), "learners": (list,),
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
     "peer_in": (dict,), "cluster_id": (str,), "index": (int,), "size": (int,), "offset": (int,), "data": (bytes,),
-    "length": (int,),
+    "length": (int,), "done": (bool,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""
