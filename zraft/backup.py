@@ -68,8 +68,8 @@ def inspect(path: str, full: bool = False) -> BackupInfo:
         head = msgpack.Unpacker(raw=False, strict_map_key=False)
         head.feed(disk.read_range(f.path, f.data_offset, min(f.data_len, 64)))
         fmt, applied, keys, sessions = next(head)
-        if fmt != kv.SNAPSHOT_FORMAT:  # older formats are read by nodes, but backups are written by this one
-            raise ValueError(f"store format {fmt}, this zraft writes {kv.SNAPSHOT_FORMAT}")
+        if fmt not in (3, kv.SNAPSHOT_FORMAT):  # what backups were written in (1 and 2 only ever in old snapshots)
+            raise ValueError(f"store format {fmt}; this zraft reads backups in formats 3 and {kv.SNAPSHOT_FORMAT}")
         if applied != snap.index or type(keys) is not int or type(sessions) is not int:
             raise ValueError("its header disagrees with its metadata")
     except (ValueError, TypeError, StopIteration, msgpack.UnpackException) as e:
