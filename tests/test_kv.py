@@ -308,3 +308,19 @@ def test_incrby_set_with_flags_getdel_mset_and_their_retries() -> None:
     t = KVStore.restore(s.snapshot())
     assert t.state() == s.state()
     assert _do(t, kv.INCRBY, 2, b"n", b"-7") == (kv.OK, b"-2")
+
+
+def test_snapshots_stay_in_format_3_until_a_result_is_kept() -> None:
+    s = KVStore()
+    run(s, Command(Op.PUT, 1, 1, 1, b"k", b"v"))
+    up = msgpack.Unpacker()
+    up.feed(s.snapshot())
+    assert next(up)[0] == 3  # what the previous release reads
+    _do(s, kv.INCRBY, 1, b"n", b"1")
+    up = msgpack.Unpacker()
+    up.feed(s.snapshot())
+    assert next(up)[0] == 4
+    t = KVStore.restore(s.snapshot())
+    up = msgpack.Unpacker()
+    up.feed(t.snapshot())
+    assert next(up)[0] == 4

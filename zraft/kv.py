@@ -166,6 +166,7 @@ class SnapshotImage:
     def __init__(self, kv: KVStore) -> None:
         self.applied = kv.applied
         self.clients = list(kv.sessions)
+        self.results = kv.results
         self._sessions = kv.sessions
         self.sessions_before: dict[int, list[Any] | None] = {}
         """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
@@ -180,7 +181,10 @@ class SnapshotImage:
             self.sessions_before[client] = None if s is None else [s.last_index, s.ack, dict(s.replies)]
 
     def chunks(self) -> Iterator[bytes]:
-        yield msgpack.packb([SNAPSHOT_FORMAT, self.applied, len(self.keys), len(self.clients)], use_bin_type=True)
+        # Format 3 (statuses only) until the store has kept a result: the release before this one reads it, so a
+        # rolling upgrade works as long as the new commands wait until every node runs this release.
+        fmt = SNAPSHOT_FORMAT if self.results else 3
+        yield msgpack.packb([fmt, self.applied, len(self.keys), len(self.clients)], use_bin_type=True)
         live, saved = self._sessions, self.sessions_before
         sess: list[Any] = []
         for c in self.clients:
@@ -222,6 +226,8 @@ class KVStore:
         self._image: SnapshotImage | None = None
         self.result: bytes | None = None
         """The result of the last command applied (``RESULT_OPS``; None for the others)."""
+        self.results = False
+        """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
 
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
@@ -279,6 +285,7 @@ class KVStore:
         if op > DELETE:
             status = self._apply_more(op, key, value, img)
             if op in RESULT_OPS:
+                self.results = True
                 r = self.result
                 replies[seq] = [status, r] if r is None or len(r) <= MAX_CACHED_RESULT else [RESULT_LOST, None]
             else:
@@ -457,6 +464,7 @@ class KVStore:
             else:
                 raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
                                  f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
+            kv.results = head[0] >= 4
             kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _reply(r) for q, r in v[2].items()})
                            for c, v in sessions.items()}
             if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(
