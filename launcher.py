@@ -13,6 +13,7 @@ whose nodes still run, is refused and changes nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="node i serves the Redis protocol (redis-cli, redis-benchmark, any Redis client) on "
                         "HOST:PORT with PORT = this + i - 1 (default: base-port + 3000)")
     p.add_argument("--no-resp", action="store_true", help="no Redis-protocol ports")
+    p.add_argument("--resp-password-file", metavar="FILE",
+                   help="Redis clients must AUTH with the password in FILE (mode 0600); needed for a non-loopback "
+                        "--host unless --insecure")
     p.add_argument("--web", type=int, metavar="PORT",
                    help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + 2000); the URL "
                         "printed at start carries the token that the page's buttons need")
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             node_args += [f"--{flag.replace('_', '-')}", str(v)]
     if a.unsafe_no_fsync:
         node_args.append("--unsafe-no-fsync")
+    if a.resp_password_file:
+        node_args += ["--resp-password-file", os.path.abspath(a.resp_password_file)]
     if not a.no_web:
         node_args.append("--chaos")  # the dashboard's isolate/heal buttons use the nodes' fault-control sockets
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ import redis
 from clusterutil import leader_id, stop_cluster
 
 from zraft import chaos, launch, resp
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +272,32 @@ def test_mset_is_atomic_under_concurrent_mgets(cluster: launch.Cluster) -> None:
     assert len(seen) > 30
     torn = [v for v in seen if len(set(v)) != 1]
     assert not torn, torn[:3]  # every MGET saw one MSET whole, never parts of two
+
+
+def test_a_password_protects_the_redis_port(tmp_path: Path) -> None:
+    pw = tmp_path / "redis.pass"
+    pw.write_text("s3cret-words\n")
+    pw.chmod(0o600)
+    c = launch.start(1, str(tmp_path / "d"), ports=launch.free_ports(1), resp_ports=launch.free_ports(1),
+                     node_args=["--resp-password-file", str(pw)])
+    try:
+        p = port(c.nodes[0])
+        assert raw(p, b"PING\r\nGET k\r\n") == b"+PONG\r\n-NOAUTH Authentication required.\r\n"  # PING only
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=p, socket_timeout=10, protocol=2).get("k")
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=p, socket_timeout=10, password="wrong", protocol=2).ping()
+        good = redis.Redis(port=p, socket_timeout=10, password="s3cret-words")  # RESP3: HELLO 3 AUTH default ...
+        assert good.set("k", "v") is True and good.get("k") == b"v"
+        assert redis.Redis(port=p, socket_timeout=10, username="default", password="s3cret-words",
+                           protocol=2).get("k") == b"v"
+    finally:
+        stop_cluster(c)
+    pw.chmod(0o644)
+    node = [sys.executable, "-m", "zraft.node", "--id", "1", "--peers", f"1=127.0.0.1:{launch.free_ports(1)[0]}",
+            "--data-dir", str(tmp_path / "e")]
+    out = subprocess.run([*node, "--resp", "127.0.0.1:1", "--resp-password-file", str(pw)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "can be read by others (mode 644): chmod 600" in out.stderr, out.stderr
+    out = subprocess.run([*node, "--resp", "0.0.0.0:1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "is not a loopback address: give --resp-password-file" in out.stderr, out.stderr

@@ -56,7 +56,8 @@ class Node:
                  snapshot_bytes: int = SNAPSHOT_BYTES, segment_bytes: int = SEGMENT_BYTES,
                  force_peers: bool = False, max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES,
                  keys: security.NodeKeys | None = None, join: bool = False, cluster_id: str = "",
-                 force_new_cluster: bool = False, restore: str = "", resp: str = "") -> None:
+                 force_new_cluster: bool = False, restore: str = "", resp: str = "",
+                 resp_password: bytes | None = None) -> None:
         """``peers``: every node's address, this one's included. ``join``: ``peers`` names a running cluster
         this node waits to be added to (it has no configuration of its own and never campaigns before).
         ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
@@ -72,7 +73,7 @@ class Node:
         try:
             self._open(node_id, peers, data_dir, bind, tick_ms, election_ticks, heartbeat_ticks, unsafe_no_fsync,
                        snapshot_every, chaos, snapshot_bytes, segment_bytes, force_peers, max_snapshot_bytes, keys,
-                       join, cluster_id, force_new_cluster, restore, resp)
+                       join, cluster_id, force_new_cluster, restore, resp, resp_password)
         except BaseException:
             if self.ctx is not None:
                 self.ctx.destroy(linger=0)
@@ -83,7 +84,7 @@ class Node:
               election_ticks: int, heartbeat_ticks: int, unsafe_no_fsync: bool, snapshot_every: int, chaos: bool,
               snapshot_bytes: int, segment_bytes: int, force_peers: bool, max_snapshot_bytes: int,
               keys: security.NodeKeys | None, join: bool, cluster_id: str, force_new_cluster: bool,
-              restore: str, resp: str) -> None:
+              restore: str, resp: str, resp_password: bytes | None) -> None:
         if restore:
             self._restore(data_dir, restore, node_id, tuple(peers), cluster_id)
         has_state = any(os.listdir(d) for d in (os.path.join(data_dir, "log"), os.path.join(data_dir, "snap"))
@@ -146,7 +147,7 @@ class Node:
         self.replica.on_config = self.zmq.set_members
         self.resp: RespServer | None = None
         if resp:
-            self.resp = RespServer(self.replica, resp, forward=self.zmq.send_client)
+            self.resp = RespServer(self.replica, resp, forward=self.zmq.send_client, password=resp_password)
             self.replica.transport = Routing(self.replica.transport, self.resp)
         self._stop = False
 
@@ -351,6 +352,22 @@ def _write_forced(path: str, index: int) -> None:
         os.close(dfd)
 
 
+def read_password(path: str) -> bytes:
+    """The Redis password in ``path``: its first line, 1 to 512 bytes; the file must be its owner's alone."""
+    try:
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            line = f.read(4096).split(b"\n", 1)[0].rstrip(b"\r")
+    except OSError as e:
+        raise ValueError(f"--resp-password-file {path}: {e.strerror or e}") from None
+    if st.st_mode & 0o077:
+        raise ValueError(f"--resp-password-file {path} can be read by others (mode {st.st_mode & 0o777:o}): "
+                         f"chmod 600 {path}")
+    if not 0 < len(line) <= 512:
+        raise ValueError(f"--resp-password-file {path}: its first line must hold the password (1 to 512 bytes)")
+    return line
+
+
 def parse_peers(text: str) -> dict[int, str]:
     """``1=host:port,2=host:port`` -> {1: "host:port", ...}"""
     peers = {}
@@ -429,7 +446,11 @@ def main(argv: list[str] | None = None) -> int:
                         "later starts (with or without --restore) use the data directory")
     p.add_argument("--resp", metavar="HOST:PORT",
                    help="also serve the Redis protocol (RESP2) there: redis-cli, redis-benchmark, any Redis client "
-                        "(the launcher gives node i base-port + 3000 + i - 1). Loopback only, unless --insecure")
+                        "(the launcher gives node i base-port + 3000 + i - 1). On a non-loopback address it needs "
+                        "--resp-password-file (or --insecure)")
+    p.add_argument("--resp-password-file", metavar="FILE",
+                   help="the password Redis clients must give (AUTH, HELLO ... AUTH default PASSWORD): the first "
+                        "line of FILE, which must be readable by its owner only (mode 0600)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     a = p.parse_args(argv)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr,
@@ -463,11 +484,14 @@ def main(argv: list[str] | None = None) -> int:
             p.error("give --peers, --cluster or --join")
         if a.id not in peers:
             raise ValueError(f"node {a.id} is not in the peer list {sorted(peers)}")
+        resp_password = None
+        if a.resp_password_file:
+            resp_password = read_password(a.resp_password_file)
         if a.resp:
             rhost = a.resp.rpartition(":")[0]
-            if not security.is_loopback(rhost) and not a.insecure:
-                raise ValueError(f"--resp {a.resp}: the Redis port has no authentication yet; serve it on a loopback "
-                                 "address, or give --insecure to let anyone who reaches it read and write everything")
+            if not security.is_loopback(rhost) and resp_password is None and not a.insecure:
+                raise ValueError(f"--resp {a.resp} is not a loopback address: give --resp-password-file FILE (Redis "
+                                 "AUTH), or --insecure to let anyone who reaches the port read and write everything")
         keys = None
         if a.keys:
             keys = security.NodeKeys.load(a.keys, a.id, sorted(peers))
@@ -482,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         node = Node(a.id, peers, a.data_dir, a.bind, a.tick_ms, a.election_ticks, a.heartbeat_ticks,
                     a.unsafe_no_fsync, a.snapshot_every, a.chaos, a.snapshot_bytes, a.segment_bytes, a.force_peers,
                     a.max_snapshot_bytes, keys, join=bool(a.join), cluster_id=a.cluster_id,
-                    force_new_cluster=a.force_new_cluster, restore=a.restore or "", resp=a.resp or "")
+                    force_new_cluster=a.force_new_cluster, restore=a.restore or "", resp=a.resp or "",
+                    resp_password=resp_password)
         if a.metrics:
             from zraft import metrics
 

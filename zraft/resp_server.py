@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import hmac
 import itertools
 import logging
 import os
@@ -94,11 +95,13 @@ class Write:
 
 
 class Conn:
-    __slots__ = ("client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser", "queue",
-                 "reads", "seq", "sock", "unfinished")
+    __slots__ = ("authed", "client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser",
+                 "queue", "reads", "seq", "sock", "unfinished")
 
-    def __init__(self, sock: socket.socket, num: int) -> None:
+    def __init__(self, sock: socket.socket, num: int, authed: bool) -> None:
         self.sock = sock
+        self.authed = authed
+        """False until AUTH (or HELLO ... AUTH) gave the password, when the server has one."""
         self.fd = sock.fileno()
         self.num = num
         self.parser = resp.Parser()
@@ -122,9 +125,11 @@ class Conn:
 
 class RespServer:
     def __init__(self, replica: Any, bind: str, max_clients: int = MAX_CLIENTS,
-                 forward: Callable[[int, bytes], bool] | None = None) -> None:
+                 forward: Callable[[int, bytes], bool] | None = None, password: bytes | None = None) -> None:
         """``forward(node, frame)``: send a frame of client requests to a node over the peer connection (its
-        answers come back to ``on_replies``)."""
+        answers come back to ``on_replies``). ``password``: what AUTH must give before anything but AUTH, HELLO,
+        PING and QUIT is served (None: no authentication)."""
+        self.password = password
         host, _, port = bind.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--resp {bind!r}: expected HOST:PORT")
@@ -145,6 +150,7 @@ class RespServer:
         self.limiter = LogLimiter(log)
         self.commands = 0
         self.rejected = 0
+        self.auth_failures = 0
         self.dirty: set[Conn] = set()
         self.forward = forward
         self.writes: dict[int, Write] = {}
@@ -269,7 +275,7 @@ class RespServer:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            c = Conn(sock, next(self._nums))
+            c = Conn(sock, next(self._nums), self.password is None)
             self.conns[c.fd] = c
             self.by_ident[c.ident] = c
             self._watch(c)
@@ -438,6 +444,9 @@ class RespServer:
             self._immediate(c, resp.error(f"ERR unknown command '{shown}', with args beginning with: {rest}"))
             return
         arity, fn = handler
+        if not c.authed and name not in _BEFORE_AUTH:
+            self._immediate(c, resp.error("NOAUTH Authentication required."))
+            return
         if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
             self._immediate(c, resp.error(f"ERR wrong number of arguments for '{name.decode().lower()}' command"))
             return
@@ -508,7 +517,50 @@ def _quit(s: RespServer, c: Conn, a: list[bytes]) -> None:
     c.closing = True
 
 
+def _auth(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    if len(a) not in (2, 3):
+        s._immediate(c, resp.error("ERR wrong number of arguments for 'auth' command"))
+        return
+    if s.password is None:
+        s._immediate(c, resp.error("ERR AUTH <password> called without any password configured for the default "
+                                   "user. Are you sure your configuration is correct?"))
+        return
+    s._immediate(c, resp.OK if _check(s, c, a[1] if len(a) == 3 else b"default", a[-1]) else _WRONGPASS)
+
+
+_WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
+
+
+def _check(s: RespServer, c: Conn, user: bytes, password: bytes) -> bool:
+    assert s.password is not None
+    ok = user == b"default" and hmac.compare_digest(password, s.password)
+    if not ok:
+        s.auth_failures += 1
+        s.limiter.warn("auth", "event=resp_auth_failed fd=%d (a wrong password)", c.fd)
+    c.authed = c.authed or ok
+    return ok
+
+
 def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    i = 2
+    while i < len(a):  # HELLO protover [AUTH username password] [SETNAME clientname]
+        opt = a[i].upper()
+        if opt == b"AUTH" and i + 2 < len(a):
+            if s.password is None or not _check(s, c, a[i + 1], a[i + 2]):
+                s._immediate(c, _WRONGPASS)
+                return
+            i += 3
+        elif opt == b"SETNAME" and i + 1 < len(a):
+            c.name = a[i + 1][:128]
+            i += 2
+        else:
+            s._immediate(c, resp.error(f"ERR Syntax error in HELLO option '{a[i][:64].decode(errors='replace')}'"))
+            return
+    if not c.authed:
+        s._immediate(c, resp.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+                                   "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client "
+                                   "and select the RESP protocol version at the same time"))
+        return
     proto = 2
     if len(a) > 1:
         if not a[1].isdigit():
@@ -768,9 +820,10 @@ _COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None
     b"INFO": (-1, _info), b"DBSIZE": (1, _dbsize), b"KEYS": (2, _keys), b"GET": (2, _get), b"MGET": (-2, _mget),
     b"EXISTS": (-2, _exists), b"STRLEN": (2, _strlen), b"SET": (-3, _set), b"APPEND": (3, _append),
     b"DEL": (-2, _del), b"SETNX": (3, _setnx), b"INCR": (2, _incr), b"DECR": (2, _decr), b"INCRBY": (3, _incrby),
-    b"DECRBY": (3, _decrby), b"GETDEL": (2, _getdel), b"MSET": (-3, _mset),
+    b"DECRBY": (3, _decrby), b"GETDEL": (2, _getdel), b"MSET": (-3, _mset), b"AUTH": (-2, _auth),
 }
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
+_BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"PING", b"QUIT"))
 _RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER))
 _READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS"))
 _WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
