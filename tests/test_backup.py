@@ -203,7 +203,7 @@ def test_a_backup_with_one_flipped_bit_is_refused(tmp_path: Path) -> None:
                          timeout=60)
     assert out.returncode == 1 and "checksum mismatch" in out.stderr
     port = launch.free_ports(1)[0]
-    out = subprocess.run([sys.executable, "launcher.py", "--restore", str(bad), "-n", "3", "--data-dir",
+    out = subprocess.run([sys.executable, "launcher.py", "--no-resp", "--restore", str(bad), "-n", "3", "--data-dir",
                           str(tmp_path / "r"), "--base-port", str(port), "--insecure", "--no-web", "--no-metrics"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "checksum mismatch" in out.stderr, out.stderr
@@ -215,7 +215,7 @@ def test_a_backup_with_one_flipped_bit_is_refused(tmp_path: Path) -> None:
     # A file that is not a backup at all, and a restore over a data directory that holds a cluster.
     with pytest.raises(backup.BackupError, match="bad magic"):
         backup.inspect(str(ROOT / "README.md"))
-    out = subprocess.run([sys.executable, "launcher.py", "--restore", str(good), "-n", "3", "--data-dir",
+    out = subprocess.run([sys.executable, "launcher.py", "--no-resp", "--restore", str(good), "-n", "3", "--data-dir",
                           str(tmp_path / "a"), "--base-port", str(port), "--insecure", "--no-web", "--no-metrics"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "already holds one" in out.stderr, out.stderr

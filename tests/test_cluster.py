@@ -244,7 +244,7 @@ def test_launcher_reports_a_port_in_use(tmp_path: Path) -> None:
     busy.listen()
     port = busy.getsockname()[1]
     try:
-        r = subprocess.run([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
+        r = subprocess.run([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "1", "--base-port", str(port),
                             "--data-dir", str(tmp_path / "d"), "--no-metrics", "--no-web"], capture_output=True,
                            text=True, timeout=60)
     finally:
@@ -257,7 +257,7 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
     """Also from another working directory: the nodes find the package wherever the launcher is run from. With
     metrics and the dashboard on (as by default), each on a free port."""
     port, metrics, web = launch.free_ports(3)
-    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "1", "--base-port", str(port),
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "1", "--base-port", str(port),
                           "--data-dir", str(tmp_path / "d"), "--metrics-base-port", str(metrics), "--web", str(web)],
                          stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
@@ -297,7 +297,7 @@ def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
     (it took about 5 s while the shell waited for the launcher's child to vanish)."""
     base = consecutive_free_ports(3)
     data = tmp_path / "d"
-    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "3", "--base-port", str(base),
                           "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
@@ -342,7 +342,7 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
     and stopped every node), says so, keeps serving, and Ctrl-C stops the added node too."""
     base = consecutive_free_ports(4)  # node 4 gets the port after node 3's
     data = tmp_path / "d"
-    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", "3", "--base-port", str(base),
+    p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "3", "--base-port", str(base),
                           "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
     said: queue.Queue[str] = queue.Queue()
     pids: list[int] = []
@@ -384,8 +384,8 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
             wait_until(lambda pid=pid: not psutil.pid_exists(pid) or zombie(pid), timeout=10,
                        what=f"node pid {pid} to be stopped by the launcher")
         # Started again (metrics on: the launcher used to stop at the nodes' differing stored memberships).
-        p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--data-dir", str(data), "--no-web"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "--data-dir", str(data),
+                              "--no-web"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert p.stdout is not None
         head = [p.stdout.readline() for _ in range(4)]
         assert [x.split()[0] for x in head] == ["node", "1", "3", "4"], head

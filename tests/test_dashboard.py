@@ -47,8 +47,8 @@ class Launcher:
         base = consecutive_free_ports(n)
         self.web = launch.free_ports(1)[0]
         self.data = tmp / "d"
-        self.p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "-n", str(n), "--base-port", str(base),
-                                   "--data-dir", str(self.data), "--no-metrics", "--web", str(self.web)],
+        self.p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", str(n), "--base-port",
+                                   str(base), "--data-dir", str(self.data), "--no-metrics", "--web", str(self.web)],
                                   stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [self.lines.put(x) for x in self.p.stdout or ()], daemon=True).start()

@@ -25,7 +25,7 @@ def run_node(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run_launcher(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT, start_new_session=True)
 
 
