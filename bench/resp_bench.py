@@ -85,7 +85,11 @@ def main() -> None:
     rows: list[tuple[str, str, float, str]] = []
     c = launch.start(3, os.path.join(tmp, "z"), ports=launch.free_ports(3), resp_ports=launch.free_ports(3))
     try:
-        ld = c.node(next(iter(s["leader"] for s in launch.statuses(c).values() if s and s.get("leader"))))
+        with c.client() as cl:
+            idx = cl.find_leader(10.0)
+            if idx is None:
+                raise RuntimeError("no leader within 10 s")
+            ld = c.node(cl.status(idx)["node"])
         fw = next(n for n in c.nodes if n.id != ld.id)
         for name, spec in (("leader", ld), ("follower", fw)):
             res = redis_benchmark(int(spec.resp.rpartition(":")[2]), a.n, a.c, a.P)

@@ -27,12 +27,13 @@ class RespError(Exception):
 
 class Parser:
     """Feed it what the connection received; take the complete commands out. Keeps at most one incomplete command
-    (and never more than ``MAX_COMMAND`` bytes of it)."""
+    (and never more than ``MAX_COMMAND`` bytes of it). Parses ``bytes`` directly (one copy per argument); only an
+    incomplete command's bytes are kept between calls."""
 
     def __init__(self) -> None:
-        self.buf = bytearray()
+        self.buf = b""
         self._need = 0
-        """Bytes the incomplete command at the start of ``buf`` needs before it is worth parsing again."""
+        """Bytes the incomplete command in ``buf`` needs before it is worth parsing again."""
 
     @property
     def pending(self) -> int:
@@ -41,88 +42,98 @@ class Parser:
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         """Add ``data``; return the commands it completes (argument lists; an empty line yields none)."""
-        buf = self.buf
-        buf += data
-        if len(buf) < self._need:
-            return []
+        if self.buf:
+            data = self.buf + data
+            if len(data) < self._need:
+                if len(data) > MAX_COMMAND:
+                    raise RespError("Protocol error: command too large")
+                self.buf = data
+                return []
         self._need = 0
         out: list[list[bytes]] = []
         pos = 0
-        n = len(buf)
+        n = len(data)
+        find = data.find
         while pos < n:
-            if buf[pos] == 0x2A:  # '*'
-                got = self._array(buf, pos)
-            else:
-                got = self._inline(buf, pos)
-            if got is None:
+            if data[pos] != 0x2A:  # not '*': an inline command
+                got = self._inline(data, pos)
+                if got is None:
+                    break
+                args, pos = got
+                if args:
+                    out.append(args)
+                continue
+            eol = find(b"\r\n", pos, pos + MAX_HEADER)
+            if eol < 0:
+                if n - pos >= MAX_HEADER:
+                    raise RespError("Protocol error: too big mbulk count string")
                 break
-            args, pos = got
+            count = _number(data, pos + 1, eol, "multibulk")
+            if not 0 <= count <= MAX_ARGS:
+                raise RespError("Protocol error: invalid multibulk length")
+            p = eol + 2
+            args = []
+            complete = True
+            for _ in range(count):
+                if p >= n:
+                    complete = False
+                    break
+                if data[p] != 0x24:  # '$'
+                    raise RespError(f"Protocol error: expected '$', got '{chr(data[p])}'")
+                eol = find(b"\r\n", p, p + MAX_HEADER)
+                if eol < 0:
+                    if n - p >= MAX_HEADER:
+                        raise RespError("Protocol error: too big bulk count string")
+                    complete = False
+                    break
+                size = _number(data, p + 1, eol, "bulk")
+                if not 0 <= size <= MAX_BULK:
+                    raise RespError("Protocol error: invalid bulk length")
+                body = eol + 2
+                end = body + size
+                if end + 2 > n:
+                    if end + 2 - pos > MAX_COMMAND:
+                        raise RespError("Protocol error: command too large")
+                    self._need = end + 2 - pos  # a large value arriving in pieces is parsed once it is all here
+                    complete = False
+                    break
+                if data[end] != 13 or data[end + 1] != 10:
+                    raise RespError("Protocol error: bulk string not terminated by CRLF")
+                args.append(data[body:end])
+                p = end + 2
+            if not complete:
+                break
             if args:
                 out.append(args)
-        if pos:
-            del buf[:pos]
-        if len(buf) > MAX_COMMAND:
+            pos = p
+        rest = data[pos:] if pos < n else b""
+        if len(rest) > MAX_COMMAND:
             raise RespError("Protocol error: command too large")
+        self.buf = rest
         return out
 
-    def _array(self, buf: bytearray, start: int) -> tuple[list[bytes], int] | None:
-        count, pos = self._header(buf, start, 0x2A)
-        if count is None:
-            return None
-        if count > MAX_ARGS or count < 0:
-            raise RespError("Protocol error: invalid multibulk length")
-        args: list[bytes] = []
-        n = len(buf)
-        for _ in range(count):
-            if pos >= n:
-                return None
-            if buf[pos] != 0x24:  # '$'
-                raise RespError(f"Protocol error: expected '$', got '{chr(buf[pos])}'")
-            size, body = self._header(buf, pos, 0x24)
-            if size is None:
-                return None
-            if size < 0 or size > MAX_BULK:
-                raise RespError("Protocol error: invalid bulk length")
-            end = body + size
-            if end + 2 > n:
-                if end + 2 - start > MAX_COMMAND:
-                    raise RespError("Protocol error: command too large")
-                self._need = end + 2 - start  # a large value arriving in pieces is parsed again once it is all here
-                return None
-            if buf[end:end + 2] != b"\r\n":
-                raise RespError("Protocol error: bulk string not terminated by CRLF")
-            args.append(bytes(buf[body:end]))
-            pos = end + 2
-        self._need = 0
-        return args, pos
-
-    def _header(self, buf: bytearray, pos: int, tag: int) -> tuple[int | None, int]:
-        """The integer after ``tag`` at ``pos`` and where the line after it starts; (None, pos) if incomplete."""
-        eol = buf.find(b"\r\n", pos, pos + MAX_HEADER)
-        if eol < 0:
-            if len(buf) - pos >= MAX_HEADER:
-                raise RespError("Protocol error: too big " + ("mbulk" if tag == 0x2A else "bulk") + " count string")
-            return None, pos
-        text = bytes(buf[pos + 1:eol])
-        if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
-            raise RespError("Protocol error: invalid " + ("multibulk" if tag == 0x2A else "bulk") + " length")
-        return int(text), eol + 2
-
-    def _inline(self, buf: bytearray, pos: int) -> tuple[list[bytes], int] | None:
+    def _inline(self, buf: bytes, pos: int) -> tuple[list[bytes], int] | None:
         eol = buf.find(b"\n", pos, pos + MAX_INLINE)
         if eol < 0:
             if len(buf) - pos >= MAX_INLINE:
                 raise RespError("Protocol error: too big inline request")
             return None
-        line = bytes(buf[pos:eol]).rstrip(b"\r")
+        line = buf[pos:eol].rstrip(b"\r")
         if b'"' in line or b"'" in line:
             raise RespError("Protocol error: quoted inline arguments are not supported; send an array of bulk "
                             "strings")
         args = line.split()
         if len(args) > MAX_ARGS:
             raise RespError("Protocol error: invalid multibulk length")
-        self._need = 0
         return args, eol + 1
+
+
+def _number(data: bytes, start: int, end: int, what: str) -> int:
+    """The decimal integer in ``data[start:end]`` (a header: at most 30 characters)."""
+    text = data[start:end]
+    if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
+        raise RespError(f"Protocol error: invalid {what} length")
+    return int(text)
 
 
 # ---------------------------------------------------------------------- replies
