@@ -129,11 +129,12 @@ class Parser:
 
 
 def _number(data: bytes, start: int, end: int, what: str) -> int:
-    """The decimal integer in ``data[start:end]`` (a header: at most 30 characters)."""
-    text = data[start:end]
-    if not text or not (text.isdigit() or (text[:1] == b"-" and text[1:].isdigit())):
-        raise RespError(f"Protocol error: invalid {what} length")
-    return int(text)
+    """The decimal integer in ``data[start:end]`` (a header: at most 30 characters). Python's ``int`` also takes
+    spaces, a '+' and underscores; harmless here (the length must still match the bytes that follow)."""
+    try:
+        return int(data[start:end])
+    except ValueError:
+        raise RespError(f"Protocol error: invalid {what} length") from None
 
 
 # ---------------------------------------------------------------------- replies

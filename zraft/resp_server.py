@@ -40,6 +40,7 @@ from typing import Any
 import zmq
 
 from zraft import resp
+from zraft.core import Role
 from zraft.logutil import LogLimiter
 from zraft.transport import codec
 from zraft.transport.codec import Err
@@ -158,6 +159,8 @@ class RespServer:
         self.outbox: dict[int, list[dict[str, Any]]] = {}
         """Writes to forward to the leader at the end of this loop pass."""
         self.local_writes = False
+        self.batch: dict[bytes, list[dict[str, Any]]] = {}
+        """Requests for the replica from this loop pass, by connection (``_hand_over``)."""
         self.waiting_resume = False
         """A connection with held-back commands had its last write answered."""
 
@@ -199,7 +202,16 @@ class RespServer:
                 self._read(c)
             if ev & _OUT and c.fd in self.conns:
                 self.dirty.add(c)
+        if self.batch:
+            self._hand_over()
         return mine
+
+    def _hand_over(self) -> None:
+        """Give the replica this pass's requests, one batch per connection (answered in one batch too)."""
+        receive = self.replica.receive
+        for ident, reqs in self.batch.items():
+            receive("client_batch", reqs, ident)
+        self.batch.clear()
 
     def flush(self) -> None:
         """Send what the commands answered in this loop pass produced (first running held-back commands that can
@@ -211,6 +223,7 @@ class RespServer:
             if not self.waiting_resume or not self._resume():
                 break
             self.waiting_resume = False
+            self._hand_over()
             self.replica.end_input()
             self.replica.process()
         self.waiting_resume = False
@@ -356,7 +369,7 @@ class RespServer:
         c.queue.append(p)
         if read:
             c.reads += 1
-        receive = self.replica.receive
+        batch = self.batch
         now = time.monotonic()
         for i, req in enumerate(reqs):
             rid = next(self._ids)
@@ -369,16 +382,24 @@ class RespServer:
                 self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
                 self._submit_write(rid, now)
             else:
-                receive("client", req, c.ident)
+                q = batch.get(c.ident)
+                if q is None:
+                    batch[c.ident] = [req]
+                else:
+                    q.append(req)
 
     def _submit_write(self, rid: int, now: float) -> None:
         """The leader's replica takes the write: this node's, or the leader's over the peer connection."""
         w = self.writes[rid]
         raft = self.replica.raft
         w.sent = now
-        if raft.role.name == "LEADER":
+        if raft.role is Role.LEADER:
             w.target = 0
-            self.replica.receive("client", w.req, w.ident)
+            q = self.batch.get(w.ident)
+            if q is None:
+                self.batch[w.ident] = [w.req]
+            else:
+                q.append(w.req)
             self.local_writes = True
         elif raft.lead and self.forward is not None:
             w.target = raft.lead
@@ -400,6 +421,7 @@ class RespServer:
                 self._submit_write(rid, now)
         if self.local_writes:
             self.local_writes = False
+            self._hand_over()
             self.replica.end_input()
 
     def on_replies(self, identity: bytes, replies: list[dict[str, Any]], final: bool = False) -> None:
@@ -572,7 +594,7 @@ def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
             return
     # RESP3 is taken as asked, and answered with RESP2's types but for this map: a RESP3 client reads them all
     # (strings, integers, arrays, and the null bulk string).
-    role = "master" if s.replica.raft.role.name == "LEADER" else "replica"
+    role = "master" if s.replica.raft.role is Role.LEADER else "replica"
     fields = [resp.bulk(b"server"), resp.bulk(b"redis"), resp.bulk(b"version"), resp.bulk(VERSION.encode()),
               resp.bulk(b"proto"), resp.integer(proto), resp.bulk(b"id"), resp.integer(c.num), resp.bulk(b"mode"),
               resp.bulk(b"standalone"), resp.bulk(b"role"), resp.bulk(role.encode()), resp.bulk(b"modules"),
