@@ -277,6 +277,84 @@ def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append
             out.flush()
 
 
+def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
+                      register_keys: list[str], path: str, pipeline: int = 1, read_share: float = 0.35,
+                      namespace: str | None = None) -> None:
+    """``_client_proc`` through the Redis protocol (redis-py): SET, APPEND, DEL, GET at a random node's Redis port
+    (any node serves every command), another one after a connection error. A write answered with an error
+    (-TRYAGAIN after the node's 10 s of retries) or cut off has an unknown outcome; a failed read none."""
+    if namespace is not None:
+        from zraft import netns
+
+        netns.enter(namespace)
+    import redis
+
+    rng = random.Random(seed)
+    n = 0
+    w = 1.0 - read_share
+
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    def connect() -> redis.Redis:
+        host, _, port = rng.choice(addresses).rpartition(":")
+        # No retries by redis-py (it retries a command up to 10 times on a broken connection by default): a retry
+        # on a new connection is a new session, so a write whose answer was lost could be applied twice.
+        return redis.Redis(host=host, port=int(port), socket_timeout=12.0, socket_connect_timeout=2.0, protocol=2,
+                           retry=Retry(NoBackoff(), 0))
+
+    r = connect()
+    with open(path, "w") as out:
+        while time.monotonic() < until:
+            recs: list[dict[str, Any]] = []
+            for _ in range(pipeline):
+                n += 1
+                x = rng.random()
+                if x < 0.7 * w:
+                    kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
+                elif x < 0.93 * w:
+                    kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
+                elif x < w:
+                    kind, key, value = "delete", rng.choice(register_keys), None
+                else:
+                    kind, key, value = "get", rng.choice(append_keys + register_keys), None
+                recs.append({"client": cid, "op": kind, "key": key, "value": value, "output": None})
+            call = time.monotonic()
+            p = r.pipeline(transaction=False)
+            for rec in recs:
+                rec["call"] = call
+                kind, key, value = rec["op"], rec["key"], rec["value"]
+                if kind == "get":
+                    p.get(key)
+                elif kind == "delete":
+                    p.delete(key)
+                elif kind == "put":
+                    p.set(key, value)
+                else:
+                    p.append(key, value)
+            try:
+                results = p.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                results = [None] * len(recs)
+                lost = True
+            else:
+                lost = False
+            ret = time.monotonic()
+            for rec, res in zip(recs, results, strict=True):
+                if lost or isinstance(res, Exception):
+                    rec["return"] = None if rec["op"] != "get" else ret
+                    rec["status"] = "unknown" if rec["op"] != "get" else "fail"
+                else:
+                    rec["return"], rec["status"] = ret, "ok"
+                    if rec["op"] == "get":
+                        rec["output"] = None if res is None else res.decode()
+            if lost:
+                r.close()
+                r = connect()
+            out.write("".join(json.dumps(rec) + "\n" for rec in recs))
+            out.flush()
+
+
 FAULTS = ("kill", "kill_leader", "pause", "pause_leader", "isolate_leader", "split", "bridge", "one_way",
           "flaky_network")
 LEADER_AFTER_HEAL_S = 10.0
@@ -509,7 +587,7 @@ EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
         keys: int = 3, snapshot_every: int | None = None, quiet: bool = False, pipeline: int = 4,
         read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024,
-        membership: bool = False, use_netns: bool = False) -> int:
+        membership: bool = False, use_netns: bool = False, resp: bool = False) -> int:
     """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
     the checker's budget ran out before it could decide (unknown). See ``main``."""
     from zraft import check, launch
@@ -531,7 +609,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         lan.up()
         try:
             c = launch.start(nodes, data, ports=[7000] * nodes, fresh=True, node_args=snap_args,
-                             hosts=[lan.address(i) for i in range(1, nodes + 1)], wrap=lan.wrap)
+                             hosts=[lan.address(i) for i in range(1, nodes + 1)], wrap=lan.wrap,
+                             resp_ports=[7001] * nodes if resp else None)
         except BaseException:
             lan.down()
             raise
@@ -545,7 +624,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
 
         c.placement = place
     else:
-        c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos", *snap_args])
+        c = launch.start(nodes, data, ports=launch.free_ports(nodes), fresh=True, node_args=["--chaos", *snap_args],
+                         resp_ports=launch.free_ports(nodes) if resp else None)
         net = Network(c)
     append_keys = [f"list{i}" for i in range(keys)]
     register_keys = [f"reg{i}" for i in range(keys)]
@@ -556,13 +636,19 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
     try:
         # Half the clients pipeline (several requests in flight each), half send one at a time.
-        procs = [ctx.Process(target=_client_proc, args=(c.addresses, i + 1, seed * 1000 + i, until, append_keys,
-                                                         register_keys, paths[i], c.client_keys(),
-                                                         pipeline if i % 2 else 1, read_share,
-                                                         lan.clients if lan is not None else None))
-                 for i in range(clients)]
+        if resp:  # every client through the Redis protocol, at any node
+            procs = [ctx.Process(target=_resp_client_proc, args=(
+                [n.resp for n in c.nodes], i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i],
+                pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None))
+                for i in range(clients)]
+        else:
+            procs = [ctx.Process(target=_client_proc, args=(
+                c.addresses, i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i], c.client_keys(),
+                pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None))
+                for i in range(clients)]
         say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({clients // 2} pipelining "
-            f"{pipeline} requests), {keys} list keys and {keys} register keys, out {out_dir}")
+            f"{pipeline} requests{', through the Redis protocol' if resp else ''}), {keys} list keys and {keys} "
+            f"register keys, out {out_dir}")
         for p in procs:
             p.start()
         stop_watch = threading.Event()
@@ -748,6 +834,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the nodes in Linux network namespaces on their own addresses (10.77.0.1, ...) and cut "
                         "the network with nftables on real TCP instead of inside the nodes (root; iproute2, "
                         "nftables; see zraft/netns.py)")
+    p.add_argument("--resp", action="store_true",
+                   help="drive the clients through the Redis protocol (redis-py, at any node) instead of zraft's "
+                        "own, so that the Redis path is checked for linearizability too")
     p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
@@ -764,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--netns --membership: at most {99 - SPARE_NAMESPACES} nodes")
     return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
                a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership,
-               a.netns)
+               a.netns, a.resp)
 
 
 if __name__ == "__main__":
