@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import os
 import random
+import secrets
 import sys
 import threading
 import time
@@ -279,7 +280,7 @@ def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append
 
 def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
                       register_keys: list[str], path: str, pipeline: int = 1, read_share: float = 0.35,
-                      namespace: str | None = None) -> None:
+                      namespace: str | None = None, password: str | None = None) -> None:
     """``_client_proc`` through the Redis protocol (redis-py): SET, APPEND, DEL, GET at a random node's Redis port
     (any node serves every command), another one after a connection error. A write answered with an error
     (-TRYAGAIN after the node's 10 s of retries) or cut off has an unknown outcome; a failed read none."""
@@ -301,7 +302,7 @@ def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, a
         # No retries by redis-py (it retries a command up to 10 times on a broken connection by default): a retry
         # on a new connection is a new session, so a write whose answer was lost could be applied twice.
         return redis.Redis(host=host, port=int(port), socket_timeout=12.0, socket_connect_timeout=2.0, protocol=2,
-                           retry=Retry(NoBackoff(), 0))
+                           retry=Retry(NoBackoff(), 0), password=password)
 
     r = connect()
     with open(path, "w") as out:
@@ -600,6 +601,14 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     os.makedirs(out_dir, exist_ok=True)
     data = os.path.join(out_dir, "data")
     snap_args = ["--snapshot-every", str(snapshot_every)] if snapshot_every else []
+    password = None
+    if resp:  # the Redis ports need a password off loopback (--netns); used in both modes alike
+        password = secrets.token_urlsafe(16)
+        pw_file = os.path.join(out_dir, "redis.pass")
+        fd = os.open(pw_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        snap_args += ["--resp-password-file", os.path.abspath(pw_file)]
     lan = None
     if use_netns:  # nodes on their own addresses in network namespaces; faults cut on real TCP (nftables)
         from zraft import netns
@@ -639,7 +648,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         if resp:  # every client through the Redis protocol, at any node
             procs = [ctx.Process(target=_resp_client_proc, args=(
                 [n.resp for n in c.nodes], i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i],
-                pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None))
+                pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None, password))
                 for i in range(clients)]
         else:
             procs = [ctx.Process(target=_client_proc, args=(
