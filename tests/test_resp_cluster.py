@@ -303,3 +303,29 @@ def test_a_password_protects_the_redis_port(tmp_path: Path) -> None:
     assert out.returncode == 2 and "can be read by others (mode 644): chmod 600" in out.stderr, out.stderr
     out = subprocess.run([*node, "--resp", "0.0.0.0:1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "is not a loopback address: give --resp-password-file" in out.stderr, out.stderr
+
+
+def test_scan_returns_every_key_present_throughout_exactly_once(cluster: launch.Cluster) -> None:
+    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+    fw = redis.Redis(port=port(follower(cluster)), socket_timeout=10)
+    stable = {f"scan:s{i}".encode() for i in range(700)}
+    r.mset({k: b"1" for k in stable})
+    r.mset({f"scan:gone{i}": "1" for i in range(200)})
+    seen: list[bytes] = []
+    cursor, calls, node = 0, 0, r
+    while True:
+        cursor, keys = node.scan(cursor, match="scan:*", count=50)
+        seen += keys
+        calls += 1
+        node = fw if node is r else r  # a cursor works on any node
+        r.mset({f"scan:new{calls}-{j}": "1" for j in range(20)})  # keys come and go during the iteration
+        r.delete(*[f"scan:gone{calls * 10 + j}" for j in range(10)])
+        if cursor == 0:
+            break
+    got = [k for k in seen if k in stable]
+    assert sorted(got) == sorted(stable)  # all of them, none twice
+    assert all(k.startswith(b"scan:") for k in seen) and 1 < calls <= 17
+    assert set(r.scan_iter(match="scan:s1*", count=10)) == {k for k in stable if k.startswith(b"scan:s1")}
+    assert r.scan(0, _type="hash") == (0, [])
+    with pytest.raises(redis.ResponseError, match="invalid cursor"):
+        r.execute_command("SCAN", "x")

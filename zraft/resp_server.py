@@ -13,7 +13,7 @@ bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connectio
 commands over all connections.
 
 Commands: PING, ECHO, HELLO (RESP2), SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS),
-CONFIG GET, INFO, DBSIZE, KEYS, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR,
+CONFIG GET, INFO, DBSIZE, KEYS, SCAN, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR,
 INCRBY, DECRBY, GETDEL, MSET. Anything else:
 ``-ERR unknown command``. Any node serves every command: reads locally (linearizable, through the leader's read
 index), writes at the leader -- a follower forwards them over its peer connection and relays the answers. A write
@@ -33,6 +33,7 @@ import os
 import random
 import socket
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -706,6 +707,58 @@ def _keys(s: RespServer, c: Conn, a: list[bytes]) -> None:
         _whole_store(s, c, lambda data: resp.bulks([k for k in data if fnmatch.fnmatchcase(k, pattern)]))
 
 
+def _scan(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    """SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]. Keys are visited in the order of their CRC-32 (the same
+    on every node, whatever was inserted or deleted): a cursor is the CRC to go on from, so a key present for the
+    whole iteration is returned exactly once, on any node. A call returns at least COUNT keys (10) and at least a
+    sixteenth of the store (COUNT is a hint in Redis too), so a full iteration is at most 17 calls."""
+    cursor = _arg_int(a[1])
+    if cursor is None or not 0 <= cursor <= 1 << 32:
+        s._immediate(c, resp.error("ERR invalid cursor"))
+        return
+    pattern, count, only_strings = b"*", 10, True
+    i = 2
+    while i < len(a):
+        opt = a[i].upper()
+        if i + 1 >= len(a):
+            s._immediate(c, resp.error("ERR syntax error"))
+            return
+        if opt == b"MATCH":
+            pattern = a[i + 1]
+        elif opt == b"COUNT":
+            n = _arg_int(a[i + 1])
+            if n is None or n < 1:
+                s._immediate(c, resp.error("ERR value is not an integer or out of range" if n is None else
+                                           "ERR syntax error"))
+                return
+            count = n
+        elif opt == b"TYPE":
+            only_strings = a[i + 1].lower() == b"string"
+        else:
+            s._immediate(c, resp.error("ERR syntax error"))
+            return
+        i += 2
+    start = cursor
+
+    def make(data: dict[bytes, bytes]) -> bytes:
+        if not only_strings:
+            return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
+        ahead = sorted((h, k) for k in data if (h := zlib.crc32(k)) >= start)
+        want = max(count, len(data) // 16)
+        if len(ahead) <= want:
+            chosen, nxt = ahead, 0
+        else:
+            end = want
+            while end < len(ahead) and ahead[end][0] == ahead[end - 1][0]:
+                end += 1  # never split the keys of one CRC across two calls
+            chosen = ahead[:end]
+            nxt = ahead[end][0] if end < len(ahead) else 0
+        keys = [k for _, k in chosen if pattern == b"*" or fnmatch.fnmatchcase(k, pattern)]
+        return resp.array([resp.bulk(b"%d" % nxt), resp.bulks(list(keys))])
+
+    _whole_store(s, c, make)
+
+
 def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
     req: dict[str, Any] = {"op": "put", "key": a[1], "value": a[2]}
     for opt in (x.upper() for x in a[3:]):
@@ -843,11 +896,12 @@ _COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None
     b"EXISTS": (-2, _exists), b"STRLEN": (2, _strlen), b"SET": (-3, _set), b"APPEND": (3, _append),
     b"DEL": (-2, _del), b"SETNX": (3, _setnx), b"INCR": (2, _incr), b"DECR": (2, _decr), b"INCRBY": (3, _incrby),
     b"DECRBY": (3, _decrby), b"GETDEL": (2, _getdel), b"MSET": (-3, _mset), b"AUTH": (-2, _auth),
+    b"SCAN": (-2, _scan),
 }
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
 _BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"PING", b"QUIT"))
 _RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER))
-_READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS"))
+_READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN"))
 _WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
                      b"MSET"))
 """The commands that read the store (held back after a write of the same connection until it is answered)."""
