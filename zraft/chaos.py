@@ -211,6 +211,25 @@ def _quiet(fn: Callable[..., Any], *args: Any, **kw: Any) -> None:
 # ---------------------------------------------------------------------- the chaos run
 
 
+def _random_ops(rng: random.Random, cid: int, n: int, count: int, w: float, append_keys: list[str],
+                register_keys: list[str]) -> list[dict[str, Any]]:
+    """``count`` random operations (appends of unique values, puts, deletes, and a ``1 - w`` share of gets), as
+    history records still to be completed; ``n`` is the client's count of operations so far."""
+    recs: list[dict[str, Any]] = []
+    for i in range(n + 1, n + count + 1):
+        x = rng.random()
+        if x < 0.7 * w:
+            kind, key, value = "append", rng.choice(append_keys), f"{cid}.{i};"
+        elif x < 0.93 * w:
+            kind, key, value = "put", rng.choice(register_keys), f"{cid}.{i}"
+        elif x < w:
+            kind, key, value = "delete", rng.choice(register_keys), None
+        else:
+            kind, key, value = "get", rng.choice(append_keys + register_keys), None
+        recs.append({"client": cid, "op": kind, "key": key, "value": value, "output": None})
+    return recs
+
+
 def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
                  register_keys: list[str], path: str, keys: ClientKeys | None = None, pipeline: int = 1,
                  read_share: float = 0.35, namespace: str | None = None) -> None:
@@ -228,22 +247,10 @@ def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append
     n = 0
     # Client 1 gives up quickly, so some of its writes end with an unknown outcome that the checker must place.
     deadline = 1.0 if cid == 1 else 5.0
-    w = 1.0 - read_share
     with Client(addresses, deadline=deadline, attempt_timeout=0.5, keys=keys) as cl, open(path, "w") as out:
         while time.monotonic() < until:
-            recs: list[dict[str, Any]] = []
-            for _ in range(pipeline):
-                n += 1
-                r = rng.random()
-                if r < 0.7 * w:
-                    kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
-                elif r < 0.93 * w:
-                    kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
-                elif r < w:
-                    kind, key, value = "delete", rng.choice(register_keys), None
-                else:
-                    kind, key, value = "get", rng.choice(append_keys + register_keys), None
-                recs.append({"client": cid, "op": kind, "key": key, "value": value, "output": None})
+            recs = _random_ops(rng, cid, n, pipeline, 1.0 - read_share, append_keys, register_keys)
+            n += pipeline
             call = time.monotonic()
             for rec in recs:
                 rec["call"] = call
@@ -289,13 +296,11 @@ def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, a
 
         netns.enter(namespace)
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     rng = random.Random(seed)
     n = 0
-    w = 1.0 - read_share
-
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 
     def connect() -> redis.Redis:
         host, _, port = rng.choice(addresses).rpartition(":")
@@ -307,19 +312,8 @@ def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, a
     r = connect()
     with open(path, "w") as out:
         while time.monotonic() < until:
-            recs: list[dict[str, Any]] = []
-            for _ in range(pipeline):
-                n += 1
-                x = rng.random()
-                if x < 0.7 * w:
-                    kind, key, value = "append", rng.choice(append_keys), f"{cid}.{n};"
-                elif x < 0.93 * w:
-                    kind, key, value = "put", rng.choice(register_keys), f"{cid}.{n}"
-                elif x < w:
-                    kind, key, value = "delete", rng.choice(register_keys), None
-                else:
-                    kind, key, value = "get", rng.choice(append_keys + register_keys), None
-                recs.append({"client": cid, "op": kind, "key": key, "value": value, "output": None})
+            recs = _random_ops(rng, cid, n, pipeline, 1.0 - read_share, append_keys, register_keys)
+            n += pipeline
             call = time.monotonic()
             p = r.pipeline(transaction=False)
             for rec in recs:
