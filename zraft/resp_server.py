@@ -61,6 +61,8 @@ INPUT_BUDGET = 256 << 20
 RECV_BYTES = 256 << 10
 TAG = b"\xffresp"
 """Prefix of the identities the replica answers Redis connections by (ZeroMQ's own start with a zero byte)."""
+BARRIER = TAG + b"barrier"
+"""The identity the replica answers read barriers by."""
 VERSION = "7.0.0"
 """The Redis version reported to clients (the command set of Redis 7 that zraft implements behaves as there)."""
 
@@ -162,6 +164,10 @@ class RespServer:
         self.local_writes = False
         self.batch: dict[bytes, list[dict[str, Any]]] = {}
         """Requests for the replica from this loop pass, by connection (``_hand_over``)."""
+        self.barrier_reads: list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]] = []
+        """This pass's reads, waiting for the pass's read barrier to be sent (``_whole_store``)."""
+        self.barriers: dict[int, list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]]] = {}
+        """Read barriers sent, by request id: the reads each will answer."""
         self.waiting_resume = False
         """A connection with held-back commands had its last write answered."""
 
@@ -203,12 +209,18 @@ class RespServer:
                 self._read(c)
             if ev & _OUT and c.fd in self.conns:
                 self.dirty.add(c)
-        if self.batch:
+        if self.batch or self.barrier_reads:
             self._hand_over()
         return mine
 
     def _hand_over(self) -> None:
-        """Give the replica this pass's requests, one batch per connection (answered in one batch too)."""
+        """Give the replica this pass's requests, one batch per connection (answered in one batch too), and one
+        read barrier for all of this pass's reads."""
+        if self.barrier_reads:
+            rid = next(self._ids)
+            self.barriers[rid] = self.barrier_reads
+            self.barrier_reads = []
+            self.batch.setdefault(BARRIER, []).append({"op": "get", "key": b"", "id": rid})
         receive = self.replica.receive
         for ident, reqs in self.batch.items():
             receive("client_batch", reqs, ident)
@@ -432,6 +444,10 @@ class RespServer:
         now = time.monotonic()
         for r in replies:
             rid = r.get("id", -1)
+            readers = self.barriers.pop(rid, None)
+            if readers is not None:
+                self._serve_reads(readers, r)
+                continue
             w = self.writes.get(rid)
             if w is not None:
                 if not final and not r.get("ok") and r.get("error") in _RETRY and now < w.deadline:
@@ -457,6 +473,23 @@ class RespServer:
                     self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
                     p.data = resp.error("ERR internal error")
                 self.dirty.add(c)
+
+    def _serve_reads(self, readers: list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]],
+                     barrier: dict[str, Any]) -> None:
+        """The read barrier is served (or failed): answer every read that waited for it, from the store as it is."""
+        failed = _failure(barrier, False)
+        data = self.replica.kv.data
+        for c, p, make in readers:
+            try:
+                p.data = failed or make(data)
+            except Exception as e:
+                self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+                p.data = resp.error("ERR internal error")
+            p.left = 0
+            c.reads -= 1
+            if c.deferred and not c.reads:
+                self.waiting_resume = True
+            self.dirty.add(c)
 
     def _execute(self, c: Conn, args: list[bytes]) -> None:
         name = args[0].upper()
@@ -663,10 +696,8 @@ def _info(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _get(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    def finish(ans: list[dict[str, Any]]) -> bytes:
-        return _failure(ans[0], False) or resp.bulk(ans[0].get("value"))
-
-    s._native(c, [{"op": "get", "key": a[1]}], finish)
+    key = a[1]
+    _whole_store(s, c, lambda data: resp.bulk(data.get(key)))
 
 
 def _mget(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -680,19 +711,19 @@ def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _strlen(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    def finish(ans: list[dict[str, Any]]) -> bytes:
-        return _failure(ans[0], False) or resp.integer(len(ans[0].get("value") or b""))
-
-    s._native(c, [{"op": "get", "key": a[1]}], finish)
+    key = a[1]
+    _whole_store(s, c, lambda data: resp.integer(len(data.get(key, b""))))
 
 
 def _whole_store(s: RespServer, c: Conn, make: Callable[[dict[bytes, bytes]], bytes]) -> None:
-    """A command over the whole store: a linearizable read barrier, then the store as it is when the barrier is
-    served (in this process, in the same loop pass: nothing is applied in between)."""
-    def finish(ans: list[dict[str, Any]]) -> bytes:
-        return _failure(ans[0], False) or make(s.replica.kv.data)
-
-    s._native(c, [{"op": "get", "key": b""}], finish)
+    """A read: ``make(store)`` when a linearizable read barrier is served. Every read of a loop pass, of every
+    connection, shares one barrier (one read index: one READ_INDEX from a follower, not one per GET); each is
+    answered from the store as it is when the barrier is served -- in this process, with nothing applied in
+    between -- a moment after every one of them was sent, before any was answered."""
+    p = Pending(1, None, read=True)
+    c.queue.append(p)
+    c.reads += 1
+    s.barrier_reads.append((c, p, make))
 
 
 def _dbsize(s: RespServer, c: Conn, a: list[bytes]) -> None:
