@@ -158,7 +158,7 @@ class Collector:
         yield gauge("zraft_keys", "Keys in the store.", len(r.kv.data))
         yield gauge("zraft_sessions", "Client sessions held.", len(r.kv.sessions))
         yield gauge("zraft_pending_writes", "Writes proposed, not yet answered.", len(r.pending_writes))
-        yield gauge("zraft_pending_reads", "Linearizable reads waiting for a read index.", len(r.pending_reads))
+        yield gauge("zraft_pending_reads", "Linearizable reads waiting for a read index.", r.reads_waiting())
         yield counter("zraft_elections_started_total", "Campaigns started by this node.", s.elections_started)
         yield counter("zraft_elections_won_total", "Elections this node won.", s.elections_won)
         yield counter("zraft_leader_changes_total", "Times this node saw a new leader.", s.leader_changes)

@@ -233,7 +233,10 @@ class Replica:
         self._job_max_pass = 0.0
         self._job_max_late = 0.0
         self.pending_writes: dict[tuple[int, int], list[PendingWrite]] = {}
-        self.pending_reads: dict[int, PendingRead] = {}
+        self.pending_reads: dict[int, list[PendingRead]] = {}
+        """The reads waiting for each read index asked (a loop pass's gets share one)."""
+        self._read_group: list[PendingRead] = []
+        """This pass's gets, until ``end_input`` asks their read index."""
         self._writes: list[tuple[bytes, dict[str, Any], bool]] = []
         self._outbox: dict[bytes, list[dict[str, Any]]] = {}
         self._next_read = 0
@@ -326,11 +329,20 @@ class Replica:
                 elif outcome == "done":
                     self.stats.snapshots_sent += 1
 
+    def reads_waiting(self) -> int:
+        return sum(len(g) for g in self.pending_reads.values()) + len(self._read_group)
+
     def bad_request(self, identity: bytes, e: codec.ProtocolError, batched: bool = False) -> None:
         self._reply(identity, {"id": e.req_id, "ok": False, "error": Err.BAD_REQUEST, "message": str(e)}, batched)
 
     def end_input(self) -> None:
-        """The messages that arrived together are in: propose their writes as one batch."""
+        """The messages that arrived together are in: ask one read index for their reads, and propose their
+        writes as one batch. (Each read is served at a point after every one of them arrived.)"""
+        if self._read_group:
+            group, self._read_group = self._read_group, []
+            self._next_read += 1
+            self.pending_reads[self._next_read] = group
+            self.raft.read_index(self._next_read)
         if self._writes:
             writes, self._writes = self._writes, []
             self._propose(writes)
@@ -520,10 +532,9 @@ class Replica:
             if req.get("stale"):
                 self._answer_get(identity, rid, req["key"], batched)
                 return
-            self._next_read += 1
-            ctx = self._next_read
-            self.pending_reads[ctx] = PendingRead(identity, rid, req["key"], batched, self._arrived)
-            self.raft.read_index(ctx)
+            # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
+            # leader, one READ_INDEX message from a follower, whatever the number of reads.
+            self._read_group.append(PendingRead(identity, rid, req["key"], batched, self._arrived))
 
     # ------------------------------------------------------------------ membership
 
@@ -638,7 +649,7 @@ class Replica:
         st.update(self._leader_info())
         st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.kv.applied,
                    "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
-                   "pending_reads": len(self.pending_reads), "pending_writes": len(self.pending_writes),
+                   "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,
                    "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
                    "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()},
@@ -743,8 +754,7 @@ class Replica:
                 probe.applied(self, e)
         # 5. Reads.
         for rs in rd.read_states:
-            pr = self.pending_reads.pop(rs.context, None)
-            if pr is not None:
+            for pr in self.pending_reads.pop(rs.context, ()):
                 if pr.backup:
                     self.backup_waiting.append(PendingBackup(pr.identity, pr.req_id, pr.batched, rs.index))
                     continue
@@ -752,8 +762,7 @@ class Replica:
                 runs.add("get", pr.arrived)
         runs.flush()
         for ctx in rd.failed_reads:
-            pr = self.pending_reads.pop(ctx, None)
-            if pr is not None:
+            for pr in self.pending_reads.pop(ctx, ()):
                 if pr.backup:
                     self._backup_asked.discard((pr.identity, pr.req_id))
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": Err.NO_LEADER,
@@ -862,7 +871,7 @@ class Replica:
             return
         self._backup_asked.add(asked)
         self._next_read += 1
-        self.pending_reads[self._next_read] = PendingRead(identity, rid, b"", batched, self.clock(), backup=True)
+        self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(), backup=True)]
         self.raft.read_index(self._next_read)
 
     def _serve_backups(self) -> None:
