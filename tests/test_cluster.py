@@ -291,10 +291,21 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
             pass
 
 
-def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
+def _stop_launcher(p: subprocess.Popen[str]) -> None:
+    """Ctrl-C (SIGTERM) a launcher that the test started; kill it if it does not stop."""
+    p.send_signal(signal.SIGTERM)
+    try:
+        p.wait(20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+
+
+def test_tour_kill_and_get_return_within_three_seconds(tmp_path: Path) -> None:
     """The README tour: `kill` of the leader in the shell returns as soon as the process is dead (the launcher
-    reaps it at once and says how it ended), and the next `get` is answered by the new leader: under 2 s in all
-    (it took about 5 s while the shell waited for the launcher's child to vanish)."""
+    reaps it at once and says how it ended), and the next `get` is answered by the new leader: under 3 s in all
+    (usually about 1.2 s, as an election takes 0.5-1 s; 2.06 s once on a loaded machine). It took about 5 s while the
+    shell waited for the launcher's child to vanish."""
     base = consecutive_free_ports(3)
     data = tmp_path / "d"
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "3", "--base-port", str(base),
@@ -315,7 +326,7 @@ def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
         r = subprocess.run(sh, input=f"kill {ld}\nget greeting\n", capture_output=True, text=True, timeout=60)
         took = time.monotonic() - t0
         assert r.returncode == 0 and r.stdout.split() == ["OK", "hello"], r.stdout + r.stderr
-        assert took < 2.0, f"kill + get took {took:.2f} s"
+        assert took < 3.0, f"kill + get took {took:.2f} s"
         said: queue.Queue[str] = queue.Queue()  # the launcher noticed, and said how the node ended
         threading.Thread(target=lambda: [said.put(x) for x in p.stdout or ()], daemon=True).start()
         end = time.monotonic() + 10
@@ -323,12 +334,7 @@ def test_tour_kill_and_get_return_within_two_seconds(tmp_path: Path) -> None:
             lines.append(said.get(timeout=max(0.01, end - time.monotonic())))
         assert any(x.split()[1:3] == ["node", ld] and "was killed by SIGKILL" in x for x in lines), lines
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        _stop_launcher(p)
         try:
             for n in launch.load(str(data)).nodes:
                 launch._signal(n.pid, signal.SIGKILL)
@@ -372,12 +378,7 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
         assert r.returncode == 0 and "(no answer)" not in r.stdout, r.stdout + r.stderr
         assert p.poll() is None, "the launcher is still running"
     finally:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        _stop_launcher(p)
     try:
         assert p.returncode == 0
         for pid in pids:

@@ -154,7 +154,7 @@ class Cluster:
             host, port, prefix = self.placement(nid)
         else:
             port, prefix = self._next_port(host), []
-            metrics = self._metrics_for(host, port)
+            metrics = self._offset_for(host, port, "metrics")
             resp = self._offset_for(host, port, "resp")
         ndir = os.path.join(self.data_dir, f"node-{nid}")
         pub = ""
@@ -184,9 +184,6 @@ class Cluster:
             if port not in used and _port_free(host, port):
                 return port
         return free_ports(1, host)[0]
-
-    def _metrics_for(self, host: str, port: int) -> str:
-        return self._offset_for(host, port, "metrics")
 
     def _offset_for(self, host: str, port: int, what: str) -> str:
         """A new node's metrics (or Redis) address, at the same offset from its port as every other node's (none if

@@ -483,7 +483,8 @@ class Replica:
             if op == "put" and len(req) > 7:  # options: a SET with flags
                 flags = (kv.SET_NX if req.get("nx") is True else 0) | (kv.SET_XX if req.get("xx") is True else 0) \
                     | (kv.SET_GET if req.get("get") is True else 0)
-            why = kv.check_limits(key, value)
+            why = kv.check_limits(key, value) if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES \
+                else None
             if op == "mset":
                 pairs = req["pairs"]
                 why = next((bad for i in range(0, len(pairs), 2) if (bad := kv.check_limits(pairs[i], pairs[i + 1]))),
