@@ -55,7 +55,7 @@ def command(i: int, keys: int) -> bytes:
 
 def make_store(keys: int) -> kv.KVStore:
     s = kv.KVStore()
-    s.data = {key(i, keys): VALUE for i in range(keys)}
+    s.set_data({key(i, keys): VALUE for i in range(keys)})
     s.applied = keys
     return s
 
@@ -137,7 +137,7 @@ def bench_restart(tmp: str, dirs: dict[bool, str], entries: int) -> None:
         node.replica.start()
         dt = time.perf_counter() - t0
         print(f"{'with compaction (snapshot + empty log)' if compact else 'without compaction (whole log)':<40} "
-              f"{dt:6.2f} s  (applied {node.replica.kv.applied:,}, {len(node.replica.kv.data):,} keys)")
+              f"{dt:6.2f} s  (applied {node.replica.kv.applied:,}, {len(node.replica.kv):,} keys)")
         node.close()
         shutil.rmtree(work)
 

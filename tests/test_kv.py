@@ -133,37 +133,50 @@ def test_snapshot_image_is_the_state_when_it_was_taken_despite_later_writes() ->
     assert s.state() != want  # the store did move on
 
 
-def test_snapshot_image_serialized_by_a_thread_while_the_store_changes() -> None:
-    import threading
+def _any_writes(s: KVStore, rng: random.Random, n: int, keys: int) -> None:
+    """Every kind of write, on few enough keys that they are made, deleted and made again."""
+    for _ in range(n):
+        k = b"k%d" % rng.randrange(keys)
+        op = rng.choice([kv.PUT, kv.APPEND, kv.DELETE, kv.DELETE, kv.INCRBY, kv.SET, kv.GETDEL, kv.MSET])
+        value = b"%d" % rng.randrange(99)
+        if op == kv.SET:
+            value = bytes([rng.choice([0, kv.SET_NX, kv.SET_XX, kv.SET_GET])]) + value
+        elif op == kv.MSET:
+            k, value = b"", msgpack.packb([b"k%d" % rng.randrange(keys) if i % 2 == 0 else value for i in range(6)])
+        status = s.apply(s.applied + 1, kv.encode_command(op, 1, s.applied + 1, s.applied + 1, k, value))[2]
+        assert status in (kv.OK, kv.NOT_FOUND, kv.NOT_SET, kv.NOT_INTEGER)
 
-    rng = random.Random(9)
+
+def test_snapshot_image_is_its_moment_whatever_writes_land_between_its_pieces(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small pieces, so that writes land between the listing of one shard and the next, and inside a shard's keys:
+    # keys made, deleted, deleted and made again, in shards listed and not yet listed.
+    monkeypatch.setattr(kv, "SNAPSHOT_CHUNK_PAIRS", 2)
+    for seed in range(25):
+        rng = random.Random(seed)
+        s = KVStore()
+        _any_writes(s, rng, 3000, keys=800)
+        want = KVStore.restore(s.snapshot()).state()
+        img = s.begin_snapshot()
+        out = []
+        for piece in img.chunks():
+            out.append(piece)
+            _any_writes(s, rng, rng.randrange(12), keys=800)
+        s.end_snapshot()
+        assert len(out) > 150  # writes landed between the pieces, many times
+        assert _restored_state(out) == want, seed
+        assert s.state() != want  # the store did move on
+
+
+def test_a_snapshot_image_that_lost_a_key_fails_rather_than_writing_a_short_snapshot() -> None:
     s = KVStore()
-    _random_writes(s, rng, 60_000, keys=30_000)
-    want = KVStore.restore(s.snapshot()).state()
+    run(s, *(Command(Op.PUT, 1, i, i, b"k%d" % i, b"v") for i in range(1, 100)))
     img = s.begin_snapshot()
-    out: list[bytes] = []
-    started, wrote = threading.Event(), threading.Event()
-
-    def serialize() -> None:
-        pieces = img.chunks()
-        out.append(next(pieces))
-        started.set()
-        wrote.wait()  # at least one batch of writes lands while the image is half serialized
-        out.extend(pieces)
-
-    t = threading.Thread(target=serialize)
-    t.start()
-    assert started.wait(10)
-    _random_writes(s, rng, 100, keys=30_000)
-    changed = 100
-    wrote.set()
-    while t.is_alive():  # and more while the thread goes on, so the two interleave
-        _random_writes(s, rng, 100, keys=30_000)
-        changed += 100
-    t.join()
-    assert changed > 0
-    s.end_snapshot()
-    assert _restored_state(out) == want
+    pieces = img.chunks()
+    next(pieces)
+    img.key_count += 1  # as if the copy-on-write had missed a key
+    with pytest.raises(RuntimeError, match="99 keys serialized, 100 at its moment"):
+        list(pieces)
 
 
 def test_snapshot_restores_from_pieces_of_any_size_and_refuses_unknown_formats() -> None:
@@ -178,8 +191,8 @@ def test_snapshot_restores_from_pieces_of_any_size_and_refuses_unknown_formats()
         KVStore.restore(msgpack.packb([9, 0, 0, {}]))
     with pytest.raises(ValueError, match="does not decode"):
         KVStore.restore(blob[: len(blob) // 2])
-    old = msgpack.packb([1, s.applied, dict(s.data), {}])  # format 1 is still read
-    assert KVStore.restore(old).data == s.data
+    old = msgpack.packb([1, s.applied, s.to_dict(), {}])  # format 1 is still read
+    assert KVStore.restore(old).to_dict() == s.to_dict()
 
 
 def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers() -> None:
@@ -190,13 +203,13 @@ def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers
         assert s.apply(i, kv.encode_command(kv.APPEND, 7, i, 1, b"k", b"x"))[2] == kv.OK
     sess = s.sessions[7]
     assert len(sess.replies) <= kv.MAX_REPLIES_PER_SESSION
-    assert len(s.data[b"k"]) == 100_000  # every write applied once
+    assert len(s.get(b"k") or b"") == 100_000  # every write applied once
     # A retry of a recent write is answered from the session, not applied again; one whose answer was dropped
     # is refused as expired (outcome unknown to the client), never applied twice.
     n = 100_001
     assert s.apply(n, kv.encode_command(kv.APPEND, 7, 100_000, 1, b"k", b"x")) == (7, 100_000, kv.OK)
     assert s.apply(n + 1, kv.encode_command(kv.APPEND, 7, 5, 1, b"k", b"x"))[2] == kv.SESSION_EXPIRED
-    assert len(s.data[b"k"]) == 100_000
+    assert len(s.get(b"k") or b"") == 100_000
 
 
 def test_sessions_are_capped_idle_longest_dropped_first_the_same_on_every_node() -> None:
@@ -256,7 +269,7 @@ def test_snapshot_format_2_is_still_read() -> None:
 
     old = [msgpack.packb([2, 7, 2, {5: [6, 1, {1: 0}]}]), msgpack.packb([b"a", b"1", b"b", b"2"])]
     kv2 = KVStore.restore_chunks(old)
-    assert kv2.applied == 7 and kv2.data == {b"a": b"1", b"b": b"2"}
+    assert kv2.applied == 7 and kv2.to_dict() == {b"a": b"1", b"b": b"2"}
     assert kv2.sessions[5].last_index == 6 and kv2.sessions[5].replies == {1: 0}
 
 
@@ -267,6 +280,11 @@ def test_a_delete_says_whether_the_key_was_there_and_a_retry_gets_the_same_answe
     missing = Command(Op.DELETE, 1, 3, 1, b"k", b"")
     assert run(s, gone, missing, gone, missing) == [Status.OK, Status.NOT_FOUND, Status.OK, Status.NOT_FOUND]
     assert s.get(b"k") is None
+
+
+def _raw_put(s: KVStore, key: bytes, value: bytes) -> None:
+    """A value the commands could not have made (for the error paths)."""
+    s.shards[hash(key) & kv.SHARD_MASK][key] = value
 
 
 def _do(s: KVStore, op: int, seq: int, key: bytes, value: bytes = b"") -> tuple[int, bytes | None]:
@@ -280,12 +298,12 @@ def test_incrby_set_with_flags_getdel_mset_and_their_retries() -> None:
     assert _do(s, kv.INCRBY, 2, b"n", b"-7") == (kv.OK, b"-2")
     assert _do(s, kv.INCRBY, 1, b"n", b"5") == (kv.OK, b"5")  # a retry: the first answer, nothing applied again
     assert s.get(b"n") == b"-2"
-    s.data[b"t"] = b"12 "
+    _raw_put(s, b"t", b"12 ")
     assert _do(s, kv.INCRBY, 3, b"t", b"1") == (kv.NOT_INTEGER, None) and s.get(b"t") == b"12 "
     for bad in (b"012", b"-0", b"+1", b"", b"1.5", b"99999999999999999999"):
-        s.data[b"b"] = bad
+        _raw_put(s, b"b", bad)
         assert _do(s, kv.INCRBY, 4 + len(bad), b"b", b"1")[0] == kv.NOT_INTEGER, bad
-    s.data[b"max"] = b"%d" % (2**63 - 1)
+    _raw_put(s, b"max", b"%d" % (2**63 - 1))
     assert _do(s, kv.INCRBY, 30, b"max", b"1") == (kv.OVERFLOW, None)
     flags = bytes([kv.SET_NX | kv.SET_GET])
     assert _do(s, kv.SET, 31, b"x", flags + b"a") == (kv.OK, None) and s.get(b"x") == b"a"
@@ -301,7 +319,7 @@ def test_incrby_set_with_flags_getdel_mset_and_their_retries() -> None:
     assert _do(s, kv.MSET, 38, b"", too_big)[0] == kv.TOO_LARGE and s.get(b"m3") is None  # all or nothing
     assert _do(s, kv.MSET, 39, b"", msgpack.packb([b"odd"]))[0] == kv.BAD_COMMAND
     big = b"v" * (kv.MAX_CACHED_RESULT + 1)
-    s.data[b"big"] = big
+    _raw_put(s, b"big", big)
     assert _do(s, kv.GETDEL, 40, b"big") == (kv.OK, big)
     assert _do(s, kv.GETDEL, 40, b"big") == (kv.RESULT_LOST, None)  # too large to keep for a retry
     # Every reply survives a snapshot (format 4: statuses and [status, result]).

@@ -48,6 +48,12 @@ then the key arrays) and format 1 (one object: ``[1, applied, {key: value}, sess
 SNAPSHOT_CHUNK_SESSIONS = 1024
 SNAPSHOT_CHUNK_PAIRS = 1024
 SNAPSHOT_CHUNK_BYTES = 4 << 20
+SHARDS = 256
+"""The store's keys live in this many hash tables (by ``hash(key) & SHARD_MASK``), so that no step of the event loop
+walks or grows all of them at once: a snapshot image lists one table at a time, and a table that grows rehashes a
+256th of the keys. One table of ten million keys stalled the loop 316 ms growing past 5.6 million keys, and 416 ms
+listing its keys for a snapshot (bench/kv_bench.py); 256 of them, 4.8 ms and 16 ms."""
+SHARD_MASK = SHARDS - 1
 
 
 class Op(enum.IntEnum):
@@ -156,11 +162,12 @@ class Session:
 class SnapshotImage:
     """The store as it was at one log index, serialized in chunks while the store goes on changing.
 
-    Taking it costs the event loop a list of the keys and a copy of the session table. Afterwards the store
-    saves the old value of each key the first time a write touches it (copy-on-write, per key), and ``chunks()``
-    -- which may run in another thread -- reads each key's live value and then prefers the saved one. The store
-    records the old value before changing the live one, so that order of reads always finds the value as it
-    was, whatever the two threads interleave (dict operations are atomic under the GIL).
+    Taking it costs the event loop a list of the session ids and a count of the keys. Afterwards the store saves
+    the old value of each key the first time a write touches it (copy-on-write, per key: ``None`` for a key that
+    did not exist), in ``before[shard]``. ``chunks()`` -- a generator the event loop advances between applies, on
+    the same thread -- lists one shard's keys when it reaches that shard: the keys there now, plus the keys deleted
+    since the image's moment (saved with a value but gone). For each it reads the live value and then prefers the
+    saved one; a saved ``None`` means the key was made after the moment and is left out.
     """
 
     def __init__(self, kv: KVStore) -> None:
@@ -171,9 +178,9 @@ class SnapshotImage:
         self.sessions_before: dict[int, list[Any] | None] = {}
         """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
         for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
-        self.keys = list(kv.data)
-        self._data = kv.data
-        self.before: dict[bytes, bytes | None] = {}
+        self._shards = kv.shards
+        self.key_count = len(kv)
+        self.before: list[dict[bytes, bytes | None]] = [{} for _ in range(SHARDS)]
 
     def save_session(self, client: int, s: Session | None) -> None:
         """The store is about to change (or create, or drop) ``client``'s session: keep it as it is now."""
@@ -184,7 +191,7 @@ class SnapshotImage:
         # Format 3 (statuses only) until the store has kept a result: the release before this one reads it, so a
         # rolling upgrade works as long as the new commands wait until every node runs this release.
         fmt = SNAPSHOT_FORMAT if self.results else 3
-        yield msgpack.packb([fmt, self.applied, len(self.keys), len(self.clients)], use_bin_type=True)
+        yield msgpack.packb([fmt, self.applied, self.key_count, len(self.clients)], use_bin_type=True)
         live, saved = self._sessions, self.sessions_before
         sess: list[Any] = []
         for c in self.clients:
@@ -199,28 +206,41 @@ class SnapshotImage:
                 sess = []
         if sess:
             yield msgpack.packb(sess, use_bin_type=True)
-        data, before, keys = self._data, self.before, self.keys
+        # Pairs are gathered across shards, so that the pieces (and the file's size) do not depend on how keys
+        # fall into shards, which differs between processes (bytes hashes are salted per process).
         out: list[bytes] = []
         size = 0
-        for k in keys:
-            v = data.get(k)
-            if k in before:  # after reading the live value (see the class docstring)
-                v = before[k]
-            assert v is not None, "a key of the image lost its value"
-            out.append(k)
-            out.append(v)
-            size += len(k) + len(v)
-            if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
-                yield msgpack.packb(out, use_bin_type=True)
-                out = []
-                size = 0
+        count = 0
+        for shard, before in zip(self._shards, self.before, strict=True):
+            keys = list(shard)  # one shard, now: the store does not change while this generator runs
+            keys += [k for k, v in before.items() if v is not None and k not in shard]
+            for k in keys:
+                v = shard.get(k)
+                if k in before:
+                    v = before[k]
+                    if v is None:  # made after the image's moment
+                        continue
+                assert v is not None, "a key of the image lost its value"
+                out.append(k)
+                out.append(v)
+                size += len(k) + len(v)
+                if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
+                    count += len(out) >> 1
+                    yield msgpack.packb(out, use_bin_type=True)
+                    out = []
+                    size = 0
+        count += len(out) >> 1
+        if count != self.key_count:
+            raise RuntimeError(f"snapshot image: {count} keys serialized, {self.key_count} at its moment")
         if out:
             yield msgpack.packb(out, use_bin_type=True)
 
 
 class KVStore:
     def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
+        self.shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
+        """The keys and values: key ``k`` lives in ``shards[hash(k) & SHARD_MASK]``. Read with ``get``, ``in``,
+        ``len`` and iteration (keys, in no particular order); written only by ``apply``."""
         self.sessions: dict[int, Session] = {}
         self.applied = 0
         self._image: SnapshotImage | None = None
@@ -230,7 +250,30 @@ class KVStore:
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
 
     def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
+        return self.shards[hash(key) & SHARD_MASK].get(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return key in self.shards[hash(key) & SHARD_MASK]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.shards))
+
+    def __iter__(self) -> Iterator[bytes]:
+        for shard in self.shards:
+            yield from shard
+
+    def to_dict(self) -> dict[bytes, bytes]:
+        """Every key and value in one dict (tests, comparisons)."""
+        out: dict[bytes, bytes] = {}
+        for shard in self.shards:
+            out.update(shard)
+        return out
+
+    def set_data(self, data: dict[bytes, bytes]) -> None:
+        """Replace every key and value (tests, benchmarks, format 1 snapshots)."""
+        self.shards = [{} for _ in range(SHARDS)]
+        for k, v in data.items():
+            self.shards[hash(k) & SHARD_MASK][k] = v
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with; the
@@ -280,7 +323,6 @@ class KVStore:
                 return client, seq, cached[0]
             return client, seq, cached
         # The operation.
-        data_ = self.data
         status = OK
         if op > DELETE:
             status = self._apply_more(op, key, value, img)
@@ -293,8 +335,10 @@ class KVStore:
         elif len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
             status = TOO_LARGE
         else:
-            if img is not None and key not in img.before:
-                img.before[key] = data_.get(key)  # before the change (see SnapshotImage)
+            h = hash(key) & SHARD_MASK
+            data_ = self.shards[h]
+            if img is not None and key not in img.before[h]:
+                img.before[h][key] = data_.get(key)  # before the change (see SnapshotImage)
             if op == PUT:
                 data_[key] = value
             elif op == APPEND:
@@ -316,7 +360,7 @@ class KVStore:
     def _apply_more(self, op: int, key: bytes, value: bytes, img: SnapshotImage | None) -> int:
         """INCRBY, SET with flags, GETDEL, MSET: the status; ``self.result`` the result. Nothing changes unless the
         whole command succeeds."""
-        data = self.data
+        shards = self.shards
         if op == MSET:
             try:
                 pairs = unpackb(value)
@@ -331,12 +375,16 @@ class KVStore:
                 return TOO_LARGE
             for i in range(0, len(pairs), 2):
                 k = pairs[i]
-                if img is not None and k not in img.before:
-                    img.before[k] = data.get(k)
-                data[k] = pairs[i + 1]
+                h = hash(k) & SHARD_MASK
+                if img is not None and k not in img.before[h]:
+                    img.before[h][k] = shards[h].get(k)
+                shards[h][k] = pairs[i + 1]
             return OK
         if len(key) > MAX_KEY_BYTES:
             return TOO_LARGE
+        h = hash(key) & SHARD_MASK
+        data = shards[h]
+        saved = img.before[h] if img is not None else None
         old = data.get(key)
         if op == INCRBY:
             delta = _parse_int(value)
@@ -357,22 +405,22 @@ class KVStore:
                 self.result = old
             if (flags & SET_NX and old is not None) or (flags & SET_XX and old is None):
                 return NOT_SET
-            if img is not None and key not in img.before:
-                img.before[key] = old
+            if saved is not None and key not in saved:
+                saved[key] = old
             data[key] = new_value
             return OK
         elif op == GETDEL:
             self.result = old
             if old is None:
                 return NOT_FOUND
-            if img is not None and key not in img.before:
-                img.before[key] = old
+            if saved is not None and key not in saved:
+                saved[key] = old
             del data[key]
             return OK
         else:
             return BAD_COMMAND
-        if img is not None and key not in img.before:
-            img.before[key] = old
+        if saved is not None and key not in saved:
+            saved[key] = old
         data[key] = result
         return OK
 
@@ -439,7 +487,11 @@ class KVStore:
             objs = objects()
             head = next(objs)
             if head[0] == 1:  # format 1: everything in one object
-                _, kv.applied, kv.data, sessions = head
+                _, kv.applied, data1, sessions = head
+                if not isinstance(data1, dict) or any(type(k) is not bytes or type(v) is not bytes
+                                                      for k, v in data1.items()):
+                    raise ValueError("bad header or data")
+                kv.set_data(data1)
             elif head[0] in (2, 3, SNAPSHOT_FORMAT):
                 if head[0] == 2:
                     _, kv.applied, count, sessions = head
@@ -452,23 +504,22 @@ class KVStore:
                             sessions[arr[i]] = arr[i + 1 : i + 4]
                     if len(sessions) != n_sessions:
                         raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
-                data = kv.data
+                shards = kv.shards
                 for arr in objs:
                     for i in range(0, len(arr), 2):
                         k, v = arr[i], arr[i + 1]
                         if type(k) is not bytes or type(v) is not bytes:
                             raise ValueError("a key or value is not bytes")
-                        data[k] = v
-                if len(data) != count:
-                    raise ValueError(f"it holds {len(data)} keys, its header says {count}")
+                        shards[hash(k) & SHARD_MASK][k] = v
+                if len(kv) != count:
+                    raise ValueError(f"it holds {len(kv)} keys, its header says {count}")
             else:
                 raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
                                  f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
             kv.results = head[0] >= 4
             kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _reply(r) for q, r in v[2].items()})
                            for c, v in sessions.items()}
-            if type(kv.applied) is not int or (head[0] == 1 and (not isinstance(kv.data, dict) or any(
-                    type(k) is not bytes or type(v) is not bytes for k, v in kv.data.items()))):
+            if type(kv.applied) is not int:
                 raise ValueError("bad header or data")
         except ValueError as e:
             if "format" in str(e):
@@ -480,7 +531,7 @@ class KVStore:
 
     def state(self) -> Any:
         """Everything that must agree across nodes (for tests)."""
-        return self.applied, self.data, {c: (s.ack, s.replies) for c, s in self.sessions.items()}
+        return self.applied, self.to_dict(), {c: (s.ack, s.replies) for c, s in self.sessions.items()}
 
 
 def _reply(r: Any) -> Any:

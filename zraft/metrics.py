@@ -155,7 +155,7 @@ class Collector:
         yield gauge("zraft_log_bytes", "Bytes of log segments on disk.", g.get("log_bytes", 0))
         yield gauge("zraft_disk_bytes", "Bytes on disk: segments and snapshot files.", g.get("disk_bytes", 0))
         yield gauge("zraft_log_segments", "Log segment files.", g.get("segments", 0))
-        yield gauge("zraft_keys", "Keys in the store.", len(r.kv.data))
+        yield gauge("zraft_keys", "Keys in the store.", len(r.kv))
         yield gauge("zraft_sessions", "Client sessions held.", len(r.kv.sessions))
         yield gauge("zraft_pending_writes", "Writes proposed, not yet answered.", len(r.pending_writes))
         yield gauge("zraft_pending_reads", "Linearizable reads waiting for a read index.", r.reads_waiting())

@@ -640,7 +640,7 @@ class Replica:
         self._reply(w.identity, answer, w.batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
-        v = self.kv.data.get(key)
+        v = self.kv.get(key)
         self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
 
     def status(self) -> dict[str, Any]:
@@ -649,7 +649,7 @@ class Replica:
         del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
         st.update(self._leader_info())
         st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.kv.applied,
-                   "keys": len(self.kv.data), "sessions": len(self.kv.sessions),
+                   "keys": len(self.kv), "sessions": len(self.kv.sessions),
                    "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,
                    "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
@@ -793,7 +793,7 @@ class Replica:
             if w.flags & kv.SET_GET:
                 r["value"] = result
         if w.key is not None:
-            r["length"] = len(self.kv.data.get(w.key, b""))
+            r["length"] = len(self.kv.get(w.key) or b"")
         return r
 
     def _send(self, m: Message) -> None:
@@ -825,7 +825,7 @@ class Replica:
                                         threads=st.threads, max_pieces=st.snapshot_pieces,
                                         budget_s=STEP_BUDGET_S if st.threads else None)
             log.info("node=%d event=snapshot_begin index=%d keys=%d loop_pause_ms=%.1f", self.id, applied,
-                     len(self.snap_job.image.keys), self.snap_job.begin_s * 1000)
+                     self.snap_job.image.key_count, self.snap_job.begin_s * 1000)
 
     def _finish_snapshot(self) -> None:
         job = self.snap_job
@@ -843,10 +843,11 @@ class Replica:
         self.raft.compact(snap)
         self.snapshots_taken += 1
         self.stats.snapshot_seconds.observe(self.clock() - job.started)
-        keys = len(job.image.keys)
-        if keys > RELEASE_PER_PASS:  # the image's list of every key: freed a slice per pass, not at once
-            self._garbage.append(job.image.keys)
-            job.image.keys = []
+        keys = job.image.key_count
+        if sum(map(len, job.image.before)) > RELEASE_PER_PASS:
+            # The old values kept for the image (up to one per key written meanwhile): a shard's freed per pass.
+            self._garbage.extend([d] for d in job.image.before)
+            job.image.before = []
         finish_s = time.perf_counter() - t0
         assert isinstance(snap.data, SnapshotFile)
         self.snap_stats = {"index": snap.index, "keys": keys, "bytes": snap.data.size,
@@ -941,7 +942,7 @@ class Replica:
         self.kv = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) else restore(snap)
         self.snapshots_installed += 1
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
-                 len(self.kv.data), time.perf_counter() - t0)
+                 len(self.kv), time.perf_counter() - t0)
 
     def _validate_snapshot(self, snap: Snapshot) -> None:
         """A received snapshot must decode into a store at its own index, before anything names it. (Its

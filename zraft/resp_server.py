@@ -40,7 +40,7 @@ from typing import Any
 
 import zmq
 
-from zraft import resp
+from zraft import kv, resp
 from zraft.core import Role
 from zraft.logutil import LogLimiter
 from zraft.transport import codec
@@ -164,9 +164,9 @@ class RespServer:
         self.local_writes = False
         self.batch: dict[bytes, list[dict[str, Any]]] = {}
         """Requests for the replica from this loop pass, by connection (``_hand_over``)."""
-        self.barrier_reads: list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]] = []
+        self.barrier_reads: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]] = []
         """This pass's reads, waiting for the pass's read barrier to be sent (``_whole_store``)."""
-        self.barriers: dict[int, list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]]] = {}
+        self.barriers: dict[int, list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]]] = {}
         """Read barriers sent, by request id: the reads each will answer."""
         self.waiting_resume = False
         """A connection with held-back commands had its last write answered."""
@@ -474,11 +474,11 @@ class RespServer:
                     p.data = resp.error("ERR internal error")
                 self.dirty.add(c)
 
-    def _serve_reads(self, readers: list[tuple[Conn, Pending, Callable[[dict[bytes, bytes]], bytes]]],
+    def _serve_reads(self, readers: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]],
                      barrier: dict[str, Any]) -> None:
         """The read barrier is served (or failed): answer every read that waited for it, from the store as it is."""
         failed = _failure(barrier, False)
-        data = self.replica.kv.data
+        data = self.replica.kv
         for c, p, make in readers:
             try:
                 p.data = failed or make(data)
@@ -712,10 +712,10 @@ def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 def _strlen(s: RespServer, c: Conn, a: list[bytes]) -> None:
     key = a[1]
-    _whole_store(s, c, lambda data: resp.integer(len(data.get(key, b""))))
+    _whole_store(s, c, lambda data: resp.integer(len(data.get(key) or b"")))
 
 
-def _whole_store(s: RespServer, c: Conn, make: Callable[[dict[bytes, bytes]], bytes]) -> None:
+def _whole_store(s: RespServer, c: Conn, make: Callable[[kv.KVStore], bytes]) -> None:
     """A read: ``make(store)`` when a linearizable read barrier is served. Every read of a loop pass, of every
     connection, shares one barrier (one read index: one READ_INDEX from a follower, not one per GET); each is
     answered from the store as it is when the barrier is served -- in this process, with nothing applied in
@@ -771,7 +771,7 @@ def _scan(s: RespServer, c: Conn, a: list[bytes]) -> None:
         i += 2
     start = cursor
 
-    def make(data: dict[bytes, bytes]) -> bytes:
+    def make(data: kv.KVStore) -> bytes:
         if not only_strings:
             return resp.array([resp.bulk(b"0"), resp.EMPTY_ARRAY])
         ahead = sorted((h, k) for k in data if (h := zlib.crc32(k)) >= start)

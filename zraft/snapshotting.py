@@ -1,10 +1,11 @@
 """A node's snapshot work outside the Raft core: taking snapshots without stalling the event loop, and moving
 snapshot files between nodes in chunks with flow control.
 
-Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (a list of its keys and a
-copy of the session table; the store then saves old values of keys it changes, see ``kv.SnapshotImage``),
-serializes it a few milliseconds per pass into the snapshot file, and a thread fsyncs the file. The loop finds
-the job finished on a later pass and only then records the snapshot and compacts the log.
+Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (its key count and a
+list of its sessions; the store then saves old values of keys and sessions it changes, see ``kv.SnapshotImage``),
+serializes it a few milliseconds per pass (listing one of the store's shards at a time) into the snapshot file,
+and a thread fsyncs the file. The loop finds the job finished on a later pass and only then records the snapshot
+and compacts the log.
 
 Sending one (``Outgoing``): the core asks for a snapshot to be sent with an ordinary SNAPSHOT message; the
 node instead streams the snapshot *file* to the follower in chunks of ``CHUNK_BYTES``, at most ``WINDOW_CHUNKS``

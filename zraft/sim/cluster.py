@@ -138,7 +138,7 @@ class SimNode:
     def ops(self, key: str) -> tuple[str, ...]:
         """The op ids appended to ``key`` in this node's store, in order."""
         store = self.kv
-        value = store.data.get(key.encode(), b"") if store is not None else b""
+        value = (store.get(key.encode()) or b"") if store is not None else b""
         return tuple(value.decode().split(";")[:-1])
 
 
@@ -689,13 +689,13 @@ class SimCluster:
         for n in live[1:]:
             rep = n.replica
             assert rep is not None
-            if rep.kv.applied != ref.kv.applied or rep.kv.data != ref.kv.data:
+            if rep.kv.applied != ref.kv.applied or rep.kv.to_dict() != ref.kv.to_dict():
                 raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.kv.applied} vs "
                                 f"{rep.kv.applied})")
             if rep.kv.sessions != ref.kv.sessions:
                 raise Violation(f"nodes {live[0].id} and {n.id} hold different client sessions at the end")
         for key, ops in self.acked.items():
-            final = ref.kv.data.get(key.encode(), b"").decode().split(";")[:-1]
+            final = (ref.kv.get(key.encode()) or b"").decode().split(";")[:-1]
             lost = set(ops) - set(final)
             if lost:
                 raise Violation(f"acknowledged writes to {key!r} missing at the end: {sorted(lost)[:5]}")

@@ -241,7 +241,7 @@ def _check_history(c: SimCluster, history: list[check.Op]) -> None:
     store = c.nodes[ld].kv if ld is not None else None
     assert store is not None
     for key in KEYS:
-        value = store.data.get(key.encode(), b"")
+        value = (store.get(key.encode()) or b"")
         elements = value.split(b";")[:-1]
         if len(set(elements)) != len(elements):
             twice = sorted({e for e in elements if elements.count(e) > 1})
