@@ -31,6 +31,8 @@ VERSION = 1
 FRAME = struct.Struct("<III")
 LEN = struct.Struct("<I")
 TRAILER = b"\xa5"
+_pack = msgpack.Packer(use_bin_type=True).pack
+"""``msgpack.packb`` without a Packer made per call (see ``kv._pack``)."""
 
 
 class CorruptionError(Exception):
@@ -53,7 +55,7 @@ def frame(payload: bytes) -> bytes:
 
 
 def encode(record: list[Any]) -> bytes:
-    return frame(msgpack.packb(record, use_bin_type=True))
+    return frame(_pack(record))
 
 
 def entries_record(entries: list[Entry]) -> bytes:

@@ -196,11 +196,16 @@ class ZmqTransport:
             try:
                 if secure or cluster:
                     parts = router.recv_multipart(_NOBLOCK, copy=False)
-                    if secure:  # who sent it: the user id our ZAP handler gave the connection's key
-                        user = str(parts[-1].get("User-Id"))
-                    if cluster:
-                        theirs = _cluster_of(parts[-1])
                     frames = [f.bytes for f in parts]
+                    # Who sent it (the user id our ZAP handler gave the connection's key) and the cluster its
+                    # connection announced: read for messages that may come from nodes only. A client's needs
+                    # neither (any key the ZAP handler let in may send them), and reading metadata a client's
+                    # connection does not carry costs an exception per frame.
+                    if len(frames) == 2 and frames[1][1:3] != codec.CLIENT_TAG:
+                        if secure:
+                            user = str(parts[-1].get("User-Id"))
+                        if cluster:
+                            theirs = _cluster_of(parts[-1])
                 else:
                     frames = router.recv_multipart(_NOBLOCK)
             except zmq.Again:
@@ -217,7 +222,7 @@ class ZmqTransport:
                 self.answer(identity, [{"id": 0, "ok": False, "error": codec.Err.BAD_REQUEST, "message": str(e)}],
                             False)
                 continue
-            if user is not None and kind in PEER_KINDS and user != f"node-{msg.src}":
+            if secure and kind in PEER_KINDS and user != f"node-{msg.src}":
                 self.refused("impersonation", "node=%d event=bad_message error=%s sent a message as node %d",
                              self.id, user, msg.src)
                 continue
