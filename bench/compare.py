@@ -16,8 +16,11 @@ operations, and the load generators' share of the machine's CPU (if it nears 100
 bottleneck and the numbers understate the system).
 
 Systems, each driven through its own client:
-- zraft: ``launcher``-style nodes with fsync on; ``zraft.client.Client.closed_loop`` (writes and linearizable
-  ReadIndex reads go to the leader).
+- zraft: ``launcher``-style nodes with fsync on, CurveZMQ on. Driven by ``bench/zload`` (C, on libzmq: one
+  process, a DEALER socket per connection, the wire protocol of docs/PROTOCOL.md; built at run time when a C
+  compiler and ``libzmq3-dev`` are installed), or else by ``zraft.client.Client.closed_loop`` in Python processes
+  (``--zraft-driver``); writes and linearizable ReadIndex reads go to the leader. "4 x 250" is then 4 connections
+  with 250 requests in flight each.
 - PySyncObj (``bench/pysyncobj_node.py``): ``ReplDict`` replicated by PySyncObj, driven through a thin ZeroMQ
   RPC documented in that file; twice, with its journal on disk and in memory. Its reads are local reads on
   the leader (PySyncObj offers no linearizable read), and its journal is not fsynced per write.
@@ -114,6 +117,8 @@ class Running:
 
 
 ZRAFT_SECURE = True
+ZLOAD: str | None = None
+"""bench/zload built for this run (the C load generator), or None: Python load generators."""
 """CurveZMQ on (the default) or off (--zraft-insecure), for measuring what authentication costs."""
 
 
@@ -127,7 +132,8 @@ def start_zraft(tmp: str, nodes: int = 3) -> Running:
     with c.client() as cl:
         cl.put(b"warm", b"up")  # a leader exists and answers
     return Running(f"zraft ({nodes} nodes)", [n.pid for n in c.nodes], c.addresses, c.stop,
-                   "fsync on, " + ("CurveZMQ" if c.keys_dir else "no authentication"))
+                   "fsync on, " + ("CurveZMQ" if c.keys_dir else "no authentication")
+                   + (", C client" if ZLOAD else ", Python client"), {"zload": ZLOAD, "keys_dir": c.keys_dir})
 
 
 def _wait_port(addr: str, timeout: float) -> None:
@@ -232,6 +238,55 @@ def build_etcdload(tmp: str) -> str:
     if r.returncode != 0:
         raise RuntimeError(f"building bench/etcdload failed: {r.stderr.strip()[-500:]}")
     return out
+
+
+def build_zload(tmp: str) -> str:
+    """Build bench/zload (zraft's load generator in C) and return the binary's path; raises RuntimeError saying
+    what is missing (apt-get install -y gcc libzmq3-dev)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (apt-get install -y gcc libzmq3-dev)")
+    out = os.path.join(tmp, "zload")
+    r = subprocess.run([cc, "-O2", "-o", out, str(ROOT / "bench" / "zload" / "zload.c"), "-lzmq"],
+                       capture_output=True, text=True, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"building bench/zload failed (apt-get install -y libzmq3-dev?): {r.stderr.strip()[-300:]}")
+    return out
+
+
+def zload_run(run: Running, workload: str, conns: int, depth: int, warmup: float, seconds: float,
+              value_size: int, rate: float | None) -> Result:
+    """zraft driven by bench/zload: one C process, ``conns`` connections to the leader, ``depth`` in flight each."""
+    import json
+
+    from zraft.client import Client
+    from zraft.security import ClientKeys
+
+    keys_dir = run.extra.get("keys_dir")
+    keys = ClientKeys.load(keys_dir, run.endpoints) if keys_dir else None
+    with Client(run.endpoints, deadline=30, keys=keys) as cl:
+        found = cl.find_leader(30)
+        if found is None:
+            raise RuntimeError("no leader")
+        leader = cl.nodes[found]
+    env = dict(os.environ)
+    if keys is not None:
+        env.update(ZLOAD_SERVER_KEY=keys.servers[leader].decode(), ZLOAD_PUBLIC_KEY=keys.own.public.decode(),
+                   ZLOAD_SECRET_KEY=keys.own.secret.decode())
+    argv = [run.extra["zload"], "-endpoint", leader, "-conns", str(conns), "-depth", str(depth), "-warmup",
+            str(warmup), "-seconds", str(seconds), "-value", str(value_size), "-keys", str(KEYS), "-workload",
+            workload]
+    if rate:
+        argv += ["-rate", str(rate)]
+    cpu0 = run.cpu()
+    t0 = time.perf_counter()
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=warmup + seconds + 120, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"zload failed: {r.stderr.strip()[-300:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    cpu = (run.cpu() - cpu0) * seconds / max(time.perf_counter() - t0, seconds)
+    return Result(out["ops"] / seconds, out["p50"] * 1000, out["p99"] * 1000, out["max"] * 1000,
+                  1000 * cpu / max(out["ops"], 1), out["cpu"] / (seconds * (os.cpu_count() or 1)))
 
 
 def start_etcd(tmp: str, etcdload: str | None) -> Running:
@@ -565,6 +620,9 @@ def run_load(kind: str, run: Running, workload: str, clients: int, depth: int, w
              value_size: int = 64, rate: float | None = None) -> Result:
     if kind == "etcd" and run.extra.get("etcdload") and rate is None:
         return go_load(run, workload, clients * depth, warmup, seconds, value_size)
+    if kind in ("zraft", "zraft-conns") and run.extra.get("zload"):
+        conns = clients * (int(os.environ["ZRAFT_BENCH_CONNS"]) if kind == "zraft-conns" else 1)
+        return zload_run(run, workload, conns, depth, warmup, seconds, value_size, rate)
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
     endpoints = [run.extra["leader"]] if kind == "pysyncobj" else run.endpoints
@@ -648,11 +706,15 @@ def main() -> int:
     p.add_argument("--concurrency", default="1,100,1000",
                    help="total requests in flight at which every system is measured, comma-separated, spread over "
                         "--clients processes (default 1,100,1000); the best from the sweep is an extra row")
+    p.add_argument("--zraft-driver", choices=("auto", "c", "python"), default="auto",
+                   help="zraft's load generator: bench/zload (C, built at run time; needs a C compiler and "
+                        "libzmq3-dev) or zraft's Python client in --clients processes; auto: C if it builds "
+                        "(default)")
     p.add_argument("--etcd-driver", choices=("auto", "go", "grpcio"), default="auto",
                    help="etcd's load generator: bench/etcdload (Go, built at run time; needs golang-go and "
                         "golang-etcd-server-dev) or Python grpcio; auto: Go if it builds (default)")
     a = p.parse_args()
-    global ZRAFT_SECURE
+    global ZRAFT_SECURE, ZLOAD
     ZRAFT_SECURE = not a.zraft_insecure
     only = set(a.only.split(","))
     depths = [int(x) for x in a.depths.split(",")]
@@ -671,6 +733,14 @@ def main() -> int:
             ("pysyncobj-memory", "pysyncobj", lambda: start_pysyncobj(tmp, False)),
             ("etcd", "etcd", lambda: start_etcd(tmp, etcdload)),
         ]
+        if a.zraft_driver != "python" and only & {"zraft", "zraft-extras"}:
+            try:
+                ZLOAD = build_zload(tmp)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                if a.zraft_driver == "c":
+                    print(f"cannot use the C driver for zraft: {e}", file=sys.stderr)
+                    return 2
+                print(f"(zraft through Python clients: {e})\n", flush=True)
         etcdload = None
         if "etcd" in only and a.etcd_driver != "grpcio":
             try:
@@ -710,7 +780,8 @@ def main() -> int:
                 run.stop()
         if "zraft-extras" in only:
             conc = f"{a.clients} x {zraft_depth}"
-            print(f"\nzraft alone (at the concurrency that saturated it above; {a.extra_seconds:.0f} s each):\n")
+            print(f"\nzraft alone (at the concurrency that saturated it above; {a.extra_seconds:.0f} s each; "
+                  f"{'C' if ZLOAD else 'Python'} load generator):\n")
             print(HEADER, flush=True)
             run = start_zraft(tmp, 5)
             try:

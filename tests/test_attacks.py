@@ -158,6 +158,21 @@ def test_wrong_types_in_every_field_kill_no_node(cluster: launch.Cluster, attack
     assert all(status(cluster, n)["bad_frames"] for n in (1, 2, 3))  # type: ignore[operator]
 
 
+def test_messages_of_several_frames_are_refused_and_the_connection_goes_on(cluster: launch.Cluster,
+                                                                          attacker: Attacker) -> None:
+    node = 2
+    bad = int(status(cluster, node)["bad_frames"])  # type: ignore[call-overload]
+    s = attacker.sock(node)
+    s.send_multipart([b"a", b"b", b"c"])
+    s.send_multipart([codec.encode_client({"op": "probe", "id": 7}), b"and more"])  # a request, then a stray part
+    s.send(codec.encode_client({"op": "probe", "id": 8}))
+    assert s.poll(5000), "the node stopped answering this connection"
+    answers = codec.decode_replies(s.recv())
+    assert [a["id"] for a in answers] == [8]  # the frames were not taken for one another; the bad ones dropped
+    assert int(status(cluster, node)["bad_frames"]) >= bad + 2  # type: ignore[call-overload]
+    healthy(cluster)
+
+
 def test_forged_heartbeat_at_the_leaders_term_is_dropped(cluster: launch.Cluster, attacker: Attacker) -> None:
     ld = leader_id(cluster)
     st = status(cluster, ld)

@@ -194,27 +194,32 @@ class ZmqTransport:
             user: str | None = None
             theirs = ""
             try:
-                if secure or cluster:
-                    parts = router.recv_multipart(_NOBLOCK, copy=False)
-                    frames = [f.bytes for f in parts]
-                    # Who sent it (the user id our ZAP handler gave the connection's key) and the cluster its
-                    # connection announced: read for messages that may come from nodes only. A client's needs
-                    # neither (any key the ZAP handler let in may send them), and reading metadata a client's
-                    # connection does not carry costs an exception per frame.
-                    if len(frames) == 2 and frames[1][1:3] != codec.CLIENT_TAG:
-                        if secure:
-                            user = str(parts[-1].get("User-Id"))
-                        if cluster:
-                            theirs = _cluster_of(parts[-1])
-                else:
-                    frames = router.recv_multipart(_NOBLOCK)
+                # A ROUTER's message is the sender's identity, then what it sent: one frame from a client or a node.
+                # Read part by part (recv_multipart asks the socket about more parts after each, and makes a
+                # Frame of each with copy=False): the payload's Frame says whether more follow, and carries the
+                # connection's metadata.
+                identity = router.recv(_NOBLOCK)
+                frame = router.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(frames) != 2:
+            if frame.more:
+                parts = 2
+                while frame.more:
+                    frame = router.recv(_NOBLOCK, copy=False)
+                    parts += 1
                 self.refused("bad_frames", "node=%d event=bad_message error=expected 2 frames, got %d", self.id,
-                             len(frames))
+                             parts)
                 continue
-            identity, payload = frames
+            payload = frame.bytes
+            # Who sent it (the user id our ZAP handler gave the connection's key) and the cluster its connection
+            # announced: read for messages that may come from nodes only. A client's need neither (any key the ZAP
+            # handler let in may send them), and reading metadata a client's connection does not carry costs an
+            # exception per frame.
+            if payload[1:3] != codec.CLIENT_TAG:
+                if secure:
+                    user = str(frame.get("User-Id"))
+                if cluster:
+                    theirs = _cluster_of(frame)
             try:
                 kind, msg = codec.decode(payload, peer=user is None or user.startswith("node-"))
             except codec.ProtocolError as e:
