@@ -253,13 +253,18 @@ static int drain(Conn *c, double t) {
         int64_t n = len_of(&r, c0, &kind);
         if (kind != 3 || n != 2) die("an answer that is not [\"C\", [...]]");
         skip(&r, 0);
+        const unsigned char *at = r.p;
         int c1 = get1(&r);
         int64_t items = len_of(&r, c1, &kind);
-        if (kind != 3 || r.bad) die("an answer that is not [\"C\", [...]]");
+        if (kind == 4) { /* one answer, not in a batch: the node refused the frame as a whole */
+            items = 1;
+            r.p = at;
+        } else if (kind != 3 || r.bad) die("an answer that is not [\"C\", [...]] or [\"C\", {...}]");
         for (int64_t i = 0; i < items && !r.bad; i++) {
             int64_t fields = len_of(&r, get1(&r), &kind);
             if (kind != 4) die("an answer that is not a map");
             uint64_t id = 0, ok = 0;
+            char why[64] = "", what[256] = "";
             for (int64_t f = 0; f < fields && !r.bad; f++) {
                 int kc = get1(&r);
                 int64_t kl = len_of(&r, kc, &kind);
@@ -268,19 +273,21 @@ static int drain(Conn *c, double t) {
                 r.p += kl;
                 if (kl == 2 && !memcmp(k, "id", 2)) id = get_uint(&r);
                 else if (kl == 2 && !memcmp(k, "ok", 2)) ok = get_uint(&r);
-                else if (kl == 5 && !memcmp(k, "error", 5) && !ok) {
-                    char why[64] = {0};
+                else if ((kl == 5 && !memcmp(k, "error", 5)) || (kl == 7 && !memcmp(k, "message", 7))) {
+                    char *dst = kl == 5 ? why : what;
+                    size_t cap = kl == 5 ? sizeof why : sizeof what;
                     int64_t wl = len_of(&r, get1(&r), &kind);
-                    if (wl > 0 && r.end - r.p >= wl) {
-                        memcpy(why, r.p, wl < 63 ? (size_t)wl : 63);
-                        r.p += wl;
-                    }
-                    fprintf(stderr, "zload: request refused: %s\n", why);
-                    exit(1);
+                    if (kind != 1 || wl < 0 || r.end - r.p < wl) die("an error that is not a string");
+                    memcpy(dst, r.p, (size_t)wl < cap - 1 ? (size_t)wl : cap - 1);
+                    dst[(size_t)wl < cap - 1 ? (size_t)wl : cap - 1] = 0;
+                    r.p += wl;
                 } else skip(&r, 0);
             }
             if (r.bad) die("an answer that does not decode");
-            if (!ok) die("an answer with ok false");
+            if (!ok) {
+                fprintf(stderr, "zload: request refused: %s: %s\n", why, what);
+                exit(1);
+            }
             int j;
             for (j = 0; j < c->n_open && c->open[j].id != id; j++) {}
             if (j == c->n_open) die("an answer to no request in flight");
@@ -363,6 +370,10 @@ int main(int argc, char **argv) {
         items[i].socket = c->sock;
         items[i].events = ZMQ_POLLIN;
     }
+    /* A frame holds at most MAX_BATCH requests and stays under the node's 4 MiB limit for a client frame. */
+    int per_frame = (int)(((4 << 20) - (64 << 10)) / (value_len + 128));
+    if (per_frame > MAX_BATCH) per_frame = MAX_BATCH;
+    if (per_frame < 1) per_frame = 1;
     double interval = rate > 0 ? conns / rate : 0;
     double t0 = now_s(), start = t0 + warmup, end = start + seconds, cpu0 = 0;
     for (int i = 0; i < conns; i++) {
@@ -384,7 +395,7 @@ int main(int argc, char **argv) {
                 n++;
                 if (interval) c->next_send = c->next_send + interval > t - 1.0 ? c->next_send + interval : t - 1.0;
             }
-            for (int k = 0; k < n; k += MAX_BATCH) send_batch(c, n - k < MAX_BATCH ? n - k : MAX_BATCH, t);
+            for (int k = 0; k < n; k += per_frame) send_batch(c, n - k < per_frame ? n - k : per_frame, t);
         }
         long wait_ms = 100;
         if (interval) wait_ms = 1;
