@@ -254,6 +254,19 @@ def build_zload(tmp: str) -> str:
     return out
 
 
+def compiled_driver(build: Callable[[str], str], tmp: str, required: bool, what: str, instead: str) -> str | None:
+    """A compiled load generator built in ``tmp``, or None when it cannot be built (the reason is printed and the
+    Python driver is used; ``required``: the run stops with exit code 2)."""
+    try:
+        return build(tmp)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        if required:
+            print(f"cannot use {what}: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        print(f"({instead}: {e})\n", flush=True)
+        return None
+
+
 def zload_run(run: Running, workload: str, conns: int, depth: int, warmup: float, seconds: float,
               value_size: int, rate: float | None) -> Result:
     """zraft driven by bench/zload: one C process, ``conns`` connections to the leader, ``depth`` in flight each."""
@@ -734,22 +747,12 @@ def main() -> int:
             ("etcd", "etcd", lambda: start_etcd(tmp, etcdload)),
         ]
         if a.zraft_driver != "python" and only & {"zraft", "zraft-extras"}:
-            try:
-                ZLOAD = build_zload(tmp)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                if a.zraft_driver == "c":
-                    print(f"cannot use the C driver for zraft: {e}", file=sys.stderr)
-                    return 2
-                print(f"(zraft through Python clients: {e})\n", flush=True)
+            ZLOAD = compiled_driver(build_zload, tmp, a.zraft_driver == "c", "the C driver for zraft",
+                                    "zraft through Python clients")
         etcdload = None
         if "etcd" in only and a.etcd_driver != "grpcio":
-            try:
-                etcdload = build_etcdload(tmp)
-            except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                if a.etcd_driver == "go":
-                    print(f"cannot use the Go driver for etcd: {e}", file=sys.stderr)
-                    return 2
-                print(f"(etcd through grpcio: {e})\n", flush=True)
+            etcdload = compiled_driver(build_etcdload, tmp, a.etcd_driver == "go", "the Go driver for etcd",
+                                       "etcd through grpcio")
         for key, kind, starter in plan:
             if key not in only:
                 continue
