@@ -19,6 +19,7 @@ import enum
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from zlib import crc32
 
 import msgpack
 from msgpack import unpackb
@@ -49,11 +50,14 @@ SNAPSHOT_CHUNK_SESSIONS = 1024
 SNAPSHOT_CHUNK_PAIRS = 1024
 SNAPSHOT_CHUNK_BYTES = 4 << 20
 SHARDS = 256
-"""The store's keys live in this many hash tables (by ``hash(key) & SHARD_MASK``), so that no step of the event loop
+"""The store's keys live in this many hash tables (by ``crc32(key) >> SHARD_SHIFT``), so that no step of the event loop
 walks or grows all of them at once: a snapshot image lists one table at a time, and a table that grows rehashes a
 256th of the keys. One table of ten million keys stalled the loop 316 ms growing past 5.6 million keys, and 416 ms
 listing its keys for a snapshot (bench/kv_bench.py); 256 of them, 4.8 ms and 16 ms."""
-SHARD_MASK = SHARDS - 1
+SHARD_SHIFT = 24
+"""Key k lives in shard ``crc32(k) >> SHARD_SHIFT``: the top 8 bits of its CRC-32, the same on every node and in every
+process (Python's own ``hash`` of bytes is salted per process). So the shards hold consecutive ranges of the CRC-32
+order that Redis's SCAN follows (``resp_server``), and a SCAN call reads one shard, not the whole store."""
 
 
 class Op(enum.IntEnum):
@@ -242,7 +246,7 @@ class SnapshotImage:
 class KVStore:
     def __init__(self) -> None:
         self.shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
-        """The keys and values: key ``k`` lives in ``shards[hash(k) & SHARD_MASK]``. Read with ``get``, ``in``,
+        """The keys and values: key ``k`` lives in ``shards[crc32(k) >> SHARD_SHIFT]``. Read with ``get``, ``in``,
         ``len`` and iteration (keys, in no particular order); written only by ``apply``."""
         self.sessions: dict[int, Session] = {}
         self.applied = 0
@@ -253,10 +257,10 @@ class KVStore:
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
 
     def get(self, key: bytes) -> bytes | None:
-        return self.shards[hash(key) & SHARD_MASK].get(key)
+        return self.shards[crc32(key) >> SHARD_SHIFT].get(key)
 
     def __contains__(self, key: bytes) -> bool:
-        return key in self.shards[hash(key) & SHARD_MASK]
+        return key in self.shards[crc32(key) >> SHARD_SHIFT]
 
     def __len__(self) -> int:
         return sum(map(len, self.shards))
@@ -276,7 +280,7 @@ class KVStore:
         """Replace every key and value (tests, benchmarks, format 1 snapshots)."""
         self.shards = [{} for _ in range(SHARDS)]
         for k, v in data.items():
-            self.shards[hash(k) & SHARD_MASK][k] = v
+            self.shards[crc32(k) >> SHARD_SHIFT][k] = v
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with; the
@@ -338,7 +342,7 @@ class KVStore:
         elif len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
             status = TOO_LARGE
         else:
-            h = hash(key) & SHARD_MASK
+            h = crc32(key) >> SHARD_SHIFT
             data_ = self.shards[h]
             if img is not None and key not in img.before[h]:
                 img.before[h][key] = data_.get(key)  # before the change (see SnapshotImage)
@@ -378,14 +382,14 @@ class KVStore:
                 return TOO_LARGE
             for i in range(0, len(pairs), 2):
                 k = pairs[i]
-                h = hash(k) & SHARD_MASK
+                h = crc32(k) >> SHARD_SHIFT
                 if img is not None and k not in img.before[h]:
                     img.before[h][k] = shards[h].get(k)
                 shards[h][k] = pairs[i + 1]
             return OK
         if len(key) > MAX_KEY_BYTES:
             return TOO_LARGE
-        h = hash(key) & SHARD_MASK
+        h = crc32(key) >> SHARD_SHIFT
         data = shards[h]
         saved = img.before[h] if img is not None else None
         old = data.get(key)
@@ -513,7 +517,7 @@ class KVStore:
                         k, v = arr[i], arr[i + 1]
                         if type(k) is not bytes or type(v) is not bytes:
                             raise ValueError("a key or value is not bytes")
-                        shards[hash(k) & SHARD_MASK][k] = v
+                        shards[crc32(k) >> SHARD_SHIFT][k] = v
                 if len(kv) != count:
                     raise ValueError(f"it holds {len(kv)} keys, its header says {count}")
             else:

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from zlib import crc32
 
 import msgpack
 
@@ -640,7 +641,7 @@ class Replica:
         self._reply(w.identity, answer, w.batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
-        v = self.kv.shards[hash(key) & kv.SHARD_MASK].get(key)  # kv.get, without its call (the hottest path)
+        v = self.kv.shards[crc32(key) >> kv.SHARD_SHIFT].get(key)  # kv.get, without its call (the hottest path)
         self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
 
     def status(self) -> dict[str, Any]:
