@@ -15,7 +15,7 @@ import pytest
 import redis
 from clusterutil import leader_id, stop_cluster
 
-from zraft import chaos, launch, resp
+from zraft import chaos, launch, resp, resp_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -346,3 +346,18 @@ def test_a_scan_call_reads_a_shard_of_the_store_not_all_of_it(cluster: launch.Cl
         seen += keys
         calls += 1
     assert calls <= 256 and len(seen) == len(set(seen)) == total
+
+
+def test_keys_is_refused_on_a_store_too_large_to_walk_in_one_step(cluster: launch.Cluster) -> None:
+    r = redis.Redis(port=port(follower(cluster)), socket_timeout=10)
+    assert len(r.keys("*")) == r.dbsize() <= resp_server.MAX_KEYS_STORE
+    big = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+    pipe = big.pipeline(transaction=False)
+    for lo in range(0, resp_server.MAX_KEYS_STORE + 1, 1000):
+        pipe.mset({f"many:{i}": "1" for i in range(lo, lo + 1000)})
+    pipe.execute()
+    n = r.dbsize()
+    assert n > resp_server.MAX_KEYS_STORE
+    with pytest.raises(redis.ResponseError, match=f"KEYS would read all {n} keys .* use SCAN"):
+        r.keys("many:1*")
+    assert r.ping() and r.scan(0, match="many:1*", count=100)[1]  # the connection and SCAN go on

@@ -56,6 +56,9 @@ RETRY_S = 0.05
 RESEND_S = 1.0
 """A write forwarded to the leader and not answered within this is sent again (same session and sequence)."""
 MAX_QUEUED = 10_000
+MAX_KEYS_STORE = 100_000
+"""KEYS is refused on a store with more keys than this: it reads them all in one pass of the event loop (1.1 s at a
+million, time enough to lose leadership); SCAN reads a shard per call."""
 MAX_OUT = 64 << 20
 INPUT_BUDGET = 256 << 20
 RECV_BYTES = 256 << 10
@@ -732,10 +735,17 @@ def _dbsize(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 def _keys(s: RespServer, c: Conn, a: list[bytes]) -> None:
     pattern = a[1]
-    if pattern == b"*":
-        _whole_store(s, c, lambda data: resp.bulks(list(data)))
-    else:
-        _whole_store(s, c, lambda data: resp.bulks([k for k in data if fnmatch.fnmatchcase(k, pattern)]))
+
+    def make(data: kv.KVStore) -> bytes:
+        n = len(data)
+        if n > MAX_KEYS_STORE:
+            return resp.error(f"ERR KEYS would read all {n} keys in one step of this node's event loop (it does for at "
+                              f"most {MAX_KEYS_STORE}): use SCAN")
+        if pattern == b"*":
+            return resp.bulks(list(data))
+        return resp.bulks([k for k in data if fnmatch.fnmatchcase(k, pattern)])
+
+    _whole_store(s, c, make)
 
 
 def _scan(s: RespServer, c: Conn, a: list[bytes]) -> None:
