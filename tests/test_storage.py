@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import threading
 
 import pytest
 
@@ -350,6 +351,114 @@ def test_real_files_round_trip(tmp_path: os.PathLike[str]) -> None:
     with Storage(d) as s:
         r = s.recovered
         assert r.hard_state == HardState(3, 2, 4) and r.entries == ents(5, 5) and r.snapshot is not None
+
+
+def _segments(d: str) -> list[str]:
+    return sorted(n for n in os.listdir(f"{d}/log") if n.endswith(".seg"))
+
+
+def test_real_disk_removes_old_segments_in_a_thread_oldest_first(tmp_path: os.PathLike[str]) -> None:
+    """On a real disk a segment a snapshot made unnecessary is unlinked by a thread (tens of ms for 64 MiB, which
+    the event loop must not wait for): ``tidy_due`` is false while it runs, the segments left are always the
+    newest ones in a row, and the log recovers the same at every step."""
+    d = str(tmp_path)
+    s = Storage(d, segment_bytes=1 << 14)
+    for lo in range(1, 2000, 50):
+        s.save(HardState(1, 1, lo + 49), ents(lo, lo + 49, size=100))
+    before = _segments(d)
+    assert len(before) > 5
+    s.save_snapshot(Snapshot(1900, 1, CFG, b"state at 1900"))
+    before = _segments(d)  # (the snapshot's record may have begun a segment)
+    threads, first = 0, 1
+    while s.untidy:
+        assert s.tidy_due or s._remover is not None
+        if not s.tidy_due:
+            s._remover[0].join()  # type: ignore[index]
+            continue
+        s.tidy()
+        if s._remover is not None:
+            threads += 1
+            assert not s._remover[0].is_alive() or not s.tidy_due
+        seqs = [int(n[:-4], 16) for n in _segments(d)]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[0] >= first  # the oldest go first
+        first = seqs[0]
+    after = _segments(d)
+    assert threads == len(before) - len(after) > 0
+    s.close()
+    with Storage(d) as s2:
+        r = s2.recovered
+        assert r.entries == ents(1901, 2000, size=100) and r.snapshot is not None and r.snapshot.index == 1900
+
+
+def test_a_segment_the_thread_cannot_remove_stops_storage(tmp_path: os.PathLike[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import zraft.storage.disk as diskmod
+
+    d = str(tmp_path)
+    s = Storage(d, segment_bytes=1 << 14)
+    for lo in range(1, 1000, 50):
+        s.save(HardState(1, 1, lo + 49), ents(lo, lo + 49, size=100))
+    real_remove = diskmod.os.remove
+
+    def remove(path: str) -> None:
+        if path.endswith(".seg"):
+            raise OSError(errno.EIO, "Input/output error")
+        real_remove(path)
+
+    monkeypatch.setattr(diskmod.os, "remove", remove)
+    s.save_snapshot(Snapshot(900, 1, CFG, b"state at 900"))
+    with pytest.raises(StorageError, match="Input/output error"):
+        while s.untidy:
+            if s._remover is not None:
+                s._remover[0].join()
+            s.tidy()
+    with pytest.raises(StorageError):  # and refuses to go on
+        s.save(HardState(1, 1, 1001), ents(1001, 1001))
+
+
+class _CountingEvent(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(0)  # no real pause in the test
+
+
+def test_preallocation_ahead_of_need_pauses_after_each_fsync_until_hurried(tmp_path: os.PathLike[str]) -> None:
+    """Written at full speed, a 64 MiB segment held up the log's fsyncs for half a second; prepared ahead of need
+    it pauses after each PREALLOC_SYNC_BYTES, and not once ``hurry`` is set."""
+    from zraft.storage.disk import PREALLOC_SYNC_BYTES, OsDisk
+
+    disk = OsDisk(fsync=True)
+    ev = _CountingEvent()
+    disk.preallocate(os.path.join(str(tmp_path), "a"), 4 * PREALLOC_SYNC_BYTES, ev)
+    assert ev.waits == 3  # after each of the first three fsyncs, not after the last
+    assert os.path.getsize(os.path.join(str(tmp_path), "a")) == 4 * PREALLOC_SYNC_BYTES
+    ev = _CountingEvent()
+    ev.set()
+    disk.preallocate(os.path.join(str(tmp_path), "b"), 4 * PREALLOC_SYNC_BYTES, ev)
+    assert ev.waits == 3 and ev.is_set()  # wait() returns at once: it is set
+    disk.preallocate(os.path.join(str(tmp_path), "c"), 2 * PREALLOC_SYNC_BYTES)  # no event: no pauses
+    assert os.path.getsize(os.path.join(str(tmp_path), "c")) == 2 * PREALLOC_SYNC_BYTES
+
+
+def test_the_spare_segment_is_hurried_once_the_active_one_is_three_quarters_full(tmp_path: os.PathLike[str]) -> None:
+    d = str(tmp_path)
+    seg = 1 << 16
+    s = Storage(d, segment_bytes=seg)
+    i = 1
+    while s._spare is None:
+        s.save(HardState(1, 1, i), ents(i, i, size=500))
+        i += 1
+    assert not s._spare[2].is_set()  # started at half full, at its own pace
+    while s._active is not None and s._active.size() < seg * 3 // 4:
+        s.save(HardState(1, 1, i), ents(i, i, size=500))
+        i += 1
+    s.save(HardState(1, 1, i), ents(i, i, size=500))
+    assert s._spare is None or s._spare[2].is_set()
+    s.close()
 
 
 def test_enospc_on_real_files_is_a_storage_error(tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:

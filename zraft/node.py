@@ -43,7 +43,10 @@ log = logging.getLogger("zraft.node")
 
 MAX_BATCH = 4096
 """Most messages taken from the socket in one loop pass."""
-GC_FREEZE_EVERY_S = 1.0
+GC_FREEZE_EVERY_S = 0.1
+"""How often the young generations are collected and their survivors frozen. The collection walks what survived
+since the last one: once a second that was 5-16 ms at 40,000 writes/s (and the automatic young collections in
+between, 3-13 ms each); ten times a second it is about a tenth, for the same total."""
 GC_THRESHOLDS = (20_000, 20, 100)
 """Young collections every 20,000 net allocations rather than 700: a busy loop allocates that many in a pass."""
 
@@ -192,7 +195,7 @@ class Node:
         replica.start()
         # The cyclic GC: a full collection walks every live object (every log entry, every key), about 170 ms per
         # million, which would stall the loop. Objects that survive a young collection are frozen (excluded from
-        # later collections; they are still freed by reference counting when dropped), once a second.
+        # later collections; they are still freed by reference counting when dropped), ten times a second.
         gc.collect(1)
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)

@@ -63,8 +63,9 @@ TICK_MS = 50
 """Milliseconds per Raft tick (the node's loop and the simulator's virtual time alike)."""
 ELECTION_TICKS = 10
 """Election timeout: 10-20 ticks (0.5-1 s). A new leader is usually elected within a second of a leader's death."""
-RELEASE_PER_PASS = 50_000
-"""Dropped log entries freed per loop pass (about 1.5 ms; ``RaftLog.release``)."""
+RELEASE_PER_PASS = 5_000
+"""Dropped log entries freed per loop pass (``RaftLog.release``): 0.5-1 ms in a running node (see
+``zraft.core.log.RELEASE_AT_ONCE``)."""
 HEARTBEAT_TICKS = 2
 """The leader sends heartbeats every 2 ticks (100 ms)."""
 SNAPSHOT_EVERY = 100_000
@@ -378,10 +379,10 @@ class Replica:
         without waiting."""
         job = self.snap_job
         return (job is not None and job.busy()) or bool(self.raft.log.garbage) or bool(self._garbage) \
-            or self.storage.untidy
+            or self.storage.tidy_due
 
     def work(self) -> None:
-        if self.storage.untidy:
+        if self.storage.tidy_due:
             self.storage.tidy()
         if self.raft.log.garbage:
             self.raft.log.release(RELEASE_PER_PASS)

@@ -8,6 +8,7 @@ one may be assumed durable (Linux may drop the dirty pages: "fsyncgate"), so cal
 from __future__ import annotations
 
 import os
+import threading
 from typing import Protocol
 
 
@@ -29,14 +30,17 @@ class Disk(Protocol):
     def read_range(self, path: str, offset: int, length: int) -> bytes: ...
     def file_size(self, path: str) -> int: ...
     def open_append(self, path: str, end: int) -> AppendFile: ...
-    def preallocate(self, path: str, size: int) -> None: ...
+    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None: ...
     def write_atomic(self, path: str, data: bytes, sync: bool) -> None: ...
     def remove(self, path: str) -> None: ...
     def rename(self, src: str, dst: str) -> None: ...
     def sync_dir(self, path: str) -> None: ...
 
 
-PREALLOC_SYNC_BYTES = 2 << 20
+PREALLOC_SYNC_BYTES = 1 << 20
+"""A segment being preallocated is fsynced every time this much more is written."""
+PREALLOC_PAUSE_S = 0.015
+"""... and, when it is prepared ahead of need (``hurry`` given and not set), rests this long after each fsync."""
 
 
 class OsAppendFile:
@@ -105,9 +109,13 @@ class OsDisk:
     def open_append(self, path: str, end: int) -> AppendFile:
         return OsAppendFile(path, end, self.fsync)
 
-    def preallocate(self, path: str, size: int) -> None:
+    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None:
         """Create ``path`` filled with ``size`` zero bytes, really written (not a sparse or unwritten extent, so
-        later overwrites need no metadata update), and durable. Written to a temporary name, then renamed."""
+        later overwrites need no metadata update), and durable. Written to a temporary name, then renamed.
+        ``hurry``: the file is prepared ahead of need, by a thread; it is written at a measured pace until
+        ``hurry`` is set. Written at full speed, 64 MiB took 440-610 ms, and the log's fsyncs waited behind it:
+        with the three nodes of a cluster on one disk rolling their segments at the same index, a paced run's
+        writes stalled for half a second."""
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -123,6 +131,8 @@ class OsDisk:
                     # and with it the log's own fsyncs, for hundreds of milliseconds.
                     os.fdatasync(fd)
                     unsynced = 0
+                    if hurry is not None and left > 0:
+                        hurry.wait(PREALLOC_PAUSE_S)
             if self.fsync:
                 os.fsync(fd)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import random
+import threading
 from collections.abc import Callable
 
 
@@ -67,7 +68,7 @@ class FaultDisk:
             self.files[path] = _File()
         return FaultFile(self, self.files[path], end)
 
-    def preallocate(self, path: str, size: int) -> None:
+    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None:
         if self._consume(size) < size:
             raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         f = _File()
