@@ -384,6 +384,7 @@ def test_real_disk_removes_old_segments_in_a_thread_oldest_first(tmp_path: os.Pa
         first = seqs[0]
     after = _segments(d)
     assert threads == len(before) - len(after) > 0
+    assert [n for n in sorted(os.listdir(f"{d}/log")) if not n.startswith("spare.")] == after  # no .removing
     s.close()
     with Storage(d) as s2:
         r = s2.recovered
@@ -401,7 +402,7 @@ def test_a_segment_the_thread_cannot_remove_stops_storage(tmp_path: os.PathLike[
     real_remove = diskmod.os.remove
 
     def remove(path: str) -> None:
-        if path.endswith(".seg"):
+        if path.endswith(".seg.removing"):
             raise OSError(errno.EIO, "Input/output error")
         real_remove(path)
 
@@ -414,6 +415,40 @@ def test_a_segment_the_thread_cannot_remove_stops_storage(tmp_path: os.PathLike[
             s.tidy()
     with pytest.raises(StorageError):  # and refuses to go on
         s.save(HardState(1, 1, 1001), ents(1001, 1001))
+
+
+def test_a_crash_while_a_segment_is_removed_slowly_leaves_nothing_recovery_trips_on(
+        tmp_path: os.PathLike[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A segment is renamed to ``.removing`` (durably) before it is shortened a slice at a time: a crash midway
+    leaves a file that recovery deletes, never a shortened segment in the log."""
+    import zraft.storage.disk as diskmod
+
+    d = str(tmp_path)
+    s = Storage(d, segment_bytes=1 << 14)
+    for lo in range(1, 1000, 50):
+        s.save(HardState(1, 1, lo + 49), ents(lo, lo + 49, size=100))
+    s.save_snapshot(Snapshot(900, 1, CFG, b"state at 900"))
+    first = _segments(d)[0]
+    monkeypatch.setattr(diskmod, "REMOVE_STEP_BYTES", 1 << 10)
+    monkeypatch.setattr(diskmod, "REMOVE_PAUSE_S", 0.0)
+    real_truncate, cuts = diskmod.os.truncate, []
+
+    def crash_after_two(path: str, size: int) -> None:
+        if len(cuts) == 2:
+            raise OSError(errno.EIO, "the machine lost power here")
+        cuts.append(size)
+        real_truncate(path, size)
+
+    monkeypatch.setattr(diskmod.os, "truncate", crash_after_two)
+    with pytest.raises(OSError):
+        s.disk.remove_slowly(f"{d}/log/{first}")
+    assert cuts and first not in _segments(d) and f"{first}.removing" in os.listdir(f"{d}/log")
+    assert os.path.getsize(f"{d}/log/{first}.removing") == cuts[-1]
+    monkeypatch.undo()
+    with Storage(d) as s2:  # what a restart finds
+        r = s2.recovered
+        assert r.entries == ents(901, 1000, size=100) and r.snapshot is not None and r.snapshot.index == 900
+        assert not [n for n in os.listdir(f"{d}/log") if n.endswith(".removing")]
 
 
 class _CountingEvent(threading.Event):
@@ -452,7 +487,7 @@ def test_the_spare_segment_is_hurried_once_the_active_one_is_three_quarters_full
     while s._spare is None:
         s.save(HardState(1, 1, i), ents(i, i, size=500))
         i += 1
-    assert not s._spare[2].is_set()  # started at half full, at its own pace
+    assert not s._spare[2].is_set()  # started at a quarter full, at its own pace
     while s._active is not None and s._active.size() < seg * 3 // 4:
         s.save(HardState(1, 1, i), ents(i, i, size=500))
         i += 1

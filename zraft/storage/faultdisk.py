@@ -94,6 +94,9 @@ class FaultDisk:
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
         del self.files[path]
 
+    def remove_slowly(self, path: str) -> None:
+        self.remove(path)
+
     def rename(self, src: str, dst: str) -> None:
         self.files[dst] = self.files.pop(src)
 

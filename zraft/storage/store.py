@@ -24,7 +24,7 @@ from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 
 from . import records as rec
 from . import snapshots
-from .disk import AppendFile, Disk, OsDisk
+from .disk import REMOVING_SUFFIX, AppendFile, Disk, OsDisk
 from .records import CorruptionError
 
 log = logging.getLogger("zraft.storage")
@@ -155,7 +155,11 @@ class Storage:
 
     def _recover(self) -> Recovered:
         warnings: list[str] = []
-        names = [n for n in self.disk.listdir(self.log_dir) if n.endswith(SEG_SUFFIX)]
+        listed = self.disk.listdir(self.log_dir)
+        for n in listed:
+            if n.endswith(REMOVING_SUFFIX):  # a segment a crash caught while it was being removed
+                self.disk.remove(f"{self.log_dir}/{n}")
+        names = [n for n in listed if n.endswith(SEG_SUFFIX)]
         seqs = []
         for n in names:
             try:
@@ -272,8 +276,8 @@ class Storage:
             if self.background_prealloc:
                 spare = self._spare
                 if spare is None:
-                    if f.size() >= self.segment_bytes // 2:
-                        self._start_spare()  # the next segment, prepared while this one fills its second half
+                    if f.size() >= self.segment_bytes // 4:
+                        self._start_spare()  # the next segment, prepared while this one fills
                 elif f.size() >= self.segment_bytes * 3 // 4:
                     spare[2].set()  # the log fills faster than the spare is written at its pace
             if entries:
@@ -355,8 +359,9 @@ class Storage:
 
     def tidy(self) -> None:
         """Remove one file that a snapshot made unnecessary (the loop calls this once per pass while ``tidy_due``).
-        On a real disk (``background_prealloc``) a log segment is removed by a thread: unlinking 64 MiB took
-        20-54 ms, which held the loop, and with it every write, as long. Files go in order, oldest first."""
+        On a real disk (``background_prealloc``) a log segment is removed by a thread, a slice at a time
+        (``Disk.remove_slowly``): unlinking 64 MiB took 20-54 ms, which held the loop, and with it every write, as
+        long. Files go in order, oldest first."""
         r = self._remover
         if r is not None:
             if r[0].is_alive():
@@ -387,7 +392,7 @@ class Storage:
 
         def work() -> None:
             try:
-                self.disk.remove(path)
+                self.disk.remove_slowly(path)
             except FileNotFoundError:
                 pass
             except OSError as e:  # reported by the next tidy()
@@ -424,7 +429,7 @@ class Storage:
 
     # Preallocation: a zero-filled segment is prepared in a background thread (the writes release the GIL), so
     # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path. It starts once
-    # the active segment is half full (not at startup, where its I/O would slow the first elections), and is
+    # the active segment is a quarter full (not at startup, where its I/O would slow the first elections), and is
     # written at a pace (``OsDisk.preallocate``) unless the active segment is three quarters full or full.
 
     def _start_spare(self) -> None:
