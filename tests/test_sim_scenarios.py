@@ -4,6 +4,7 @@ term, log matching, leader completeness, state machine safety, monotonic commit/
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -417,4 +418,23 @@ def test_retried_write_after_lost_reply_is_not_duplicated_by_raft() -> None:
     for _ in range(20):
         assert c.write("k", 5000) is not None
     c.net = NetConfig()
+    converge(c)
+
+
+def test_the_nodes_snapshot_at_different_indices_each_within_its_range() -> None:
+    """A snapshot is due after a random 80-100% of ``snapshot_every`` entries, drawn per node: nodes that apply the
+    same entries do not all snapshot at the same moment (on one machine they would stall together), and none goes
+    past ``snapshot_every``."""
+    c = SimCluster(3, seed=20, compact_every=100)
+    elect(c)
+    seen: dict[int, list[int]] = {i: [0] for i in c.nodes}
+    for _ in range(600):
+        assert c.write("k") is not None
+        for i, n in c.nodes.items():
+            if n.replica is not None and n.replica.raft.snapshot_index != seen[i][-1]:
+                seen[i].append(n.replica.raft.snapshot_index)
+    for points in seen.values():
+        gaps = [b - a for a, b in itertools.pairwise(points)]
+        assert len(gaps) >= 5 and all(80 <= g <= 101 for g in gaps), points
+    assert not set.intersection(*(set(p[1:]) for p in seen.values())), seen  # never all three at one index
     converge(c)
