@@ -44,9 +44,9 @@ REMOVE_STEP_BYTES = 4 << 20
 """``remove_slowly`` shortens the file by this much at a time (about 1.4 ms of kernel time each) ..."""
 REMOVE_PAUSE_S = 0.005
 """... resting this long in between."""
-PREALLOC_SYNC_BYTES = 256 << 10
+PREALLOC_SYNC_BYTES = 1 << 20
 """A segment being preallocated is fsynced every time this much more is written."""
-PREALLOC_PAUSE_S = 0.01
+PREALLOC_PAUSE_S = 0.015
 """... and, when it is prepared ahead of need (``hurry`` given and not set), rests this long after each fsync."""
 
 
