@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heartbeat-ticks", type=int, default=HEARTBEAT_TICKS,
                    help=f"heartbeat interval in ticks (default {HEARTBEAT_TICKS})")
     p.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY,
-                   help=f"snapshot after this many applied entries (default {SNAPSHOT_EVERY})")
+                   help=f"snapshot after at most this many applied entries (default {SNAPSHOT_EVERY}; each "
+                   "node draws 80-100%% of it per snapshot, so that the nodes do not all snapshot at once)")
     p.add_argument("--snapshot-bytes", type=int, default=SNAPSHOT_BYTES,
                    help="... or after this many bytes written to the log since the last one "
                         f"(default {SNAPSHOT_BYTES})")
