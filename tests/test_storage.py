@@ -7,12 +7,12 @@ from __future__ import annotations
 import errno
 import os
 import random
-import threading
 
 import pytest
 
 from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 from zraft.storage import CorruptionError, Storage, StorageError
+from zraft.storage.disk import Pace
 from zraft.storage.faultdisk import FaultDisk
 from zraft.storage.snapshots import SnapshotFile, loaded
 
@@ -451,48 +451,67 @@ def test_a_crash_while_a_segment_is_removed_slowly_leaves_nothing_recovery_trips
         assert not [n for n in os.listdir(f"{d}/log") if n.endswith(".removing")]
 
 
-class _CountingEvent(threading.Event):
+class _CountingPace(Pace):
     def __init__(self) -> None:
         super().__init__()
-        self.waits = 0
+        self.waits: list[int] = []
 
     def wait(self, timeout: float | None = None) -> bool:
-        self.waits += 1
+        self.waits.append(self.written)
         return super().wait(0)  # no real pause in the test
 
 
 def test_preallocation_ahead_of_need_pauses_after_each_fsync_until_hurried(tmp_path: os.PathLike[str]) -> None:
     """Written at full speed, a 64 MiB segment held up the log's fsyncs for half a second; prepared ahead of need
-    it pauses after each PREALLOC_SYNC_BYTES, and not once ``hurry`` is set."""
+    it pauses after each PREALLOC_SYNC_BYTES, saying how much it has written, and not once hurried."""
     from zraft.storage.disk import PREALLOC_SYNC_BYTES, OsDisk
 
     disk = OsDisk(fsync=True)
-    ev = _CountingEvent()
+    ev = _CountingPace()
     disk.preallocate(os.path.join(str(tmp_path), "a"), 4 * PREALLOC_SYNC_BYTES, ev)
-    assert ev.waits == 3  # after each of the first three fsyncs, not after the last
+    assert ev.waits == [PREALLOC_SYNC_BYTES, 2 * PREALLOC_SYNC_BYTES, 3 * PREALLOC_SYNC_BYTES]  # not after the last
     assert os.path.getsize(os.path.join(str(tmp_path), "a")) == 4 * PREALLOC_SYNC_BYTES
-    ev = _CountingEvent()
+    ev = _CountingPace()
     ev.set()
     disk.preallocate(os.path.join(str(tmp_path), "b"), 4 * PREALLOC_SYNC_BYTES, ev)
-    assert ev.waits == 3 and ev.is_set()  # wait() returns at once: it is set
+    assert len(ev.waits) == 3 and ev.is_set()  # wait() returns at once: it is set
     disk.preallocate(os.path.join(str(tmp_path), "c"), 2 * PREALLOC_SYNC_BYTES)  # no event: no pauses
     assert os.path.getsize(os.path.join(str(tmp_path), "c")) == 2 * PREALLOC_SYNC_BYTES
 
 
-def test_the_spare_segment_is_hurried_once_the_active_one_is_three_quarters_full(tmp_path: os.PathLike[str]) -> None:
-    d = str(tmp_path)
-    seg = 1 << 16
-    s = Storage(d, segment_bytes=seg)
+def _fill_until_spare(s: Storage) -> int:
     i = 1
     while s._spare is None:
         s.save(HardState(1, 1, i), ents(i, i, size=500))
         i += 1
     assert not s._spare[2].is_set()  # started at a quarter full, at its own pace
+    return i
+
+
+def test_a_spare_that_keeps_ahead_of_the_log_is_never_hurried(tmp_path: os.PathLike[str]) -> None:
+    seg = 1 << 16  # one chunk: the real thread never reports progress, the test does
+    s = Storage(str(tmp_path), segment_bytes=seg)
+    i = _fill_until_spare(s)
+    assert s._spare is not None
+    pace = s._spare[2]
     while s._active is not None and s._active.size() < seg * 3 // 4:
+        pace.written = min(seg, pace.written + 4096)  # the spare gains faster than the log
         s.save(HardState(1, 1, i), ents(i, i, size=500))
         i += 1
-    s.save(HardState(1, 1, i), ents(i, i, size=500))
-    assert s._spare is None or s._spare[2].is_set()
+        assert not pace.is_set()
+    s.close()
+
+
+def test_a_spare_the_log_gains_on_is_hurried_before_three_quarters(tmp_path: os.PathLike[str]) -> None:
+    seg = 1 << 16
+    s = Storage(str(tmp_path), segment_bytes=seg)
+    i = _fill_until_spare(s)
+    assert s._spare is not None
+    pace = s._spare[2]  # reports nothing written: the log gains on it with every save
+    while not pace.is_set():
+        s.save(HardState(1, 1, i), ents(i, i, size=500))
+        i += 1
+        assert s._active is not None and s._active.size() < seg * 3 // 4
     s.close()
 
 

@@ -23,6 +23,13 @@ class AppendFile(Protocol):
     def close(self) -> None: ...
 
 
+class Pace(threading.Event):
+    """Handed to ``OsDisk.preallocate`` by a thread that prepares a file ahead of need: the writer rests after each
+    fsync until the event is set, and keeps ``written`` up to date so that the owner can tell whether it lags."""
+
+    written: int = 0
+
+
 class Disk(Protocol):
     def listdir(self, path: str) -> list[str]: ...
     def makedirs(self, path: str) -> None: ...
@@ -31,7 +38,7 @@ class Disk(Protocol):
     def read_range(self, path: str, offset: int, length: int) -> bytes: ...
     def file_size(self, path: str) -> int: ...
     def open_append(self, path: str, end: int) -> AppendFile: ...
-    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None: ...
+    def preallocate(self, path: str, size: int, hurry: Pace | None = None) -> None: ...
     def write_atomic(self, path: str, data: bytes, sync: bool) -> None: ...
     def remove(self, path: str) -> None: ...
     def remove_slowly(self, path: str) -> None: ...
@@ -116,7 +123,7 @@ class OsDisk:
     def open_append(self, path: str, end: int) -> AppendFile:
         return OsAppendFile(path, end, self.fsync)
 
-    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None:
+    def preallocate(self, path: str, size: int, hurry: Pace | None = None) -> None:
         """Create ``path`` filled with ``size`` zero bytes, really written (not a sparse or unwritten extent, so
         later overwrites need no metadata update), and durable. Written to a temporary name, then renamed.
         ``hurry``: the file is prepared ahead of need, by a thread; it is written at a measured pace until
@@ -139,6 +146,7 @@ class OsDisk:
                     os.fdatasync(fd)
                     unsynced = 0
                     if hurry is not None and left > 0:
+                        hurry.written = size - left
                         hurry.wait(PREALLOC_PAUSE_S)
             if self.fsync:
                 os.fsync(fd)

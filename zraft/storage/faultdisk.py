@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import errno
 import random
-import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .disk import Pace
 
 
 class _File:
@@ -68,7 +71,7 @@ class FaultDisk:
             self.files[path] = _File()
         return FaultFile(self, self.files[path], end)
 
-    def preallocate(self, path: str, size: int, hurry: threading.Event | None = None) -> None:
+    def preallocate(self, path: str, size: int, hurry: Pace | None = None) -> None:
         if self._consume(size) < size:
             raise OSError(errno.ENOSPC, "No space left on device (simulated)")
         f = _File()

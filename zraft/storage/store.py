@@ -24,7 +24,7 @@ from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 
 from . import records as rec
 from . import snapshots
-from .disk import REMOVING_SUFFIX, AppendFile, Disk, OsDisk
+from .disk import REMOVING_SUFFIX, AppendFile, Disk, OsDisk, Pace
 from .records import CorruptionError
 
 log = logging.getLogger("zraft.storage")
@@ -139,7 +139,9 @@ class Storage:
         self._active: AppendFile | None = None
         self.background_prealloc = isinstance(self.disk, OsDisk) if background_prealloc is None \
             else background_prealloc
-        self._spare: tuple[threading.Thread, list[BaseException], threading.Event] | None = None
+        self._spare: tuple[threading.Thread, list[BaseException], Pace, int] | None = None
+        """The thread preparing the next segment, its error if any, its pace, and the active segment's size when
+        it started."""
         self._spare_path = f"{self.log_dir}/spare.prealloc"
         if unsafe_no_fsync:
             log.warning("path=%s event=unsafe_no_fsync writes are not forced to disk; acknowledged data can be "
@@ -278,8 +280,14 @@ class Storage:
                 if spare is None:
                     if f.size() >= self.segment_bytes // 4:
                         self._start_spare()  # the next segment, prepared while this one fills
-                elif f.size() >= self.segment_bytes * 3 // 4:
-                    spare[2].set()  # the log fills faster than the spare is written at its pace
+                elif not spare[2].is_set():
+                    # Hurried once the log gains on it: the spare must be whole by the time the active segment is
+                    # three quarters full. At a low write rate it never is (and its writes stay out of the log's
+                    # way); at a high one, soon (a segment then lasts a second or two, and pacing only slowed it).
+                    pace, start = spare[2], spare[3]
+                    window = self.segment_bytes * 3 // 4 - start
+                    if (f.size() - start) * self.segment_bytes >= (pace.written + self.segment_bytes // 8) * window:
+                        pace.set()
             if entries:
                 seg = self._segments[-1]
                 seg.max_index = max(seg.max_index, entries[-1].index)
@@ -436,7 +444,7 @@ class Storage:
         if not self.background_prealloc or self._spare is not None:
             return
         result: list[BaseException] = []
-        hurry = threading.Event()
+        hurry = Pace()
 
         def work() -> None:
             try:
@@ -445,14 +453,15 @@ class Storage:
                 result.append(e)
 
         t = threading.Thread(target=work, name="zraft-prealloc", daemon=True)
-        self._spare = (t, result, hurry)
+        active = self._active
+        self._spare = (t, result, hurry, active.size() if active is not None else 0)
         t.start()
 
     def _take_spare(self, path: str) -> None:
         spare = self._spare
         self._spare = None
         if spare is not None:
-            t, result, hurry = spare
+            t, result, hurry, _ = spare
             hurry.set()
             t.join()
             if not result:
