@@ -268,8 +268,9 @@ def compiled_driver(build: Callable[[str], str], tmp: str, required: bool, what:
 
 
 def zload_run(run: Running, workload: str, conns: int, depth: int, warmup: float, seconds: float,
-              value_size: int, rate: float | None) -> Result:
-    """zraft driven by bench/zload: one C process, ``conns`` connections to the leader, ``depth`` in flight each."""
+              value_size: int, rate: float | None, extra: list[str] | None = None) -> Result:
+    """zraft driven by bench/zload: one C process, ``conns`` connections to the leader, ``depth`` in flight each;
+    ``extra``: more zload options (``-trace FILE``)."""
     import json
 
     from zraft.client import Client
@@ -291,6 +292,7 @@ def zload_run(run: Running, workload: str, conns: int, depth: int, warmup: float
             workload]
     if rate:
         argv += ["-rate", str(rate)]
+    argv += extra or []
     cpu0 = run.cpu()
     t0 = time.perf_counter()
     r = subprocess.run(argv, capture_output=True, text=True, timeout=warmup + seconds + 120, env=env)

@@ -6,6 +6,9 @@
    are followed by as many new requests, sent as one batch frame ["C", [request, ...]] (of at most 1,024). Writes
    are puts; the mixed workload makes 90% of the requests linearizable gets, the read workload all of them. Keys "key0000".."key<K-1>", values of V bytes.
    With -rate R, each connection sends at most R/N requests a second (a paced run: latency at a given load).
+   With -trace FILE, every request of the measured window slower than -trace-ms (default 8) is written to FILE as
+   "<sent> <latency>" in seconds, sent on CLOCK_MONOTONIC (the clock of the nodes' time.monotonic), then a last line
+   "window <start> <end>": to find when the slow ones happened (bench/paced_tail.py).
 
    CurveZMQ: the Z85 keys come from the environment (ZLOAD_SERVER_KEY, ZLOAD_PUBLIC_KEY, ZLOAD_SECRET_KEY), not
    the command line; without them the sockets are plain.
@@ -24,6 +27,9 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <zmq.h>
+
+static FILE *trace;
+static double trace_s = 0.008;
 
 typedef struct {
     uint64_t id, seq;
@@ -298,6 +304,8 @@ static int drain(Conn *c, double t) {
                     if (!lat) die("out of memory");
                 }
                 lat[n_lat++] = t - c->open[j].sent;
+                if (trace && t - c->open[j].sent > trace_s)
+                    fprintf(trace, "%.6f %.6f\n", c->open[j].sent, t - c->open[j].sent);
             }
             c->open[j] = c->open[--c->n_open];
             done++;
@@ -328,6 +336,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "-keys")) keys = atoi(v);
         else if (!strcmp(k, "-value")) value_len = atoi(v);
         else if (!strcmp(k, "-workload")) mixed = !strcmp(v, "mixed") ? 1 : !strcmp(v, "read") ? 2 : 0;
+        else if (!strcmp(k, "-trace")) {
+            trace = fopen(v, "w");
+            if (!trace) {
+                fprintf(stderr, "zload: cannot write %s: %s\n", v, strerror(errno));
+                return 2;
+            }
+        } else if (!strcmp(k, "-trace-ms")) trace_s = atof(v) / 1000;
         else {
             fprintf(stderr, "zload: unknown option %s\n", k);
             return 2;
@@ -335,7 +350,8 @@ int main(int argc, char **argv) {
     }
     if (!endpoint || conns < 1 || depth < 1 || keys < 1 || value_len < 0) {
         fprintf(stderr, "usage: zload -endpoint HOST:PORT [-conns N] [-depth D] [-warmup S] [-seconds S] "
-                        "[-rate OPS] [-keys K] [-value BYTES] [-workload write|mixed|read]\n");
+                        "[-rate OPS] [-keys K] [-value BYTES] [-workload write|mixed|read] [-trace FILE] "
+                        "[-trace-ms MS]\n");
         return 2;
     }
     value = malloc((size_t)value_len + 1);
@@ -405,6 +421,10 @@ int main(int argc, char **argv) {
             if (items[i].revents & ZMQ_POLLIN) drain(&cs[i], t);
     }
     double cpu = cpu_s() - cpu0;
+    if (trace) {
+        fprintf(trace, "window %.6f %.6f\n", start, end);
+        fclose(trace);
+    }
     if (n_lat == 0) die("no request was answered in the measured window");
     qsort(lat, n_lat, sizeof *lat, cmp);
     printf("{\"ops\": %zu, \"p50\": %.6f, \"p99\": %.6f, \"max\": %.6f, \"cpu\": %.3f, \"errors\": 0}\n", n_lat,
