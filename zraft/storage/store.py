@@ -131,9 +131,9 @@ class Storage:
         self._failed: BaseException | None = None
         self._segments: list[Segment] = []
         self._doomed: list[str] = []
+        """Files to remove, in this order (``tidy``)."""
         self._remover: tuple[threading.Thread, list[OSError]] | None = None
         """The thread removing a log segment (``tidy``), with the error it met, if any."""
-        """Files to remove, in this order (``tidy``)."""
         self._pinned: set[str] = set()
         """Snapshot files being read for a backup: kept even once two newer snapshots exist (``pin``)."""
         self._active: AppendFile | None = None
@@ -438,7 +438,7 @@ class Storage:
     # Preallocation: a zero-filled segment is prepared in a background thread (the writes release the GIL), so
     # that rolling to a new segment costs a rename, not writing 64 MiB of zeros on the hot path. It starts once
     # the active segment is a quarter full (not at startup, where its I/O would slow the first elections), and is
-    # written at a pace (``OsDisk.preallocate``) unless the active segment is three quarters full or full.
+    # written at a pace (``OsDisk.preallocate``) until the log gains on it (``save``) or the spare is needed.
 
     def _start_spare(self) -> None:
         if not self.background_prealloc or self._spare is not None:
