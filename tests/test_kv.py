@@ -196,6 +196,28 @@ def test_snapshot_restores_from_pieces_of_any_size_and_refuses_unknown_formats()
     assert KVStore.restore(old).to_dict() == s.to_dict()
 
 
+@pytest.mark.parametrize("window", [2048, 9000])
+def test_a_client_with_many_writes_in_flight_keeps_every_unacknowledged_answer_in_bounded_memory(window: int) -> None:
+    """Answers below ack are dropped in bulk, at most about as many as are kept (amortized O(1) per write); a
+    window over half of MAX_REPLIES_PER_SESSION drops those before any unacknowledged answer."""
+    s = KVStore()
+    n = 30_000
+    most = 0
+    for q in range(1, n + 1):
+        assert s.apply(q, kv.encode_command(kv.APPEND, 7, q, max(1, q - window), b"k", b"x"))[2] == kv.OK
+        assert s.sessions[7].ack == max(1, q - window)  # no unacknowledged answer was dropped to make room
+        most = max(most, len(s.sessions[7].replies))
+    assert window < most <= 2 * window + 64
+    ack = n - window
+    i = n
+    for q in (ack, ack + 1, n - 1, n):  # every unacknowledged write: answered from the session, not applied again
+        i += 1
+        assert s.apply(i, kv.encode_command(kv.APPEND, 7, q, ack, b"k", b"x")) == (7, q, kv.OK)
+    i += 1
+    assert s.apply(i, kv.encode_command(kv.APPEND, 7, ack - 1, ack, b"k", b"x"))[2] == kv.SESSION_EXPIRED
+    assert len(s.get(b"k") or b"") == n
+
+
 def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers() -> None:
     from zraft import kv
 
