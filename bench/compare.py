@@ -696,7 +696,7 @@ def best_depth(kind: str, run: Running, clients: int, depths: list[int]) -> int:
 
 def row(name: str, workload: str, conc: str, r: Result) -> str:
     return (f"| {name} | {workload} | {conc} | {r.ops:,.0f} | {r.p50:.1f} | {r.p99:.1f} | {r.max:.0f} | "
-            f"{r.cpu_per_1k:.2f} | {100 * r.client_share:.0f}% |")
+            f"{r.cpu_per_1k:.3g} | {100 * r.client_share:.0f}% |")
 
 
 HEADER = ("| system | workload | clients x in flight | ops/s | p50 ms | p99 ms | max ms | cluster CPU s / 1k ops "
