@@ -284,6 +284,7 @@ def test_forged_snapshots_never_replace_a_nodes_state(cluster: launch.Cluster, a
     os.kill(cluster.node(f).pid, signal.SIGKILL)
     psutil.Process(cluster.node(f).pid).wait(10)
     cluster.start_node(f)
+    launch.wait_ready(cluster, 30)  # a fresh interpreter takes a while to start on a loaded machine
     healthy(cluster)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from clusterutil import leader_id, stop_cluster, wait_until
 
 from zraft import chaos, launch, security
-from zraft.client import ZraftError
+from zraft.client import Unavailable, ZraftError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,7 +180,10 @@ def test_a_follower_that_was_down_through_the_changes_follows_a_leader_it_never_
         idx = [n.id for n in c.nodes].index(sleeper)
 
         def caught_up() -> bool:
-            st = cl.status(idx)
+            try:
+                st = cl.status(idx)
+            except Unavailable:  # still starting (a fresh interpreter takes most of a second)
+                return False
             return st["leader"] == new.id and st["commit"] >= last and new.id in st["voters"]
 
         wait_until(caught_up, timeout=20.0, what=f"node {sleeper} to follow node {new.id}")
