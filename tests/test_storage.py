@@ -14,6 +14,7 @@ from zraft.core import ClusterConfig, Entry, HardState, Snapshot
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.disk import Pace
 from zraft.storage.faultdisk import FaultDisk
+from zraft.storage.records import zeros_from
 from zraft.storage.snapshots import SnapshotFile, loaded
 
 CFG = ClusterConfig((1, 2, 3))
@@ -216,6 +217,39 @@ def test_every_bit_flip_in_a_segment_is_detected(last: bool) -> None:
         assert last, f"flip at {pos} of a sealed segment went unnoticed"
         assert r.entries == want.entries[: len(r.entries)]
     assert detected == len(good) or last
+
+
+def test_a_stray_byte_anywhere_in_megabytes_of_preallocated_space_is_detected() -> None:
+    """The end of the data is where zeros begin that run to the end of the (last, preallocated) segment, found a
+    MiB at a time: a non-zero byte anywhere after it, on either side of a MiB boundary or in the very last byte,
+    is damage, not a torn write (which never leaves bytes megabytes past its start)."""
+    base = FaultDisk()
+    size = (3 << 20) + 7
+    reopen(base, segment_bytes=size).save(HardState(1, 1, 5), ents(1, 5, size=30))
+    target = _segment(base)
+    good = base.read(target)
+    assert len(good) == size
+    end = len(good.rstrip(b"\0"))
+    assert reopen(base).recovered.entries == ents(1, 5, size=30)
+    for pos in (end + 40, (1 << 20) - 1, 1 << 20, (2 << 20) + 3, size - 1):
+        disk = base.clone()
+        disk.flip_bit(target, pos)
+        with pytest.raises(CorruptionError) as e:
+            reopen(disk)
+        assert e.value.path == target and e.value.offset == end
+
+
+def test_where_the_trailing_zeros_begin_across_mib_boundaries() -> None:
+    mib = 1 << 20
+    rng = random.Random(7)
+    for n in (0, 1, 2, mib - 1, mib, mib + 1, 3 * mib + 5):
+        marks = {0, n - 1, n - 2, n - mib, n - mib - 1, n - mib + 1, rng.randrange(n) if n else 0}
+        for p in [None, *sorted(m for m in marks if 0 <= m < n)]:
+            buf = bytearray(n)
+            if p is not None:
+                buf[p] = rng.randrange(1, 256)
+                buf[: p // 2] = b"x" * (p // 2)
+            assert zeros_from(bytes(buf)) == len(bytes(buf).rstrip(b"\0")), (n, p)
 
 
 def test_every_bit_flip_in_a_snapshot_is_detected() -> None:

@@ -63,6 +63,25 @@ def entries_record(entries: list[Entry]) -> bytes:
     return encode([ENTRIES, entries])
 
 
+_ZERO_CHUNK = bytes(1 << 20)
+
+
+def zeros_from(buf: bytes) -> int:
+    """Where the run of zero bytes that ends ``buf`` begins (``len(buf)`` if its last byte is not zero).
+
+    Compared a MiB at a time against zeros, in place (memcmp): 10-20 ms for a 64 MiB segment that is nothing but
+    preallocated space, where ``any(memoryview(buf)[off:])`` took 0.4 s and ``buf.rstrip(b"\\0")`` 0.45 s: a node's
+    restart waited for that before it answered anyone."""
+    end = len(buf)
+    step = len(_ZERO_CHUNK)
+    while end > 0:
+        start = max(0, end - step)
+        if not buf.startswith(_ZERO_CHUNK if end - start == step else _ZERO_CHUNK[: end - start], start, end):
+            return start + len(buf[start:end].rstrip(b"\0"))
+        end = start
+    return 0
+
+
 class Torn:
     """Where a segment's torn tail starts, and why the scan judged it torn rather than corrupt."""
 
@@ -92,7 +111,7 @@ def scan(path: str, buf: bytes, last_segment: bool) -> tuple[list[tuple[int, lis
         if not short:
             length, lcrc, crc = unpack_from(buf, off)
         if short or crc32(pack_len(length)) != lcrc:
-            if not any(memoryview(buf)[off:]):
+            if zeros_from(buf) <= off:
                 return out, off, None  # preallocated space: the end of the data
             what = "incomplete record header" if short else "damaged record header"
             return out, off, _judge(path, buf, off, what, last_segment, short=short, extent=off + FRAME.size)
@@ -122,9 +141,9 @@ def _judge(path: str, buf: bytes, off: int, what: str, last_segment: bool, short
     if last_segment:
         if short:
             return Torn(off, what)
-        zeros_from = len(buf.rstrip(b"\0"))
-        if zeros_from <= off:
+        zeros = zeros_from(buf)
+        if zeros <= off:
             return Torn(off, what + " (unwritten space)")
-        if extent and zeros_from < extent:
+        if extent and zeros < extent:
             return Torn(off, what + " (partly unwritten)")
     raise CorruptionError(path, off, what)
