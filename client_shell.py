@@ -21,6 +21,7 @@ import os
 import shlex
 import sys
 import time
+from typing import Any
 
 from zraft import chaos, launch
 from zraft.client import Client, ZraftError
@@ -162,18 +163,20 @@ class Shell:
     def _status(self) -> str:
         rows = [f"{'node':>4}  {'address':<21} {'role':<13} {'term':>5} {'leader':>6} {'commit':>7} {'applied':>7} "
                 f"{'last':>7} {'snapshot':>8} {'log':>7}"]
-        for i, addr in enumerate(self.client.nodes):
-            try:
-                s = self.client.status(i)
-            except ZraftError:
+        for addr, s in zip(self.client.nodes, self.client.status_many(self.client.attempt_timeout), strict=True):
+            if s is None:  # all asked at once: two stopped nodes cost one timeout, not two
                 rows.append(f"{'?':>4}  {addr:<21} {'(no answer)':<13}")
                 continue
-            rows.append(f"{s['node']:>4}  {addr:<21} {s['role']:<13} {s['term']:>5} {s['leader']:>6} "
-                        f"{s['commit']:>7} {s['applied']:>7} {s['last_index']:>7} {s['snapshot_index']:>8} "
-                        f"{s['log_entries']:>7}")
+            def f(k: str, st: dict[str, Any] = s) -> str:  # a field the answer may lack (it is a stranger's word)
+                v = st.get(k)
+                return "?" if v is None else str(v)[:40]
+
+            rows.append(f"{f('node'):>4}  {addr:<21} {f('role'):<13} {f('term'):>5} {f('leader'):>6} "
+                        f"{f('commit'):>7} {f('applied'):>7} {f('last_index'):>7} {f('snapshot_index'):>8} "
+                        f"{f('log_entries'):>7}")
             if s.get("match"):
-                rows.append("      follower match index: " + ", ".join(f"{k}={v}" for k, v in
-                                                                        sorted(s["match"].items())))
+                rows.append("      follower match index: " + ", ".join(
+                    sorted(f"{k!s:.20}={v!s:.20}" for k, v in list(s["match"].items())[:64])))
         return "\n".join(rows)
 
 

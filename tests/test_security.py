@@ -202,6 +202,10 @@ def test_the_shell_survives_a_node_that_answers_nonsense() -> None:
     stop = threading.Event()
     answers = [{"ok": True, "value": 5}, {"ok": "yes"}, {"ok": True, "value": [b"x"], "found": True},
                {"ok": False, "error": ["not_leader"], "leader_addr": 7}, {"ok": True, "role": {}, "term": "x"}]
+    # Well-typed, but not what a status answer holds: no fields at all; a role of 10,000 characters and a
+    # match map of mixed values.
+    odd_status = [{"ok": True}, {"ok": True, "node": 3, "role": "r" * 10_000, "match": {"a": 1, "b": b"x", "c": [1]}}]
+    only: list[dict[str, object]] = []  # when set, the fake gives this answer to everything
 
     def serve() -> None:
         n = 0
@@ -213,7 +217,8 @@ def test_the_shell_survives_a_node_that_answers_nonsense() -> None:
             reqs = body[1] if isinstance(body[1], list) else [body[1]]
             for r in reqs:
                 n += 1
-                fake.send_multipart([ident, msgpack.packb(["C", {**answers[n % len(answers)], "id": r["id"]}])])
+                answer = only[0] if only else answers[n % len(answers)]
+                fake.send_multipart([ident, msgpack.packb(["C", {**answer, "id": r["id"]}])])
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()
@@ -226,6 +231,13 @@ def test_the_shell_survives_a_node_that_answers_nonsense() -> None:
                 assert r.returncode == 0 and "(no answer)" in r.stdout
             else:
                 assert r.returncode != 0 and r.stderr, cmd
+        for answer in odd_status:  # shown as far as it goes, never a crash
+            only[:] = [answer]
+            r = subprocess.run([sys.executable, str(ROOT / "client_shell.py"), "--nodes", f"127.0.0.1:{port}",
+                                "--timeout", "1.5", "status"], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+            row = r.stdout.splitlines()[1]
+            assert f"127.0.0.1:{port}" in row and "(no answer)" not in row and len(row) < 200, r.stdout
     finally:
         stop.set()
         t.join()

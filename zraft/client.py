@@ -448,12 +448,11 @@ class Client:
         """Every node's status, for scripts (like ``etcdctl endpoint status -w json``): one map per address,
         ``{"endpoint": address, "status": {...}}`` or ``{"endpoint": address, "error": why}``."""
         out: list[dict[str, Any]] = []
-        for i, addr in enumerate(self.nodes):
-            try:
-                st = dict(self.status(i))
-            except ZraftError as e:
-                out.append({"endpoint": addr, "error": str(e)})
+        for addr, answer in zip(self.nodes, self.status_many(self.attempt_timeout), strict=True):
+            if answer is None:
+                out.append({"endpoint": addr, "error": f"node {addr} did not answer"})
                 continue
+            st = dict(answer)
             st.pop("id", None)
             st.pop("ok", None)
             out.append({"endpoint": addr, "status": st})
