@@ -122,9 +122,10 @@ ZLOAD: str | None = None
 """CurveZMQ on (the default) or off (--zraft-insecure), for measuring what authentication costs."""
 
 
-def start_zraft(tmp: str, nodes: int = 3) -> Running:
+def start_zraft(tmp: str, nodes: int = 3, metrics: bool = False) -> Running:
+    """``metrics``: each node also serves /metrics (``extra["metrics"]``: their HOST:PORT, in node order)."""
     c = launch.start(nodes, os.path.join(tmp, f"zraft-{nodes}"), ports=launch.free_ports(nodes), fresh=True,
-                     secure=ZRAFT_SECURE)
+                     secure=ZRAFT_SECURE, metrics_ports=launch.free_ports(nodes) if metrics else None)
     if c.keys_dir:  # the load generators (spawned processes) find the client's keys here
         os.environ["ZRAFT_BENCH_KEYS"] = c.keys_dir
     else:
@@ -133,7 +134,8 @@ def start_zraft(tmp: str, nodes: int = 3) -> Running:
         cl.put(b"warm", b"up")  # a leader exists and answers
     return Running(f"zraft ({nodes} nodes)", [n.pid for n in c.nodes], c.addresses, c.stop,
                    "fsync on, " + ("CurveZMQ" if c.keys_dir else "no authentication")
-                   + (", C client" if ZLOAD else ", Python client"), {"zload": ZLOAD, "keys_dir": c.keys_dir})
+                   + (", C client" if ZLOAD else ", Python client"),
+                   {"zload": ZLOAD, "keys_dir": c.keys_dir, "metrics": [n.metrics for n in c.nodes]})
 
 
 def _wait_port(addr: str, timeout: float) -> None:

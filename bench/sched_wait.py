@@ -21,7 +21,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -66,6 +69,50 @@ def leader_index(run: compare.Running) -> int:
     return found
 
 
+@contextmanager
+def loaded_cluster(metrics: bool = False) -> Iterator[tuple[compare.Running, int]]:
+    """A 3-node zraft cluster and bench/zload built for it, in a temporary directory removed afterwards; yields
+    the cluster and its leader's index."""
+    tmp = tempfile.mkdtemp(prefix="zraft-bench-")
+    try:
+        compare.ZLOAD = compare.build_zload(tmp)
+        run = compare.start_zraft(tmp, 3, metrics=metrics)
+        try:
+            yield run, leader_index(run)
+        finally:
+            run.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def measure_rates(run: compare.Running, rates: str, seconds: float, look: Callable[[], T],
+                  rows: Callable[[T, T, float], list[str]]) -> None:
+    """Write to ``run`` at each of ``rates`` (comma-separated writes/s; 0: saturated, 4 x 512 in flight) with
+    bench/zload, ``look`` at the nodes before and after the measured window, and print the result with ``rows``."""
+    for rate in (float(x) for x in rates.split(",")):
+        seen: dict[str, list[str]] = {}
+
+        def watch(seen: dict[str, list[str]] = seen) -> None:
+            time.sleep(2.0 + 1.0)  # the load generator's warm-up, and a second more
+            before = look()
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            after = look()
+            seen["rows"] = rows(before, after, time.monotonic() - t0)
+
+        w = threading.Thread(target=watch)
+        w.start()
+        r = compare.zload_run(run, "write", 4, 2048 if rate else 512, 2.0, seconds + 2.0, 64, rate or None)
+        w.join()
+        label = f"paced at {rate:,.0f}/s" if rate else "saturated (4 x 512)"
+        print(f"{label}: {r.ops:,.0f} writes/s, p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms", flush=True)
+        for row in seen.get("rows", []):
+            print("   ", row, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="20000,50000,0",
@@ -75,37 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.platform.startswith("linux"):
         print("sched_wait.py reads /proc/<pid>/task/*/schedstat: Linux only", file=sys.stderr)
         return 2
-    tmp = tempfile.mkdtemp(prefix="zraft-sched-")
-    try:
-        compare.ZLOAD = compare.build_zload(tmp)
-        run = compare.start_zraft(tmp, 3)
-        try:
-            leader = leader_index(run)
-            for rate in (float(x) for x in a.rates.split(",")):
-                seen: dict[str, list[str]] = {}
-
-                def watch(seen: dict[str, list[str]] = seen) -> None:
-                    time.sleep(2.0 + 1.0)  # the load generator's warm-up, and a second more
-                    before = {pid: sched(pid) for pid in run.pids}
-                    t0 = time.monotonic()
-                    time.sleep(a.seconds)
-                    after = {pid: sched(pid) for pid in run.pids}
-                    dt = time.monotonic() - t0
-                    seen["rows"] = [f"{'leader  ' if i == leader else 'follower'} "
-                                    f"{describe(pid, before[pid], after[pid], dt)}" for i, pid in enumerate(run.pids)]
-
-                w = threading.Thread(target=watch)
-                w.start()
-                r = compare.zload_run(run, "write", 4, 2048 if rate else 512, 2.0, a.seconds + 2.0, 64, rate or None)
-                w.join()
-                label = f"paced at {rate:,.0f}/s" if rate else "saturated (4 x 512)"
-                print(f"{label}: {r.ops:,.0f} writes/s, p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms", flush=True)
-                for row in seen.get("rows", []):
-                    print("   ", row, flush=True)
-        finally:
-            run.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with loaded_cluster() as (run, leader):
+        measure_rates(run, a.rates, a.seconds, lambda: {pid: sched(pid) for pid in run.pids},
+                      lambda before, after, dt: [f"{'leader  ' if i == leader else 'follower'} "
+                                                 f"{describe(pid, before[pid], after[pid], dt)}"
+                                                 for i, pid in enumerate(run.pids)])
     return 0
 
 
