@@ -349,7 +349,8 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
     base = consecutive_free_ports(4)  # node 4 gets the port after node 3's
     data = tmp_path / "d"
     p = subprocess.Popen([sys.executable, str(ROOT / "launcher.py"), "--no-resp", "-n", "3", "--base-port", str(base),
-                          "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE, text=True)
+                          "--data-dir", str(data), "--no-metrics", "--no-web"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
     said: queue.Queue[str] = queue.Queue()
     pids: list[int] = []
     try:
@@ -360,7 +361,11 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
         def wait_for(text: str) -> None:
             end = time.monotonic() + 20
             while not any(text in x for x in lines):
-                lines.append(said.get(timeout=max(0.01, end - time.monotonic())))
+                try:
+                    lines.append(said.get(timeout=max(0.01, end - time.monotonic())))
+                except queue.Empty:
+                    raise AssertionError(f"the launcher did not print {text!r} within 20 s (exit code "
+                                         f"{p.poll()}); it printed:\n{''.join(lines)}") from None
 
         wait_for("cluster file:")
         sh = [sys.executable, str(ROOT / "client_shell.py"), "--cluster", str(data / "cluster.json")]
