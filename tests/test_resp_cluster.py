@@ -1,8 +1,10 @@
 """The Redis protocol on a live 3-node cluster: redis-py (every command implemented, the type of every reply,
-pipelines), redis-cli one-shot and piped, redis-benchmark, followers, and hostile input."""
+pipelines) in RESP2 and RESP3 with each of its parsers (pure Python, and hiredis), the bytes of RESP3 replies,
+redis-cli one-shot, piped, and in -2 and -3, redis-benchmark, followers, and hostile input."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -10,14 +12,49 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from clusterutil import leader_id, stop_cluster
+from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
 from zraft import chaos, launch, resp, resp_server
 
 ROOT = Path(__file__).resolve().parent.parent
+
+try:
+    import hiredis  # noqa: F401  (redis-py's C parser: in requirements.txt, so CI runs both parsers)
+
+    HIREDIS = True
+except ImportError:
+    HIREDIS = False
+_NO_HIREDIS = pytest.mark.skipif(not HIREDIS, reason="hiredis is not importable (pip install -r requirements.txt)")
+KINDS = [pytest.param((2, "python"), id="resp2-python"), pytest.param((3, "python"), id="resp3-python"),
+         pytest.param((2, "hiredis"), id="resp2-hiredis", marks=_NO_HIREDIS),
+         pytest.param((3, "hiredis"), id="resp3-hiredis", marks=_NO_HIREDIS)]
+"""redis-py's two protocols and its two parsers (redis-py picks hiredis by itself when it is installed: both are
+named here, so each runs whatever else is installed)."""
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> tuple[int, str]:
+    return request.param  # type: ignore[no-any-return]
+
+
+def client(spec: launch.NodeSpec, kind: tuple[int, str], **kw: Any) -> redis.Redis:
+    """A redis-py client of ``spec``'s Redis port in protocol ``kind[0]`` with parser ``kind[1]``."""
+    proto, parser = kind
+    cls = _HiredisParser if parser == "hiredis" else _RESP3Parser if proto == 3 else _RESP2Parser
+    kw.setdefault("socket_timeout", 10)
+    pool = redis.ConnectionPool(host="127.0.0.1", port=port(spec), protocol=proto, parser_class=cls, **kw)
+    r = redis.Redis(connection_pool=pool)
+    conn = pool.get_connection()
+    try:
+        assert type(conn._parser) is cls, conn._parser  # the parser asked for is the one in use
+    finally:
+        pool.release(conn)
+    return r
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +80,40 @@ def follower(c: launch.Cluster) -> launch.NodeSpec:
     return next(n for n in c.nodes if n.id != ld)
 
 
-def test_the_commands_and_their_reply_types(cluster: launch.Cluster) -> None:
-    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+def test_the_commands_and_their_reply_types(cluster: launch.Cluster, kind: tuple[int, str]) -> None:
+    r = client(leader(cluster), kind)
+    k = f"{kind[0]}{kind[1]}:"  # each kind of client has keys of its own on the shared cluster
+    before = r.dbsize()
     assert r.ping() is True
     assert r.echo(b"hi") == b"hi"
-    assert r.set("k1", "v1") is True
-    assert r.get("k1") == b"v1" and r.get("missing") is None
-    assert r.append("k1", "23") == 4 and r.append("new", "abc") == 3
-    assert r.strlen("k1") == 4 and r.strlen("missing") == 0
-    assert r.mget("k1", "missing", "new") == [b"v123", None, b"abc"]
-    assert r.exists("k1", "missing", "new", "k1") == 3
-    assert r.delete("new", "missing") == 1 and r.exists("new") == 0
-    assert r.dbsize() == 1
-    r.set("user:1", "a")
-    r.set("user:2", "b")
-    assert sorted(r.keys("user:*")) == [b"user:1", b"user:2"] and len(r.keys("*")) == 3
+    assert r.set(k + "k1", "v1") is True
+    assert r.get(k + "k1") == b"v1" and r.get(k + "missing") is None
+    assert r.append(k + "k1", "23") == 4 and r.append(k + "new", "abc") == 3
+    assert r.strlen(k + "k1") == 4 and r.strlen(k + "missing") == 0
+    assert r.mget(k + "k1", k + "missing", k + "new") == [b"v123", None, b"abc"]
+    assert r.exists(k + "k1", k + "missing", k + "new", k + "k1") == 3
+    assert r.delete(k + "new", k + "missing") == 1 and r.exists(k + "new") == 0
+    assert r.dbsize() == before + 1
+    r.set(k + "user:1", "a")
+    r.set(k + "user:2", "b")
+    assert sorted(r.keys(k + "user:*")) == [(k + "user:1").encode(), (k + "user:2").encode()]
+    assert len(r.keys(k + "*")) == 3 and len(r.keys("*")) == before + 3
     assert r.execute_command("SELECT", 0) is True
-    assert r.client_setname("tester") is True and r.client_getname() == "tester"
+    assert r.client_getname() is None
+    assert r.client_setname("tester") is True
+    assert r.client_getname() == ("tester" if kind[0] == 2 else b"tester")  # redis-py decodes it in RESP2 only
     assert isinstance(r.client_id(), int)
+    assert r.set(k + "k1", "x", nx=True) is None and r.getdel(k + "missing") is None
+    assert r.set(k + "none", "x", xx=True) is None and r.set(k + "none", "x", get=True) is None
+    assert r.config_get("appendfsync") == {"appendfsync": "always"} and r.config_get("nope") == {}
+    assert r.config_get("append*") == {"appendfsync": "always", "appendonly": "yes"}
+    assert r.command_count() > 20
+    hello = r.execute_command("HELLO")  # without a version: what is in use, unchanged
+    assert {(x.decode() if isinstance(x, bytes) else x): v for x, v in hello.items()}["proto"] == kind[0] \
+        if isinstance(hello, dict) else hello[hello.index(b"proto") + 1] == kind[0]
     info = r.info()
     assert info["redis_version"] == "7.0.0" and info["role"] == "master" and info["zraft_role"] == "leader"
-    assert info["db0"]["keys"] == 3
+    assert info["db0"]["keys"] == before + 4
     assert set(r.info("replication")) >= {"role", "zraft_term", "zraft_commit_index"} and "redis_version" not in \
         r.info("replication")
     with pytest.raises(redis.ResponseError, match="unknown command 'NOPE'"):
@@ -78,34 +128,38 @@ def test_the_commands_and_their_reply_types(cluster: launch.Cluster) -> None:
         r.execute_command("SELECT", 1)
 
 
-def test_a_pipeline_is_answered_in_order(cluster: launch.Cluster) -> None:
-    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
+def test_a_pipeline_is_answered_in_order(cluster: launch.Cluster, kind: tuple[int, str]) -> None:
+    r = client(leader(cluster), kind)
+    k = f"{kind[0]}{kind[1]}:"
     p = r.pipeline(transaction=False)
     for i in range(500):
-        p.set(f"p{i}", str(i))
-        p.append("plog", f"{i};")
-        p.get(f"p{i}")
+        p.set(f"{k}p{i}", str(i))
+        p.append(k + "plog", f"{i};")
+        p.get(f"{k}p{i}")
+        p.get(f"{k}nop{i}")
     out = p.execute()
-    assert out[0::3] == [True] * 500
-    assert out[2::3] == [str(i).encode() for i in range(500)]
-    lengths = out[1::3]
+    assert out[0::4] == [True] * 500
+    assert out[2::4] == [str(i).encode() for i in range(500)] and out[3::4] == [None] * 500
+    lengths = out[1::4]
     assert lengths == sorted(lengths) and len(set(lengths)) == 500  # each append saw all the ones before it
-    assert r.get("plog") == "".join(f"{i};" for i in range(500)).encode()
+    assert r.get(k + "plog") == "".join(f"{i};" for i in range(500)).encode()
 
 
 def test_a_follower_serves_everything_reads_linearizable_and_writes_through_the_leader(
-        cluster: launch.Cluster) -> None:
-    ld = redis.Redis(port=port(leader(cluster)), socket_timeout=10)
-    fw = redis.Redis(port=port(follower(cluster)), socket_timeout=10)
+        cluster: launch.Cluster, kind: tuple[int, str]) -> None:
+    ld = client(leader(cluster), kind)
+    fw = client(follower(cluster), kind)
+    k = f"{kind[0]}{kind[1]}:"
     for i in range(20):
-        ld.set("seen", str(i))
-        assert fw.get("seen") == str(i).encode()  # a read after an acknowledged write sees it, on any node
-    assert fw.set("via", "follower") is True and ld.get("via") == b"follower"
-    assert fw.append("via", "!") == 9 and fw.delete("via", "nope") == 1
+        ld.set(k + "seen", str(i))
+        assert fw.get(k + "seen") == str(i).encode()  # a read after an acknowledged write sees it, on any node
+    assert fw.set(k + "via", "follower") is True and ld.get(k + "via") == b"follower"
+    assert fw.append(k + "via", "!") == 9 and fw.delete(k + "via", k + "nope") == 1 and fw.get(k + "via") is None
+    assert fw.set(k + "nx", "1", nx=True) is True and fw.set(k + "nx", "2", nx=True) is None
     p = fw.pipeline(transaction=False)
     for i in range(100):  # each switch between writes and reads waits for the one before: a round trip or two
-        p.append("fwlog", f"{i};")
-        p.get("fwlog")
+        p.append(k + "fwlog", f"{i};")
+        p.get(k + "fwlog")
     out = p.execute()
     assert out[1::2][-1] == "".join(f"{i};" for i in range(100)).encode()
     assert all(len(v) == n for v, n in zip(out[1::2], out[0::2], strict=True))  # each get saw its own append
@@ -181,11 +235,83 @@ def test_launcher_prints_and_records_the_redis_ports(cluster: launch.Cluster) ->
     assert Path(cluster.file).read_text().count('"resp"') == 3
 
 
-def test_a_resp2_client(cluster: launch.Cluster) -> None:
-    r = redis.Redis(port=port(leader(cluster)), socket_timeout=10, protocol=2)
-    assert r.ping() is True and r.set("two", "2") is True and r.get("two") == b"2" and r.get("nope") is None
-    assert r.mget("two", "nope") == [b"2", None] and r.info("server")["redis_version"] == "7.0.0"
-    assert r.execute_command("HELLO", "2")[1] == b"redis"
+def parse_replies(data: bytes) -> list[Any]:
+    """Every reply in ``data``, strictly (lengths and CRLFs checked), typed: ("+", s), ("-", s), (":", n),
+    ("$", bytes), ("_",) for null, ("$-1",) and ("*-1",) for RESP2's nulls, ("*", [...]), ("%", [(k, v), ...]),
+    ("=", format, text)."""
+    out: list[Any] = []
+    pos = 0
+
+    def one() -> Any:
+        nonlocal pos
+        eol = data.index(b"\r\n", pos)
+        kind, head = chr(data[pos]), data[pos + 1:eol]
+        pos = eol + 2
+        if kind in "+-":
+            return (kind, head.decode())
+        if kind == ":":
+            return (kind, int(head))
+        if kind == "_":
+            assert head == b""
+            return ("_",)
+        n = int(head)
+        if n < 0:
+            assert n == -1 and kind in "$*"
+            return (kind + "-1",)
+        if kind in "$=":
+            body = data[pos:pos + n]
+            assert len(body) == n and data[pos + n:pos + n + 2] == b"\r\n"
+            pos += n + 2
+            return ("$", body) if kind == "$" else ("=", body[:3], body[4:])
+        if kind == "*":
+            return ("*", [one() for _ in range(n)])
+        assert kind == "%", kind
+        return ("%", [(one(), one()) for _ in range(n)])
+
+    while pos < len(data):
+        out.append(one())
+    return out
+
+
+def test_resp3_replies_byte_for_byte(cluster: launch.Cluster) -> None:
+    """After HELLO 3 the null is ``_``, HELLO, CONFIG GET and COMMAND DOCS are maps and INFO a verbatim string
+    (Redis 7's types); HELLO 2 brings RESP2 back; a connection that never sent HELLO gets RESP2."""
+    p = port(leader(cluster))
+    redis.Redis(port=p, socket_timeout=10, protocol=2).set("r3", "v")
+    assert raw(p, resp.command("GET", "r3:none") + resp.command("MGET", "r3", "r3:none")) == \
+        b"$-1\r\n*2\r\n$1\r\nv\r\n$-1\r\n"
+    cmds = [("HELLO", "3"), ("GET", "r3:none"), ("MGET", "r3", "r3:none"), ("SET", "r3", "w", "NX"),
+            ("SET", "r3:none", "w", "XX", "GET"), ("GETDEL", "r3:none"), ("CLIENT", "GETNAME"),
+            ("CONFIG", "GET", "appendfsync"), ("CONFIG", "GET", "nope"), ("COMMAND", "DOCS"), ("INFO", "keyspace"),
+            ("HELLO",), ("HELLO", "2"), ("GET", "r3:none"), ("CONFIG", "GET", "appendonly"), ("INFO", "keyspace"),
+            ("GET", "r3")]
+    got = parse_replies(raw(p, b"".join(resp.command(*c) for c in cmds)))
+    assert len(got) == len(cmds), got
+
+    def hello(proto: int) -> list[tuple[Any, Any]]:
+        return [(("$", b"server"), ("$", b"redis")), (("$", b"version"), ("$", b"7.0.0")),
+                (("$", b"proto"), (":", proto)), (("$", b"id"), got[0][1][3][1]), (("$", b"mode"),
+                ("$", b"standalone")), (("$", b"role"), ("$", b"master")), (("$", b"modules"), ("*", []))]
+
+    keyspace = got[10][2]
+    assert re.fullmatch(rb"# Keyspace\r\ndb0:keys=\d+,expires=0,avg_ttl=0\r\n", keyspace), keyspace
+    assert got == [("%", hello(3)), ("_",), ("*", [("$", b"v"), ("_",)]), ("_",), ("_",), ("_",), ("_",),
+                   ("%", [(("$", b"appendfsync"), ("$", b"always"))]), ("%", []), ("%", []), ("=", b"txt", keyspace),
+                   ("%", hello(3)), ("*", [x for kv in hello(2) for x in kv]), ("$-1",),
+                   ("*", [("$", b"appendonly"), ("$", b"yes")]), ("$", keyspace), ("$", b"v")]
+
+
+@pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed (redis-tools)")
+def test_redis_cli_shows_the_same_values_in_resp2_and_resp3(cluster: launch.Cluster) -> None:
+    p = str(port(follower(cluster)))
+    piped = ("set cli3 one\nget cli3\nget cli3:none\nmget cli3 cli3:none\nset cli3 two nx\nset cli3 two get\n"
+             "client getname\nconfig get append*\ninfo keyspace\nexists cli3\nscan 0 match cli3* count 1000\n")
+    outs = [subprocess.run(["redis-cli", f"-{v}", "-p", p], input=piped, capture_output=True, text=True, timeout=30)
+            for v in (2, 3)]
+    assert outs[0].returncode == outs[1].returncode == 0, outs
+    assert outs[0].stdout.split() == outs[1].stdout.split(), outs  # a map's pair is one line in -3, two in -2
+    lines = outs[0].stdout.split("\n")
+    assert lines[:7] == ["OK", "one", "", "one", "", "", "one"], lines
 
 
 def test_kill_the_leader_while_writing_through_a_follower(tmp_path: Path) -> None:
@@ -219,28 +345,29 @@ def test_kill_the_leader_while_writing_through_a_follower(tmp_path: Path) -> Non
         stop_cluster(c)
 
 
-def test_counters_conditional_sets_getdel_and_mset(cluster: launch.Cluster) -> None:
+def test_counters_conditional_sets_getdel_and_mset(cluster: launch.Cluster, kind: tuple[int, str]) -> None:
     for node in (leader(cluster), follower(cluster)):  # through the leader, and forwarded by a follower
-        r = redis.Redis(port=port(node), socket_timeout=10)
-        c = f"ctr{node.id}"
+        r = client(node, kind)
+        pre = f"{kind[0]}{kind[1]}:"
+        c = f"{pre}ctr{node.id}"
         assert r.incr(c) == 1 and r.incrby(c, 41) == 42 and r.decr(c) == 41 and r.decrby(c, 50) == -9
         assert r.get(c) == b"-9"
-        r.set(f"txt{node.id}", "abc")
+        r.set(f"{pre}txt{node.id}", "abc")
         with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
-            r.incr(f"txt{node.id}")
+            r.incr(f"{pre}txt{node.id}")
         with pytest.raises(redis.ResponseError, match="value is not an integer or out of range"):
             r.incrby(c, "1.5")
-        r.set(f"max{node.id}", str(2**63 - 1))
+        r.set(f"{pre}max{node.id}", str(2**63 - 1))
         with pytest.raises(redis.ResponseError, match="increment or decrement would overflow"):
-            r.incr(f"max{node.id}")
-        k = f"cond{node.id}"
+            r.incr(f"{pre}max{node.id}")
+        k = f"{pre}cond{node.id}"
         assert r.set(k, "a", nx=True) is True and r.set(k, "b", nx=True) is None and r.get(k) == b"a"
-        assert r.set(k, "c", xx=True) is True and r.set(f"none{node.id}", "d", xx=True) is None
-        assert r.set(k, "e", get=True) == b"c" and r.set(f"new{node.id}", "f", get=True) is None
-        assert r.setnx(k, "g") is False and r.setnx(f"nx{node.id}", "h") is True
+        assert r.set(k, "c", xx=True) is True and r.set(f"{pre}none{node.id}", "d", xx=True) is None
+        assert r.set(k, "e", get=True) == b"c" and r.set(f"{pre}new{node.id}", "f", get=True) is None
+        assert r.setnx(k, "g") is False and r.setnx(f"{pre}nx{node.id}", "h") is True
         assert r.getdel(k) == b"e" and r.getdel(k) is None and r.exists(k) == 0
-        assert r.mset({f"m{node.id}a": "1", f"m{node.id}b": "2"}) is True
-        assert r.mget(f"m{node.id}a", f"m{node.id}b") == [b"1", b"2"]
+        assert r.mset({f"{pre}m{node.id}a": "1", f"{pre}m{node.id}b": "2"}) is True
+        assert r.mget(f"{pre}m{node.id}a", f"{pre}m{node.id}b") == [b"1", b"2"]
         with pytest.raises(redis.ResponseError, match="syntax error"):
             r.execute_command("SET", k, "v", "NX", "XX")
         with pytest.raises(redis.ResponseError, match="wrong number of arguments for 'mset'"):

@@ -301,13 +301,14 @@ def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, a
 
     rng = random.Random(seed)
     n = 0
+    protocol = 2 + cid % 2  # half the clients speak RESP2, half RESP3 (HELLO 3)
 
     def connect() -> redis.Redis:
         host, _, port = rng.choice(addresses).rpartition(":")
         # No retries by redis-py (it retries a command up to 10 times on a broken connection by default): a retry
         # on a new connection is a new session, so a write whose answer was lost could be applied twice.
-        return redis.Redis(host=host, port=int(port), socket_timeout=12.0, socket_connect_timeout=2.0, protocol=2,
-                           retry=Retry(NoBackoff(), 0), password=password)
+        return redis.Redis(host=host, port=int(port), socket_timeout=12.0, socket_connect_timeout=2.0,
+                           protocol=protocol, retry=Retry(NoBackoff(), 0), password=password)
 
     r = connect()
     with open(path, "w") as out:

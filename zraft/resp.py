@@ -1,4 +1,4 @@
-"""The Redis protocol (RESP2): a bounded parser for client commands, and reply encoders.
+"""The Redis protocol (RESP2 and RESP3): a bounded parser for client commands, and reply encoders.
 
 A command is an array of bulk strings (``*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n``), or an inline line
 (``PING\\r\\n``, what a person types into telnet). Everything a client sends is bounded before it is kept: at
@@ -172,6 +172,46 @@ def array(items: list[bytes]) -> bytes:
 
 def bulks(items: list[bytes | None]) -> bytes:
     return array([bulk(x) for x in items])
+
+
+class Replies:
+    """The encoders whose output depends on the connection's protocol (``HELLO 2`` / ``HELLO 3``): the null reply,
+    maps and verbatim strings. Everything else (simple strings, errors, integers, bulk strings, arrays) is written the
+    same in both. ``RESP2`` and ``RESP3`` are the two instances; a connection holds the one it asked for."""
+
+    __slots__ = ("null", "proto")
+
+    def __init__(self, proto: int) -> None:
+        self.proto = proto
+        self.null = NULL if proto == 2 else NULL3
+        """A missing value: RESP2's null bulk string ``$-1``, RESP3's null ``_`` (used for null arrays too)."""
+
+    def bulk(self, b: bytes | None) -> bytes:
+        if b is None:
+            return self.null
+        return b"$%d\r\n%b\r\n" % (len(b), b)
+
+    def bulks(self, items: list[bytes] | list[bytes | None]) -> bytes:
+        null = self.null
+        return b"*%d\r\n%b" % (len(items), b"".join(null if x is None else b"$%d\r\n%b\r\n" % (len(x), x)
+                                                      for x in items))
+
+    def map(self, pairs: list[tuple[bytes, bytes]]) -> bytes:
+        """A map of already encoded keys and values: RESP3's ``%``; in RESP2 the flat array key, value, key, ...
+        (what Redis sends for HELLO, CONFIG GET and the like)."""
+        body = b"".join(k + v for k, v in pairs)
+        return b"%%%d\r\n%b" % (len(pairs), body) if self.proto == 3 else b"*%d\r\n%b" % (2 * len(pairs), body)
+
+    def verbatim(self, text: bytes) -> bytes:
+        """Text meant for a person (INFO): RESP3's verbatim string of format ``txt``, RESP2's bulk string."""
+        if self.proto == 3:
+            return b"=%d\r\ntxt:%b\r\n" % (len(text) + 4, text)
+        return bulk(text)
+
+
+NULL3 = b"_\r\n"
+RESP2 = Replies(2)
+RESP3 = Replies(3)
 
 
 def _line(s: str) -> bytes:

@@ -12,14 +12,16 @@ bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connectio
 ``MAX_OUT`` bytes of replies waiting for a slow reader (then it is closed), ``INPUT_BUDGET`` bytes of incomplete
 commands over all connections.
 
-Commands: PING, ECHO, HELLO (RESP2), SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS),
-CONFIG GET, INFO, DBSIZE, KEYS, SCAN, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR,
-INCRBY, DECRBY, GETDEL, MSET. Anything else:
-``-ERR unknown command``. Any node serves every command: reads locally (linearizable, through the leader's read
-index), writes at the leader -- a follower forwards them over its peer connection and relays the answers. A write
-that meets an election or a redirect is tried again with the same session and sequence number (applied once) for
-up to ``WRITE_DEADLINE_S``, then answered ``-TRYAGAIN``. A connection's commands take effect in the order sent: a
-read waits for the connection's unanswered writes, a write for its unanswered reads.
+Commands: PING, ECHO, HELLO, SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS), CONFIG GET,
+INFO, DBSIZE, KEYS, SCAN, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR, INCRBY, DECRBY,
+GETDEL, MSET. Anything else: ``-ERR unknown command``. Replies are RESP2 until a connection sends ``HELLO 3``, RESP3
+after it (null as ``_``, maps for HELLO, CONFIG GET and COMMAND DOCS, INFO as a verbatim string: what Redis 7 sends).
+
+Any node serves every command: reads locally (linearizable, through the leader's read index), writes at the leader
+-- a follower forwards them over its peer connection and relays the answers. A write that meets an election or a
+redirect is tried again with the same session and sequence number (applied once) for up to ``WRITE_DEADLINE_S``,
+then answered ``-TRYAGAIN``. A connection's commands take effect in the order sent: a read waits for the
+connection's unanswered writes, a write for its unanswered reads.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class Write:
 
 class Conn:
     __slots__ = ("authed", "client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser",
-                 "queue", "reads", "seq", "sock", "unfinished")
+                 "queue", "r", "reads", "seq", "sock", "unfinished")
 
     def __init__(self, sock: socket.socket, num: int, authed: bool) -> None:
         self.sock = sock
@@ -128,6 +130,8 @@ class Conn:
         self.reads = 0
         """Read commands sent to the replica and not yet answered."""
         self.events = 0
+        self.r = resp.RESP2
+        """The reply encoders of the protocol the connection asked for (HELLO 3: RESP3); RESP2 until then."""
 
 
 class RespServer:
@@ -620,7 +624,7 @@ def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
                                    "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client "
                                    "and select the RESP protocol version at the same time"))
         return
-    proto = 2
+    proto = c.r.proto  # HELLO without a version: the one in use, unchanged
     if len(a) > 1:
         if not a[1].isdigit():
             s._immediate(c, resp.error("ERR Protocol version is not an integer or out of range"))
@@ -629,14 +633,15 @@ def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
         if proto not in (2, 3):
             s._immediate(c, resp.error("NOPROTO unsupported protocol version"))
             return
-    # RESP3 is taken as asked, and answered with RESP2's types but for this map: a RESP3 client reads them all
-    # (strings, integers, arrays, and the null bulk string).
+    # From here on every reply of this connection is in the protocol asked for (the commands after HELLO in a
+    # pipeline included: each command's reply is made with the protocol in use when it ran).
+    c.r = resp.RESP3 if proto == 3 else resp.RESP2
     role = "master" if s.replica.raft.role is Role.LEADER else "replica"
-    fields = [resp.bulk(b"server"), resp.bulk(b"redis"), resp.bulk(b"version"), resp.bulk(VERSION.encode()),
-              resp.bulk(b"proto"), resp.integer(proto), resp.bulk(b"id"), resp.integer(c.num), resp.bulk(b"mode"),
-              resp.bulk(b"standalone"), resp.bulk(b"role"), resp.bulk(role.encode()), resp.bulk(b"modules"),
-              resp.EMPTY_ARRAY]
-    s._immediate(c, b"%%%d\r\n%b" % (len(fields) // 2, b"".join(fields)) if proto == 3 else resp.array(fields))
+    b = resp.bulk
+    s._immediate(c, c.r.map([(b(b"server"), b(b"redis")), (b(b"version"), b(VERSION.encode())),
+                             (b(b"proto"), resp.integer(proto)), (b(b"id"), resp.integer(c.num)),
+                             (b(b"mode"), b(b"standalone")), (b(b"role"), b(role.encode())),
+                             (b(b"modules"), resp.EMPTY_ARRAY)]))
 
 
 def _client(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -648,7 +653,7 @@ def _client(s: RespServer, c: Conn, a: list[bytes]) -> None:
         c.name = a[2][:128]
         s._immediate(c, resp.OK)
     elif sub == b"GETNAME" and len(a) == 2:
-        s._immediate(c, resp.bulk(c.name or None))
+        s._immediate(c, c.r.bulk(c.name or None))
     elif sub == b"ID" and len(a) == 2:
         s._immediate(c, resp.integer(c.num))
     elif sub == b"SETINFO" and len(a) == 4:
@@ -661,17 +666,29 @@ def _command(s: RespServer, c: Conn, a: list[bytes]) -> None:
     sub = a[1].upper() if len(a) > 1 else b""
     if sub == b"COUNT":
         s._immediate(c, resp.integer(len(_COMMANDS)))
-    elif sub in (b"", b"DOCS", b"INFO"):
-        s._immediate(c, resp.EMPTY_ARRAY)  # enough for redis-cli's hints; the README lists the commands
+    elif sub == b"DOCS":
+        s._immediate(c, c.r.map([]))  # enough for redis-cli's hints (a map in RESP3, as Redis 7 answers)
+    elif sub in (b"", b"INFO"):
+        s._immediate(c, resp.EMPTY_ARRAY)
     else:
         s._immediate(c, resp.error(f"ERR unknown subcommand '{a[1][:64].decode(errors='replace')}'."))
 
 
+_CONFIG = {b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always", b"databases": b"1",
+           b"timeout": b"0"}
+"""What CONFIG GET reports: the settings clients and tools ask about, with what zraft does in their terms."""
+
+
 def _config(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    if a[1].upper() == b"GET" and len(a) == 3:
-        known = {b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always", b"databases": b"1"}
-        v = known.get(a[2].lower())
-        s._immediate(c, resp.bulks([a[2].lower(), v]) if v is not None else resp.EMPTY_ARRAY)
+    if a[1].upper() == b"GET" and len(a) >= 3:  # CONFIG GET parameter [parameter ...]: glob patterns, as Redis 7
+        found: dict[bytes, bytes] = {}
+        known = {**_CONFIG, b"maxclients": b"%d" % s.max_clients}
+        for pattern in a[2:]:
+            pattern = pattern.lower()
+            for name, value in known.items():
+                if name == pattern or fnmatch.fnmatchcase(name, pattern):
+                    found[name] = value
+        s._immediate(c, c.r.map([(resp.bulk(k), resp.bulk(v)) for k, v in found.items()]))
     else:
         s._immediate(c, resp.error("ERR CONFIG: only CONFIG GET is supported"))
 
@@ -695,17 +712,19 @@ def _info(s: RespServer, c: Conn, a: list[bytes]) -> None:
         sections = "\r\n".join(lines).split("\r\n\r\n")
         lines = [sec for sec in sections if sec[2:].split("\r\n")[0].lower().encode() in want]
         lines = ["\r\n\r\n".join(lines)] if lines else []
-    s._immediate(c, resp.bulk(("\r\n".join(lines) + "\r\n").encode() if lines else b""))
+    s._immediate(c, c.r.verbatim(("\r\n".join(lines) + "\r\n").encode() if lines else b""))
 
 
 def _get(s: RespServer, c: Conn, a: list[bytes]) -> None:
     key = a[1]
-    _whole_store(s, c, lambda data: resp.bulk(data.get(key)))
+    bulk = c.r.bulk
+    _whole_store(s, c, lambda data: bulk(data.get(key)))
 
 
 def _mget(s: RespServer, c: Conn, a: list[bytes]) -> None:
     keys = a[1:]  # all read at one moment (one read barrier): an MSET is seen whole or not at all
-    _whole_store(s, c, lambda data: resp.bulks([data.get(k) for k in keys]))
+    bulks = c.r.bulks
+    _whole_store(s, c, lambda data: bulks([data.get(k) for k in keys]))
 
 
 def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -816,6 +835,7 @@ def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
         return
     reqs = [req]
     conditional, get = "nx" in req or "xx" in req, "get" in req
+    rr = c.r  # the protocol in use now: a HELLO later in the pipeline does not change this command's reply
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
         _done_writes(s, c, reqs)
@@ -824,8 +844,8 @@ def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
         if bad is not None:
             return bad
         if get:
-            return resp.bulk(r.get("value"))
-        return resp.OK if not conditional or r.get("done", True) else resp.NULL
+            return rr.bulk(r.get("value"))
+        return resp.OK if not conditional or r.get("done", True) else rr.null
 
     s._native(c, reqs, finish)
 
@@ -885,10 +905,11 @@ def _decrby(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 def _getdel(s: RespServer, c: Conn, a: list[bytes]) -> None:
     reqs = [{"op": "getdel", "key": a[1]}]
+    bulk = c.r.bulk
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
         _done_writes(s, c, reqs)
-        return _failure(ans[0], True) or resp.bulk(ans[0].get("value"))
+        return _failure(ans[0], True) or bulk(ans[0].get("value"))
 
     s._native(c, reqs, finish)
 
