@@ -23,6 +23,11 @@ import sys
 import time
 from typing import Any
 
+from zraft import bootstrap
+
+if __name__ == "__main__":
+    bootstrap.run_in_venv(__file__)  # a new machine: make .venv with requirements.txt (once) and run there
+
 from zraft import chaos, launch
 from zraft.client import Client, ZraftError
 from zraft.security import ClientKeys, KeysError, load_public
