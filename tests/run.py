@@ -53,8 +53,9 @@ def debian_packages() -> None:
         return
     print(f"tests/run.py: apt-get install {' '.join(missing)}", file=sys.stderr, flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", *missing]
     ok = subprocess.run(["apt-get", "update", "-qq"], env=env).returncode == 0 and \
-        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], env=env, stdout=subprocess.DEVNULL).returncode == 0
+        subprocess.run(install, env=env, stdout=subprocess.DEVNULL).returncode == 0
     if not ok:
         print(f"tests/run.py: could not install {' '.join(missing)}: the tests that need them will be skipped",
               file=sys.stderr)
