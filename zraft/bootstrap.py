@@ -62,15 +62,23 @@ def make_venv(venv: Path, fresh: bool = False, quiet: bool = True) -> Path:
         shutil.rmtree(venv)
     if not py.exists():
         _say(f"making a virtual environment in {venv} (once)")
-        r = subprocess.run([sys.executable, "-m", "venv", str(venv)], capture_output=True, text=True)
+        # Debian's and Ubuntu's python3 come without ensurepip unless python3-venv is installed: then the
+        # environment is made without pip, and pip is brought from PyPI.
+        with_pip = importlib.util.find_spec("ensurepip") is not None
+        r = subprocess.run([sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(venv)],
+                           capture_output=True, text=True)
         if r.returncode != 0 or not py.exists():
             shutil.rmtree(venv, ignore_errors=True)
-            hint = ""
-            if "ensurepip" in r.stdout + r.stderr:
-                ver = f"{sys.version_info.major}.{sys.version_info.minor}"
-                hint = f" (on Debian or Ubuntu: apt-get install python3-venv, or python{ver}-venv)"
-            raise BootstrapError(f"could not make a virtual environment with {sys.executable} -m venv{hint}:\n"
+            raise BootstrapError(f"could not make a virtual environment with {sys.executable} -m venv:\n"
                                  f"{(r.stdout + r.stderr).strip()}")
+        if not with_pip:
+            try:
+                _pip_from_pypi(py)
+            except (OSError, ValueError, KeyError, subprocess.CalledProcessError) as e:
+                shutil.rmtree(venv, ignore_errors=True)
+                ver = f"{sys.version_info.major}.{sys.version_info.minor}"
+                raise BootstrapError(f"this Python has no ensurepip and pip could not be fetched from PyPI ({e}); "
+                                     f"on Debian or Ubuntu: apt-get install python{ver}-venv") from e
     stamp = venv / STAMP
     want = _digest()
     if not stamp.exists() or stamp.read_text().strip() != want:
@@ -84,6 +92,30 @@ def make_venv(venv: Path, fresh: bool = False, quiet: bool = True) -> Path:
                                  "what it printed is above")
         stamp.write_text(want + "\n")
     return py
+
+
+def _pip_from_pypi(py: Path) -> None:
+    """Install pip into the environment of ``py`` from PyPI's newest pip wheel (checked against PyPI's digest):
+    pip runs from its own wheel file to install itself."""
+    import json
+    import tempfile
+    import urllib.parse
+    import urllib.request
+
+    _say("this Python has no ensurepip (Debian's python3 without python3-venv): fetching pip from PyPI")
+    index = "https://pypi.org/pypi/pip/json"
+    with urllib.request.urlopen(index, timeout=60) as f:
+        meta = json.load(f)
+    wheel = next(u for u in meta["urls"] if u["packagetype"] == "bdist_wheel")
+    with urllib.request.urlopen(urllib.parse.urljoin(index, wheel["url"]), timeout=120) as f:
+        data = f.read(64 << 20)
+    if hashlib.sha256(data).hexdigest() != wheel["digests"]["sha256"]:
+        raise ValueError(f"{wheel['filename']} does not match the digest PyPI gives for it")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / wheel["filename"]
+        path.write_bytes(data)
+        subprocess.run([str(py), f"{path}/pip", "install", "--quiet", "--disable-pip-version-check", str(path)],
+                       check=True, env=clean_env())
 
 
 def _has_runtime() -> bool:
