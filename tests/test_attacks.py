@@ -244,6 +244,36 @@ def test_a_term_that_cannot_be_counted_past_is_refused(cluster: launch.Cluster, 
         assert all(int(cl.status(i)["term"]) < 100 for i in range(3))
 
 
+def test_one_forged_term_at_the_top_leaves_a_cluster_that_elects(cluster: launch.Cluster, attacker: Attacker) -> None:
+    """The frame of the issue (a heartbeat answer at term 2**62 from a follower to the leader): it once took the
+    leader to MAX_TERM, whence no node could campaign, for good (on disk too). Now its term is refused (the leader's
+    term goes to the start of the reserve at most), a leader is elected within 5 s, and writes go on, with a
+    trillion elections left."""
+    from zraft.core import MAX_TERM
+    from zraft.core.raft import TERM_LIMIT, TERM_STEP
+
+    ld = leader_id(cluster)
+    f = follower_of(cluster, ld)
+    attacker.send(ld, msgpack.packb(["R", 1, 8, f, ld, 1 << 62, 0, 0, [], 0, False, 0, None, None]))
+    sent = time.monotonic()
+    with cluster.client(deadline=1) as cl:
+        wait_until(lambda: int(cl.status(ld - 1)["term"]) >= TERM_LIMIT or  # type: ignore[call-overload]
+                   bool(cl.status(ld - 1).get("dropped_messages")), what="the forged frame to arrive")
+
+        def a_leader_takes_writes() -> bool:
+            try:
+                cl.put(b"after-forgery", b"ok")
+            except Exception:
+                return False
+            return True
+
+        wait_until(a_leader_takes_writes, timeout=5, what="a leader that takes writes, within 5 s")
+        elected = time.monotonic() - sent
+        terms = [int(cl.status(i)["term"]) for i in range(3)]  # type: ignore[call-overload]
+    assert elected < 5 and max(terms) < TERM_LIMIT + 100 * TERM_STEP and MAX_TERM - max(terms) > 1 << 39, terms
+    healthy(cluster)
+
+
 def _snapshot_file(tmp: Path, index: int, term: int, data: bytes) -> bytes:
     snap = snapfiles.write(OsDisk(), str(tmp), Snapshot(index, term, ClusterConfig((1, 2, 3)), data))
     return Path(snap.data.path).read_bytes()

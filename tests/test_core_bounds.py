@@ -93,3 +93,51 @@ def test_a_follower_that_lost_a_full_window_of_appends_is_caught_up_by_heartbeat
     net.filter = None
     net.tick_all(2 * ELECTION)  # nothing but heartbeats and what they trigger
     assert follower.log.last_index == leader.log.last_index and follower.log.commit == leader.log.commit
+
+
+def test_no_message_can_run_the_terms_out() -> None:
+    """A forged term near MAX_TERM once left every node unable to campaign past it: the cluster never elected a
+    leader again. Terms up to TERM_LIMIT are taken from any message (a node back from a long absence must follow);
+    inside the reserve above it, a message more than TERM_STEP past our term is dropped and counted, and our term
+    moves toward it by at most that much. The cluster elects a leader and goes on, every node with it."""
+    from zraft.core import MAX_TERM, Role
+    from zraft.core.raft import TERM_LIMIT, TERM_STEP
+
+    a, b, c = (new_raft(i, pre_vote=True, check_quorum=True) for i in (1, 2, 3))
+    net = Network(a, b, c)
+    net.elect(1)
+    reason = "a term jump into the reserve no real history produces"
+    b.step(Message(MsgType.APPEND, 3, 2, MAX_TERM))  # the attack's frame (a node key's, or anyone's if --insecure)
+    assert b.term == TERM_LIMIT and b.role == Role.FOLLOWER and b.dropped[reason] == 1
+    b.step(Message(MsgType.APPEND, 3, 2, MAX_TERM - 1))
+    assert b.term == TERM_LIMIT + TERM_STEP and b.dropped[reason] == 2  # a step at a time
+    b.step(Message(MsgType.HEARTBEAT, 3, 2, b.term + TERM_STEP))  # within a step: taken as usual
+    assert b.term == TERM_LIMIT + 2 * TERM_STEP and b.lead == 3 and b.dropped[reason] == 2
+    msgs(b)
+    for _ in range(40 * ELECTION):  # the cluster elects a leader at the raised term, and goes on: all three
+        net.tick_all()
+        if any(r.role == Role.LEADER and r.term > b.term - 5 for r in (a, b, c)) and len({a.term, b.term, c.term}) == 1:
+            break
+    leaders = [r for r in (a, b, c) if r.role == Role.LEADER]
+    assert len(leaders) == 1 and a.term == b.term == c.term > TERM_LIMIT + 2 * TERM_STEP, \
+        [(r.role, r.term - TERM_LIMIT) for r in (a, b, c)]
+    net.propose(leaders[0].id, b"after")
+    net.tick_all(2)  # the followers learn the commit index from the next heartbeat
+    assert all(r.log.commit == leaders[0].log.last_index for r in (a, b, c))
+    assert MAX_TERM - leaders[0].term > (1 << 40) - 4 * TERM_STEP  # a trillion elections left
+
+
+def test_a_node_far_behind_follows_any_term_below_the_reserve() -> None:
+    from zraft.core import Role
+    from zraft.core.raft import TERM_LIMIT
+
+    a, b, c = (new_raft(i, pre_vote=True, check_quorum=True) for i in (1, 2, 3))
+    net = Network(a, b, c)
+    net.elect(1)
+    b.step(Message(MsgType.HEARTBEAT, 1, 2, TERM_LIMIT))  # e.g. a node restored from an old backup
+    assert b.term == TERM_LIMIT and not b.dropped
+    for _ in range(40 * ELECTION):
+        net.tick_all()
+        if any(r.role == Role.LEADER and r.term >= TERM_LIMIT for r in (a, b, c)):
+            break
+    assert [r.role for r in (a, b, c)].count(Role.LEADER) == 1 and min(r.term for r in (a, b, c)) >= TERM_LIMIT

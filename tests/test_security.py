@@ -3,10 +3,12 @@ a node's key speaks only for that node, client keys can be added while the clust
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,9 +33,11 @@ def cluster(cluster: launch.Cluster) -> launch.Cluster:
 
 
 def dealer(ctx: zmq.Context[zmq.Socket[bytes]], address: str, own: KeyPair | None = None,
-           server: bytes | None = None) -> zmq.Socket[bytes]:
+           server: bytes | None = None, identity: bytes = b"") -> zmq.Socket[bytes]:
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    if identity:
+        s.setsockopt(zmq.IDENTITY, identity)
     if own is not None and server is not None:
         client_socket(s, own, server)
     s.connect(f"tcp://{address}")
@@ -132,6 +136,50 @@ def test_a_node_key_speaks_only_for_its_node(cluster: launch.Cluster) -> None:
         ctx.destroy(linger=0)
     after = status(cluster, f)
     assert after["term"] == st["term"] and after["leader"] == ld
+
+
+def _reached(cl: Client, node: int, commit: int) -> bool:
+    return int(cl.status(node - 1)["commit"]) >= commit
+
+
+def test_a_client_key_cannot_take_a_nodes_route(cluster: launch.Cluster) -> None:
+    """The hijack: a client-key holder connects to each follower with the leader's old routing id (``node-<id>``)
+    and asks for status, twice. It once took the leader's connection over on every follower (ROUTER_HANDOVER) and
+    deposed the leader for good. Now the leader stays the leader for 30 s, every follower keeps up with it, and
+    every write is acknowledged within a second."""
+    ld = leader_id(cluster)
+    keys = cluster.client_keys()
+    assert keys is not None
+    followers = [n for n in cluster.nodes if n.id != ld]
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        for _ in range(2):
+            socks = [dealer(ctx, n.address, keys.own, keys.servers[n.address], identity=b"node-%d" % ld)
+                     for n in followers]
+            for s in socks:
+                s.send(codec.encode_client({"op": "status", "id": 3}))
+            for s in socks:
+                assert s.poll(5000)  # a client: it is answered as one
+                assert codec.decode_reply(s.recv())["ok"]
+            for s in socks:
+                s.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
+    term = status(cluster, ld)["term"]
+    end = time.monotonic() + 30
+    i = 0
+    with cluster.client(deadline=5) as cl:
+        while time.monotonic() < end:
+            i += 1
+            t0 = time.monotonic()
+            cl.put(b"hijack", b"%d" % i)
+            assert time.monotonic() - t0 < 1.0, f"write {i} took {time.monotonic() - t0:.2f} s"
+            st = cl.status(ld - 1)
+            assert st["role"] == "leader" and st["term"] == term, st
+            for n in followers:  # every link carries messages: each follower has what the leader committed
+                caught_up = functools.partial(_reached, cl, n.id, int(st["commit"]))  # type: ignore[call-overload]
+                wait_until(caught_up, timeout=1.0, what=f"node {n.id} to reach the leader's commit index")
+    assert i >= 20
 
 
 def test_a_client_key_added_while_the_cluster_runs_is_accepted(cluster: launch.Cluster, tmp_path: Path) -> None:

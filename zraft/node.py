@@ -134,7 +134,8 @@ class Node:
             rec.snapshot = dataclasses.replace(rec.snapshot, config=config)
         self.ctx = zmq.Context()
         self.cluster_id = meta.cluster
-        self.zmq = ZmqTransport(self.ctx, node_id, peers, bind or f"tcp://{self.addr}", keys, meta.cluster)
+        self.zmq = ZmqTransport(self.ctx, node_id, peers, bind or f"tcp://{self.addr}", keys, meta.cluster,
+                                silence_s=2 * election_ticks * self.tick_s)
         # Network faults for chaos runs: a control socket on the local machine only (ipc), off by default.
         self.net = FaultyTransport(self.zmq)
         self.chaos: ChaosControl | None = ChaosControl(self.ctx, data_dir, node_id, self.net) if chaos else None

@@ -86,6 +86,19 @@ class TransferInProgress(NotLeader):
         self.args = (f"leadership is being transferred to {leader}",)
 
 
+TERM_RESERVE = 1 << 40
+TERM_LIMIT = MAX_TERM - TERM_RESERVE
+"""Terms up to here are taken from any message, however far ahead of ours (a node back from a long absence, or
+restored from an old backup, must be able to follow the others). The last ``TERM_RESERVE`` terms below ``MAX_TERM``
+(past which no node can campaign) are entered a step at a time: a message whose term is above ``TERM_LIMIT`` and
+more than ``TERM_STEP`` past ours is dropped and counted, and our term moves toward it (to ``TERM_LIMIT``, or one
+step on). So no message leaves a cluster fewer than a trillion elections, and honest nodes still converge on one
+term after a forgery (docs/PROTOCOL.md, "Terms")."""
+TERM_STEP = 1 << 8
+"""How far past our term a message may take us inside the reserve (honest nodes with pre-vote run a few elections
+apart at most). Running the reserve out takes 2**32 forged messages."""
+
+
 @dataclass(frozen=True, slots=True)
 class Options:
     election_ticks: int = 10
@@ -381,6 +394,17 @@ class Raft:
                 self._reads_waiting_apply.append(ReadState(m.context, m.index))
             return
 
+        if m.term > TERM_LIMIT and m.term > self.term + TERM_STEP:
+            # Deep in the reserve and far past us: no real history produces this (a forgery meant to run the terms
+            # out). The message is dropped; our term moves toward it, at most to the reserve's start or a step on,
+            # so honest nodes still converge after a forgery, and no message takes anyone near MAX_TERM.
+            self._drop("a term jump into the reserve no real history produces", m)
+            to = max(TERM_LIMIT, self.term + TERM_STEP)
+            if to > self.term:
+                elapsed, timeout = self.election_elapsed, self.randomized_timeout
+                self._become_follower(to, NONE)
+                self.election_elapsed, self.randomized_timeout = elapsed, timeout
+            return
         if m.term > self.term:
             if t == MsgType.VOTE or t == MsgType.PRE_VOTE:
                 # diss. §4.2.3 / §9.6: while we have heard from a leader within the election timeout, ignore

@@ -1,9 +1,16 @@
 """A node's ZeroMQ transport: its sockets, and the checks every frame passes before a replica sees it.
 
 One ROUTER bound at the node's address receives everything (peers' Raft messages and snapshot chunks, client
-requests); one DEALER per peer, with routing id ``node-<id>``, sends to that peer's ROUTER. Sends never block:
-when a peer's queue is full the message is dropped and Raft's retries cover it. With keys, every connection is
-CurveZMQ-authenticated (``zraft.security``) and a peer's message must come from that peer's key.
+requests); one DEALER per peer sends to that peer's ROUTER. Sends never block: when a peer's queue is full the
+message is dropped and Raft's retries cover it. With keys, every connection is CurveZMQ-authenticated
+(``zraft.security``) and a peer's message must come from that peer's key.
+
+Who a connection is comes from its key (the ZAP handler's User-Id), never from a routing id the peer chooses: node
+DEALERs set none (the ROUTER gives each connection its own, which no peer can pick), ``ROUTER_HANDOVER`` is off (no
+connection can take over another's route), and answers to a node outside our configuration go back over the
+connection its last authenticated message came on. Routing ids that start with 0xff are the node's own (the Redis
+server's connections, ``resp_server.TAG``): a frame from a connection that chose one is refused. A peer we keep
+sending to and have not heard from for ``silence_s`` is dialled again, so no half-dead connection lasts.
 """
 
 from __future__ import annotations
@@ -61,8 +68,21 @@ def _cluster_of(frame: zmq.Frame) -> str:
 
 class ZmqTransport:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], node_id: int, peers: dict[int, str], bind: str,
-                 keys: security.NodeKeys | None = None, cluster_id: str = "") -> None:
+                 keys: security.NodeKeys | None = None, cluster_id: str = "", silence_s: float = 2.0) -> None:
+        """``silence_s``: a peer we send to and do not hear from for this long is dialled again (about two
+        election timeouts)."""
         self.id = node_id
+        self.silence_s = silence_s
+        self._heard: dict[int, float] = {}
+        """When a message from each peer last arrived (by either connection)."""
+        self._sent: dict[int, float] = {}
+        """When we last sent each peer something."""
+        self._dialled: dict[int, float] = {}
+        """When each peer's connection was last made (or made again)."""
+        self.silent_redials = 0
+        self._routes: dict[int, bytes] = {}
+        """Node id -> the routing id of the connection its last authenticated peer message came on (to answer a
+        node outside our configuration, which reaches us only over the connection it opened)."""
         self.keys = keys
         self.cluster_id = cluster_id
         """Announced in the ZeroMQ handshake of every connection (metadata ``X-Cluster``); a peer message from a
@@ -76,7 +96,7 @@ class ZmqTransport:
             self.router.setsockopt(zmq.METADATA, f"X-Cluster:{cluster_id}".encode())
         self.router.setsockopt(zmq.MAXMSGSIZE, codec.MAX_PEER_MESSAGE)
         self.router.setsockopt(zmq.LINGER, 0)
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 0)  # a route is never handed to a newcomer that claims it
         self.router.setsockopt(zmq.RCVHWM, 100_000)
         self.router.setsockopt(zmq.SNDHWM, 100_000)
         self.router.bind(bind)
@@ -104,7 +124,6 @@ class ZmqTransport:
     def _connect(self, pid: int, addr: str, key: bytes) -> None:
         d = self.ctx.socket(zmq.DEALER)
         d.setsockopt(zmq.LINGER, 0)
-        d.setsockopt(zmq.IDENTITY, f"node-{self.id}".encode())
         d.setsockopt(zmq.SNDHWM, PEER_HWM)
         d.setsockopt(zmq.IMMEDIATE, 1)
         if self.cluster_id:
@@ -115,6 +134,7 @@ class ZmqTransport:
             security.client_socket(d, self.keys.own, key)
             self._monitors[pid] = d.get_monitor_socket(_HANDSHAKE_FAILED | int(zmq.EVENT_HANDSHAKE_SUCCEEDED))
         d.connect(f"tcp://{addr}")
+        self._dialled[pid] = self._now
         self.dealers[pid] = d
         self.peer_addrs[pid] = addr
         self._peer_keys[pid] = key
@@ -129,8 +149,24 @@ class ZmqTransport:
         d.close(linger=0)
         self.dealers_changed = True
 
+    _now = 0.0
+    """The time of the last ``redial`` call (the loop's clock; the transport reads none of its own)."""
+
     def redial(self, now: float) -> None:
-        """Dial again the peers that refused our handshake, after a delay (called on every tick)."""
+        """Dial again the peers that refused our handshake, after a delay, and those we keep sending to and have
+        not heard from for ``silence_s`` (called on every tick)."""
+        self._now = now
+        for pid in list(self.dealers):
+            sent, heard = self._sent.get(pid, 0.0), self._heard.get(pid, 0.0)
+            since = max(heard, self._dialled.get(pid, 0.0))
+            if sent > since and now - since > self.silence_s and pid not in self._redial:
+                self.silent_redials += 1
+                self.limiter.warn(f"silent_{pid}", "node=%d event=peer_silent peer=%d address=%s: nothing heard for "
+                                  "%.1f s while sending to it; dialling again", self.id, pid,
+                                  self.peer_addrs.get(pid, "?"), now - since)
+                addr, key = self.peer_addrs[pid], self._peer_keys[pid]
+                self._disconnect(pid)
+                self._connect(pid, addr, key)
         for pid, mon in list(self._monitors.items()):
             while True:
                 try:
@@ -169,6 +205,8 @@ class ZmqTransport:
             self._disconnect(pid)
             del self.peer_addrs[pid]
             self._redial.pop(pid, None)
+            for d in (self._heard, self._sent, self._dialled, self._routes):
+                d.pop(pid, None)
             log.info("node=%d event=peer_removed peer=%d", self.id, pid)
         for pid, m in members.items():
             if pid == self.id or self.peer_addrs.get(pid) == m.address:
@@ -202,6 +240,10 @@ class ZmqTransport:
                 frame = router.recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            if identity[:1] == b"\xff":
+                self.refused("reserved_identity", "node=%d event=bad_message error=a connection chose a routing id "
+                             "reserved for this node's own (%r)", self.id, identity[:16])
+                continue
             if frame.more:
                 parts = 2
                 while frame.more:
@@ -236,6 +278,11 @@ class ZmqTransport:
                              "dropped (a node of another cluster reached this one)", self.id, msg.src,
                              theirs[:64], cluster)
                 continue
+            if kind in PEER_KINDS:
+                src = msg.src
+                self._heard[src] = self._now
+                if self._routes.get(src) != identity and (secure or src in self.peer_addrs or len(self._routes) < 64):
+                    self._routes[src] = identity  # with keys, src is the key's node (checked above)
             yield kind, msg, identity
 
     def incoming_back(self, ready: Any, most: int) -> Iterator[tuple[str, Any, bytes]]:
@@ -271,6 +318,7 @@ class ZmqTransport:
                     self.refused("impersonation", "node=%d event=bad_message error=a %s on node %d's connection",
                                  self.id, kind, pid)
                     continue
+                self._heard[pid] = self._now
                 yield kind, msg, b""
 
     def send_client(self, peer: int, payload: bytes) -> bool:
@@ -297,6 +345,7 @@ class ZmqTransport:
         if d is None:
             self._send_back(m.dst, codec.encode_raft(m, self._packed))
             return
+        self._sent[m.dst] = self._now
         try:
             d.send(codec.encode_raft(m, self._packed), _NOBLOCK)
         except zmq.Again:
@@ -305,8 +354,11 @@ class ZmqTransport:
     def _send_back(self, peer: int, payload: bytes) -> None:
         """To a node outside our configuration (a leader of one we have not seen yet, while we wait to be added
         or lag behind): answer over the connection it opened to us, if it did."""
+        route = self._routes.get(peer)
+        if route is None:
+            return  # it never reached us: nothing to answer over
         try:
-            self.router.send(f"node-{peer}".encode(), _NOBLOCK_MORE)
+            self.router.send(route, _NOBLOCK_MORE)
             self.router.send(payload, _NOBLOCK)
         except zmq.ZMQError:
             pass
@@ -323,6 +375,7 @@ class ZmqTransport:
         if d is None:
             self._send_back(peer, payload)
             return True
+        self._sent[peer] = self._now
         try:
             d.send(payload, _NOBLOCK)
         except zmq.Again:
@@ -348,7 +401,7 @@ class ZmqTransport:
     def status(self) -> dict[str, Any]:
         return {"bad_frames": self.bad_frames, "secure": self.keys is not None, "cluster_id": self.cluster_id,
                 "refused_connections": self.zap.refused if self.zap is not None else 0,
-                "handshakes_refused": self.handshakes_refused}
+                "handshakes_refused": self.handshakes_refused, "silent_redials": self.silent_redials}
 
     def close(self) -> None:
         if self.zap is not None:
