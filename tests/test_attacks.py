@@ -365,3 +365,52 @@ def test_forged_read_confirmations_and_unanswerable_reads_hold_no_memory(cluster
         os.kill(cluster.node(ld).pid, signal.SIGCONT)
     healthy(cluster, before)
     assert term is not None
+
+
+def test_pipelined_large_gets_never_read_hold_the_nodes_memory_bounded(tmp_path: Path) -> None:
+    """10,000 pipelined GETs of a 1 MiB value on a connection that never reads: the node once made every reply at
+    once (1 GB of RSS at 1,000, and lost its leadership). Now it stops reading the connection and makes the replies
+    as the reader takes them: RSS stays under 200 MB on the leader and on a follower, the leader keeps leading,
+    other clients are served, and the replies that are read are right."""
+    import socket
+
+    import redis
+
+    from zraft import resp
+
+    c = launch.start(3, str(tmp_path / "d"), ports=launch.free_ports(3), resp_ports=launch.free_ports(3))
+    try:
+        ld = leader_id(c)
+        big = os.urandom(1 << 19) * 2
+        port = {n.id: int(n.resp.rpartition(":")[2]) for n in c.nodes}
+        redis.Redis(port=port[ld], protocol=2).set("big", big)
+        term = c.client().status(ld - 1)["term"]
+        for node in (ld, follower_of(c, ld)):
+            s = socket.create_connection(("127.0.0.1", port[node]))
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            try:
+                s.sendall(resp.command("GET", "big") * 10_000)
+                proc = psutil.Process(c.node(node).pid)
+                peak = 0
+                other = redis.Redis(port=port[node], protocol=2, socket_timeout=5)
+                end = time.monotonic() + 5  # watch the node for 5 s while the replies are not read
+                while time.monotonic() < end:
+                    peak = max(peak, proc.memory_info().rss)
+                    assert other.get("big") == big  # everyone else is served meanwhile
+                assert peak < 200 << 20, f"node {node} reached {peak >> 20} MiB"
+                s.settimeout(10)
+                want = b"$%d\r\n%b\r\n" % (len(big), big)
+                got = b""
+                while len(got) < 3 * len(want):
+                    chunk = s.recv(1 << 20)
+                    assert chunk, "the node closed the connection"
+                    got += chunk
+                assert got[:3 * len(want)] == want * 3
+            finally:
+                s.close()
+        with c.client() as cl:
+            st = cl.status(ld - 1)
+            assert st["role"] == "leader" and st["term"] == term
+    finally:
+        stop_cluster(c)
+

@@ -8,9 +8,12 @@ answers through ``Routing.answer``, which gives the answers for Redis connection
 reply is written when all of its requests are answered, and replies go out in the order the commands came.
 
 Bounds: ``MAX_CLIENTS`` connections (one more is told ``-ERR max number of clients reached`` and closed), commands
-bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read meanwhile), at most
-``MAX_OUT`` bytes of replies waiting for a slow reader (then it is closed), ``INPUT_BUDGET`` bytes of incomplete
-commands over all connections.
+bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read meanwhile),
+``INPUT_BUDGET`` bytes of incomplete commands over all connections. Replies: a connection with more than
+``OUT_CAP`` bytes of replies made and not yet taken by its reader is not read, and its reads' replies are not
+made until it takes them (from the store as it is then: still linearizable, and still after the writes the
+connection sent before them and before the ones after); one reply is at most ``MAX_REPLY`` bytes. So a reader that
+pipelines 10,000 GETs of a 1 MiB value and never reads costs the node about ``OUT_CAP``, not 10 GB.
 
 Commands: PING, ECHO, HELLO, SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS), CONFIG GET,
 INFO, DBSIZE, KEYS, SCAN, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR, INCRBY, DECRBY,
@@ -62,6 +65,11 @@ MAX_KEYS_STORE = 100_000
 """KEYS is refused on a store with more keys than this: it reads them all in one pass of the event loop (1.1 s at a
 million, time enough to lose leadership); SCAN reads a shard per call."""
 MAX_OUT = 64 << 20
+"""A connection with more than this waiting to be sent is closed (only writes' replies can get it there)."""
+OUT_CAP = 4 << 20
+"""Reply bytes made for a connection and not yet sent, past which it is not read and its reads wait unmade."""
+MAX_REPLY = 64 << 20
+"""The largest reply made (MGET, KEYS): a larger one is refused with an error."""
 INPUT_BUDGET = 256 << 20
 RECV_BYTES = 256 << 10
 TAG = b"\xffresp"
@@ -104,8 +112,8 @@ class Write:
 
 
 class Conn:
-    __slots__ = ("authed", "client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out", "parser",
-                 "queue", "r", "reads", "seq", "sock", "unfinished")
+    __slots__ = ("authed", "built", "client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out",
+                 "parser", "queue", "r", "reads", "seq", "sock", "unbuilt", "unfinished")
 
     def __init__(self, sock: socket.socket, num: int, authed: bool) -> None:
         self.sock = sock
@@ -130,6 +138,10 @@ class Conn:
         self.reads = 0
         """Read commands sent to the replica and not yet answered."""
         self.events = 0
+        self.built = 0
+        """Bytes of replies made and still in ``queue`` (not yet moved to ``out``)."""
+        self.unbuilt: deque[tuple[Pending, Callable[[kv.KVStore], bytes]]] = deque()
+        """Reads whose barrier was served while the connection had ``OUT_CAP`` unsent: made as it drains."""
         self.r = resp.RESP2
         """The reply encoders of the protocol the connection asked for (HELLO 3: RESP3); RESP2 until then."""
 
@@ -163,6 +175,8 @@ class RespServer:
         self.rejected = 0
         self.auth_failures = 0
         self.dirty: set[Conn] = set()
+        self.again: set[Conn] = set()
+        """Connections to flush in the next loop pass even if nothing happens on them (``flush``)."""
         self.forward = forward
         self.writes: dict[int, Write] = {}
         """Every write not yet answered for good, by request id (retried through elections and redirects)."""
@@ -189,7 +203,7 @@ class RespServer:
             self._watch(c)
 
     def _watch(self, c: Conn) -> None:
-        events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing else 0) | \
+        events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing and len(c.out) + c.built <= OUT_CAP else 0) | \
             (_OUT if c.out else 0)
         if events != c.events and self.poller is not None:
             if events:
@@ -247,21 +261,36 @@ class RespServer:
             self.replica.end_input()
             self.replica.process()
         self.waiting_resume = False
+        if self.again:
+            self.dirty |= self.again
+            self.again.clear()
         for c in self.dirty:
             if c.fd not in self.conns:
                 continue
             q = c.queue
-            while q and q[0].left == 0:
-                c.out += q.popleft().data
-            if c.out:
-                try:
-                    n = c.sock.send(c.out)
-                    del c.out[:n]
-                except BlockingIOError:
-                    pass
-                except OSError:
-                    self._close(c)
-                    continue
+            sent_all = True
+            for _ in range(16):  # send; make the reads held back while the reader was behind; send them; ...
+                while q and q[0].left == 0:
+                    data = q.popleft().data
+                    c.out += data
+                    c.built -= len(data)
+                if c.out:
+                    try:
+                        n = c.sock.send(c.out)
+                        del c.out[:n]
+                    except BlockingIOError:
+                        pass
+                    except OSError:
+                        self._close(c)
+                        sent_all = False
+                        break
+                if not c.unbuilt or c.out:
+                    break  # all made, or the socket is full: POLLOUT brings us back
+                self._make_held(c)
+            else:
+                self.again.add(c)  # a fast reader of many held reads: more in the next loop pass
+            if not sent_all:
+                continue
             if c.closing and not c.queue and not c.out:
                 self._close(c)
                 continue
@@ -381,6 +410,7 @@ class RespServer:
 
     def _immediate(self, c: Conn, data: bytes) -> None:
         c.queue.append(Pending(0, None, data))
+        c.built += len(data)
 
     def _native(self, c: Conn, reqs: list[dict[str, Any]], finish: Finish) -> None:
         """Hand requests to the replica; ``finish(answers)`` makes the reply once all are answered."""
@@ -479,24 +509,45 @@ class RespServer:
                 except Exception as e:
                     self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
                     p.data = resp.error("ERR internal error")
+                c.built += len(p.data)
                 self.dirty.add(c)
 
     def _serve_reads(self, readers: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]],
                      barrier: dict[str, Any]) -> None:
-        """The read barrier is served (or failed): answer every read that waited for it, from the store as it is."""
+        """The read barrier is served (or failed): answer every read that waited for it, from the store as it is --
+        but for a connection whose reader is ``OUT_CAP`` behind: its reads are made as it catches up
+        (``_make_held``)."""
         failed = _failure(barrier, False)
-        data = self.replica.kv
         for c, p, make in readers:
-            try:
-                p.data = failed or make(data)
-            except Exception as e:
-                self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
-                p.data = resp.error("ERR internal error")
-            p.left = 0
-            c.reads -= 1
-            if c.deferred and not c.reads:
-                self.waiting_resume = True
             self.dirty.add(c)
+            if failed is None and (c.unbuilt or len(c.out) + c.built > OUT_CAP):
+                c.unbuilt.append((p, make))
+                continue
+            self._make(c, p, make, failed)
+
+    def _make(self, c: Conn, p: Pending, make: Callable[[kv.KVStore], bytes], failed: bytes | None = None) -> None:
+        try:
+            p.data = failed or make(self.replica.kv)
+        except Exception as e:
+            self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+            p.data = resp.error("ERR internal error")
+        if len(p.data) > MAX_REPLY:
+            p.data = resp.error(f"ERR the reply would be {len(p.data)} bytes; zraft sends at most {MAX_REPLY}")
+        c.built += len(p.data)
+        p.left = 0
+        c.reads -= 1  # only now may the connection's later writes go (they must not change what this read sees)
+        if c.deferred and not c.reads:
+            self.waiting_resume = True
+
+    def _make_held(self, c: Conn) -> bool:
+        """Make held-back reads of ``c`` (from the store as it is now: its reads index is long served, and nothing
+        the connection sent after them has run) until ``OUT_CAP`` is reached; True if any was made."""
+        made = False
+        while c.unbuilt and len(c.out) + c.built <= OUT_CAP:
+            p, make = c.unbuilt.popleft()
+            self._make(c, p, make)
+            made = True
+        return made
 
     def _execute(self, c: Conn, args: list[bytes]) -> None:
         name = args[0].upper()
@@ -724,7 +775,12 @@ def _get(s: RespServer, c: Conn, a: list[bytes]) -> None:
 def _mget(s: RespServer, c: Conn, a: list[bytes]) -> None:
     keys = a[1:]  # all read at one moment (one read barrier): an MSET is seen whole or not at all
     bulks = c.r.bulks
-    _whole_store(s, c, lambda data: bulks([data.get(k) for k in keys]))
+
+    def make(data: kv.KVStore) -> bytes:
+        values = [data.get(k) for k in keys]
+        return _too_large(sum(len(v) for v in values if v is not None)) or bulks(values)
+
+    _whole_store(s, c, make)
 
 
 def _exists(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -748,6 +804,13 @@ def _whole_store(s: RespServer, c: Conn, make: Callable[[kv.KVStore], bytes]) ->
     s.barrier_reads.append((c, p, make))
 
 
+def _too_large(size: int) -> bytes | None:
+    """The error for a reply of ``size`` bytes of values, if it is past ``MAX_REPLY`` (checked before it is made)."""
+    if size <= MAX_REPLY:
+        return None
+    return resp.error(f"ERR the reply would hold {size} bytes; zraft sends at most {MAX_REPLY} in one reply")
+
+
 def _dbsize(s: RespServer, c: Conn, a: list[bytes]) -> None:
     _whole_store(s, c, lambda data: resp.integer(len(data)))
 
@@ -760,9 +823,9 @@ def _keys(s: RespServer, c: Conn, a: list[bytes]) -> None:
         if n > MAX_KEYS_STORE:
             return resp.error(f"ERR KEYS would read all {n} keys in one step of this node's event loop (it does for at "
                               f"most {MAX_KEYS_STORE}): use SCAN")
-        if pattern == b"*":
-            return resp.bulks(list(data))
-        return resp.bulks([k for k in data if fnmatch.fnmatchcase(k, pattern)])
+        keys: list[bytes | None] = list(data) if pattern == b"*" else \
+            [k for k in data if fnmatch.fnmatchcase(k, pattern)]
+        return _too_large(sum(len(k or b"") for k in keys)) or resp.bulks(keys)
 
     _whole_store(s, c, make)
 
