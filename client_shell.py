@@ -42,7 +42,8 @@ HELP = """commands:
   members        voters and learners              transfer N   make node N the leader
   add N          start node N, add it, promote it remove N     remove node N, stop it
   add N HOST:PORT [KEYFILE]  add node N, started by hand with --join, and promote it
-  backup FILE    write a backup of every key and client session to FILE (restore: launcher.py --restore FILE)
+  backup FILE    write a backup of every key and client session to FILE (restore: launcher.py --restore FILE);
+                 a FILE that is a symbolic link is refused unless given as backup --follow-symlink FILE
   help           this text                        quit         leave (or Ctrl-D)"""
 
 
@@ -99,9 +100,12 @@ class Shell:
         if cmd == "members":
             return self._members()
         if cmd == "backup":
-            self._arity(cmd, args, 1, "FILE")
+            follow = bool(args) and args[0] == "--follow-symlink"
+            if follow:
+                args = args[1:]
+            self._arity(cmd, args, 1, "[--follow-symlink] FILE")
             t0 = time.monotonic()
-            info = self.client.backup(args[0], timeout=max(self.client.deadline, 600.0))
+            info = self.client.backup(args[0], timeout=max(self.client.deadline, 600.0), follow_symlink=follow)
             source = self.client.nodes[self.client.answered_by]
             return f"backup {args[0]}: {info.describe()}; from {source} in {time.monotonic() - t0:.2f} s"
         if cmd == "add" and len(args) in (2, 3):

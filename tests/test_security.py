@@ -16,7 +16,7 @@ import zmq
 from clusterutil import leader_id, wait_until
 
 from zraft import launch
-from zraft.client import Client, Unavailable
+from zraft.client import Client, Unavailable, ZraftError
 from zraft.core import Message, MsgType
 from zraft.security import ClientKeys, KeyPair, KeysError, client_socket, create_keypair, load_keypair, load_public
 from zraft.transport import codec
@@ -180,6 +180,36 @@ def test_a_client_key_cannot_take_a_nodes_route(cluster: launch.Cluster) -> None
                 caught_up = functools.partial(_reached, cl, n.id, int(st["commit"]))  # type: ignore[call-overload]
                 wait_until(caught_up, timeout=1.0, what=f"node {n.id} to reach the leader's commit index")
     assert i >= 20
+
+
+def test_a_backup_never_writes_through_a_link_or_a_file_made_in_advance(cluster: launch.Cluster,
+                                                                          tmp_path: Path) -> None:
+    """``backup FILE`` once opened ``FILE.part`` without O_EXCL/O_NOFOLLOW: a symlink planted there had its target
+    overwritten with the snapshot, and a ``.part`` made in advance by another user (mode 0666) kept its owner and
+    mode and became the backup, every value readable. Now the temporary file is mkstemp's (a fresh name, 0600),
+    and a FILE that is a symbolic link is refused unless the caller asks to follow it."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "b.zbak"
+    planted = tmp_path / "b.zbak.part"
+    planted.symlink_to(victim)
+    early = tmp_path / "other.zbak.part"
+    early.write_bytes(b"")
+    early.chmod(0o666)
+    with cluster.client() as cl:
+        info = cl.backup(str(out))
+        assert info.keys >= 1 and stat.S_IMODE(out.stat().st_mode) == 0o600 and not out.is_symlink()
+        assert victim.read_bytes() == b"precious" and planted.is_symlink()
+        cl.backup(str(tmp_path / "other.zbak"))
+        assert stat.S_IMODE((tmp_path / "other.zbak").stat().st_mode) == 0o600 and early.read_bytes() == b""
+        link = tmp_path / "link.zbak"
+        link.symlink_to(victim)
+        with pytest.raises(ZraftError, match="is a symbolic link"):
+            cl.backup(str(link))
+        assert victim.read_bytes() == b"precious"
+        cl.backup(str(link), follow_symlink=True)  # asked for: the link's target is replaced
+        assert link.is_symlink() and victim.read_bytes()[:8] != b"precious"
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".part") and n not in (planted.name, early.name)]
 
 
 def test_a_client_key_added_while_the_cluster_runs_is_accepted(cluster: launch.Cluster, tmp_path: Path) -> None:

@@ -316,16 +316,28 @@ class Client:
         self._call({"op": "transfer", "node": node}, write=False)
         self.leader = None  # found again (the new leader) by the next request
 
-    def backup(self, path: str, timeout: float = 600.0) -> BackupInfo:
+    def backup(self, path: str, timeout: float = 600.0, follow_symlink: bool = False) -> BackupInfo:
         """Write a backup of the whole cluster to ``path`` and return what it holds.
 
         The leader confirms its leadership as for a linearizable read, so the backup holds every write
         acknowledged before this call; it takes a snapshot at least that new (or uses its newest), and this client
         reads the snapshot's file from it in chunks of ``codec.MAX_BACKUP_CHUNK``, ``BACKUP_WINDOW`` at a time,
-        into ``path + ".part"``, fsyncs it, verifies its checksum over every byte and renames it into place. A
-        damaged or incomplete download never takes the name ``path``. Raises ``Unavailable`` if the cluster did
-        not serve it within ``timeout`` seconds, ``ZraftError`` if the file it sent is bad."""
+        into a new temporary file beside ``path`` (made by ``tempfile.mkstemp``: a name nobody else chose, mode
+        0600, never a link planted in advance), fsyncs it, verifies its checksum over every byte and renames it into
+        place. A damaged or incomplete download never takes the name ``path``. A ``path`` that is a symbolic link is
+        refused unless ``follow_symlink`` (then the link's target is replaced). Raises ``Unavailable`` if the
+        cluster did not serve it within ``timeout`` seconds, ``ZraftError`` if the file it sent is bad."""
+        import tempfile
+
         from zraft import backup as backups
+
+        if os.path.islink(path):
+            if not follow_symlink:
+                raise ZraftError(f"{path} is a symbolic link (to {os.readlink(path)}): give the file's own path, or "
+                                 "ask to follow the link")
+            path = os.path.realpath(path)
+        if os.path.isdir(path):
+            raise ZraftError(f"{path} is a directory: give the backup file's name")
 
         end = time.monotonic() + timeout
         r = self._call({"op": "backup"}, write=False, attempt_timeout=5.0, deadline=timeout)
@@ -333,8 +345,8 @@ class Client:
         index, term, size = r.get("index"), r.get("term"), r.get("size")
         if type(index) is not int or type(term) is not int or type(size) is not int:
             raise ZraftError(f"node {self.nodes[node]} answered the backup request without index, term and size")
-        tmp = path + ".part"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part",
+                                   dir=os.path.dirname(os.path.abspath(path)))
         try:
             self._download(node, index, term, size, fd, end)
             os.fsync(fd)
