@@ -294,3 +294,28 @@ def test_a_flood_of_idle_connections_holds_bounded_threads_and_passes(five: Laun
         except (OSError, urllib.error.URLError):
             assert time.monotonic() < end
             time.sleep(0.2)
+
+
+def test_a_request_for_another_host_name_is_refused(five: Launcher) -> None:
+    """DNS rebinding: a page of evil.example whose name was made to resolve to 127.0.0.1 reaches the port, but its
+    requests say ``Host: evil.example``. They are refused (421); requests for the dashboard's own address or a
+    loopback name are served."""
+    import http.client
+
+    def get(host: str) -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", five.web, timeout=10)
+        try:
+            conn.putrequest("GET", "/state", skip_host=True)
+            conn.putheader("Host", host)
+            conn.endheaders()
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    for bad in ("evil.example", f"evil.example:{five.web}", "127.0.0.1.nip.io", f"localhost:{five.web + 1}"):
+        status, body = get(bad)
+        assert status == 421 and b"Host header" in body, (bad, status)
+    for good in (f"127.0.0.1:{five.web}", f"localhost:{five.web}", "127.0.0.1"):
+        status, body = get(good)
+        assert status == 200 and "nodes" in json.loads(body), (good, status)

@@ -121,3 +121,44 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         busy.close()
     assert r.returncode == 2
     assert f"cannot serve metrics at 127.0.0.1:{port}" in r.stderr
+
+
+def test_half_sent_requests_hold_bounded_threads_and_time_out(mcluster: launch.Cluster) -> None:
+    """300 connections that each send half a request once made the node start 304 threads. Now at most
+    ``MAX_CONNECTIONS`` are served at once, each dropped after ``SILENT_S`` of silence, and scrapes work again."""
+    import socket
+    import time
+
+    import psutil
+
+    from zraft.metrics import MAX_CONNECTIONS, SILENT_S
+
+    node = mcluster.nodes[0]
+    host, _, port = node.metrics.rpartition(":")
+    proc = psutil.Process(node.pid)
+    before = proc.num_threads()
+    socks = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection((host, int(port)), timeout=5)
+            s.sendall(b"GET /metr")
+            socks.append(s)
+        end = time.monotonic() + 1.0  # never more threads than the bound while they are accepted
+        while time.monotonic() < end:
+            assert proc.num_threads() <= before + MAX_CONNECTIONS + 2
+        first = socks[0]
+        first.settimeout(SILENT_S + 10)
+        t0 = time.monotonic()
+        assert first.recv(100) == b""  # dropped by the node after its silence, not held forever
+        assert time.monotonic() - t0 <= SILENT_S + 5
+    finally:
+        for s in socks:
+            s.close()
+
+    def scraped() -> bool:
+        try:
+            return bool(scrape(mcluster, node.id))
+        except OSError:
+            return False
+
+    wait_until(scraped, timeout=SILENT_S + 10, what="a scrape to be served again")

@@ -23,13 +23,14 @@ import secrets
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import psutil
 
 from zraft import chaos
 from zraft.client import Client, RequestRefused, ZraftError
+from zraft.httpserve import BoundedServer, host_allowed
 from zraft.launch import Cluster
 
 log = logging.getLogger("zraft.dashboard")
@@ -69,7 +70,7 @@ class Dashboard:
         class Handler(_Handler):
             dashboard = dash
 
-        self.server = _BoundedServer((host, port), Handler)
+        self.server = BoundedServer((host, port), Handler, MAX_CONNECTIONS)
         self.server.daemon_threads = True
         self.url = f"http://{host}:{self.server.server_address[1]}/?token={self.token}"
         self._threads = [threading.Thread(target=self.server.serve_forever, name="zraft-web", daemon=True),
@@ -266,34 +267,6 @@ class Dashboard:
             return True
 
 
-class _BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``MAX_CONNECTIONS`` of them: a flood of connections gets closed, not
-    served by ever more threads."""
-
-    daemon_threads = True
-    request_queue_size = 128  # the listen backlog: a burst of connections is accepted (and refused) quickly
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-
 def _process_state(pid: int) -> str:
     try:
         st = psutil.Process(pid).status()
@@ -329,7 +302,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, status: int, doc: Any) -> None:
         self._send(status, json.dumps(doc).encode(), "application/json")
 
+    def _host_ok(self) -> bool:
+        """DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 must not read the state."""
+        addr: Any = self.server.server_address
+        if host_allowed(self.headers.get("Host"), str(addr[0]), int(addr[1])):
+            return True
+        self._json(HTTPStatus.MISDIRECTED_REQUEST, {"ok": False, "error": "this dashboard answers only requests "
+                                                    "for its own address (the Host header names another)"})
+        return False
+
     def do_GET(self) -> None:
+        if not self._host_ok():
+            return
         path = self.path.split("?", 1)[0]
         if path in FILES:
             name, ctype = FILES[path]
@@ -366,6 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
             d.stream_slot(-1)
 
     def do_POST(self) -> None:
+        if not self._host_ok():
+            return
         d = self.dashboard
         if self.path.split("?", 1)[0] != "/action":
             self._json(HTTPStatus.NOT_FOUND, {"ok": False, "error": "not found"})

@@ -209,14 +209,34 @@ class Collector:
                       g.get("bad_frames", 0))
 
 
+MAX_CONNECTIONS = 16
+"""Scrapers served at once (a thread each); one more connection is closed at once."""
+SILENT_S = 10.0
+"""A connection that sends nothing (or half a request) for this long is dropped."""
+
+
 def serve(address: str, replica: Replica) -> Any:
     """Serve ``/metrics`` at ``address`` (HOST:PORT) from a thread; returns the server (``shutdown()`` stops
-    it). Raises OSError if the port cannot be bound."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    it). Raises OSError if the port cannot be bound. At most ``MAX_CONNECTIONS`` connections at once, each dropped
+    after ``SILENT_S`` of silence (300 half-sent requests once made 304 threads)."""
+    import threading
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import MetricsHandler
+
+    from zraft.httpserve import BoundedServer
 
     host, _, port = address.rpartition(":")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Collector(replica))
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+
+    class Handler(MetricsHandler.factory(registry)):  # type: ignore[misc]
+        timeout = SILENT_S
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = BoundedServer((host.strip("[]") or "127.0.0.1", int(port)), Handler, MAX_CONNECTIONS)
+    threading.Thread(target=server.serve_forever, name="zraft-metrics", daemon=True).start()
     log.info("node=%d event=metrics address=http://%s/metrics", replica.id, address)
     return server
