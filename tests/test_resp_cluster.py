@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import redis
-from clusterutil import leader_id, stop_cluster
+from clusterutil import leader_id, stop_cluster, wait_until
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
 from zraft import chaos, launch, resp, resp_server
@@ -488,3 +488,98 @@ def test_keys_is_refused_on_a_store_too_large_to_walk_in_one_step(cluster: launc
     with pytest.raises(redis.ResponseError, match=f"KEYS would read all {n} keys .* use SCAN"):
         r.keys("many:1*")
     assert r.ping() and r.scan(0, match="many:1*", count=100)[1]  # the connection and SCAN go on
+
+
+def _closed(s: socket.socket) -> bool:
+    """Whether the node closed ``s`` (what it sent before, e.g. a timeout error, is read and dropped)."""
+    try:
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return True
+    except (BlockingIOError, TimeoutError):
+        return False
+    except OSError:
+        return True
+
+
+def test_connections_that_hold_a_slot_for_nothing_are_closed(cluster: launch.Cluster) -> None:
+    """1,100 connections that sent ``*`` and stopped once held every slot 12 s later (new clients: max number of
+    clients reached). Now a connection holding half a command is closed after HALF_SENT_S of silence, and one
+    that sends no command within FIRST_COMMAND_S too; an authenticated client that is merely idle is kept."""
+    p = port(leader(cluster))
+    idle = socket.create_connection(("127.0.0.1", p))
+    idle.sendall(b"PING\r\n")
+    assert idle.recv(100) == b"+PONG\r\n"
+    began = time.monotonic()
+    half = [socket.create_connection(("127.0.0.1", p)) for _ in range(300)]
+    for s in half:
+        s.sendall(b"*")
+    mute = [socket.create_connection(("127.0.0.1", p)) for _ in range(20)]
+    for s in half + mute:
+        s.setblocking(False)
+    try:
+        assert redis.Redis(port=p, socket_timeout=10, protocol=2).ping() is True  # others are served meanwhile
+        wait_until(lambda: all(_closed(s) for s in half + mute), timeout=resp_server.HALF_SENT_S + 10,
+                   what="the node to close the connections that hold a slot for nothing")
+        assert time.monotonic() - began >= min(resp_server.HALF_SENT_S, resp_server.FIRST_COMMAND_S) - 1
+        idle.sendall(b"PING\r\n")  # idle longer than those limits, but it did send a command: kept
+        assert idle.recv(100) == b"+PONG\r\n"
+    finally:
+        for s in [idle, *half, *mute]:
+            s.close()
+
+
+def test_unauthenticated_connections_and_password_guessing_are_bounded(tmp_path: Path) -> None:
+    """With a password: connections that never authenticate keep at most MAX_UNAUTHED slots (one more closes the
+    oldest) and are closed after AUTH_S; wrong passwords close a connection after MAX_AUTH_FAILURES, and a source
+    address is refused unchecked once past its allowance, until it grows back."""
+    pw = tmp_path / "redis.pass"
+    pw.write_text("s3cret-words\n")
+    pw.chmod(0o600)
+    c = launch.start(1, str(tmp_path / "d"), ports=launch.free_ports(1), resp_ports=launch.free_ports(1),
+                     node_args=["--resp-password-file", str(pw)])
+    socks: list[socket.socket] = []
+    try:
+        p = port(c.nodes[0])
+        for _ in range(200):
+            s = socket.create_connection(("127.0.0.1", p))
+            s.setblocking(False)
+            socks.append(s)
+        good = redis.Redis(port=p, socket_timeout=10, password="s3cret-words", protocol=2)
+        assert good.set("k", "v") is True  # a real client is never crowded out
+        wait_until(lambda: sum(not _closed(s) for s in socks) <= resp_server.MAX_UNAUTHED, what="the oldest closed")
+        wait_until(lambda: all(_closed(s) for s in socks), timeout=resp_server.AUTH_S + 10,
+                   what="the unauthenticated connections closed")
+        assert good.get("k") == b"v"
+        wrong = resp.command("AUTH", "guess") * 10
+        assert raw(p, wrong) == b"-WRONGPASS invalid username-password pair or user is disabled.\r\n" * \
+            resp_server.MAX_AUTH_FAILURES + b"<closed>"
+        t0 = time.monotonic()
+        guessers = [socket.create_connection(("127.0.0.1", p), timeout=5) for _ in range(10)]
+        for g in guessers:  # 40 guesses at once from one address, then the right password at once
+            g.sendall(resp.command("AUTH", "guess") * 4)
+        right = socket.create_connection(("127.0.0.1", p), timeout=5)
+        right.sendall(resp.command("AUTH", "s3cret-words"))
+        answers = b""
+        for g in guessers:
+            got = b""
+            while got.count(b"\r\n") < 4:
+                got += g.recv(4096)
+            answers += got
+            g.close()
+        allowed = resp_server.AUTH_BURST + resp_server.AUTH_PER_S * (time.monotonic() - t0) + 1
+        assert b"too many wrong passwords" in answers and answers.count(b"WRONGPASS") <= allowed, answers[:300]
+        assert b"too many wrong passwords" in right.recv(4096)  # refused unchecked, even the right one
+        right.close()
+
+        def allowed_again() -> bool:
+            return raw(p, resp.command("AUTH", "s3cret-words") + resp.command("GET", "k"), wait=2) == \
+                b"+OK\r\n$1\r\nv\r\n"
+
+        wait_until(allowed_again, timeout=10, what="the address's allowance to grow back")
+    finally:
+        for s in socks:
+            s.close()
+        stop_cluster(c)
+

@@ -70,6 +70,21 @@ OUT_CAP = 4 << 20
 """Reply bytes made for a connection and not yet sent, past which it is not read and its reads wait unmade."""
 MAX_REPLY = 64 << 20
 """The largest reply made (MGET, KEYS): a larger one is refused with an error."""
+FIRST_COMMAND_S = 10.0
+"""A connection that has not sent a whole command this long after it was accepted is closed."""
+HALF_SENT_S = 10.0
+"""A connection holding part of a command that sends nothing more for this long is closed (``*`` and silence)."""
+MAX_UNAUTHED = 64
+"""Connections not yet authenticated (with a password) at once: one more closes the oldest of them (a real client
+sends AUTH at once), so they never take more than these slots from authenticated ones."""
+AUTH_S = 10.0
+"""A connection that has not authenticated this long after it was accepted is closed (with a password)."""
+MAX_AUTH_FAILURES = 5
+"""Wrong passwords on one connection before it is closed."""
+AUTH_BURST = 20
+AUTH_PER_S = 5.0
+"""Wrong passwords from one source address: ``AUTH_BURST`` at once, then ``AUTH_PER_S`` a second; past that an AUTH
+from the address is refused unchecked (even a right password) until its allowance grows back."""
 INPUT_BUDGET = 256 << 20
 RECV_BYTES = 256 << 10
 TAG = b"\xffresp"
@@ -112,11 +127,20 @@ class Write:
 
 
 class Conn:
-    __slots__ = ("authed", "built", "client", "closing", "deferred", "events", "fd", "ident", "name", "num", "out",
-                 "parser", "queue", "r", "reads", "seq", "sock", "unbuilt", "unfinished")
+    __slots__ = ("auth_failures", "authed", "built", "client", "closing", "deferred", "events", "fd", "ident",
+                 "last_rx", "name", "num", "out", "parser", "peer", "queue", "r", "reads", "seq", "since", "sock",
+                 "started", "unbuilt", "unfinished")
 
-    def __init__(self, sock: socket.socket, num: int, authed: bool) -> None:
+    def __init__(self, sock: socket.socket, num: int, authed: bool, peer: str = "", now: float = 0.0) -> None:
         self.sock = sock
+        self.peer = peer
+        """The source address (the host, without the port)."""
+        self.since = now
+        self.last_rx = now
+        """When bytes last arrived (or reading resumed)."""
+        self.started = False
+        """A whole command has arrived."""
+        self.auth_failures = 0
         self.authed = authed
         """False until AUTH (or HELLO ... AUTH) gave the password, when the server has one."""
         self.fd = sock.fileno()
@@ -174,6 +198,12 @@ class RespServer:
         self.commands = 0
         self.rejected = 0
         self.auth_failures = 0
+        self.unauthed: dict[int, Conn] = {}
+        """Connections open and not yet authenticated (with a password), oldest first."""
+        self.auth_allowance: dict[str, tuple[float, float]] = {}
+        """Source address -> (wrong passwords it may still try, when that was reckoned)."""
+        self.timed_out = 0
+        self._next_sweep = 0.0
         self.dirty: set[Conn] = set()
         self.again: set[Conn] = set()
         """Connections to flush in the next loop pass even if nothing happens on them (``flush``)."""
@@ -205,6 +235,8 @@ class RespServer:
     def _watch(self, c: Conn) -> None:
         events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing and len(c.out) + c.built <= OUT_CAP else 0) | \
             (_OUT if c.out else 0)
+        if events & _IN and not c.events & _IN:
+            c.last_rx = time.monotonic()  # reading again: its silence counts from now
         if events != c.events and self.poller is not None:
             if events:
                 self.poller.register(c.fd, events)  # registers or modifies
@@ -326,6 +358,12 @@ class RespServer:
                     self.limiter.warn("accept", "event=resp_accept_failed error=%s", e)
                     return
                 raise
+            if self.password is not None and len(self.unauthed) >= MAX_UNAUTHED:
+                oldest = next(iter(self.unauthed.values()))
+                self.timed_out += 1
+                self.limiter.warn("unauthed", "event=resp_unauthenticated_evicted fd=%d peer=%s: %d connections "
+                                  "waiting to authenticate; the oldest closed", oldest.fd, oldest.peer, MAX_UNAUTHED)
+                self._close(oldest)
             if len(self.conns) >= self.max_clients:
                 self.rejected += 1
                 try:
@@ -337,7 +375,13 @@ class RespServer:
                 continue
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            c = Conn(sock, next(self._nums), self.password is None)
+            try:
+                peer = str(sock.getpeername()[0])
+            except OSError:
+                peer = ""
+            c = Conn(sock, next(self._nums), self.password is None, peer, time.monotonic())
+            if not c.authed:
+                self.unauthed[c.fd] = c
             self.conns[c.fd] = c
             self.by_ident[c.ident] = c
             self._watch(c)
@@ -347,6 +391,8 @@ class RespServer:
             return
         del self.conns[c.fd]
         del self.by_ident[c.ident]
+        if not c.authed:
+            del self.unauthed[c.fd]
         if self.poller is not None and c.events:
             self.poller.unregister(c.fd)
         c.events = 0
@@ -367,6 +413,7 @@ class RespServer:
         if not data:
             self._close(c)
             return
+        c.last_rx = time.monotonic()
         try:
             commands = c.parser.feed(data)
         except resp.RespError as e:
@@ -378,6 +425,8 @@ class RespServer:
             self.limiter.warn("budget", "event=resp_input_budget fd=%d: closed", c.fd)
             self._close(c)
             return
+        if commands:
+            c.started = True
         for args in commands:
             if c.closing:
                 break
@@ -458,9 +507,38 @@ class RespServer:
             w.target = -1
             w.due = now + RETRY_S  # no leader known yet: ask again shortly
 
+    def _sweep(self, now: float) -> None:
+        """Close the connections that hold a slot and do nothing with it: no whole command ``FIRST_COMMAND_S`` after
+        they came, part of one and silence for ``HALF_SENT_S``, no AUTH within ``AUTH_S`` (with a password). An
+        authenticated connection that is merely idle is kept (Redis's ``timeout 0``)."""
+        for c in list(self.conns.values()):
+            reading = bool(c.events & _IN)
+            why = ""
+            if not c.authed and now - c.since > AUTH_S:
+                why = "did not authenticate"
+            elif reading and not c.started and now - c.since > FIRST_COMMAND_S:
+                why = "sent no command"
+            elif reading and c.parser.pending and now - c.last_rx > HALF_SENT_S:
+                why = "sent part of a command, then nothing"
+            if why:
+                self.timed_out += 1
+                self.limiter.warn("timeout", "event=resp_timeout fd=%d peer=%s: %s; closed", c.fd, c.peer, why)
+                try:
+                    c.sock.send(resp.error(f"ERR timeout: this connection {why} in time"))
+                except OSError:
+                    pass
+                self._close(c)
+        if len(self.auth_allowance) > 10_000:  # forget the addresses whose allowance is whole again
+            self.auth_allowance = {a: v for a, v in self.auth_allowance.items()
+                                   if v[0] + (now - v[1]) * AUTH_PER_S < AUTH_BURST}
+
     def tick(self, now: float) -> None:
         """Retries: writes whose leader was unknown or changed, forwarded ones unanswered for ``RESEND_S``, and the
-        ones past their deadline answered with an error."""
+        ones past their deadline answered with an error. Once a second, connections that hold a slot for nothing
+        are closed (``_sweep``)."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep(now)
         for rid, w in list(self.writes.items()):
             if now >= w.deadline:
                 self.on_replies(b"", [{"id": rid, "ok": False, "error": Err.NO_LEADER,
@@ -639,20 +717,37 @@ def _auth(s: RespServer, c: Conn, a: list[bytes]) -> None:
         s._immediate(c, resp.error("ERR AUTH <password> called without any password configured for the default "
                                    "user. Are you sure your configuration is correct?"))
         return
-    s._immediate(c, resp.OK if _check(s, c, a[1] if len(a) == 3 else b"default", a[-1]) else _WRONGPASS)
+    s._immediate(c, _check(s, c, a[1] if len(a) == 3 else b"default", a[-1]) or resp.OK)
 
 
 _WRONGPASS = resp.error("WRONGPASS invalid username-password pair or user is disabled.")
 
 
-def _check(s: RespServer, c: Conn, user: bytes, password: bytes) -> bool:
+def _check(s: RespServer, c: Conn, user: bytes, password: bytes) -> bytes | None:
+    """None if ``user`` and ``password`` are right (the connection is then authenticated), else the error to answer.
+    Wrong passwords are rate-limited: ``MAX_AUTH_FAILURES`` close the connection, and a source address past its
+    allowance (``AUTH_BURST``, ``AUTH_PER_S``) is refused unchecked until the allowance grows back."""
     assert s.password is not None
-    ok = user == b"default" and hmac.compare_digest(password, s.password)
-    if not ok:
-        s.auth_failures += 1
-        s.limiter.warn("auth", "event=resp_auth_failed fd=%d (a wrong password)", c.fd)
-    c.authed = c.authed or ok
-    return ok
+    now = time.monotonic()
+    left, then = s.auth_allowance.get(c.peer, (float(AUTH_BURST), now))
+    left = min(float(AUTH_BURST), left + (now - then) * AUTH_PER_S)
+    if left < 1.0:
+        s.auth_allowance[c.peer] = (left, now)
+        s.limiter.warn("auth_limited", "event=resp_auth_limited peer=%s: too many wrong passwords; refused unchecked",
+                       c.peer)
+        return resp.error("ERR too many wrong passwords from this address; try again in a few seconds")
+    if user == b"default" and hmac.compare_digest(password, s.password):
+        if not c.authed:
+            c.authed = True
+            del s.unauthed[c.fd]
+        return None
+    s.auth_allowance[c.peer] = (left - 1.0, now)
+    s.auth_failures += 1
+    c.auth_failures += 1
+    s.limiter.warn("auth", "event=resp_auth_failed fd=%d peer=%s (a wrong password)", c.fd, c.peer)
+    if c.auth_failures >= MAX_AUTH_FAILURES:
+        c.closing = True  # closed once this answer is sent
+    return _WRONGPASS
 
 
 def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
@@ -660,8 +755,9 @@ def _hello(s: RespServer, c: Conn, a: list[bytes]) -> None:
     while i < len(a):  # HELLO protover [AUTH username password] [SETNAME clientname]
         opt = a[i].upper()
         if opt == b"AUTH" and i + 2 < len(a):
-            if s.password is None or not _check(s, c, a[i + 1], a[i + 2]):
-                s._immediate(c, _WRONGPASS)
+            bad = _WRONGPASS if s.password is None else _check(s, c, a[i + 1], a[i + 2])
+            if bad is not None:
+                s._immediate(c, bad)
                 return
             i += 3
         elif opt == b"SETNAME" and i + 1 < len(a):
