@@ -144,6 +144,25 @@ def test_paused_leader_is_replaced_and_steps_down_on_resume(cluster: launch.Clus
         assert cl.get(b"a") == b"2"
 
 
+def test_a_peer_that_stays_silent_is_dialled_again_and_the_link_works_after(cluster: launch.Cluster) -> None:
+    """A link that carries nothing back (here a paused follower; a half-dead connection or a network fault look the
+    same from the leader's side) is dialled again after about two election timeouts of silence, counted in
+    ``silent_redials``; once the follower answers again, the new connection carries the log to it."""
+    ld = leader_id(cluster)
+    f = next(n.id for n in cluster.nodes if n.id != ld)
+    with cluster.client(deadline=20) as cl:
+        before = int(cl.status(ld - 1)["silent_redials"])
+        chaos.pause(cluster, f)
+        try:
+            wait_until(lambda: int(cl.status(ld - 1)["silent_redials"]) > before, timeout=15,
+                       what="the leader to dial the silent follower again")
+            cl.put(b"while-silent", b"1")
+        finally:
+            chaos.resume(cluster, f)
+        commit = int(cl.status(ld - 1)["commit"])
+        wait_until(lambda: int(cl.status(f - 1)["commit"]) >= commit, what="the follower to catch up")
+
+
 def test_all_nodes_killed_and_restarted_lose_nothing(cluster: launch.Cluster) -> None:
     with cluster.client() as cl:
         for i in range(30):

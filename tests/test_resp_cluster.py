@@ -176,7 +176,7 @@ def test_redis_cli_one_shot_and_piped(cluster: launch.Cluster) -> None:
     assert out.stdout.split("\n")[:4] == ["7", "one,two", "1", "PONG"], out
 
 
-@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is not installed")
+@pytest.mark.skipif(shutil.which("redis-benchmark") is None, reason="redis-benchmark is not installed (redis-tools)")
 def test_redis_benchmark_runs_to_the_end(cluster: launch.Cluster) -> None:
     """The issue's command: set, get and incr run; lpush (no lists in zraft) is reported as an error, no hang."""
     p = str(port(follower(cluster)))  # through a follower: writes forwarded to the leader
