@@ -296,33 +296,21 @@ class RespServer:
         if self.again:
             self.dirty |= self.again
             self.again.clear()
+        conns = self.conns
         for c in self.dirty:
-            if c.fd not in self.conns:
+            if c.fd not in conns:
                 continue
-            q = c.queue
-            sent_all = True
-            for _ in range(16):  # send; make the reads held back while the reader was behind; send them; ...
-                while q and q[0].left == 0:
-                    data = q.popleft().data
-                    c.out += data
-                    c.built -= len(data)
-                if c.out:
-                    try:
-                        n = c.sock.send(c.out)
-                        del c.out[:n]
-                    except BlockingIOError:
-                        pass
-                    except OSError:
-                        self._close(c)
-                        sent_all = False
-                        break
-                if not c.unbuilt or c.out:
-                    break  # all made, or the socket is full: POLLOUT brings us back
-                self._make_held(c)
-            else:
-                self.again.add(c)  # a fast reader of many held reads: more in the next loop pass
-            if not sent_all:
+            if not self._send(c):
                 continue
+            if c.unbuilt and not c.out:  # the reader caught up with the reads held back for it
+                for _ in range(16):
+                    self._make_held(c)
+                    if not self._send(c) or not c.unbuilt or c.out:
+                        break  # closed, all made, or the socket is full: POLLOUT brings us back
+                else:
+                    self.again.add(c)  # a fast reader of many held reads: more in the next loop pass
+                if c.fd not in conns:
+                    continue
             if c.closing and not c.queue and not c.out:
                 self._close(c)
                 continue
@@ -332,6 +320,25 @@ class RespServer:
                 continue
             self._watch(c)
         self.dirty.clear()
+
+    def _send(self, c: Conn) -> bool:
+        """Move the replies that are made, in order, to ``c.out`` and send what the socket takes; False if the
+        connection broke (it is closed)."""
+        q = c.queue
+        while q and q[0].left == 0:
+            data = q.popleft().data
+            c.out += data
+            c.built -= len(data)
+        if c.out:
+            try:
+                n = c.sock.send(c.out)
+                del c.out[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(c)
+                return False
+        return True
 
     def _forward(self) -> None:
         assert self.forward is not None
@@ -596,12 +603,27 @@ class RespServer:
         but for a connection whose reader is ``OUT_CAP`` behind: its reads are made as it catches up
         (``_make_held``)."""
         failed = _failure(barrier, False)
+        store = self.replica.kv
+        dirty = self.dirty
         for c, p, make in readers:
-            self.dirty.add(c)
+            dirty.add(c)
             if failed is None and (c.unbuilt or len(c.out) + c.built > OUT_CAP):
                 c.unbuilt.append((p, make))
                 continue
-            self._make(c, p, make, failed)
+            # ``_make``, inline: this runs for every GET.
+            try:
+                data = failed or make(store)
+            except Exception as e:
+                self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+                data = resp.error("ERR internal error")
+            if len(data) > MAX_REPLY:
+                data = resp.error(f"ERR the reply would be {len(data)} bytes; zraft sends at most {MAX_REPLY}")
+            p.data = data
+            c.built += len(data)
+            p.left = 0
+            c.reads -= 1
+            if c.deferred and not c.reads:
+                self.waiting_resume = True
 
     def _make(self, c: Conn, p: Pending, make: Callable[[kv.KVStore], bytes], failed: bytes | None = None) -> None:
         try:
