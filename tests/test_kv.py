@@ -365,3 +365,24 @@ def test_snapshots_stay_in_format_3_until_a_result_is_kept() -> None:
     up = msgpack.Unpacker()
     up.feed(t.snapshot())
     assert next(up)[0] == 4
+
+
+@pytest.mark.parametrize("window", [64, 65, 100, 512])
+def test_the_oldest_unacknowledged_answer_survives_every_trim(window: int) -> None:
+    """Issue 32: a trim that dropped the answer of seq == ack (the oldest request the client has not seen
+    answered) survived the suite and 2,800 seeds, because no client kept 64+ requests in flight. After every write
+    of a client with ``window`` in flight, a retry of its oldest unanswered request is answered from the session,
+    never applied again."""
+    from zraft import kv
+
+    s = KVStore()
+    i = 0
+    applied = 0
+    for q in range(1, 3000):
+        ack = max(1, q - window + 1)
+        i += 1
+        assert s.apply(i, kv.encode_command(kv.APPEND, 7, q, ack, b"k", b"x")) == (7, q, kv.OK)
+        applied += 1
+        i += 1  # the client times out on its oldest and sends it again
+        assert s.apply(i, kv.encode_command(kv.APPEND, 7, ack, ack, b"k", b"x")) == (7, ack, kv.OK)
+        assert len(s.get(b"k") or b"") == applied, f"the retry of seq {ack} (= ack) was applied again"
