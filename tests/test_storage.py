@@ -152,6 +152,22 @@ def test_installed_snapshot_replaces_a_divergent_log() -> None:
     assert loaded(r.snapshot) == snap and r.entries == ents(21, 23, term=3)
 
 
+def test_a_snapshot_whose_term_differs_at_its_index_drops_the_stale_suffix() -> None:
+    """Issue 32: Raft §7 keeps the entries after a snapshot only if the log has the snapshot's last entry (same
+    index *and term*). A leader's snapshot at index 5 of term 3, on a follower whose entries 1-8 are all of term 1:
+    entries 6-8 are from a deposed leader and must not reappear after a restart (one survived the suite)."""
+    disk = FaultDisk()
+    s = reopen(disk)
+    s.save(HardState(1, 0, 3), ents(1, 8))
+    snap = Snapshot(5, 3, CFG, b"leader state at 5")
+    s.save(HardState(3, 0, 5), [], snapshot=snap)
+    r = reopen(disk).recovered
+    assert loaded(r.snapshot) == snap and r.entries == [], [e.index for e in r.entries]
+    s = reopen(disk)
+    s.save(None, ents(6, 7, term=3))  # the leader's entries after it follow as usual
+    assert reopen(disk).recovered.entries == ents(6, 7, term=3)
+
+
 def test_snapshot_inside_the_log_keeps_the_suffix() -> None:
     disk = FaultDisk()
     s = reopen(disk)
