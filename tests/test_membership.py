@@ -419,3 +419,30 @@ def test_a_membership_context_that_does_not_decode_is_refused() -> None:
     for bad in (b"\xc1", b"\x91\x93\x00\xa3h:1\xa0", b"\x91\x93\x04\xa4nope\xa0", b"\x81\x01\x02"):
         with pytest.raises(ValueError):
             members.decode(bad)
+
+
+def test_an_installed_snapshot_forgets_the_configurations_of_the_log_it_replaced() -> None:
+    """Issue 32: a follower whose log held a configuration entry from a deposed leader (adding learner 4, never
+    committed) installs a snapshot that replaces that log. The discarded entry's configuration must be gone: not
+    in force, and not in the node's own next snapshot (a restart from it would come up with the wrong members).
+    The bug (the old configuration list kept) survived the suite and 2,800 seeds."""
+    from zraft.core import Entry, EntryKind
+
+    f = node(2, (1, 2, 3))
+    stale = ClusterConfig((1, 2, 3), (4,))
+    f.step(Message(MsgType.APPEND, 1, 2, 1, 0, 0, [Entry(1, 1, EntryKind.NOOP, b""),
+                                                   Entry(2, 1, EntryKind.CONFIG, stale.encode())], 0))
+    f.ready()
+    assert f.config == stale  # in force once appended (diss. §4.1), not committed
+    cfg = ClusterConfig((1, 2, 3))
+    f.step(Message(MsgType.SNAPSHOT, 3, 2, 2, snapshot=Snapshot(5, 2, cfg, b"state at 5")))
+    f.ready()
+    assert f.config == cfg and f.config_at(5) == cfg
+    f.step(Message(MsgType.APPEND, 3, 2, 2, 2, 5, [Entry(6, 2, EntryKind.NORMAL, b"x"),
+                                                   Entry(7, 2, EntryKind.NORMAL, b"y")], 7))
+    for _ in range(3):  # persisted, then applied
+        f.ready()
+    assert f.log.applied == 7
+    snap = f.make_snapshot(7, b"state at 7")
+    assert snap.config == cfg, f"the node's own snapshot records a discarded configuration: {snap.config}"
+    assert f.config_at(7) == cfg and f.pending_config_index <= 5
