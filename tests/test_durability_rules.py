@@ -1,7 +1,9 @@
 """What must be durable before a node says it (Raft, Figure 2: "Updated on stable storage before responding to RPCs"),
-checked on the production replica with the simulator's fault disk: at the moment a message leaves, a crash must not
-be able to take back what it promises. Named after a bug that survived the suite and 2,800 simulator seeds (issue
-32): a vote sent before it was durable, so that after a crash the node voted again in the same term (two leaders).
+and what must never move backwards on disk, checked on the production replica with the simulator's fault disk: at
+the moment a message leaves, a crash must not be able to take back what it promises. Named after bugs that survived
+the suite and 2,800 simulator seeds (issue 32): a vote sent before it was durable (after a crash the node voted
+again in the same term: two leaders), and a local snapshot saved after a newer one was installed (the snapshot
+marker moved backwards).
 """
 
 from __future__ import annotations
@@ -86,3 +88,50 @@ def test_an_append_is_durable_before_it_is_acknowledged() -> None:
     assert [m.index for m, _ in acks] == [2]
     rec = acks[0][1]  # what a crash as the acknowledgement left would keep
     assert [e.index for e in rec.entries] == [1, 2] and rec.hard_state is not None and rec.hard_state.term == 5
+
+
+def test_a_local_snapshot_that_finishes_after_a_newer_one_was_installed_is_dropped(tmp_path: Any) -> None:
+    """Issue 32: a node starts its own snapshot (at index 20); before it is written, the leader's snapshot at index
+    40 is installed; then the local one finishes. Saving it would move the snapshot marker backwards: a restart
+    would recover the older snapshot before newer entries. It must be dropped (a bug that did this survived)."""
+    from zraft import kv
+    from zraft.core import Entry, EntryKind, Snapshot
+    from zraft.storage import OsDisk
+    from zraft.storage import snapshots as snapfiles
+
+    disk = FaultDisk(9)
+    t = CrashAtSend(disk, "/node-2")
+    storage = Storage(t.path, disk=disk, background_prealloc=False)
+    cfg = ClusterConfig((1, 2, 3))
+    rep = Replica(2, cfg, storage, t, lambda: 0.0, random.Random(2), Options(election_ticks=10, heartbeat_ticks=1),
+                  Settings(snapshot_every=5, threads=False, snapshot_pieces=1))
+    rep.start()
+    ents = [Entry(i, 1, EntryKind.NORMAL, kv.encode_command(kv.PUT, 9, i, 1, b"k%d" % i, b"v")) for i in range(1, 21)]
+    rep.receive("raft", Message(MsgType.APPEND, 1, 2, 1, 0, 0, ents, 20), b"node-1")
+    for _ in range(3):
+        rep.end_input()
+        rep.process()
+    assert rep.kv.applied == 20 and rep.snap_job is not None and not rep.snap_job.done()  # under way, not written
+    leader = kv.KVStore()
+    for i in range(1, 41):
+        leader.apply(i, kv.encode_command(kv.PUT, 9, i, 1, b"k%d" % i, b"w"))
+    written = snapfiles.write(OsDisk(), str(tmp_path), Snapshot(40, 1, cfg, leader.snapshot()))
+    assert isinstance(written.data, snapfiles.SnapshotFile)
+    with open(written.data.path, "rb") as f:
+        file = f.read()
+    rep.receive("snap_chunk", codec.SnapChunk(1, 2, 1, 40, 1, len(file), 0, file), b"node-1")
+    for _ in range(3):
+        rep.end_input()
+        rep.process()
+    assert rep.raft.snapshot_index == 40 and rep.kv.applied == 40
+    for _ in range(10_000):  # the local job goes on and finishes
+        if rep.snap_job is None:
+            break
+        rep.work()
+        rep.process()
+    assert rep.snap_job is None and rep.raft.snapshot_index == 40
+    after = copy.deepcopy(disk)
+    after.on_sync = None
+    after.crash("lose")
+    rec = Storage(t.path, disk=after, background_prealloc=False).recovered
+    assert rec.snapshot is not None and rec.snapshot.index == 40, f"the marker moved back to {rec.snapshot}"
