@@ -153,14 +153,20 @@ def test_a_client_key_cannot_take_a_nodes_route(cluster: launch.Cluster) -> None
     followers = [n for n in cluster.nodes if n.id != ld]
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        for _ in range(2):
+        for attempt in range(2):
             socks = [dealer(ctx, n.address, keys.own, keys.servers[n.address], identity=b"node-%d" % ld)
                      for n in followers]
             for s in socks:
                 s.send(codec.encode_client({"op": "status", "id": 3}))
             for s in socks:
-                assert s.poll(5000)  # a client: it is answered as one
-                assert codec.decode_reply(s.recv())["ok"]
+                # The first round is answered as a client. The second may not be: a routing id still in use (the
+                # first round's connection, until the node sees it closed) is never handed to a newcomer, whose
+                # frames are ignored meanwhile -- which is the point.
+                if attempt == 0:
+                    assert s.poll(5000)
+                    assert codec.decode_reply(s.recv())["ok"]
+                elif s.poll(1000):
+                    assert codec.decode_reply(s.recv())["ok"]
             for s in socks:
                 s.close(linger=0)
     finally:
