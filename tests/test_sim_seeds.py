@@ -84,3 +84,12 @@ def test_seed_9103965_elects_a_leader_after_healing() -> None:
     every vote request reset the up-to-date nodes' election timers, so no one who could win ever stood."""
     r = run_seed(9103965, nodes=7, profile="partitions")
     assert r.ok, r.error
+
+
+def test_a_client_with_many_appends_in_flight_gets_each_applied_once() -> None:
+    """``--pipeline``: a client keeping 64 appends in flight in one session (ack = its oldest unanswered one, so the
+    session trims answers while retries of the oldest come and go), in a calm seed: every acknowledged append is
+    in the final values once, and the history is linearizable."""
+    r = run_seed(3, nodes=3, profile="calm", pipeline=64)
+    assert r.ok, r.error
+    assert r.window == 64 and r.pipelined >= 200

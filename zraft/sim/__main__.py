@@ -35,12 +35,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="snapshot and compact every N applied entries, 0 for never (default: chosen by each seed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per CPU)")
+    p.add_argument("--pipeline", type=int, default=0, metavar="N",
+                   help="with --seed: also run a client keeping N appends in flight in one session (default: none)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"
 
     if a.seed is not None:
-        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership)
+        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership, pipeline=a.pipeline)
         print(f"seed {r.seed}: {r.nodes} production replicas, profile {r.profile}, {r.steps} steps, {r.faults} "
               f"faults ({r.crashes} crashes), {r.messages} messages; {r.sessions} client sessions, {r.writes_ok} "
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "

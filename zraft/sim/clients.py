@@ -137,3 +137,137 @@ class SimClient:
             self.history.append(check.Op(self.number, "get", key, None, r.get("value"), self._call, ret))
         if not self.stopped:
             self.c.at(self.rng.uniform(5, 60), self._next)
+
+
+class SimPipeClient:
+    """A client with ``window`` appends in flight in one session, as ``Client.closed_loop`` and the Redis server's
+    pipelines keep them: ``ack`` is its lowest unanswered sequence number, so the session trims the answers below
+    it while retries of the oldest ones come and go -- what exactly-once must survive with 64 or more in flight.
+    Each request is retried like ``SimClient``'s; one whose outcome is unknown ends the session once the others
+    are answered (a new one starts)."""
+
+    def __init__(self, cluster: SimCluster, number: int, rng: random.Random, keys: tuple[str, ...],
+                 history: list[check.Op], window: int, budget: int) -> None:
+        self.c = cluster
+        self.number = number
+        self.rng = rng
+        self.keys = keys
+        self.history = history
+        self.window = window
+        self.budget = budget
+        """Appends to issue in all (bounds what a seed costs)."""
+        self.identity = f"pipe-{number}".encode()
+        cluster.clients[self.identity] = self.on_reply
+        self.nodes = sorted(cluster.nodes)
+        self.leader: int | None = None
+        self.stopped = False
+        self.sessions = 0
+        self.issued = 0
+        self.acked = 0
+        self._rid = 0
+        self.inflight: dict[int, dict[str, Any]] = {}
+        """Request id -> {"req", "seq", "call", "attempt"}."""
+        self.poisoned = False
+        self._last_ack = 0
+        self._new_session()
+
+    def _new_session(self) -> None:
+        self.client_id = self.rng.randrange(1, 1 << 62)
+        self.seq = 0
+        self.sessions += 1
+        self.poisoned = False
+        self._last_ack = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.inflight)
+
+    def start(self, delay: float) -> None:
+        self.c.at(delay, self._fill)
+
+    def _fill(self) -> None:
+        while (not self.stopped and not self.poisoned and len(self.inflight) < self.window
+               and self.issued < self.budget):
+            self._issue()
+
+    def _issue(self) -> None:
+        self._rid += 1
+        self.seq += 1
+        self.issued += 1
+        rid = self._rid
+        ack = min([st["seq"] for st in self.inflight.values()] + [self.seq])
+        req = {"op": "append", "id": rid, "key": self.rng.choice(self.keys).encode(),
+               "value": f"p{self.number}-{self.issued};".encode(), "client": self.client_id, "seq": self.seq,
+               "ack": ack}
+        self.inflight[rid] = {"req": req, "seq": self.seq, "call": self.c.now, "attempt": 0}
+        self._send(rid)
+        if ack > self._last_ack:
+            self._last_ack = ack
+            oldest = next((r for r, st in self.inflight.items() if st["seq"] == ack), None)
+            if oldest is not None and oldest != rid and self.rng.random() < 0.5:
+                # A retry of the oldest request (its answer lost, say) right behind the request that moved ack
+                # to it: the session may have just trimmed the answers below ack, and must still know this one.
+                self.c.send_to_node(self.identity, self.leader if self.leader is not None else
+                                    self.rng.choice(self.nodes), self.inflight[oldest]["req"])
+
+    def _send(self, rid: int) -> None:
+        st = self.inflight.get(rid)
+        if st is None:
+            return
+        target = self.leader if self.leader is not None else self.rng.choice(self.nodes)
+        st["attempt"] += 1
+        attempt = st["attempt"]
+        self.c.send_to_node(self.identity, target, st["req"])
+        self.c.at(ATTEMPT_MS, lambda: self._timeout(rid, attempt))
+
+    def _timeout(self, rid: int, attempt: int) -> None:
+        st = self.inflight.get(rid)
+        if st is None or st["attempt"] != attempt:
+            return
+        self.leader = None
+        self._retry(rid)
+
+    def _retry(self, rid: int, at_once: bool = False) -> None:
+        st = self.inflight.get(rid)
+        if st is None:
+            return
+        if self.c.now - st["call"] >= DEADLINE_MS:
+            self._finish(rid, unknown=True)
+            return
+        if at_once:
+            self._send(rid)
+            return
+        st["attempt"] += 1  # no answer to the old attempt is awaited any more
+        self.c.at(self.rng.uniform(*BACKOFF_MS), lambda: self._send(rid))
+
+    def on_reply(self, node: int, r: dict[str, Any]) -> None:
+        rid = r.get("id")
+        if rid not in self.inflight:
+            return  # answered already (a duplicate, or an answer to an earlier attempt)
+        if r["ok"]:
+            self.leader = node
+            self._finish(rid, unknown=False)
+            return
+        err = r.get("error", "")
+        if err in (Err.TOO_LARGE, Err.BAD_REQUEST, Err.BAD_COMMAND):
+            raise Violation(f"pipelined client {self.number}: a well-formed request was refused: {r}")
+        if err == Err.SESSION_EXPIRED:
+            self._finish(rid, unknown=True)
+            return
+        hint = r.get("leader", 0)
+        self.leader = hint if hint in self.c.nodes else None
+        self._retry(rid, at_once=err == Err.NOT_LEADER and self.leader is not None)
+
+    def _finish(self, rid: int, unknown: bool) -> None:
+        st = self.inflight.pop(rid)
+        req = st["req"]
+        self.history.append(check.Op(1000 + self.number, "append", req["key"].decode(), req["value"], None,
+                                     st["call"], None if unknown else self.c.now))
+        if unknown:
+            self.poisoned = True  # no new request in this session: its outcome can no longer be told apart
+        else:
+            self.acked += 1
+        if self.poisoned and not self.inflight:
+            self._new_session()
+        if not self.stopped:
+            self.c.at(self.rng.uniform(1, 5), self._fill)

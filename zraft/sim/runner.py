@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from zraft import check
 from zraft.core import Options
 
-from .clients import DEADLINE_MS, SimClient
+from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
@@ -49,6 +49,10 @@ class SeedResult:
     changes_done: dict[str, int] = field(default_factory=dict)
     """Those answered OK (committed; for a transfer: the target leads), by kind."""
     configs_committed: int = 0
+    window: int = 0
+    """Appends a pipelined client kept in flight (0: none in this seed)."""
+    pipelined: int = 0
+    """Appends of the pipelined client acknowledged."""
     error: str | None = None
     trace: list[str] = field(default_factory=list)
 
@@ -77,7 +81,9 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
-             compact_every: int | None = None, membership: bool | None = None) -> SeedResult:
+             compact_every: int | None = None, membership: bool | None = None, pipeline: int = 0) -> SeedResult:
+    """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; off
+    by default, and in the seeds the suite runs: it costs 10-100 times a seed's steps)."""
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -111,7 +117,12 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
-    clients: list[SimClient] = []
+    clients: list[SimClient | SimPipeClient] = []
+    if pipeline:  # from a generator of its own: the seed's other schedules are those it has without it
+        prng = random.Random(f"pipe-{seed}")
+        clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=pipeline + 200))
+        clients[-1].start(prng.uniform(0, 200))
+    res.window = pipeline
     try:
         _drive(c, rng, prof, duration_ms, history, clients, members)
         _check_history(c, history)
@@ -126,6 +137,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.reads_ok = sum(1 for o in history if o.kind == "get")
     res.unknown = sum(1 for o in history if o.ret is None)
     res.sessions = sum(cl.sessions for cl in clients)
+    res.pipelined = sum(cl.acked for cl in clients if isinstance(cl, SimPipeClient))
     live = [nd.replica for nd in c.nodes.values() if nd.replica is not None]
     res.snapshots = c.snapshots_taken + sum(r.snapshots_taken for r in live)
     res.installed = c.snapshots_installed + sum(r.snapshots_installed for r in live)
@@ -139,11 +151,11 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
 
 
 def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
-           clients: list[SimClient], membership: bool = False) -> None:
+           clients: list[SimClient | SimPipeClient], membership: bool = False) -> None:
     for number in range(rng.choice((2, 3, 5))):
-        cl = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
-        clients.append(cl)
-        cl.start(rng.uniform(0, 100))
+        sc = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
+        clients.append(sc)
+        sc.start(rng.uniform(0, 100))
 
     def expire() -> None:
         c.expire_clients(2000.0)
