@@ -26,6 +26,18 @@ DEADLINE_MS = 6000.0
 BACKOFF_MS = (20.0, 100.0)
 
 
+def _refused(c: SimCluster, who: str, r: dict[str, Any]) -> tuple[bool, int | None, bool]:
+    """What a client does with a refusal, as ``zraft.client.Client`` does: (the session expired: the outcome is
+    unknown; the leader to try next, if the answer named a node; try it at once). A well-formed request refused
+    as malformed or too large is a violation."""
+    err = r.get("error", "")
+    if err in (Err.TOO_LARGE, Err.BAD_REQUEST, Err.BAD_COMMAND):
+        raise Violation(f"{who}: a well-formed request was refused: {r}")
+    hint = r.get("leader", 0)
+    leader = hint if hint in c.nodes else None
+    return err == Err.SESSION_EXPIRED, leader, err == Err.NOT_LEADER and leader is not None
+
+
 class SimClient:
     def __init__(self, cluster: SimCluster, number: int, rng: random.Random, keys: tuple[str, ...],
                  history: list[check.Op]) -> None:
@@ -111,15 +123,12 @@ class SimClient:
             self.leader = node
             self._finish(r, unknown=False)
             return
-        err = r.get("error", "")
-        if err in (Err.TOO_LARGE, Err.BAD_REQUEST, Err.BAD_COMMAND):
-            raise Violation(f"client {self.number}: a well-formed request was refused: {r}")
-        if err == Err.SESSION_EXPIRED:
+        expired, leader, at_once = _refused(self.c, f"client {self.number}", r)
+        if expired:
             self._finish(None, unknown=True)
-            return
-        hint = r.get("leader", 0)
-        self.leader = hint if hint in self.c.nodes else None
-        self._retry(at_once=err == Err.NOT_LEADER and self.leader is not None)
+        else:
+            self.leader = leader
+            self._retry(at_once=at_once)
 
     def _finish(self, r: dict[str, Any] | None, unknown: bool) -> None:
         req = self._req
@@ -248,15 +257,12 @@ class SimPipeClient:
             self.leader = node
             self._finish(rid, unknown=False)
             return
-        err = r.get("error", "")
-        if err in (Err.TOO_LARGE, Err.BAD_REQUEST, Err.BAD_COMMAND):
-            raise Violation(f"pipelined client {self.number}: a well-formed request was refused: {r}")
-        if err == Err.SESSION_EXPIRED:
+        expired, leader, at_once = _refused(self.c, f"pipelined client {self.number}", r)
+        if expired:
             self._finish(rid, unknown=True)
-            return
-        hint = r.get("leader", 0)
-        self.leader = hint if hint in self.c.nodes else None
-        self._retry(rid, at_once=err == Err.NOT_LEADER and self.leader is not None)
+        else:
+            self.leader = leader
+            self._retry(rid, at_once=at_once)
 
     def _finish(self, rid: int, unknown: bool) -> None:
         st = self.inflight.pop(rid)
