@@ -168,6 +168,26 @@ def test_a_snapshot_whose_term_differs_at_its_index_drops_the_stale_suffix() -> 
     assert reopen(disk).recovered.entries == ents(6, 7, term=3)
 
 
+def test_a_stale_suffix_replaced_below_a_removed_segment_stays_replaced() -> None:
+    """Found by the simulator's recovery check (issue 32): a node wrote entries 1-18 (term 4), then, in the next
+    segment, 19 of a deposed leader (term 6); the new leader's 16-18 (term 8) replaced 16-19; a snapshot at 18
+    removed the first segment. Replaying what is left, 16-18 fall below the base the removed segment leaves, and
+    their truncation of 19 was skipped: entry 19 of term 6 came back after the snapshot of term 8."""
+    disk = FaultDisk()
+    s = reopen(disk, segment_bytes=300)
+    s.save(HardState(4, 0, 15), ents(1, 18, term=4))
+    s.save(HardState(6, 0, 15), ents(19, 19, term=6))  # in the second segment
+    s.save(HardState(8, 0, 18), ents(16, 18, term=8))
+    assert len(disk.listdir(f"{D}/log")) == 2
+    snap = Snapshot(18, 8, CFG, b"state at 18")
+    s.save_snapshot(snap)
+    while s.untidy:
+        s.tidy()
+    assert len(disk.listdir(f"{D}/log")) == 1  # the first segment (entries up to 18) is gone
+    r = reopen(disk).recovered
+    assert loaded(r.snapshot) == snap and r.entries == [], [(e.index, e.term) for e in r.entries]
+
+
 def test_snapshot_inside_the_log_keeps_the_suffix() -> None:
     disk = FaultDisk()
     s = reopen(disk)

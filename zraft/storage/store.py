@@ -80,11 +80,14 @@ class _Replay:
         """Consecutive entries as [index, term, kind, data]: the first replaces any entry at its index or above."""
         first = items[0][0]
         skip = self.base_index + 1 - first
-        if skip > 0:  # partly covered by the snapshot
+        if skip > 0:  # partly covered by the snapshot (or by a gap that a later snapshot marker must cover)
             items = items[skip:]
             first += skip
-        if not items:
-            return
+            if not items:
+                # Wholly below the base, yet it still replaced every entry after its first index: those of a
+                # deposed leader that a segment removed since had been followed by (found by the simulator).
+                self.entries = []
+                return
         if first > self.last + 1:
             # A gap: the entries before it were in segments deleted after a snapshot covered them. A later
             # snapshot marker must cover the gap, or the log is broken (checked at the end).
