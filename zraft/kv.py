@@ -257,6 +257,8 @@ class KVStore:
         """The result of the last command applied (``RESULT_OPS``; None for the others)."""
         self.results = False
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
+        self.trims = 0
+        """Times a session forgot the answers below its client's ack (a statistic; not in snapshots)."""
 
     def get(self, key: bytes) -> bytes | None:
         return self.shards[crc32(key) >> SHARD_SHIFT].get(key)
@@ -327,6 +329,7 @@ class KVStore:
                 stale = ack - next(iter(replies))
                 if stale >= 64 and 2 * stale >= len(replies):
                     replies = s.replies = {q: r for q, r in replies.items() if q >= ack}
+                    self.trims += 1
         if seq < s.ack:
             return client, seq, SESSION_EXPIRED  # the client already saw this reply; a stray duplicate
         cached = replies.get(seq)

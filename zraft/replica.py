@@ -78,6 +78,10 @@ SNAPSHOT_JITTER = 0.2
 node and per snapshot. The nodes of a cluster apply the same entries, so without it they all snapshot at the same
 index, at the same moment: on one machine, where they share the CPUs and the disk, a paced run's writes waited
 20-35 ms at each snapshot (1-2% of them, every 2.5 s at 40,000 writes/s)."""
+MAX_UNCOMMITTED = 65_536
+"""Entries a leader holds beyond its commit index at most (etcd's MaxUncommittedEntriesSize, by count): past it,
+writes are answered ``busy`` and the clients back off, so a leader that cannot commit (its followers cut off or
+slow, clients that keep retrying) does not grow its log without bound."""
 BACKUP_IDLE_S = 30.0
 """A backup's snapshot file stays open for reading this long after its last chunk was asked for."""
 MAX_BACKUPS = 4
@@ -137,6 +141,7 @@ class Settings:
     """A snapshot's file is fsynced by a thread and its serialization is bounded by real time per loop pass;
     False (the simulator): by the loop, ``snapshot_pieces`` pieces per pass, so that a replay is exact."""
     snapshot_pieces: int | None = None
+    max_uncommitted: int = MAX_UNCOMMITTED
 
 
 @dataclass(slots=True)
@@ -230,6 +235,8 @@ class Replica:
         self.snap_stats: dict[str, Any] = {}
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        self.installs_during_snapshot = 0
+        """Snapshots from the leader installed while this node was taking one of its own (whose result is dropped)."""
         self.stats = Stats()
         """Counters and histograms for ``zraft.metrics`` (plain ints: nothing but counting on the hot path)."""
         self.gauges: dict[str, int] = {}
@@ -487,7 +494,15 @@ class Replica:
         datas = []
         pending = self.pending_writes
         now = self.clock()
+        lg = self.raft.log
+        room = self.settings.max_uncommitted - (lg.last_index - lg.commit)
         for identity, req, batched in writes:
+            if room <= 0:
+                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.BUSY,
+                                       "message": f"the leader has {lg.last_index - lg.commit} uncommitted entries "
+                                                  f"(at most {self.settings.max_uncommitted}); retry after a backoff",
+                                       **self._leader_info()}, batched)
+                continue
             op = req["op"]
             key, value = req.get("key", b""), req.get("value", b"")
             kvop, flags = _OPS[op], 0
@@ -515,7 +530,12 @@ class Replica:
             if waiting is None:
                 pending[(client, seq)] = [w]
             else:
+                # A retry of a write this leader proposed and has not applied yet: its entry is in our log (a leader
+                # never drops its own entries, and stepping down forgets every pending write), so it is answered
+                # with the first one, and not logged again.
                 waiting.append(w)
+                continue
+            room -= 1
             datas.append(kv.encode_command(kvop, client, seq, req["ack"], key, value))
         if datas:
             self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
@@ -951,6 +971,7 @@ class Replica:
     def _install(self, snap: Snapshot) -> None:
         if self.snap_job is not None:
             self.snap_job.wait()  # its image is of the store being replaced; its result will be ignored
+            self.installs_during_snapshot += 1
         t0 = time.perf_counter()
         prepared, self._prepared = self._prepared, None
         self.kv = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) else restore(snap)

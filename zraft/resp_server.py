@@ -678,7 +678,7 @@ def _failure(r: dict[str, Any], write: bool) -> bytes | None:
         ld = r.get("leader", 0)
         where = f"node {ld} ({r.get('leader_addr', '')})" if ld else "not known yet"
         return resp.error(f"READONLY You can't write against a read only replica. (zraft: the leader is {where})")
-    if err in (Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER):
+    if err in (Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER, Err.BUSY):
         return resp.error(f"TRYAGAIN {r.get('message', err)}")
     if err == Err.TOO_LARGE:
         return resp.error(f"ERR string exceeds maximum allowed size ({r.get('message', '')})")
@@ -1142,7 +1142,7 @@ _COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None
 }
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
 _BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"PING", b"QUIT"))
-_RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER))
+_RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER, Err.BUSY))
 _READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN"))
 _WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
                      b"MSET"))

@@ -219,10 +219,11 @@ class Raft:
                 self.election_elapsed = 0
                 self._campaign(pre=self.opts.pre_vote)
 
-    def campaign(self) -> None:
-        """Start an election now (tests and tools). Only a voter campaigns."""
+    def campaign(self, pre_vote: bool | None = None) -> None:
+        """Start an election now (tests and tools). Only a voter campaigns. ``pre_vote=False`` skips the pre-vote
+        round, as a node does whose pre-vote round has just succeeded (the simulator's rival candidates)."""
         if self.role != Role.LEADER and self.id in self.config.voters:
-            self._campaign(pre=self.opts.pre_vote)
+            self._campaign(pre=self.opts.pre_vote if pre_vote is None else pre_vote)
 
     def propose(self, datas: Sequence[bytes]) -> int:
         """Append commands to the leader's log; returns the index of the first. Raises ``NotLeader``."""
