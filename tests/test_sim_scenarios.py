@@ -438,3 +438,48 @@ def test_the_nodes_snapshot_at_different_indices_each_within_its_range() -> None
         assert len(gaps) >= 5 and all(80 <= g <= 101 for g in gaps), points
     assert not set.intersection(*(set(p[1:]) for p in seen.values())), seen  # never all three at one index
     converge(c)
+
+
+# ---------------------------------------------------------------- uncommitted entries
+
+
+def test_a_leader_that_cannot_commit_refuses_writes_past_its_bound() -> None:
+    """A leader cut off from its followers (CheckQuorum off, so it keeps leading) holds at most ``max_uncommitted``
+    entries beyond its commit index; later writes are answered ``busy`` (the client backs off), and nothing more
+    is logged."""
+    from zraft.core import Options
+
+    c = SimCluster(3, seed=5, options=Options(election_ticks=10, heartbeat_ticks=2, check_quorum=False),
+                   max_uncommitted=8)
+    ld = elect(c)
+    c.isolate(ld)
+    r = c.nodes[ld].raft
+    assert r is not None
+    room = 8 - (r.log.last_index - r.log.commit)
+    taken = [c.client_write(1, ld, "k")[0] for _ in range(12)]
+    assert taken == [True] * room + [False] * (12 - room)
+    assert r.log.last_index - r.log.commit == 8
+    rep = c.nodes[ld].replica
+    assert rep is not None and rep.stats.responses.get("busy") == 12 - room
+
+
+def test_a_write_retried_while_its_first_copy_waits_is_logged_once() -> None:
+    """A retry of a write the leader has proposed and not yet applied (same client and seq) is not logged again:
+    it gets the first copy's answer when that commits."""
+    c = SimCluster(3, seed=6)
+    ld = elect(c)
+    rep = c.nodes[ld].replica
+    r = c.nodes[ld].raft
+    assert rep is not None and r is not None
+    answers: list[dict[str, object]] = []
+    c.clients[b"retrier"] = lambda node, reply: answers.append(reply)
+    last = r.log.last_index
+    req = {"op": "append", "id": 1, "key": b"k", "value": b"x;", "client": 77, "seq": 1, "ack": 1}
+    for rid in (1, 2, 3):
+        rep.receive("client", {**req, "id": rid}, b"retrier")
+    rep.end_input()
+    rep.process()
+    assert r.log.last_index == last + 1
+    assert c.run_until(lambda: len(answers) == 3, 3000)
+    assert all(a["ok"] for a in answers) and sorted(a["id"] for a in answers) == [1, 2, 3]
+    assert c.nodes[ld].kv is not None and c.nodes[ld].kv.get(b"k") == b"x;"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import os
 
+from zraft.sim.cluster import COVERAGE
 from zraft.sim.runner import PROFILES, pick, run_many, run_seed
 
 SEEDS = 2000
@@ -24,29 +25,32 @@ def test_seed_shapes_cover_every_size_and_profile() -> None:
 
 
 def test_many_seeds() -> None:
+    """The failure signal is the simulator's checks alone: Raft's safety properties at every step, what a restart
+    would recover, linearizability and exactly-once of the clients' histories, liveness after the heal. What is
+    asserted besides is reach: that the seeds got into every situation ``cluster.COVERAGE`` names (each needed by
+    a class of bugs that once escaped; tests/planted.py plants them) and ran the production paths."""
     failures = []
-    steps = faults = crashes = installed = snapshots = sessions = unknown = appends = configs = 0
+    crashes = installed = snapshots = sessions = unknown = configs = 0
+    reach: collections.Counter[str] = collections.Counter()  # situation -> seeds in which it happened
     changes: collections.Counter[str] = collections.Counter()  # kind -> seeds in which the leader accepted one
     for r in run_many(range(SEEDS), jobs=max(2, os.cpu_count() or 1)):
         configs += r.configs_committed
         changes.update(r.changes_done.keys())
-        steps += r.steps
-        faults += r.faults
+        reach.update(k for k, v in r.coverage.items() if v)
         crashes += r.crashes
         installed += r.installed
         snapshots += r.snapshots
         sessions += r.sessions
         unknown += r.unknown
-        appends += r.writes_ok
         if not r.ok:
             failures.append(f"seed {r.seed}: {r.error}\n  replay: {r.replay_command()}")
     assert not failures, "\n".join(failures[:10])
-    assert faults > SEEDS  # the fault mixes really injected faults
+    missing = {k: reach[k] for k in COVERAGE if reach[k] < 10}
+    assert not missing, f"situations reached in fewer than 10 of {SEEDS} seeds: {missing}"
     # The production paths ran: crashes and restarts from the disk, snapshots taken and installed by chunks,
-    # clients that lost answers and started new sessions, and tens of thousands of appends checked.
+    # clients that lost answers and started new sessions; membership changes of every kind, committed.
     assert crashes > SEEDS and snapshots > SEEDS and installed > SEEDS // 10
-    assert sessions > 2 * SEEDS and unknown > 0 and appends > 20 * SEEDS
-    # Membership changes ran during the faults in hundreds of seeds, of every kind, and committed.
+    assert sessions > 2 * SEEDS and unknown > 0
     assert all(changes[k] > SEEDS // 10 for k in ("add_learner", "promote", "remove", "transfer")), changes
     assert configs > SEEDS
 
@@ -92,4 +96,4 @@ def test_a_client_with_many_appends_in_flight_gets_each_applied_once() -> None:
     in the final values once, and the history is linearizable."""
     r = run_seed(3, nodes=3, profile="calm", pipeline=64)
     assert r.ok, r.error
-    assert r.window == 64 and r.pipelined >= 200
+    assert r.window == 64 and r.pipelined >= 200 and r.coverage["session_trims"] > 0

@@ -7,7 +7,8 @@ import os
 import sys
 import time
 
-from .runner import PROFILES, run_many, run_seed
+from .cluster import COVERAGE
+from .runner import PROFILES, SeedResult, run_many, run_seed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="snapshot and compact every N applied entries, 0 for never (default: chosen by each seed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="worker processes (default: one per CPU)")
-    p.add_argument("--pipeline", type=int, default=0, metavar="N",
-                   help="with --seed: also run a client keeping N appends in flight in one session (default: none)")
+    p.add_argument("--pipeline", type=int, metavar="N",
+                   help="with --seed: also run a client keeping N appends in flight in one session, 0 for none "
+                        "(default: chosen by the seed; about one seed in twelve has one)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"
@@ -50,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if r.membership:
             print(f"membership requests taken: {_changes(r.changes)}; answered OK: {_changes(r.changes_done)}; "
                   f"{r.configs_committed} configuration changes committed")
+        print(coverage_table([r]))
         if r.error:
             print("\n".join(r.trace))
             print(f"FAILED: {r.error}")
@@ -62,8 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0}
     changes: dict[str, int] = {}  # kind -> seeds in which the leader answered OK to at least one
     member_seeds = configs = 0
+    results: list[SeedResult] = []
     for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership):
         done += 1
+        results.append(SeedResult(r.seed, r.nodes, r.profile, coverage=r.coverage))
         total_steps += r.steps
         total_faults += r.faults
         for k, v in (("crashes", r.crashes), ("sessions", r.sessions), ("appends", r.writes_ok),
@@ -86,8 +91,20 @@ def main(argv: list[str] | None = None) -> int:
     if member_seeds:
         print(f"membership: {member_seeds} seeds changed it, {configs} configuration changes committed; seeds with "
               f"at least one done: {_changes(changes)}")
+    print(coverage_table(results))
     print(f"seeds={done} steps={total_steps} faults={total_faults} failures={failures} seconds={elapsed:.1f}")
     return 1 if failures else 0
+
+
+def coverage_table(results: list[SeedResult]) -> str:
+    """How often the seeds reached each situation the simulator aims at (``cluster.COVERAGE``), and in how many
+    seeds: a row at 0 is a class of bugs these seeds cannot find."""
+    lines = [f"{'times':>8} {'seeds':>6}  situation"]
+    for key, text in COVERAGE.items():
+        times = sum(r.coverage.get(key, 0) for r in results)
+        seeds = sum(1 for r in results if r.coverage.get(key, 0))
+        lines.append(f"{times:>8} {seeds:>6}  {text}")
+    return "\n".join(lines)
 
 
 def _changes(counts: dict[str, int]) -> str:

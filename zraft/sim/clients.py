@@ -33,6 +33,8 @@ def _refused(c: SimCluster, who: str, r: dict[str, Any]) -> tuple[bool, int | No
     err = r.get("error", "")
     if err in (Err.TOO_LARGE, Err.BAD_REQUEST, Err.BAD_COMMAND):
         raise Violation(f"{who}: a well-formed request was refused: {r}")
+    if err == Err.BUSY:
+        c.cov["busy_refusals"] += 1
     hint = r.get("leader", 0)
     leader = hint if hint in c.nodes else None
     return err == Err.SESSION_EXPIRED, leader, err == Err.NOT_LEADER and leader is not None
@@ -255,7 +257,15 @@ class SimPipeClient:
             return  # answered already (a duplicate, or an answer to an earlier attempt)
         if r["ok"]:
             self.leader = node
+            seq = self.inflight[rid]["seq"]
             self._finish(rid, unknown=False)
+            # Answers come in the order the writes were applied: an older write still unanswered was applied too,
+            # and its answer lost. Ask again now (once per attempt), not after the attempt's timeout; it must be
+            # answered from the session, whatever the session forgot meanwhile.
+            for older, st in list(self.inflight.items()):
+                if st["seq"] < seq and st.get("early") != st["attempt"]:
+                    self._send(older)
+                    st["early"] = st["attempt"]
             return
         expired, leader, at_once = _refused(self.c, f"pipelined client {self.number}", r)
         if expired:

@@ -12,6 +12,7 @@ seed replays the same trace.
 
 from __future__ import annotations
 
+import collections
 import functools
 import heapq
 import logging
@@ -34,12 +35,30 @@ from zraft.core import (
 )
 from zraft.kv import KVStore
 from zraft.replica import EARLY_TYPES, TICK_MS, Replica, Settings
-from zraft.storage import Storage
+from zraft.storage import Storage, records
 from zraft.storage.faultdisk import FaultDisk
+from zraft.storage.records import CorruptionError
 from zraft.transport import codec
 from zraft.transport.codec import Err, SnapAck, SnapChunk
 
-__all__ = ["EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
+__all__ = ["COVERAGE", "EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
+
+COVERAGE = {
+    "vote_crash_rival": "a node crashed before its vote was durable, and a rival then campaigned in that same term",
+    "leader_removed_self_cut": "a leader removed itself, then was cut off with new voters one short of a quorum",
+    "learner_only_contact": "a leader heard from learners but not from a quorum of voters for an election timeout",
+    "read_at_deposed_leader": "a leader cut off from its voters was asked for a read after a newer one took a write",
+    "promote_unheard": "a promotion asked for a learner that had not answered this leader",
+    "session_trims": "a session forgot the answers below its client's ack (pipelined clients)",
+    "install_during_local_snapshot": "a snapshot from the leader was installed while the node was taking its own",
+    "restart_after_compaction": "a node crashed just after a compaction removed its old files, and restarted",
+    "restart_after_install": "a node crashed just after installing a snapshot from the leader, and restarted",
+    "damage_detected": "a restart found a sealed log segment cut short, zero-filled or with a flipped bit",
+    "recovery_checks": "what a restart would recover checked against the node (after compactions and installs)",
+    "busy_refusals": "a leader refused proposals: too many uncommitted entries (clients back off)",
+}
+"""What a run counts (``SimCluster.cov``) to show that the seeds reached the situations the planted bugs of issue
+32 needed; ``python -m zraft.sim`` prints the table."""
 
 
 class Violation(AssertionError):
@@ -65,6 +84,10 @@ class NetConfig:
     does with its queue for a peer it cannot reach): old votes and answers arrive long after their term."""
 
 
+CONTACT_CHECK_MS = 100.0
+CONTACT_WINDOWS = 3
+"""With CheckQuorum, a leader that has heard from no quorum of its voters for this many election timeouts must
+have stepped down (it checks once per election timeout, so two are the most it can take)."""
 MAX_HELD = 5000
 """Most messages held on cut links at once (a peer's queue has a high-water mark too)."""
 SEGMENT_BYTES = 16 << 10
@@ -156,7 +179,8 @@ class DirectRequest:
 
 class SimCluster:
     def __init__(self, n: int, seed: int, net: NetConfig | None = None, options: Options | None = None,
-                 compact_every: int = 0, chunk_bytes: int = 4096, spares: int = 0) -> None:
+                 compact_every: int = 0, chunk_bytes: int = 4096, spares: int = 0,
+                 max_uncommitted: int = 4096) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.net = net or NetConfig()
@@ -164,17 +188,36 @@ class SimCluster:
                                           snapshot_timeout_ticks=20)
         self.config = ClusterConfig(tuple(range(1, n + 1)))
         self.settings = Settings(snapshot_every=compact_every or 1 << 62, snapshot_bytes=1 << 62,
-                                 chunk_bytes=chunk_bytes, threads=False, snapshot_pieces=1)
+                                 chunk_bytes=chunk_bytes, threads=False, snapshot_pieces=1,
+                                 max_uncommitted=max_uncommitted)
         self.addresses = {i: f"sim-node-{i}:7000" for i in range(1, n + spares + 1)}
         self.crash_after_vote = 0.0
         """Probability of crashing a node right after it grants a vote (it restarts a moment later)."""
         self.crash_points = False
-        """Crash nodes inside ready batches: before and after persisting them, and inside fsyncs."""
+        """Crash nodes inside ready batches: before and after persisting them, and inside fsyncs; right after
+        compactions and snapshot installs; and damage a copy of the disk at restarts (it must be detected)."""
+        self.segment_bytes = SEGMENT_BYTES
+        self.work_ms = 1.0
+        """Virtual time between the loop passes that write a snapshot (or free memory) a piece at a time: a slow
+        disk makes a local snapshot overlap what the network brings (an install from the leader)."""
+        self.cov: collections.Counter[str] = collections.Counter()
+        """How often each situation of ``COVERAGE`` happened."""
+        self.last_heard: dict[tuple[int, int], float] = {}
+        """(node, peer) -> when a message from the peer was last delivered to the node."""
+        self.lead_since: dict[int, float] = {}
+        """node -> when it last became leader."""
+        self._contact_reported: set[tuple[int, int]] = set()
+        self.config_entries: dict[int, ClusterConfig] = {}
+        """index -> the configuration a committed configuration entry there made."""
+        self._rival: tuple[int, int, int] | None = None
+        """(node, term, candidate) of a crash before a vote was durable, in the batch being carried out."""
         self.nodes = {i: SimNode(i, self.rng.getrandbits(32), self.config) for i in self.config.voters}
         self.now = 0.0
         self._seq = 0
         self._events: list[tuple[float, int, int, Any]] = []
         self.blocked: set[tuple[int, int]] = set()
+        self._link_last: dict[tuple[Any, ...], float] = {}
+        """link -> when the last message sent on it arrives (``_arrival``)."""
         self.held: list[tuple[int, int, bytes]] = []
         self.steps = 0
         self.messages_sent = 0
@@ -199,6 +242,8 @@ class SimCluster:
         self._next_id = 0
         self.acked: dict[str, list[str]] = {}  # key -> op ids acknowledged, in ack order
         self.acked_ops: set[str] = set()
+        self.last_direct_op = ""
+        """The op id of the last ``client_write``."""
         self.stats = {"writes_ok": 0, "writes_unknown": 0, "reads_ok": 0, "reads_failed": 0, "not_leader": 0}
         self.read_results: list[tuple[str, tuple[str, ...]]] = []
         self.membership: dict[str, int] = {}
@@ -221,6 +266,7 @@ class SimCluster:
         for i in range(n + 1, n + spares + 1):
             self.nodes[i] = SimNode(i, self.rng.getrandbits(32), ClusterConfig(()))
             self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
+        self.at(CONTACT_CHECK_MS, self._check_leader_contact)
 
     # ------------------------------------------------------------------ event machinery
 
@@ -281,22 +327,59 @@ class SimCluster:
     def _guard(self, node: SimNode, fn: Callable[[], Any]) -> None:
         """Run replica work; a ``Crash`` raised inside it crashes the node there. Afterwards, a snapshot being
         written gets its next slice a moment later (the loop's busy passes)."""
+        rep = node.replica
+        before = (rep.storage.untidy, rep.snapshots_installed, rep.installs_during_snapshot,
+                  rep.kv.trims, rep.snapshots_taken) if rep is not None else None
         try:
             fn()
         except Crash:
-            self.crash(node.id, restart_after=self.rng.uniform(20.0, 1500.0))
+            rival = self._rival
+            if rival is not None and rival[0] == node.id:
+                # Back at once (before any message can reach it), and a rival asks for its vote in the same term.
+                self.crash(node.id, restart_after=0.0)
+                self.at(0.0, lambda: self._campaign_rival(*rival))
+            else:
+                self.crash(node.id, restart_after=self.rng.uniform(20.0, 1500.0))
             return
+        finally:
+            self._rival = None
         rep = node.replica
+        if before is not None and rep is not None and node.up:
+            if rep.installs_during_snapshot > before[2]:
+                self.cov["install_during_local_snapshot"] += 1
+            if rep.kv is not None and rep.kv.trims > before[3]:
+                self.cov["session_trims"] += rep.kv.trims - before[3]
+            if (before[0] and not rep.storage.untidy) or rep.snapshots_installed > before[1] \
+                    or (rep.snapshots_taken > before[4] and rep.snapshots_installed):
+                # After a compaction, an install, and a snapshot of its own once it has installed one (its job may
+                # have raced the install; its configuration comes from what the install left).
+                self._check_recovery(node)
+            if self.crash_points:
+                # Restarts right where recovery has most to get right: just after a compaction removed the files
+                # a snapshot made unnecessary, and just after a snapshot from the leader replaced the log.
+                if before[0] and not rep.storage.untidy and self.rng.random() < 0.2:
+                    self.cov["restart_after_compaction"] += 1
+                    self.crash(node.id, restart_after=self.rng.uniform(1.0, 200.0))
+                    return
+                if rep.snapshots_installed > before[1] and self.rng.random() < 0.2:
+                    self.cov["restart_after_install"] += 1
+                    self.crash(node.id, restart_after=self.rng.uniform(1.0, 200.0))
+                    return
         if node.up and rep is not None and rep.busy():
-            self._schedule(self.now + 1.0, _WORK, (node.id, rep))
+            self._schedule(self.now + self.work_ms, _WORK, (node.id, rep))
 
     # ------------------------------------------------------------------ network
 
-    def _delay(self) -> float:
+    def _arrival(self, link: tuple[Any, ...]) -> float:
+        """When a message sent now on ``link`` arrives. A link delivers in order, as a ZeroMQ connection (one TCP
+        stream) does: a message never overtakes the one sent before it on the same link -- except a message the
+        network holds up (``long_delay``), which the messages after it overtake."""
         net, rng = self.net, self.rng
         if net.long_delay and rng.random() < net.long_delay:
-            return rng.uniform(net.max_delay, net.long_delay_max)
-        return rng.uniform(net.min_delay, net.max_delay)
+            return self.now + rng.uniform(net.max_delay, net.long_delay_max)
+        at = max(self.now + rng.uniform(net.min_delay, net.max_delay), self._link_last.get(link, 0.0))
+        self._link_last[link] = at
+        return at
 
     def send_peer(self, src: int, dst: int, payload: bytes) -> None:
         net, rng = self.net, self.rng
@@ -304,7 +387,7 @@ class SimCluster:
             return
         copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
         for _ in range(copies):
-            self._schedule(self.now + self._delay(), _DELIVER, (src, dst, payload))
+            self._schedule(self._arrival((src, dst)), _DELIVER, (src, dst, payload))
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
         if (src, dst) in self.blocked:
@@ -319,13 +402,14 @@ class SimCluster:
         kind, msg = codec.decode(payload)
         if msg.src != src:
             raise Violation(f"node {src} sent a message as node {msg.src}")
+        self.last_heard[(dst, src)] = self.now
         self._guard(node, functools.partial(_feed, rep, kind, msg, b"node-%d" % src))
 
     def send_to_node(self, client: bytes, node_id: int, req: dict[str, Any]) -> None:
         """A client's request, over the network (lost with the network's loss rate; never blocked)."""
         if self.net.drop and self.rng.random() < self.net.drop:
             return
-        self._schedule(self.now + self._delay(), _TO_NODE, (client, node_id, codec.encode_client(req)))
+        self._schedule(self._arrival((client, node_id)), _TO_NODE, (client, node_id, codec.encode_client(req)))
 
     def _deliver_request(self, client: bytes, node_id: int, frame: bytes) -> None:
         node = self.nodes[node_id]
@@ -343,7 +427,7 @@ class SimCluster:
             return
         if self.net.drop and self.rng.random() < self.net.drop:
             return
-        self._schedule(self.now + self._delay(), _TO_CLIENT, (node_id, client, frame))
+        self._schedule(self._arrival((node_id, client)), _TO_CLIENT, (node_id, client, frame))
 
     def isolate(self, i: int) -> None:
         self.partition([i], [j for j in self.nodes if j != i])
@@ -369,14 +453,17 @@ class SimCluster:
         self.blocked = set()
         self.note("heal network" + (f", releasing {len(self.held)} held messages" if self.held else ""))
         for m in self.held:  # the backlog arrives at once, in order, a little late
-            self._schedule(self.now + self.rng.uniform(0.0, self.net.max_delay), _DELIVER, m)
+            self._schedule(max(self.now + self.rng.uniform(0.0, self.net.max_delay),
+                               self._link_last.get(m[:2], 0.0)), _DELIVER, m)
         self.held = []
 
     # ------------------------------------------------------------------ nodes
 
     def _start(self, node: SimNode) -> None:
+        if self.crash_points and node.replica is None and node.started and self.rng.random() < 0.3:
+            self._damage_probe(node)
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
-        storage = Storage(node.path, disk=node.disk, segment_bytes=SEGMENT_BYTES, background_prealloc=False)
+        storage = Storage(node.path, disk=node.disk, segment_bytes=self.segment_bytes, background_prealloc=False)
         node.started = True
         rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
@@ -385,11 +472,97 @@ class SimCluster:
         node.last_hard_state = storage.recovered.hard_state
         node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
         node.up = True
+        _check_log_terms(node.id, rep.raft, "after a restart")
         # Like a real node, replay the committed log before serving anything.
         self._guard(node, rep.start)
         if node.up and rep.kv.applied < node.durable_commit:
             raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.durable_commit}, "
                             "a commit index it had made durable")
+
+    def _check_recovery(self, node: SimNode) -> None:
+        """What a restart would recover now (from a copy of the disk, every write in it) is exactly what the node
+        holds: its snapshot, and its log entry for entry after it; and the snapshot's configuration is the one in
+        force at its index. Checked after every compaction, snapshot taken and snapshot installed."""
+        rep = node.replica
+        assert rep is not None
+        lg = rep.raft.log
+        self.cov["recovery_checks"] += 1
+        try:
+            got = Storage(node.path, disk=node.disk.clone(), segment_bytes=self.segment_bytes,
+                          background_prealloc=False).recovered
+        except CorruptionError as e:
+            raise Violation(f"node {node.id}: a restart now would fail: {e}") from None
+        mark = (got.snapshot.index, got.snapshot.term) if got.snapshot is not None else (0, 0)
+        if mark != (lg.snap_index, lg.snap_term):
+            raise Violation(f"node {node.id}: a restart now would recover the snapshot at {mark}, it holds "
+                            f"{(lg.snap_index, lg.snap_term)}")
+        have = [(e.index, e.term) for e in got.entries]
+        if have != [(e.index, e.term) for e in lg.entries]:
+            raise Violation(f"node {node.id}: a restart now would recover entries {have[:3]}...{have[-3:]}, it holds "
+                            f"{lg.snap_index + 1}-{lg.last_index}")
+        # The configuration the node uses at each point of its log is the one its own log says: the last
+        # configuration entry at or before it, else its snapshot's.
+        base = rep.raft.snapshot.config if rep.raft.snapshot is not None and lg.snap_index else node.bootstrap
+        for at in {lg.snap_index, lg.commit, lg.last_index}:
+            want = next((ClusterConfig.decode(e.data) for e in reversed(lg.entries)
+                         if e.index <= at and e.kind == EntryKind.CONFIG), base)
+            got_cfg = rep.raft.config_at(at)
+            if (set(got_cfg.voters), set(got_cfg.learners)) != (set(want.voters), set(want.learners)):
+                raise Violation(f"node {node.id}: at index {at} it uses voters {list(got_cfg.voters)} learners "
+                                f"{list(got_cfg.learners)}; its log says voters {list(want.voters)} learners "
+                                f"{list(want.learners)}")
+        if got.snapshot is not None:
+            cfgs = [i for i in self.config_entries if i <= mark[0]]
+            want = self.config_entries[max(cfgs)] if cfgs else node.bootstrap
+            have_cfg = got.snapshot.config
+            if want.members and (set(have_cfg.voters), set(have_cfg.learners)) != (set(want.voters),
+                                                                                  set(want.learners)):
+                raise Violation(f"node {node.id}: its snapshot at {mark[0]} records voters {list(have_cfg.voters)} "
+                                f"learners {list(have_cfg.learners)}; in force there: voters {list(want.voters)} "
+                                f"learners {list(want.learners)}")
+
+    def _damage_probe(self, node: SimNode) -> None:
+        """Damage a copy of a stopped node's disk as bad media or a careless copy would -- a sealed log segment
+        (one a later segment follows) cut short, its end zero-filled, or one bit flipped -- and open it: recovery
+        must refuse it (``CorruptionError``) or recover exactly what the undamaged disk holds. Only the last
+        segment may end in a torn write."""
+        log_dir = f"{node.path}/log"
+        names = sorted(n for n in node.disk.listdir(log_dir) if n.endswith(".seg"))
+        if len(names) < 2:
+            return
+        undamaged = Storage(node.path, disk=node.disk.clone(), segment_bytes=self.segment_bytes,
+                            background_prealloc=False).recovered
+        disk = node.disk.clone()
+        name = self.rng.choice(names[:-1])
+        path = f"{log_dir}/{name}"
+        f = disk.files[path]
+        end = len(bytes(f.data).rstrip(b"\0"))
+        how = self.rng.choice(("cut", "zeros", "flip"))
+        # Not at a record boundary: a sealed segment cut cleanly between two records cannot be told from one
+        # that ends there (what is lost shows as a gap in the log instead).
+        bounds = {off for off, _ in records.scan(path, bytes(f.data), True)[0]} | {end}
+        places = [i for i in range(max(0, end - 200), end) if how == "flip" or i not in bounds]
+        if not places:
+            return
+        at = self.rng.choice(places)
+        if how == "cut":
+            f.data = f.data[:at]
+        elif how == "zeros":
+            f.data[at:end] = bytes(end - at)
+        else:
+            f.data[at] ^= 1 << self.rng.randrange(8)
+        f.synced = bytes(f.data)
+        try:
+            got = Storage(node.path, disk=disk, segment_bytes=self.segment_bytes, background_prealloc=False).recovered
+        except CorruptionError as e:
+            if name not in str(e):
+                raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}), "
+                                f"and recovery blamed something else: {e}") from None
+            self.cov["damage_detected"] += 1
+            return
+        raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}) was "
+                        f"accepted: it recovers {len(got.entries)} entries up to "
+                        f"{got.entries[-1].index if got.entries else '-'} (undamaged: {len(undamaged.entries)})")
 
     def crash(self, i: int, restart_after: float | None = None) -> None:
         """Crash node ``i``: it loses everything its disk had not made durable (a write in flight may be torn)."""
@@ -426,6 +599,44 @@ class SimCluster:
     def _maybe_crash_in_sync(self, node: SimNode) -> None:
         if self.crash_points and node.up and self.rng.random() < 0.002:
             raise Crash  # inside an fsync: the write is on its way, not durable (it may be torn)
+
+    def _campaign_rival(self, voter: int, term: int, candidate: int) -> None:
+        """After ``voter`` crashed before its vote for ``candidate`` in ``term`` was durable: another voter, still
+        in the term before, starts an election now, so that it asks the restarted node for a vote in the same term
+        (the node must not grant a second vote in a term: its first one may have been sent)."""
+        for node in self.nodes.values():
+            r = node.raft
+            if r is not None and node.id not in (voter, candidate) and r.term == term - 1 \
+                    and node.id in r.config.voters and r.role != Role.LEADER:
+                self.cov["vote_crash_rival"] += 1
+                self.note(f"node {node.id} campaigns in term {term} against {candidate}")
+                rep = node.replica
+                assert rep is not None
+                self._guard(node, functools.partial(_campaign, rep))
+                return
+
+    def _check_leader_contact(self) -> None:
+        """CheckQuorum (diss. §6.2): a leader that has not heard from a quorum of its voters (learners do not
+        count) for ``CONTACT_WINDOWS`` election timeouts must have stepped down."""
+        self.at(CONTACT_CHECK_MS, self._check_leader_contact)
+        timeout = self.options.election_ticks * TICK_MS
+        for node in self.nodes.values():
+            r = node.raft
+            if r is None or r.role != Role.LEADER or self.now - self.lead_since.get(node.id, 0.0) < timeout:
+                continue
+            voters = set(r.config.voters)
+            for window in (timeout, CONTACT_WINDOWS * timeout):
+                recent = {p for p in r.config.members if p != node.id
+                          and self.now - self.last_heard.get((node.id, p), -window) < window}
+                if (node.id in voters) + len(recent & voters) >= r.config.quorum:
+                    break
+                if window == timeout:
+                    if recent - voters and (node.id, r.term) not in self._contact_reported:
+                        self._contact_reported.add((node.id, r.term))
+                        self.cov["learner_only_contact"] += 1
+                elif self.options.check_quorum and self.now - self.lead_since[node.id] >= window:
+                    raise Violation(f"CheckQuorum: leader {node.id} of term {r.term} still leads, having heard "
+                                    f"from {sorted(recent)} only (voters {list(r.config.voters)}) in {window:.0f} ms")
 
     def leader(self) -> int | None:
         """The leader of the highest term among live nodes, if one exists."""
@@ -488,6 +699,12 @@ class SimCluster:
         refused_before = self.membership_refused
         self._guard(node, functools.partial(_feed, rep, "client", msg, b"members"))
         accepted = self.membership_refused == refused_before
+        if kind == "promote":
+            heard = self.last_heard.get((ld, target), -1.0) >= self.lead_since.get(ld, 0.0)
+            if not heard:
+                self.cov["promote_unheard"] += 1
+                if accepted:
+                    raise Violation(f"leader {ld} promoted learner {target}, which has not answered it in its term")
         if accepted:
             self.membership[kind] = self.membership.get(kind, 0) + 1
             self.note(f"leader {ld} takes {kind} {target}")
@@ -518,10 +735,19 @@ class SimCluster:
     def persisting(self, replica: Replica, rd: Ready) -> None:
         if not self.crash_points:
             return
-        if self.rng.random() < (0.02 if rd.entries else 0.05 if self._vote_only(replica, rd) else 0.0):
+        grant = self._grants_vote(replica, rd)
+        if self.rng.random() < (0.02 if rd.entries else 0.05 if grant else 0.0):
             # A crash before the batch is durable: a leader has sent its entries already (they may commit
             # without it); nothing else that promises this batch (a vote, an acknowledgement) may have left.
+            if grant and rd.hard_state is not None and self.rng.random() < 0.5:
+                self._rival = (replica.id, rd.hard_state.term, rd.hard_state.vote)
             raise Crash
+
+    def _grants_vote(self, replica: Replica, rd: Ready) -> bool:
+        """The batch records a vote for another node (a new one: a term or a vote that changed)."""
+        hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
+        return hs is not None and hs.vote not in (0, replica.id) and (
+            last is None or (hs.term, hs.vote) != (last.term, last.vote))
 
     def _vote_only(self, replica: Replica, rd: Ready) -> bool:
         """The batch changes only the vote, in the same term (a vote granted after a term was already seen)."""
@@ -560,6 +786,7 @@ class SimCluster:
             self.committed[e.index] = (e.term, e.data)
             if e.kind == EntryKind.CONFIG:
                 self.committed_configs += 1
+                self.config_entries[e.index] = ClusterConfig.decode(e.data)
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
 
@@ -568,6 +795,7 @@ class SimCluster:
         if other is not None and other != node_id:
             raise Violation(f"two leaders in term {r.term}: {other} and {node_id}")
         self.leaders[r.term] = node_id
+        self.lead_since[node_id] = self.now
         self.note(f"node {node_id} leads term {r.term}")
         if node_id not in r.config.voters:
             raise Violation(f"node {node_id} leads term {r.term} but is not a voter of its configuration "
@@ -593,6 +821,8 @@ class SimCluster:
                 seen[key] = (e.data, e.kind, prev_term)
             elif known[:2] != (e.data, e.kind) or (-1 not in (prev_term, known[2]) and known[2] != prev_term):
                 raise Violation(f"log matching: node {node_id} has a different entry at index {e.index} term {e.term}")
+            if e.term < prev_term:
+                raise Violation(f"node {node_id}: entry {e.index} of term {e.term} follows one of term {prev_term}")
             prev_term = e.term
 
     # ------------------------------------------------------------------ direct requests (tests)
@@ -609,7 +839,7 @@ class SimCluster:
         if not node.up or rep is None:
             return False, 0
         rid = self._new_id()
-        op = f"{client}.{rid}"
+        op = self.last_direct_op = f"{client}.{rid}"
         self._direct[rid] = DirectRequest(node_id, "append", key, op, start=self.now)
         req = {"op": "append", "id": rid, "key": key.encode(), "value": f"{op};".encode(),
                "client": (1 << 40) + rid, "seq": 1, "ack": 1}
@@ -715,6 +945,23 @@ def _feed(rep: Replica, kind: str, msg: Any, identity: bytes) -> None:
     rep.receive(kind, msg, identity)
     rep.end_input()
     rep.process()
+
+
+def _campaign(rep: Replica) -> None:
+    rep.raft.campaign(pre_vote=False)  # its pre-vote round (if any) done: it asks for votes in the next term
+    rep.process()
+
+
+def _check_log_terms(node_id: int, r: Raft, when: str) -> None:
+    """A log's terms never decrease along it, from its snapshot on (each leader appends in its own term after
+    entries of earlier ones): stale entries behind a newer snapshot would show as a term going down."""
+    lg = r.log
+    term = lg.snap_term
+    for e in lg.entries:
+        if e.term < term:
+            raise Violation(f"node {node_id} {when}: entry {e.index} of term {e.term} follows term {term} "
+                            f"(snapshot at {lg.snap_index}, term {lg.snap_term})")
+        term = e.term
 
 
 def _tick(rep: Replica) -> None:

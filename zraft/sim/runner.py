@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from zraft import check
-from zraft.core import Options
+from zraft.core import Options, Role
 
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
@@ -53,6 +53,8 @@ class SeedResult:
     """Appends a pipelined client kept in flight (0: none in this seed)."""
     pipelined: int = 0
     """Appends of the pipelined client acknowledged."""
+    coverage: dict[str, int] = field(default_factory=dict)
+    """How often each situation of ``cluster.COVERAGE`` happened."""
     error: str | None = None
     trace: list[str] = field(default_factory=list)
 
@@ -62,7 +64,7 @@ class SeedResult:
 
     def replay_command(self) -> str:
         return (f"python -m zraft.sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
-                f"--membership {'on' if self.membership else 'off'}")
+                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window}")
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -70,6 +72,11 @@ MEMBERSHIP_SHARE = 0.35
 included, and transfers leadership) while the other faults happen."""
 SPARES = 2
 """Nodes a membership seed holds in reserve, started (with no configuration) when first added."""
+PIPELINE_SHARE = 0.08
+"""The share of seeds with a pipelined client (64-256 appends in flight in one session: its session trims its
+answers while retries come and go), against leaders that take at most 64-4,096 uncommitted entries."""
+PIPELINE_BUDGET = 300
+"""Appends a seed's pipelined client issues in all (what bounds the cost of a pipelined seed)."""
 
 
 def pick(seed: int) -> tuple[int, str, bool]:
@@ -81,9 +88,13 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
-             compact_every: int | None = None, membership: bool | None = None, pipeline: int = 0) -> SeedResult:
-    """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; off
-    by default, and in the seeds the suite runs: it costs 10-100 times a seed's steps)."""
+             compact_every: int | None = None, membership: bool | None = None,
+             pipeline: int | None = None) -> SeedResult:
+    """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
+    none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256)."""
+    prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
+    if pipeline is None:
+        pipeline = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -111,16 +122,18 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         max_inflight=rng.choice((1, 4, 16, 64)),
         snapshot_timeout_ticks=20,
     )
+    segment_bytes = rng.choice((1 << 10, 4 << 10, 16 << 10))  # small segments: compactions end at every kind
     c = SimCluster(n, seed, net, options, compact_every=compact_every, chunk_bytes=chunk_bytes,
-                   spares=SPARES if members else 0)
+                   spares=SPARES if members else 0, max_uncommitted=rng.choice((64, 512, 4096)))
+    c.segment_bytes = segment_bytes
+    c.work_ms = rng.choice((1.0, 5.0, 25.0))
     if prof in ("crashes", "churn"):
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
     clients: list[SimClient | SimPipeClient] = []
-    if pipeline:  # from a generator of its own: the seed's other schedules are those it has without it
-        prng = random.Random(f"pipe-{seed}")
-        clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=pipeline + 200))
+    if pipeline:
+        clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=PIPELINE_BUDGET))
         clients[-1].start(prng.uniform(0, 200))
     res.window = pipeline
     try:
@@ -145,6 +158,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.changes = dict(c.membership)
     res.changes_done = dict(c.membership_acked)
     res.configs_committed = c.committed_configs
+    res.coverage = dict(c.cov)
     if res.error is not None:
         res.trace = c.log_lines[-40:]
     return res
@@ -164,13 +178,14 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
     c.at(250.0, expire)
     fault_end = duration_ms
     crashed: set[int] = set()
+    held_until = [0.0]
 
     def nemesis() -> None:
         if c.now >= fault_end:
             return
         ids = [i for i, nd in c.nodes.items() if nd.started]
         if membership and rng.random() < 0.4:
-            _membership_step(c, rng)
+            _membership_step(c, rng, prof)
         kinds = {
             "partitions": ("partition",),
             "backlog": ("partition",),
@@ -179,9 +194,14 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
         }.get(prof, ())
         if kinds:
             kind = rng.choice(kinds)
-            if kind == "partition":
-                _random_partition(c, rng, ids)
-                if rng.random() < 0.5:
+            if kind == "partition" and c.now < held_until[0]:
+                pass  # a long partition is in force
+            elif kind == "partition":
+                if _random_partition(c, rng, ids):
+                    # Long enough for the voters to elect a leader and commit while the old one serves reads.
+                    held_until[0] = c.now + rng.uniform(1500, 3000)
+                    c.at(held_until[0] - c.now, c.heal)
+                elif rng.random() < 0.5:
                     c.at(rng.uniform(200, 1500), c.heal)
             else:
                 if crashed and rng.random() < 0.5:
@@ -225,6 +245,16 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
             break
         if attempt == 2:
             raise Violation(f"liveness: three proposals after the heal did not commit within {COMMIT_BOUND_MS:.0f} ms")
+    # And a linearizable read is answered (a read round that never closes stalls every later read).
+    for attempt in range(3):
+        ld = c.stable_leader()
+        before = c.stats["reads_ok"]
+        if ld is not None and c.client_read(99, ld, "final") and \
+                c.run_until(lambda b=before: c.stats["reads_ok"] > b, COMMIT_BOUND_MS):  # type: ignore[misc]
+            break
+        if attempt == 2:
+            raise Violation(f"liveness: three reads after the heal were not answered within {COMMIT_BOUND_MS:.0f} ms")
+        c.run_until(lambda: c.stable_leader() is not None, LEADER_BOUND_MS)
     for cl in clients:
         cl.stopped = True
     if not c.run_until(lambda: not any(cl.busy for cl in clients) and not c.pending_direct,
@@ -265,7 +295,7 @@ def _check_history(c: SimCluster, history: list[check.Op]) -> None:
                 raise Violation(f"acknowledged append {o.value!r} to {key!r} is missing at the end")
 
 
-def _membership_step(c: SimCluster, rng: random.Random) -> None:
+def _membership_step(c: SimCluster, rng: random.Random, prof: str = "calm") -> None:
     """One membership change through the leader, chosen among those that make sense now. Voters stay between 3
     and 7 (a removed node, the leader too, keeps running: it must not disrupt the cluster)."""
     ld = c.leader()
@@ -281,25 +311,124 @@ def _membership_step(c: SimCluster, rng: random.Random) -> None:
     if learners:
         choices += ["promote"] * 3 + ["remove_learner"]
     if len(voters) > 3:
-        choices += ["remove_voter"] * 2
+        choices += ["remove_voter"] * (3 if len(voters) % 2 == 0 else 2)
     if not choices:
         return
     kind = rng.choice(choices)
     if kind == "add_learner":
-        c.change_membership(kind, rng.choice(spares))
+        target = rng.choice(spares)
+        if c.change_membership(kind, target) and rng.random() < 0.3:
+            # A learner that never answers (it dies at once, or is cut off), then asked to be promoted: a leader
+            # must not make a voter of a node it has not heard from.
+            if prof in ("crashes", "churn"):
+                c.crash(target, restart_after=rng.uniform(300.0, 1500.0))
+            else:
+                c.cut(target, ld)
+            c.at(rng.uniform(10.0, 150.0), lambda: _promote_now(c, target))
     elif kind == "promote":
         c.change_membership(kind, rng.choice(learners))
     elif kind == "remove_learner":
         c.change_membership("remove", rng.choice(learners))
     elif kind == "remove_voter":
-        c.change_membership("remove", ld if rng.random() < 0.3 else rng.choice(voters))
+        if rng.random() < (0.6 if len(voters) % 2 == 0 else 0.3):  # even: the new voters can out-vote the rest
+            if c.change_membership("remove", ld) and rng.random() < 0.5:
+                r = c.nodes[ld].raft
+                assert r is not None
+                _cut_off_removed_leader(c, rng, ld, r.pending_config_index)
+        else:
+            c.change_membership("remove", rng.choice(voters))
     else:
         c.change_membership(kind, rng.choice([v for v in voters if v != ld]))
 
 
-def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None:
-    shape = rng.choice(("isolate", "isolate_leader", "split", "bridge", "one_way"))
+def _promote_now(c: SimCluster, target: int) -> None:
     ld = c.leader()
+    r = c.nodes[ld].raft if ld is not None else None
+    if r is not None and target in r.config.learners:
+        c.change_membership("promote", target)
+
+
+def _cut_off_removed_leader(c: SimCluster, rng: random.Random, ld: int, index: int) -> None:
+    """A leader removing itself (its configuration entry at ``index``) ends up cut off with ``q - 1`` of the new
+    voters (a quorum of them only if the leader counted itself), and takes a write that only its side gets; the
+    ``q`` others have the configuration entry and can elect a leader. The write must not commit: if it did, that
+    leader would lack it.
+
+    The steps keep the configuration entry from committing on its own first (the leader steps down when it
+    does): the others get the entry but their answers are lost; the leader's side gets nothing until the write is
+    in the leader's log, and then both entries in one message."""
+    r = c.nodes[ld].raft
+    assert r is not None
+    others = [v for v in r.config.voters if v != ld]
+    q = len(others) // 2 + 1  # the new voters' quorum
+    if len(others) - (q - 1) < q:
+        return  # an even number of new voters: the leader's side with q - 1 of them leaves no quorum outside
+    side = rng.sample(others, q - 1)
+    outside = [v for v in others if v not in side]
+    for v in side:
+        c.cut(ld, v, both=False)
+    for v in outside:
+        c.cut(v, ld, both=False)
+
+    def when_outside_has_it(waited: int) -> None:
+        lr = c.nodes[ld].raft
+        if lr is None or lr.role != Role.LEADER or lr.log.commit >= index or waited > 80:
+            return
+        if any((o := c.nodes[v].raft) is None or o.log.last_index < index for v in outside):
+            c.at(0.25, lambda: when_outside_has_it(waited + 1))
+            return
+        c.partition([ld, *side], [i for i in c.nodes if i != ld and i not in side])
+        for v in side:  # still nothing to the leader's side while the entry's first sends are on their way
+            c.cut(ld, v, both=False)
+        c.at(10.0, write)
+
+    def write() -> None:
+        lr = c.nodes[ld].raft
+        if lr is None or lr.role != Role.LEADER or lr.log.commit >= index:
+            return
+        c.cov["leader_removed_self_cut"] += 1
+        c.client_write(9, ld, "f8")
+        for v in side:
+            c.blocked.discard((ld, v))
+        c.at(rng.uniform(1200.0, 2500.0), c.heal)  # long enough for the voters outside to elect a leader
+
+    when_outside_has_it(0)
+
+
+def _read_behind_new_leader(c: SimCluster, old: int, op: str | None, tries: int) -> None:
+    """While ``old`` still leads (cut off from the voters, not from its learners), and once a newer leader has
+    acknowledged a write: a linearizable read at ``old`` must not be answered without that write (learners'
+    acks confirm nothing)."""
+    r = c.nodes[old].raft
+    if r is None or r.role != Role.LEADER or tries > 60:
+        return
+    if op is None:
+        new = c.leader()
+        if new is not None and new != old:
+            accepted, _ = c.client_write(8, new, "f8")
+            if accepted:
+                op = c.last_direct_op
+    elif op in c.acked_ops:
+        c.cov["read_at_deposed_leader"] += 1
+        c.client_read(8, old, "f8")  # its answer is checked against every acknowledged write to f8
+        return
+    c.at(50.0, lambda: _read_behind_new_leader(c, old, op, tries + 1))
+
+
+def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool:
+    """Cut the network in a random shape; True for a shape that should last (the leader with only learners)."""
+    ld = c.leader()
+    lr = c.nodes[ld].raft if ld is not None else None
+    learners = list(lr.config.learners) if lr is not None else []
+    shapes = ["isolate", "isolate_leader", "split", "bridge", "one_way"]
+    if learners:
+        shapes += ["leader_learners"] * 2
+    shape = rng.choice(shapes)
+    if shape == "leader_learners" and ld is not None:
+        # The leader keeps only its learners: their acks must count toward nothing (commit, reads, CheckQuorum).
+        c.partition([ld, *learners], [i for i in ids if i != ld and i not in learners])
+        c.at(rng.uniform(300.0, 900.0), lambda: _read_behind_new_leader(c, ld, None, 0))
+        return True
     if shape in ("isolate", "isolate_leader"):
         i = ld if shape == "isolate_leader" and ld is not None else rng.choice(ids)
         c.isolate(i)
@@ -322,6 +451,7 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> None
         src = rng.choice(ids)
         dst = rng.choice([x for x in ids if x != src])
         c.cut(src, dst, both=False)
+    return False
 
 
 def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None]) -> SeedResult:

@@ -1,0 +1,110 @@
+"""Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds.
+Each is a one-line change to the source; ``plant`` writes it into a copy of the repository. The named test of each
+(``NAMED``) fails with it planted, and so does the simulator seed listed in ``SEEDS`` (test_sim_reach.py runs
+those); this tool finds which seeds of a range catch each bug:
+
+    python tests/planted.py --seeds 400            # all bugs, seeds 0-399
+    python tests/planted.py --bug 4 --seeds 1000   # one bug
+
+A change to the simulator reshuffles what each seed does: when a seed in ``SEEDS`` no longer catches its bug, run
+this to find ones that do (and if none of a few hundred does, the simulator lost reach: fix that instead).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+BUGS: dict[int, tuple[str, str, str, str]] = {
+    1: ("a leader that removes itself still counts its own ack toward commit", "zraft/core/raft.py",
+        "        mci = matches[self.config.quorum - 1]\n",
+        "        if self.id not in self.config.voters:\n"
+        "            matches = sorted([*matches, lg.last_index], reverse=True)\n"
+        "        mci = matches[self.config.quorum - 1]\n"),
+    2: ("learners' acks count toward the ReadIndex quorum", "zraft/core/raft.py",
+        "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.voters),",
+        "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.members),"),
+    3: ("a vote answer is sent before the vote is durable", "zraft/replica.py",
+        "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))",
+        "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.VOTE_RESP))"),
+    4: ("a session's trim drops the answer for seq == ack", "zraft/kv.py",
+        "{q: r for q, r in replies.items() if q >= ack}", "{q: r for q, r in replies.items() if q > ack}"),
+    5: ("an installed snapshot keeps the old log's configuration list", "zraft/core/raft.py",
+        "            self._base_config = s.config\n            self._configs = []\n",
+        "            self._base_config = s.config\n"),
+    6: ("a local snapshot finishing after a newer install is saved", "zraft/replica.py",
+        "        if snap.index <= self.raft.snapshot_index:  # a snapshot from the leader was installed meanwhile",
+        "        if False:  # a snapshot from the leader was installed meanwhile"),
+    7: ("segment cleanup off by one at the snapshot index", "zraft/storage/store.py",
+        "self._segments[0].max_index <= index:", "self._segments[0].max_index <= index + 1:"),
+    8: ("a sealed segment cut short is judged a torn tail", "zraft/storage/store.py",
+        "records, end, torn = rec.scan(path, buf, last)", "records, end, torn = rec.scan(path, buf, True)"),
+    9: ("entries behind a snapshot marker of another term survive a restart", "zraft/storage/store.py",
+        "            or (index > self.base_index and self.entries[index - self.base_index - 1].term == term)",
+        "            or (index > self.base_index)"),
+    10: ("a learner that never answered can be promoted", "zraft/core/raft.py",
+         "if pr.state != ReplState.REPLICATE or match + self.opts.promote_lag < lg.last_index:",
+         "if match + self.opts.promote_lag < lg.last_index:"),
+    11: ("CheckQuorum counts learners", "zraft/core/raft.py",
+         "sum(1 for v, pr in self.prs.items() if pr.recent_active and v in voters)",
+         "sum(1 for v, pr in self.prs.items() if pr.recent_active)"),
+}
+"""number -> (what it breaks, file, the correct text, the planted text)."""
+
+SEEDS: dict[int, int] = {1: 35, 2: 61, 3: 20, 4: 154, 5: 18, 6: 25, 7: 20, 8: 57, 9: 128, 10: 5, 11: 71}
+"""A simulator seed that fails with each bug planted (and passes without it)."""
+
+NAMED = {
+    1: "test_quorum_rules.py", 2: "test_quorum_rules.py", 3: "test_durability_rules.py",
+    4: "test_kv.py::test_the_oldest_unacknowledged_answer_survives_every_trim", 5: "test_membership.py",
+    6: "test_durability_rules.py", 7: "test_storage.py", 8: "test_storage.py", 9: "test_storage.py",
+    10: "test_quorum_rules.py", 11: "test_quorum_rules.py",
+}
+
+
+def plant(n: int, dest: pathlib.Path) -> pathlib.Path:
+    """A copy of the repository's ``zraft`` package under ``dest`` with bug ``n`` written into it."""
+    _, path, good, bad = BUGS[n]
+    shutil.copytree(ROOT / "zraft", dest / "zraft", ignore=shutil.ignore_patterns("__pycache__"))
+    f = dest / path
+    text = f.read_text()
+    if text.count(good) != 1:
+        raise SystemExit(f"bug {n}: the text to replace is not in {path} exactly once; update tests/planted.py")
+    f.write_text(text.replace(good, bad))
+    return dest
+
+
+def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2) -> list[int]:
+    """The seeds of ``first`` .. ``first + count - 1`` that fail, run with the package under ``where``."""
+    r = subprocess.run([sys.executable, "-m", "zraft.sim", "--seeds", str(count), "--first-seed", str(first),
+                        "--jobs", str(jobs), "-q"], cwd=where, capture_output=True, text=True, timeout=3600)
+    return [int(m) for m in re.findall(r"^FAIL seed (\d+)", r.stdout, re.M)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python tests/planted.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bug", type=int, action="append", choices=sorted(BUGS), help="a bug to plant (default: all)")
+    p.add_argument("--seeds", type=int, default=400, help="seeds to run per bug (default 400)")
+    p.add_argument("--first-seed", type=int, default=0, help="the first seed (default 0)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    a = p.parse_args(argv)
+    missed = 0
+    for n in a.bug or sorted(BUGS):
+        with tempfile.TemporaryDirectory(prefix=f"zraft-bug{n}-") as tmp:
+            failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs)
+        missed += not failing
+        print(f"bug {n} ({BUGS[n][0]}): {len(failing)} of seeds {a.first_seed}-{a.first_seed + a.seeds - 1} "
+              f"fail: {failing[:10]}", flush=True)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
