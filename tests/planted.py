@@ -1,7 +1,8 @@
-"""Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds.
-Each is a one-line change to the source; ``plant`` writes it into a copy of the repository. The named test of each
-(``NAMED``) fails with it planted, and so does the simulator seed listed in ``SEEDS`` (test_sim_reach.py runs
-those); this tool finds which seeds of a range catch each bug:
+"""Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds
+(1-11), and four more of the same classes (12-15). Each is a one-line change to the source; ``plant`` writes it
+into a copy of the package. The named test of each of 1-11 (``NAMED``) fails with it planted, and so does the
+simulator seed listed in ``SEEDS`` for each (test_sim_reach.py runs those); this tool finds which seeds of a range
+catch each bug:
 
     python tests/planted.py --seeds 400            # all bugs, seeds 0-399
     python tests/planted.py --bug 4 --seeds 1000   # one bug
@@ -55,10 +56,23 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
     11: ("CheckQuorum counts learners", "zraft/core/raft.py",
          "sum(1 for v, pr in self.prs.items() if pr.recent_active and v in voters)",
          "sum(1 for v, pr in self.prs.items() if pr.recent_active)"),
+    # Not from issue 32's list: bugs of the same classes, planted after the simulator's reach was built, to see
+    # whether it aimed at classes or at lines (12 and 14 were caught at once; 13 needed reads at new leaders).
+    12: ("learners' acks count toward commit", "zraft/core/raft.py",
+         "(lg.last_index if v == self.id else self.prs[v].match for v in self.config.voters), reverse=True",
+         "(lg.last_index if v == self.id else self.prs[v].match for v in self.config.members), reverse=True"),
+    13: ("reads served before the leader's first entry of its term commits", "zraft/core/raft.py",
+         "        if lg.term(lg.commit) != self.term:\n            # diss. §6.4 step 1",
+         "        if False:\n            # diss. §6.4 step 1"),
+    14: ("a vote granted to a candidate whose log is behind", "zraft/core/raft.py",
+         "if can_vote and self.log.is_up_to_date(m.index, m.log_term):", "if can_vote:"),
+    15: ("a stray duplicate below the client's ack applied", "zraft/kv.py",
+         "        if seq < s.ack:\n", "        if False:\n"),
 }
 """number -> (what it breaks, file, the correct text, the planted text)."""
 
-SEEDS: dict[int, int] = {1: 35, 2: 61, 3: 20, 4: 154, 5: 18, 6: 25, 7: 20, 8: 57, 9: 128, 10: 5, 11: 71}
+SEEDS: dict[int, int] = {1: 35, 2: 61, 3: 136, 4: 67, 5: 57, 6: 44, 7: 31, 8: 3, 9: 17, 10: 5, 11: 71, 12: 4,
+                         13: 46, 14: 2, 15: 67}
 """A simulator seed that fails with each bug planted (and passes without it)."""
 
 NAMED = {

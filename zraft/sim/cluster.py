@@ -48,6 +48,8 @@ COVERAGE = {
     "leader_removed_self_cut": "a leader removed itself, then was cut off with new voters one short of a quorum",
     "learner_only_contact": "a leader heard from learners but not from a quorum of voters for an election timeout",
     "read_at_deposed_leader": "a leader cut off from its voters was asked for a read after a newer one took a write",
+    "read_at_new_leader": "a new leader was asked for a read before it knew what the last one had committed",
+    "crash_at_ack": "a leader crashed the moment it acknowledged a write (before its followers learned the commit)",
     "promote_unheard": "a promotion asked for a learner that had not answered this leader",
     "session_trims": "a session forgot the answers below its client's ack (pipelined clients)",
     "install_during_local_snapshot": "a snapshot from the leader was installed while the node was taking its own",
@@ -197,6 +199,8 @@ class SimCluster:
         """Crash nodes inside ready batches: before and after persisting them, and inside fsyncs; right after
         compactions and snapshot installs; and damage a copy of the disk at restarts (it must be detected)."""
         self.segment_bytes = SEGMENT_BYTES
+        self.read_new_leaders = 0.0
+        """Probability that a new leader is asked for a read of key f8 the moment it wins."""
         self.work_ms = 1.0
         """Virtual time between the loop passes that write a snapshot (or free memory) a piece at a time: a slow
         disk makes a local snapshot overlap what the network brings (an install from the leader)."""
@@ -796,6 +800,12 @@ class SimCluster:
             raise Violation(f"two leaders in term {r.term}: {other} and {node_id}")
         self.leaders[r.term] = node_id
         self.lead_since[node_id] = self.now
+        if self.read_new_leaders and self.rng.random() < self.read_new_leaders:
+            # A read at once, before the new leader's first entry commits (its commit index may be behind what
+            # the last leader acknowledged): it must wait, never be served at the old commit index.
+            if r.log.commit < r.log.last_index:
+                self.cov["read_at_new_leader"] += 1
+            self.at(0.0, functools.partial(self._read_now, node_id))
         self.note(f"node {node_id} leads term {r.term}")
         if node_id not in r.config.voters:
             raise Violation(f"node {node_id} leads term {r.term} but is not a voter of its configuration "
@@ -808,6 +818,9 @@ class SimCluster:
             if index > lg.snap_index and lg.term(index) != term and r.term > self.commit_term[index]:
                 raise Violation(f"leader {node_id} of term {r.term} lacks entry {index} (term {term}), committed "
                                 f"by term {self.commit_term[index]}")
+
+    def _read_now(self, node_id: int) -> None:
+        self.client_read(7, node_id, "f8")
 
     def _check_entries(self, node_id: int, r: Raft, entries: list[Entry]) -> None:
         # Log matching (§5.3): same index and term means same command and same preceding entry; by induction

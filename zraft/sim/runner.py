@@ -127,6 +127,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
                    spares=SPARES if members else 0, max_uncommitted=rng.choice((64, 512, 4096)))
     c.segment_bytes = segment_bytes
     c.work_ms = rng.choice((1.0, 5.0, 25.0))
+    c.read_new_leaders = 0.5
     if prof in ("crashes", "churn"):
         c.crash_after_vote = 0.3
         c.crash_points = True
@@ -212,6 +213,14 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
                     ld = c.leader()
                     i = ld if ld is not None and rng.random() < 0.5 else rng.choice(ids)
                     if i not in crashed:
+                        if ld == i and rng.random() < 0.3:
+                            # Crash the leader the moment it acknowledges a write: the next leader has the entry
+                            # but not yet its commit (a read there must wait for its own first commit).
+                            accepted, _ = c.client_write(9, i, "f8")
+                            if accepted:
+                                _crash_at_ack(c, rng, i, c.last_direct_op, 0)
+                                c.at(rng.uniform(100, 800), nemesis)
+                                return
                         if rng.random() < 0.3 and ld == i:
                             # Figure 8: crash the leader right after it takes a proposal.
                             c.client_write(9, i, "f8")
@@ -393,6 +402,15 @@ def _cut_off_removed_leader(c: SimCluster, rng: random.Random, ld: int, index: i
         c.at(rng.uniform(1200.0, 2500.0), c.heal)  # long enough for the voters outside to elect a leader
 
     when_outside_has_it(0)
+
+
+def _crash_at_ack(c: SimCluster, rng: random.Random, node: int, op: str, waited: int) -> None:
+    """Crash ``node`` (and restart it later) the moment write ``op`` is acknowledged (or after 100 ms)."""
+    if op in c.acked_ops or waited >= 400 or not c.nodes[node].up:
+        c.cov["crash_at_ack"] += op in c.acked_ops
+        c.crash(node, restart_after=rng.uniform(200.0, 1500.0))
+    else:
+        c.at(0.25, lambda: _crash_at_ack(c, rng, node, op, waited + 1))
 
 
 def _read_behind_new_leader(c: SimCluster, old: int, op: str | None, tries: int) -> None:
