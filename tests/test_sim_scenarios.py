@@ -483,3 +483,26 @@ def test_a_write_retried_while_its_first_copy_waits_is_logged_once() -> None:
     assert c.run_until(lambda: len(answers) == 3, 3000)
     assert all(a["ok"] for a in answers) and sorted(a["id"] for a in answers) == [1, 2, 3]
     assert c.nodes[ld].kv is not None and c.nodes[ld].kv.get(b"k") == b"x;"
+
+
+def test_copies_of_one_write_waiting_at_a_leader_that_cannot_commit_are_bounded() -> None:
+    """A client resending one write (same client and seq) to a leader that cannot commit: at most
+    ``MAX_RETRY_WAITERS`` copies wait for its entry; the rest are answered ``busy``, and the write is logged once."""
+    from zraft.core import Options
+    from zraft.replica import MAX_RETRY_WAITERS
+
+    c = SimCluster(3, seed=7, options=Options(election_ticks=10, heartbeat_ticks=2, check_quorum=False))
+    ld = elect(c)
+    c.isolate(ld)
+    rep, r = c.nodes[ld].replica, c.nodes[ld].raft
+    assert rep is not None and r is not None
+    c.clients[b"resender"] = lambda node, reply: None
+    last = r.log.last_index
+    for rid in range(1, 101):
+        rep.receive("client", {"op": "append", "id": rid, "key": b"k", "value": b"x;", "client": 78, "seq": 1,
+                               "ack": 1}, b"resender")
+        rep.end_input()
+        rep.process()
+    assert r.log.last_index == last + 1
+    assert len(rep.pending_writes[(78, 1)]) == MAX_RETRY_WAITERS
+    assert rep.stats.responses.get("busy") == 100 - MAX_RETRY_WAITERS

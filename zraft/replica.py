@@ -82,6 +82,9 @@ MAX_UNCOMMITTED = 65_536
 """Entries a leader holds beyond its commit index at most (etcd's MaxUncommittedEntriesSize, by count): past it,
 writes are answered ``busy`` and the clients back off, so a leader that cannot commit (its followers cut off or
 slow, clients that keep retrying) does not grow its log without bound."""
+MAX_RETRY_WAITERS = 16
+"""Copies of one write (same client and seq) waiting for its entry at once; more are answered ``busy`` (a client
+that keeps resending to a leader that cannot commit must not grow the leader's memory)."""
 BACKUP_IDLE_S = 30.0
 """A backup's snapshot file stays open for reading this long after its last chunk was asked for."""
 MAX_BACKUPS = 4
@@ -497,11 +500,14 @@ class Replica:
         lg = self.raft.log
         room = self.settings.max_uncommitted - (lg.last_index - lg.commit)
         for identity, req, batched in writes:
-            if room <= 0:
+            waiting = pending.get((req["client"], req["seq"]))
+            full = (f"the leader has {lg.last_index - lg.commit} uncommitted entries (at most "
+                    f"{self.settings.max_uncommitted})" if waiting is None and room <= 0
+                    else f"{MAX_RETRY_WAITERS} copies of this write wait already"
+                    if waiting is not None and len(waiting) >= MAX_RETRY_WAITERS else "")
+            if full:
                 self._reply(identity, {"id": req["id"], "ok": False, "error": Err.BUSY,
-                                       "message": f"the leader has {lg.last_index - lg.commit} uncommitted entries "
-                                                  f"(at most {self.settings.max_uncommitted}); retry after a backoff",
-                                       **self._leader_info()}, batched)
+                                       "message": f"{full}; retry after a backoff", **self._leader_info()}, batched)
                 continue
             op = req["op"]
             key, value = req.get("key", b""), req.get("value", b"")
@@ -526,7 +532,6 @@ class Replica:
             client, seq = req["client"], req["seq"]
             w = PendingWrite(identity, req["id"], batched, op, now, key if req.get("len") is True else None,
                              (op == "put" and not flags) or (op == "append" and req.get("len") is not True), flags)
-            waiting = pending.get((client, seq))
             if waiting is None:
                 pending[(client, seq)] = [w]
             else:
