@@ -467,7 +467,7 @@ class SimCluster:
         if self.crash_points and node.replica is None and node.started and self.rng.random() < 0.3:
             self._damage_probe(node)
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
-        storage = Storage(node.path, disk=node.disk, segment_bytes=self.segment_bytes, background_prealloc=False)
+        storage = self._storage(node, node.disk)
         node.started = True
         rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
@@ -483,6 +483,10 @@ class SimCluster:
             raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.durable_commit}, "
                             "a commit index it had made durable")
 
+    def _storage(self, node: SimNode, disk: FaultDisk) -> Storage:
+        """A node's storage opened (recovered) from ``disk``: its own, or a copy to try a restart on."""
+        return Storage(node.path, disk=disk, segment_bytes=self.segment_bytes, background_prealloc=False)
+
     def _check_recovery(self, node: SimNode) -> None:
         """What a restart would recover now (from a copy of the disk, every write in it) is exactly what the node
         holds: its snapshot, and its log entry for entry after it; and the snapshot's configuration is the one in
@@ -492,8 +496,7 @@ class SimCluster:
         lg = rep.raft.log
         self.cov["recovery_checks"] += 1
         try:
-            got = Storage(node.path, disk=node.disk.clone(), segment_bytes=self.segment_bytes,
-                          background_prealloc=False).recovered
+            got = self._storage(node, node.disk.clone()).recovered
         except CorruptionError as e:
             raise Violation(f"node {node.id}: a restart now would fail: {e}") from None
         mark = (got.snapshot.index, got.snapshot.term) if got.snapshot is not None else (0, 0)
@@ -534,8 +537,6 @@ class SimCluster:
         names = sorted(n for n in node.disk.listdir(log_dir) if n.endswith(".seg"))
         if len(names) < 2:
             return
-        undamaged = Storage(node.path, disk=node.disk.clone(), segment_bytes=self.segment_bytes,
-                            background_prealloc=False).recovered
         disk = node.disk.clone()
         name = self.rng.choice(names[:-1])
         path = f"{log_dir}/{name}"
@@ -557,13 +558,14 @@ class SimCluster:
             f.data[at] ^= 1 << self.rng.randrange(8)
         f.synced = bytes(f.data)
         try:
-            got = Storage(node.path, disk=disk, segment_bytes=self.segment_bytes, background_prealloc=False).recovered
+            got = self._storage(node, disk).recovered
         except CorruptionError as e:
             if name not in str(e):
                 raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}), "
                                 f"and recovery blamed something else: {e}") from None
             self.cov["damage_detected"] += 1
             return
+        undamaged = self._storage(node, node.disk.clone()).recovered
         raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}) was "
                         f"accepted: it recovers {len(got.entries)} entries up to "
                         f"{got.entries[-1].index if got.entries else '-'} (undamaged: {len(undamaged.entries)})")
