@@ -1,0 +1,67 @@
+"""Data written by an earlier release opens in this one: ``data/release-0.1.tar.gz`` holds a 3-node cluster's
+data directories (log segments, snapshots, node.meta, cluster.json) and a backup, made by zraft 0.1 with
+``data/make_release_data.py`` (see there what they hold). The cluster is brought back on new ports and must
+answer every key, keep its client sessions (a retried append is answered, not applied twice) and go on taking
+writes that survive a restart; the backup must restore into a new cluster with the same keys."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+from clusterutil import stop_cluster
+
+from zraft import backup, launch
+from zraft.client import Client
+
+DATA = Path(__file__).resolve().parent / "data" / "release-0.1.tar.gz"
+SESSION = 4242
+
+
+def _unpack(tmp_path: Path) -> Path:
+    with tarfile.open(DATA) as t:
+        t.extractall(tmp_path, filter="data")
+    return tmp_path
+
+
+def _check_keys(cl: Client) -> None:
+    for i in range(150):
+        assert cl.get(f"k{i}") == f"v{i}".encode()
+    for i in range(10):
+        assert cl.get(f"gone{i}") is None
+    assert cl.get("log") == "".join(f"a{i}" for i in range(30)).encode()
+    assert cl.get("session") == b"s"
+
+
+def test_a_data_directory_of_release_0_1_opens_with_its_keys_and_sessions(tmp_path: Path) -> None:
+    d = _unpack(tmp_path) / "cluster"
+    c = launch.start(None, str(d), ports=launch.free_ports(3), secure=False)
+    try:
+        with c.client() as cl:
+            _check_keys(cl)
+            cl.put("after", "1")
+        s = Client(c.addresses, client_id=SESSION)
+        s.append("session", "s")  # sequence 1 again: the old session's cached answer, not a second append
+        s.close()
+        with c.client() as cl:
+            assert cl.get("session") == b"s"
+        c.stop()
+        c.release()
+        c = launch.start(None, str(d), ports=launch.free_ports(3), secure=False)
+        with c.client() as cl:
+            _check_keys(cl)
+            assert cl.get("after") == b"1"
+    finally:
+        stop_cluster(c)
+
+
+def test_a_backup_of_release_0_1_restores_into_a_new_cluster(tmp_path: Path) -> None:
+    src = _unpack(tmp_path) / "backup.zbak"
+    info = backup.inspect(str(src), full=True)
+    assert info.keys == 150 + 1 + 1
+    c = launch.start(3, str(tmp_path / "new"), ports=launch.free_ports(3), secure=False, restore=str(src))
+    try:
+        with c.client() as cl:
+            _check_keys(cl)
+    finally:
+        stop_cluster(c)
