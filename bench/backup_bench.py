@@ -23,11 +23,9 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import backup, launch
+from zraft.statemachine import backup
+from zraft.tools import launch
 
 VALUE = b"v" * 32
 

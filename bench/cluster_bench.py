@@ -15,16 +15,12 @@ import multiprocessing
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import chaos, launch
 from zraft.client import Client
-from zraft.security import ClientKeys
+from zraft.tools import chaos, launch
+from zraft.transport.security import ClientKeys
 
 KEYS = 1000
 VALUE = b"v" * 64

@@ -4,6 +4,7 @@ after another, in one run on one machine.
     pip install -r bench/requirements-bench.txt      # PySyncObj, grpcio
     apt-get install -y etcd-server                   # etcd (Debian's package; or put etcd on PATH)
     apt-get install -y golang-go golang-etcd-server-dev   # the Go load generator for etcd (bench/etcdload)
+    sh bench/build.sh                                # the compiled load generators, into bench/bin
     python bench/compare.py [--seconds 30] [--warmup 5] [--clients 4] [--depths 8,32,128,512,2048] [--only ...]
 
 Workloads: 64-byte values on 1,000 keys; "write" is 100% puts, "mixed" is 90% reads and 10% puts. Each runs for
@@ -16,19 +17,19 @@ operations, and the load generators' share of the machine's CPU (if it nears 100
 bottleneck and the numbers understate the system).
 
 Systems, each driven through its own client:
-- zraft: ``launcher``-style nodes with fsync on, CurveZMQ on. Driven by ``bench/zload`` (C, on libzmq: one
-  process, a DEALER socket per connection, the wire protocol of docs/PROTOCOL.md; built at run time when a C
-  compiler and ``libzmq3-dev`` are installed), or else by ``zraft.client.Client.closed_loop`` in Python processes
-  (``--zraft-driver``); writes and linearizable ReadIndex reads go to the leader. "4 x 250" is then 4 connections
-  with 250 requests in flight each.
+- zraft: ``launcher``-style nodes with fsync on, CurveZMQ on. Driven by ``bench/bin/zload`` (C, on libzmq: one
+  process, a DEALER socket per connection, the wire protocol of docs/PROTOCOL.md; built by ``sh bench/build.sh``
+  when a C compiler and ``libzmq3-dev`` are installed), or else by ``zraft.client.Client.closed_loop`` in Python
+  processes (``--zraft-driver``); writes and linearizable ReadIndex reads go to the leader. "4 x 250" is then 4
+  connections with 250 requests in flight each.
 - PySyncObj (``bench/pysyncobj_node.py``): ``ReplDict`` replicated by PySyncObj, driven through a thin ZeroMQ
   RPC documented in that file; twice, with its journal on disk and in memory. Its reads are local reads on
   the leader (PySyncObj offers no linearizable read), and its journal is not fsynced per write.
 - etcd: a real 3-node cluster with its defaults (fsync on), through its gRPC API (``KV/Put`` and ``KV/Range``,
-  linearizable by default), requests spread over the three members. Driven by ``bench/etcdload`` (Go, on etcd's
-  own client, after etcd's tools/benchmark; built at run time when ``golang-go`` and ``golang-etcd-server-dev``
-  are installed), or else by Python grpcio -- which is itself the bottleneck at high concurrency (the table says
-  which drove it).
+  linearizable by default), requests spread over the three members. Driven by ``bench/bin/etcdload`` (Go, on
+  etcd's own client, after etcd's tools/benchmark; built by ``sh bench/build.sh`` when ``golang-go`` and
+  ``golang-etcd-server-dev`` are installed), or else by Python grpcio -- which is itself the bottleneck at high
+  concurrency (the table says which drove it).
 
 Every system is measured at the same total concurrencies (``--concurrency``, default 1, 100 and 1,000 requests
 in flight, spread over ``--clients`` processes), and once more at its best from the sweep ("best").
@@ -62,10 +63,9 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from zraft.tools import launch
 
-from zraft import launch  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 KEYS = 1000
 
@@ -224,44 +224,25 @@ def _pso_leader(rpc: list[str], timeout: float) -> str:
         ctx.destroy(linger=0)
 
 
-def build_etcdload(tmp: str) -> str:
-    """Build bench/etcdload (a Go load generator on etcd's own client) and return the binary's path; raises
-    RuntimeError saying what is missing (apt-get install -y golang-go golang-etcd-server-dev)."""
-    go = shutil.which("go")
-    if go is None:
-        raise RuntimeError("go is not installed (apt-get install -y golang-go golang-etcd-server-dev)")
-    if not os.path.isdir("/usr/share/gocode/src/go.etcd.io/etcd/clientv3"):
-        raise RuntimeError("etcd's Go client sources are missing (apt-get install -y golang-etcd-server-dev)")
-    gopath = os.path.join(tmp, "gopath")
-    shutil.copytree(ROOT / "bench" / "etcdload", os.path.join(gopath, "src", "etcdload"), dirs_exist_ok=True)
-    out = os.path.join(tmp, "etcdload")
-    env = dict(os.environ, GO111MODULE="off", GOPATH=f"{gopath}:/usr/share/gocode", CGO_ENABLED="0")
-    r = subprocess.run([go, "build", "-o", out, "etcdload"], env=env, capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        raise RuntimeError(f"building bench/etcdload failed: {r.stderr.strip()[-500:]}")
-    return out
+BIN = ROOT / "bench" / "bin"
+"""Where ``sh bench/build.sh`` puts the compiled load generators (zload in C, etcdload in Go)."""
 
 
-def build_zload(tmp: str) -> str:
-    """Build bench/zload (zraft's load generator in C) and return the binary's path; raises RuntimeError saying
-    what is missing (apt-get install -y gcc libzmq3-dev)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("no C compiler (apt-get install -y gcc libzmq3-dev)")
-    out = os.path.join(tmp, "zload")
-    r = subprocess.run([cc, "-O2", "-o", out, str(ROOT / "bench" / "zload" / "zload.c"), "-lzmq"],
-                       capture_output=True, text=True, timeout=300)
-    if r.returncode != 0:
-        raise RuntimeError(f"building bench/zload failed (apt-get install -y libzmq3-dev?): {r.stderr.strip()[-300:]}")
-    return out
+def compiled(name: str) -> str:
+    """The path of the load generator ``name`` built by ``sh bench/build.sh``; raises RuntimeError saying how to
+    build it when it is not there."""
+    path = BIN / name
+    if not os.access(path, os.X_OK):
+        raise RuntimeError(f"bench/bin/{name} is not built: run sh bench/build.sh (it says what it needs)")
+    return str(path)
 
 
-def compiled_driver(build: Callable[[str], str], tmp: str, required: bool, what: str, instead: str) -> str | None:
-    """A compiled load generator built in ``tmp``, or None when it cannot be built (the reason is printed and the
-    Python driver is used; ``required``: the run stops with exit code 2)."""
+def compiled_driver(name: str, required: bool, what: str, instead: str) -> str | None:
+    """A compiled load generator, or None when it is not built (the reason is printed and the Python driver is
+    used; ``required``: the run stops with exit code 2)."""
     try:
-        return build(tmp)
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        return compiled(name)
+    except RuntimeError as e:
         if required:
             print(f"cannot use {what}: {e}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -276,7 +257,7 @@ def zload_run(run: Running, workload: str, conns: int, depth: int, warmup: float
     import json
 
     from zraft.client import Client
-    from zraft.security import ClientKeys
+    from zraft.transport.security import ClientKeys
 
     keys_dir = run.extra.get("keys_dir")
     keys = ClientKeys.load(keys_dir, run.endpoints) if keys_dir else None
@@ -377,7 +358,7 @@ def _ops(workload: str, seed: int, value: bytes) -> Callable[[], tuple[str, byte
 def zraft_worker(endpoints: list[str], workload: str, depth: int, warmup: float, seconds: float, seed: int,
                  value_size: int, rate: float | None, q: Any) -> None:
     from zraft.client import Client
-    from zraft.security import ClientKeys
+    from zraft.transport.security import ClientKeys
 
     next_op = _ops(workload, seed, b"v" * value_size)
     keys_dir = os.environ.get("ZRAFT_BENCH_KEYS")
@@ -398,8 +379,8 @@ def zraft_conns_worker(endpoints: list[str], workload: str, depth: int, warmup: 
     import zmq
 
     from zraft.client import Client
-    from zraft.security import ClientKeys, client_socket
     from zraft.transport import codec
+    from zraft.transport.security import ClientKeys, client_socket
 
     conns = int(os.environ["ZRAFT_BENCH_CONNS"])
     next_op = _ops(workload, seed, b"v" * value_size)
@@ -724,12 +705,11 @@ def main() -> int:
                    help="total requests in flight at which every system is measured, comma-separated, spread over "
                         "--clients processes (default 1,100,1000); the best from the sweep is an extra row")
     p.add_argument("--zraft-driver", choices=("auto", "c", "python"), default="auto",
-                   help="zraft's load generator: bench/zload (C, built at run time; needs a C compiler and "
-                        "libzmq3-dev) or zraft's Python client in --clients processes; auto: C if it builds "
-                        "(default)")
+                   help="zraft's load generator: bench/bin/zload (C, built by sh bench/build.sh) or zraft's "
+                        "Python client in --clients processes; auto: C if it is built (default)")
     p.add_argument("--etcd-driver", choices=("auto", "go", "grpcio"), default="auto",
-                   help="etcd's load generator: bench/etcdload (Go, built at run time; needs golang-go and "
-                        "golang-etcd-server-dev) or Python grpcio; auto: Go if it builds (default)")
+                   help="etcd's load generator: bench/bin/etcdload (Go, built by sh bench/build.sh) or "
+                        "Python grpcio; auto: Go if it is built (default)")
     a = p.parse_args()
     global ZRAFT_SECURE, ZLOAD
     ZRAFT_SECURE = not a.zraft_insecure
@@ -751,11 +731,11 @@ def main() -> int:
             ("etcd", "etcd", lambda: start_etcd(tmp, etcdload)),
         ]
         if a.zraft_driver != "python" and only & {"zraft", "zraft-extras"}:
-            ZLOAD = compiled_driver(build_zload, tmp, a.zraft_driver == "c", "the C driver for zraft",
+            ZLOAD = compiled_driver("zload", a.zraft_driver == "c", "the C driver for zraft",
                                     "zraft through Python clients")
         etcdload = None
         if "etcd" in only and a.etcd_driver != "grpcio":
-            etcdload = compiled_driver(build_etcdload, tmp, a.etcd_driver == "go", "the Go driver for etcd",
+            etcdload = compiled_driver("etcdload", a.etcd_driver == "go", "the Go driver for etcd",
                                        "etcd through grpcio")
         for key, kind, starter in plan:
             if key not in only:
@@ -825,7 +805,6 @@ def main() -> int:
             if a.failover:
                 c = launch.start(3, os.path.join(tmp, "failover"), ports=launch.free_ports(3), fresh=True)
                 try:
-                    sys.path.insert(0, str(ROOT / "bench"))  # bench/cluster_bench.py, beside this file
                     from cluster_bench import failover as cb_failover
 
                     t = cb_failover(c, a.failover)

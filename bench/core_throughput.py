@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from collections import deque
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from zraft.core import ClusterConfig, Message, Options, Raft, Role
 

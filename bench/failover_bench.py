@@ -1,9 +1,9 @@
 """Failover time on loopback and on a real (namespace) network: from kill -9 of the leader, and from isolating the
-leader, to the next acknowledged write. Root is needed for the namespace network (``zraft/netns.py``).
+leader, to the next acknowledged write. Root is needed for the namespace network (``zraft/tools/netns.py``).
 
     python bench/failover_bench.py [--trials 10] [--nodes 3]
 
-On loopback the isolation is made inside the nodes (``--chaos`` control sockets, like ``python -m zraft.chaos``);
+On loopback the isolation is made inside the nodes (``--chaos`` control sockets, like ``zraft chaos``);
 on the namespace network by nftables rules on the LAN's bridge (packets lost between the nodes). Prints the
 median and max of each.
 """
@@ -15,11 +15,8 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import chaos, launch, netns
+from zraft.tools import chaos, launch, netns
 
 
 def wait_leader(c: launch.Cluster) -> int:

@@ -3,7 +3,7 @@ packet for a while (TCP hangs, ZeroMQ queues), a client keeps writing, then the 
 after the heal the follower has caught up, and what arrived late -- the follower's count of Raft messages from
 the leader between the heal and the catch-up, and how many of them were stale (older term, or entries it had
 committed already). Each freeze is run with ZeroMQ's TCP defaults and with zraft's settings
-(``zraft.transport.zmq_transport.tune_tcp``). Root only (``zraft/netns.py``).
+(``zraft.transport.zmq_transport.tune_tcp``). Root only (``zraft/tools/netns.py``).
 
     python bench/freeze_bench.py [--freeze 10,20] [--rounds 2]
 """
@@ -15,11 +15,8 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import chaos, launch, netns
+from zraft.tools import chaos, launch, netns
 
 
 def wait_leader(c: launch.Cluster) -> int:

@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import kv
-from zraft.node import GC_THRESHOLDS
+from zraft.server.node import GC_THRESHOLDS
+from zraft.statemachine import kv
 
 VALUE = b"v" * 32
 

@@ -17,10 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import urllib.request
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sched_wait import loaded_cluster, measure_rates
 

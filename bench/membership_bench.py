@@ -21,13 +21,10 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import chaos, launch
 from zraft.client import Client
-from zraft.security import ClientKeys
+from zraft.tools import chaos, launch
+from zraft.transport.security import ClientKeys
 
 
 def writer(addresses: list[str], keys: ClientKeys | None, until: float, out: multiprocessing.Queue) -> None:

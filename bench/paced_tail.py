@@ -17,10 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import compare  # bench/compare.py: the cluster and the load generator
 
@@ -58,7 +54,7 @@ def main() -> int:
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="zraft-tail-")
     try:
-        compare.ZLOAD = compare.build_zload(tmp)
+        compare.ZLOAD = compare.compiled("zload")
         run = compare.start_zraft(tmp)
         try:
             for i, rate in enumerate(float(r) for r in a.rates.split(",")):

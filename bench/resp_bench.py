@@ -23,11 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import launch
+from zraft.tools import launch
 
 VALUE = b"x" * 3  # redis-benchmark's default payload is 3 bytes
 

@@ -23,11 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TypeVar
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import compare  # bench/compare.py: the cluster and the load generator
 
@@ -59,7 +55,7 @@ def describe(pid: int, before: Sched, after: Sched, seconds: float) -> str:
 
 def leader_index(run: compare.Running) -> int:
     from zraft.client import Client
-    from zraft.security import ClientKeys
+    from zraft.transport.security import ClientKeys
 
     keys_dir = run.extra.get("keys_dir")
     with Client(run.endpoints, deadline=30, keys=ClientKeys.load(keys_dir, run.endpoints) if keys_dir else None) as cl:
@@ -75,7 +71,7 @@ def loaded_cluster(metrics: bool = False) -> Iterator[tuple[compare.Running, int
     the cluster and its leader's index."""
     tmp = tempfile.mkdtemp(prefix="zraft-bench-")
     try:
-        compare.ZLOAD = compare.build_zload(tmp)
+        compare.ZLOAD = compare.compiled("zload")
         run = compare.start_zraft(tmp, 3, metrics=metrics)
         try:
             yield run, leader_index(run)

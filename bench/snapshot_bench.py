@@ -28,18 +28,16 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from zraft import kv, launch
 from zraft.client import Client, Unavailable
 from zraft.core import ClusterConfig, Entry, HardState, Snapshot
-from zraft.node import Node
-from zraft.snapshotting import STEP_BUDGET_S, SnapshotJob
+from zraft.server.node import Node
+from zraft.server.snapshotting import STEP_BUDGET_S, SnapshotJob
+from zraft.statemachine import kv
 from zraft.storage import Storage
+from zraft.tools import launch
 
 CFG = ClusterConfig((1, 2, 3))
 VALUE = b"v" * 32

@@ -6,7 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 
-from zraft import chaos, launch
+from zraft.tools import chaos, launch
 
 
 def wait_until(cond: Callable[[], object], timeout: float = 15.0, what: str = "condition") -> None:

@@ -1,16 +1,12 @@
 import contextlib
 import os
 import pathlib
-import sys
 from collections.abc import Iterator
 
 import pytest
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-
 from clusterutil import stop_cluster
 
-from zraft import launch
+from zraft.tools import launch
 
 _PASSED = pytest.StashKey[bool]()
 _NODE_FILES = (".seg", ".prealloc")

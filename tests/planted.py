@@ -32,15 +32,15 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
     2: ("learners' acks count toward the ReadIndex quorum", "zraft/core/raft.py",
         "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.voters),",
         "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.members),"),
-    3: ("a vote answer is sent before the vote is durable", "zraft/replica.py",
+    3: ("a vote answer is sent before the vote is durable", "zraft/server/replica.py",
         "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))",
         "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.VOTE_RESP))"),
-    4: ("a session's trim drops the answer for seq == ack", "zraft/kv.py",
+    4: ("a session's trim drops the answer for seq == ack", "zraft/statemachine/kv.py",
         "{q: r for q, r in replies.items() if q >= ack}", "{q: r for q, r in replies.items() if q > ack}"),
     5: ("an installed snapshot keeps the old log's configuration list", "zraft/core/raft.py",
         "            self._base_config = s.config\n            self._configs = []\n",
         "            self._base_config = s.config\n"),
-    6: ("a local snapshot finishing after a newer install is saved", "zraft/replica.py",
+    6: ("a local snapshot finishing after a newer install is saved", "zraft/server/replica.py",
         "        if snap.index <= self.raft.snapshot_index:  # a snapshot from the leader was installed meanwhile",
         "        if False:  # a snapshot from the leader was installed meanwhile"),
     7: ("segment cleanup off by one at the snapshot index", "zraft/storage/store.py",
@@ -66,7 +66,7 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
          "        if False:\n            # diss. §6.4 step 1"),
     14: ("a vote granted to a candidate whose log is behind", "zraft/core/raft.py",
          "if can_vote and self.log.is_up_to_date(m.index, m.log_term):", "if can_vote:"),
-    15: ("a stray duplicate below the client's ack applied", "zraft/kv.py",
+    15: ("a stray duplicate below the client's ack applied", "zraft/statemachine/kv.py",
          "        if seq < s.ack:\n", "        if False:\n"),
 }
 """number -> (what it breaks, file, the correct text, the planted text)."""
@@ -97,7 +97,7 @@ def plant(n: int, dest: pathlib.Path) -> pathlib.Path:
 
 def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2) -> list[int]:
     """The seeds of ``first`` .. ``first + count - 1`` that fail, run with the package under ``where``."""
-    r = subprocess.run([sys.executable, "-m", "zraft.sim", "--seeds", str(count), "--first-seed", str(first),
+    r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seeds", str(count), "--first-seed", str(first),
                         "--jobs", str(jobs), "-q"], cwd=where, capture_output=True, text=True, timeout=3600)
     return [int(m) for m in re.findall(r"^FAIL seed (\d+)", r.stdout, re.M)]
 

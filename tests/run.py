@@ -18,16 +18,28 @@ What it does, in order:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from zraft import bootstrap  # noqa: E402  (after the path: this file runs as a script)
+
+def _load_bootstrap() -> types.ModuleType:
+    """``zraft.tools.bootstrap``, loaded from its file: this script runs on a Python where zraft is not installed
+    (it is what installs it), and bootstrap needs only the standard library."""
+    spec = importlib.util.spec_from_file_location("zraft_bootstrap", ROOT / "zraft" / "tools" / "bootstrap.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bootstrap = _load_bootstrap()
 
 DEBIAN = {"nft": "nftables", "ip": "iproute2", "chromium": "chromium", "chromedriver": "chromium-driver",
           "firefox-esr": "firefox-esr", "redis-cli": "redis-tools", "redis-benchmark": "redis-tools"}

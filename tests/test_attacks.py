@@ -21,11 +21,12 @@ import pytest
 import zmq
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import kv, launch
 from zraft.client import OutcomeUnknown
 from zraft.core import ClusterConfig, Entry, Message, MsgType, Snapshot
+from zraft.statemachine import kv
 from zraft.storage import OsDisk
 from zraft.storage import snapshots as snapfiles
+from zraft.tools import launch
 from zraft.transport import codec
 
 MEMORY_SLACK = 60 << 20
@@ -376,7 +377,7 @@ def test_pipelined_large_gets_never_read_hold_the_nodes_memory_bounded(tmp_path:
 
     import redis
 
-    from zraft import resp
+    from zraft.server import resp
 
     c = launch.start(3, str(tmp_path / "d"), ports=launch.free_ports(3), resp_ports=launch.free_ports(3))
     try:

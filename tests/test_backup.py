@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import backup, chaos, launch
 from zraft.client import Client, ZraftError
+from zraft.statemachine import backup
 from zraft.storage import OsDisk, snapshots
+from zraft.tools import chaos, launch
 from zraft.transport import codec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +117,7 @@ def test_a_restored_node_and_the_original_cluster_refuse_each_other(tmp_path: Pa
         peers = ",".join(f"{n.id}={n.address}" for n in c.nodes)
         log = tmp_path / "restored.log"
         restored = subprocess.Popen(
-            [sys.executable, "-m", "zraft.node", "--id", str(victim.id), "--peers", peers, "--data-dir",
+            [sys.executable, "-m", "zraft", "node", "--id", str(victim.id), "--peers", peers, "--data-dir",
              str(tmp_path / "r"), "--keys", c.keys_dir or "", "--cluster-id", "restored-copy",
              "--restore", str(tmp_path / "b.zbak")],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -199,7 +200,7 @@ def test_a_backup_with_one_flipped_bit_is_refused(tmp_path: Path) -> None:
         with pytest.raises(backup.BackupError, match="not a usable zraft backup"):
             backup.inspect(str(bad))
     bad = tmp_path / f"bad{f.data_offset + f.data_len // 2}.zbak"
-    out = subprocess.run([sys.executable, "-m", "zraft.backup", str(bad)], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "zraft", "backup", str(bad)], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "checksum mismatch" in out.stderr
     port = launch.free_ports(1)[0]
@@ -208,7 +209,7 @@ def test_a_backup_with_one_flipped_bit_is_refused(tmp_path: Path) -> None:
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "checksum mismatch" in out.stderr, out.stderr
     assert not any((tmp_path / "r").glob("node-*")), "nothing is made from a damaged backup"
-    out = subprocess.run([sys.executable, "-m", "zraft.node", "--id", "1", "--peers", f"1=127.0.0.1:{port}",
+    out = subprocess.run([sys.executable, "-m", "zraft", "node", "--id", "1", "--peers", f"1=127.0.0.1:{port}",
                           "--data-dir", str(tmp_path / "n"), "--cluster-id", "x1", "--restore", str(bad)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "checksum mismatch" in out.stderr, out.stderr

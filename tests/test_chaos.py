@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_short_chaos_run_passes(tmp_path: Path) -> None:
     out = tmp_path / "chaos"
-    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--nodes", "3", "--duration", "20", "--seed", "1",
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--nodes", "3", "--duration", "20", "--seed", "1",
                         "--clients", "8", "--keys", "4", "--snapshot-every", "200", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     last = r.stdout.strip().splitlines()[-1]
@@ -40,7 +40,7 @@ def test_short_chaos_run_passes(tmp_path: Path) -> None:
     assert len(doc.getElementsByTagName("circle")) > 100
     assert "timeline.html" in r.stdout
     # The recorded history checks again on its own.
-    r = subprocess.run([sys.executable, "-m", "zraft.check", str(out / "history.jsonl")], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "zraft", "check", str(out / "history.jsonl")], capture_output=True,
                        text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0 and "verdict=linearizable" in r.stdout
 
@@ -49,7 +49,7 @@ def test_chaos_run_with_membership_changes_passes(tmp_path: Path) -> None:
     """The nemesis also adds, removes (the leader too) and replaces nodes and moves leadership while the other
     faults go on; the history still checks and nothing acknowledged is lost."""
     out = tmp_path / "chaos"
-    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--nodes", "3", "--duration", "25", "--seed", "2",
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--nodes", "3", "--duration", "25", "--seed", "2",
                         "--clients", "4", "--membership", "--quiet", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     last = r.stdout.strip().splitlines()[-1]
@@ -64,7 +64,7 @@ def test_chaos_run_with_membership_changes_passes(tmp_path: Path) -> None:
 
 
 def test_chaos_help() -> None:
-    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--help"], capture_output=True, text=True, cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--help"], capture_output=True, text=True, cwd=ROOT,
                        timeout=60)
     assert r.returncode == 0 and "--duration" in r.stdout
 
@@ -73,7 +73,7 @@ def test_chaos_run_through_the_redis_protocol_passes(tmp_path: Path) -> None:
     """The same faults with every client on redis-py at a random node's Redis port: followers forward writes,
     elections make them wait and retry; the history is linearizable and no acknowledged append is lost."""
     out = tmp_path / "chaos"
-    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--nodes", "3", "--duration", "15", "--seed", "3",
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--nodes", "3", "--duration", "15", "--seed", "3",
                         "--clients", "6", "--snapshot-every", "300", "--resp", "--quiet", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     last = r.stdout.strip().splitlines()[-1]

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from zraft.check import Op, check, check_key
+from zraft.tools.check import Op, check, check_key
 
 
 def op(kind: str, call: float, ret: float | None, value: str | None = None, output: str | None = None,
@@ -135,13 +135,13 @@ def test_cli(tmp_path: Path) -> None:
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join(json.dumps(o.to_json()) for o in random_history(300, 3, 4, 3)) + "\n")
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-m", "zraft.check", str(good)], capture_output=True, text=True, cwd=root,
+    r = subprocess.run([sys.executable, "-m", "zraft", "check", str(good)], capture_output=True, text=True, cwd=root,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1].endswith("verdict=linearizable")
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(op("put", 0, 1, "a").to_json()) + "\n"
                    + json.dumps(op("get", 2, 3, output="b").to_json()) + "\n")
-    r = subprocess.run([sys.executable, "-m", "zraft.check", str(bad)], capture_output=True, text=True, cwd=root,
+    r = subprocess.run([sys.executable, "-m", "zraft", "check", str(bad)], capture_output=True, text=True, cwd=root,
                        timeout=120)
     assert r.returncode == 1 and "NOT linearizable" in r.stdout
 
@@ -163,7 +163,7 @@ def test_many_unknown_writes_stay_cheap() -> None:
 
 # ------------------------------------------------------------------------------ the list-append check (Elle)
 
-from zraft.check import Budget, check_list_key, check_register_key  # noqa: E402
+from zraft.tools.check import Budget, check_list_key, check_register_key  # noqa: E402
 
 
 def list_history(n_ops: int, clients: int, seed: int, keys: int = 1, unknown: float = 0.03) -> list[Op]:
@@ -276,7 +276,7 @@ def test_search_budget_gives_unknown_never_a_hang() -> None:
 
 
 def test_compacted_outputs_give_the_same_verdicts() -> None:
-    from zraft.check import Digest, Loader
+    from zraft.tools.check import Digest, Loader
 
     ops = list_history(6000, 12, 9, keys=2)
     loader = Loader()
@@ -309,6 +309,6 @@ def test_cli_exit_codes_say_linearizable_violation_or_unknown(tmp_path: Path) ->
             enumerate(range(40))] + [Op(99, "get", "r", None, b"v%d" % i, 11 + i, 12 + i) for i in range(0, 40, 3)]
     f = tmp_path / "hard.jsonl"
     f.write_text("".join(json.dumps(o.to_json()) + "\n" for o in hard))
-    r = subprocess.run([sys.executable, "-m", "zraft.check", str(f), "--timeout", "1"], capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "zraft", "check", str(f), "--timeout", "1"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 3 and "verdict=unknown" in r.stdout and "time budget" in r.stdout

@@ -20,10 +20,10 @@ import pytest
 import zmq
 from clusterutil import consecutive_free_ports, leader_id, wait_until, zombie
 
-from zraft import chaos, launch
 from zraft.client import Client, OutcomeUnknown, RequestRefused
-from zraft.security import client_socket
+from zraft.tools import chaos, launch
 from zraft.transport import codec
+from zraft.transport.security import client_socket
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -431,7 +431,7 @@ def test_help(script: str) -> None:
 
 
 def test_node_help() -> None:
-    r = subprocess.run([sys.executable, "-m", "zraft.node", "--help"], capture_output=True, text=True, timeout=60,
+    r = subprocess.run([sys.executable, "-m", "zraft", "node", "--help"], capture_output=True, text=True, timeout=60,
                        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert r.returncode == 0 and "--peers" in r.stdout
 

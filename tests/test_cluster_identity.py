@@ -12,8 +12,8 @@ from pathlib import Path
 
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import chaos, launch
 from zraft.client import Client, ZraftError
+from zraft.tools import chaos, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def test_a_node_of_another_cluster_at_a_members_address_is_refused_both_ways(tmp
         # Same id, same address, same keys (as a restored copy would have), another cluster's identity.
         peers = ",".join(f"{n.id}={n.address}" for n in c.nodes)
         stranger = subprocess.Popen(
-            [sys.executable, "-m", "zraft.node", "--id", str(victim.id), "--peers", peers, "--data-dir",
+            [sys.executable, "-m", "zraft", "node", "--id", str(victim.id), "--peers", peers, "--data-dir",
              str(tmp_path / "b"), "--keys", c.keys_dir or "", "--cluster-id", "another-cluster"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "stranger.log", "wb"))
         keys = c.client_keys()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from clusterutil import stop_cluster
 
-from zraft import backup, launch
 from zraft.client import Client
+from zraft.statemachine import backup
+from zraft.tools import launch
 
 DATA = Path(__file__).resolve().parent / "data" / "release-0.1.tar.gz"
 SESSION = 4242

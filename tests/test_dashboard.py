@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from clusterutil import consecutive_free_ports
 
-from zraft import launch
+from zraft.tools import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ZRAFT_ARTIFACTS", ROOT / "test-artifacts"))
@@ -271,7 +271,7 @@ def test_a_flood_of_idle_connections_holds_bounded_threads_and_passes(five: Laun
 
     import psutil
 
-    from zraft.dashboard import MAX_CONNECTIONS
+    from zraft.tools.dashboard import MAX_CONNECTIONS
 
     before = psutil.Process(five.p.pid).num_threads()
     socks = []

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from clusterutil import stop_cluster, wait_until
 
-from zraft import chaos, launch
 from zraft.client import Client
 from zraft.storage import CorruptionError, datadir
+from zraft.tools import chaos, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_node(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zraft.node", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "zraft", "node", *args], capture_output=True, text=True, timeout=60,
                           cwd=ROOT)
 
 

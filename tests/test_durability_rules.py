@@ -13,7 +13,7 @@ import random
 from typing import Any
 
 from zraft.core import ClusterConfig, Message, MsgType, Options
-from zraft.replica import Replica, Settings
+from zraft.server.replica import Replica, Settings
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
 from zraft.transport import codec
@@ -94,8 +94,8 @@ def test_a_local_snapshot_that_finishes_after_a_newer_one_was_installed_is_dropp
     """Issue 32: a node starts its own snapshot (at index 20); before it is written, the leader's snapshot at index
     40 is installed; then the local one finishes. Saving it would move the snapshot marker backwards: a restart
     would recover the older snapshot before newer entries. It must be dropped (a bug that did this survived)."""
-    from zraft import kv
     from zraft.core import Entry, EntryKind, Snapshot
+    from zraft.statemachine import kv
     from zraft.storage import OsDisk
     from zraft.storage import snapshots as snapfiles
 

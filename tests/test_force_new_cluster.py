@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import launch
+from zraft.tools import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 

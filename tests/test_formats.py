@@ -12,10 +12,11 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from zraft import kv, launch
 from zraft.core import ClusterConfig, Entry, HardState
+from zraft.statemachine import kv
 from zraft.storage import CorruptionError, Storage, snapshots
 from zraft.storage import records as rec
+from zraft.tools import launch
 
 ROOT = Path(__file__).resolve().parent.parent
 CFG = ClusterConfig((1,))
@@ -43,7 +44,7 @@ def test_a_store_of_a_newer_format_stops_the_node_with_the_file_named(tmp_path: 
         w = s.snapshot_writer(5, 1, CFG)
         w.write(msgpack.packb([99, 5, 0, 0]))
         s.save(HardState(1, 0, 5), [], w.commit())
-    out = subprocess.run([sys.executable, "-m", "zraft.node", "--id", "1", "--peers",
+    out = subprocess.run([sys.executable, "-m", "zraft", "node", "--id", "1", "--peers",
                           f"1=127.0.0.1:{launch.free_ports(1)[0]}", "--data-dir", str(d)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 3, out.stderr

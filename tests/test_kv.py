@@ -8,8 +8,8 @@ import zlib
 import msgpack
 import pytest
 
-from zraft import kv
-from zraft.kv import Command, KVStore, Op, Status
+from zraft.statemachine import kv
+from zraft.statemachine.kv import Command, KVStore, Op, Status
 
 
 def run(store: KVStore, *cmds: Command) -> list[Status]:
@@ -219,7 +219,7 @@ def test_a_client_with_many_writes_in_flight_keeps_every_unacknowledged_answer_i
 
 
 def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers() -> None:
-    from zraft import kv
+    from zraft.statemachine import kv
 
     s = KVStore()
     for i in range(1, 100_001):  # 100,000 writes, ack stuck at 1
@@ -236,7 +236,7 @@ def test_a_session_that_never_advances_its_ack_keeps_a_bounded_number_of_answers
 
 
 def test_sessions_are_capped_idle_longest_dropped_first_the_same_on_every_node() -> None:
-    from zraft import kv
+    from zraft.statemachine import kv
 
     a, b = KVStore(), KVStore()
     idx = 0
@@ -258,7 +258,7 @@ def test_sessions_are_capped_idle_longest_dropped_first_the_same_on_every_node()
 
 
 def test_snapshot_image_sessions_are_copied_on_write_new_changed_and_dropped_ones_too() -> None:
-    from zraft import kv
+    from zraft.statemachine import kv
 
     rng = random.Random(11)
     s = KVStore()
@@ -373,7 +373,7 @@ def test_the_oldest_unacknowledged_answer_survives_every_trim(window: int) -> No
     answered) survived the suite and 2,800 seeds, because no client kept 64+ requests in flight. After every write
     of a client with ``window`` in flight, a retry of its oldest unanswered request is answered from the session,
     never applied again."""
-    from zraft import kv
+    from zraft.statemachine import kv
 
     s = KVStore()
     i = 0

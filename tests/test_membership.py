@@ -412,7 +412,7 @@ def test_membership_requests_are_validated_before_anything_sees_them(req: dict[s
 
 
 def test_a_membership_context_that_does_not_decode_is_refused() -> None:
-    from zraft import members
+    from zraft.transport import members
 
     good = {4: members.Member(4, "h:1", "")}
     assert members.decode(members.encode(good)) == good

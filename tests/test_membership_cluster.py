@@ -16,8 +16,9 @@ from pathlib import Path
 
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import chaos, launch, security
 from zraft.client import Unavailable, ZraftError
+from zraft.tools import chaos, launch
+from zraft.transport import security
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,7 +207,7 @@ def test_a_node_that_joins_before_its_key_reached_the_cluster_is_added(tmp_path:
         addr = f"127.0.0.1:{launch.free_ports(1)[0]}"
         log = tmp_path / "node-4.log"
         join = ",".join(f"{n.id}={n.address}" for n in c.nodes)
-        argv = [sys.executable, "-m", "zraft.node", "--id", "4", "--join", join, "--address", addr, "--data-dir",
+        argv = [sys.executable, "-m", "zraft", "node", "--id", "4", "--join", join, "--address", addr, "--data-dir",
                 str(tmp_path / "d4"), "--keys", str(own), "--cluster-id", c.cluster_id]
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
         with c.client() as cl:

@@ -14,7 +14,7 @@ import pytest
 from clusterutil import leader_id, stop_cluster, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
-from zraft import chaos, launch
+from zraft.tools import chaos, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -113,7 +113,7 @@ def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     busy.listen()
     port = busy.getsockname()[1]
     try:
-        r = subprocess.run([sys.executable, "-m", "zraft.node", "--id", "1", "--peers",
+        r = subprocess.run([sys.executable, "-m", "zraft", "node", "--id", "1", "--peers",
                             f"1=127.0.0.1:{launch.free_ports(1)[0]}", "--data-dir", str(tmp_path / "n"),
                             "--metrics", f"127.0.0.1:{port}"], capture_output=True, text=True, cwd=ROOT,
                            timeout=60)
@@ -131,7 +131,7 @@ def test_half_sent_requests_hold_bounded_threads_and_time_out(mcluster: launch.C
 
     import psutil
 
-    from zraft.metrics import MAX_CONNECTIONS, SILENT_S
+    from zraft.server.metrics import MAX_CONNECTIONS, SILENT_S
 
     node = mcluster.nodes[0]
     host, _, port = node.metrics.rpartition(":")

@@ -1,4 +1,4 @@
-"""Nodes on their own addresses in network namespaces (a virtual LAN, zraft/netns.py), faults cut on real TCP
+"""Nodes on their own addresses in network namespaces (a virtual LAN, zraft/tools/netns.py), faults cut on real TCP
 with nftables. Skipped, with the reason, where namespaces cannot be made (not root, no iproute2 or nftables);
 CI runs as root and installs both."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import launch, netns
+from zraft.tools import launch, netns
 
 ROOT = Path(__file__).resolve().parent.parent
 why = netns.available()
@@ -83,10 +83,10 @@ def test_isolating_the_leader_on_the_network_elects_another_and_the_old_one_step
 
 
 def test_chaos_run_on_a_real_network_passes(tmp_path: Path) -> None:
-    """python -m zraft.chaos --netns: partitions, bridges, one-way cuts and packet loss made with nftables on the
+    """zraft chaos --netns: partitions, bridges, one-way cuts and packet loss made with nftables on the
     nodes' TCP connections (not inside the nodes), with kills and pauses; the history checks."""
     out = tmp_path / "chaos"
-    r = subprocess.run([sys.executable, "-m", "zraft.chaos", "--netns", "--nodes", "3", "--duration", "15",
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--netns", "--nodes", "3", "--duration", "15",
                         "--seed", "3", "--clients", "4", "--quiet", "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""

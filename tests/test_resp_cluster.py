@@ -19,7 +19,8 @@ import redis
 from clusterutil import leader_id, stop_cluster, wait_until
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
-from zraft import chaos, launch, resp, resp_server
+from zraft.server import resp, resp_server
+from zraft.tools import chaos, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -423,7 +424,7 @@ def test_a_password_protects_the_redis_port(tmp_path: Path) -> None:
     finally:
         stop_cluster(c)
     pw.chmod(0o644)
-    node = [sys.executable, "-m", "zraft.node", "--id", "1", "--peers", f"1=127.0.0.1:{launch.free_ports(1)[0]}",
+    node = [sys.executable, "-m", "zraft", "node", "--id", "1", "--peers", f"1=127.0.0.1:{launch.free_ports(1)[0]}",
             "--data-dir", str(tmp_path / "e")]
     out = subprocess.run([*node, "--resp", "127.0.0.1:1", "--resp-password-file", str(pw)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)

@@ -15,11 +15,19 @@ import pytest
 import zmq
 from clusterutil import leader_id, wait_until
 
-from zraft import launch
 from zraft.client import Client, Unavailable, ZraftError
 from zraft.core import Message, MsgType
-from zraft.security import ClientKeys, KeyPair, KeysError, client_socket, create_keypair, load_keypair, load_public
+from zraft.tools import launch
 from zraft.transport import codec
+from zraft.transport.security import (
+    ClientKeys,
+    KeyPair,
+    KeysError,
+    client_socket,
+    create_keypair,
+    load_keypair,
+    load_public,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,7 +275,8 @@ def test_files_are_private_and_the_shell_uses_the_keys(cluster: launch.Cluster) 
 
 
 def test_a_node_on_a_network_address_without_keys_refuses_to_start(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "zraft.node", "--id", "1", "--peers", "1=10.77.0.1:5551,2=10.77.0.2:5551",
+    r = subprocess.run([sys.executable, "-m", "zraft", "node", "--id", "1", "--peers",
+                        "1=10.77.0.1:5551,2=10.77.0.2:5551",
                         "--data-dir", str(tmp_path / "n1")], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 2
     assert "is not a loopback address: give --keys DIR" in r.stderr and "--insecure" in r.stderr

@@ -71,15 +71,15 @@ def test_cli_prints_summary_last_and_replays_one_seed() -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "zraft.sim", "--seeds", "3", "--first-seed", "10", "--jobs", "1"],
+    r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seeds", "3", "--first-seed", "10", "--jobs", "1"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     assert last.startswith("seeds=3 steps=") and "failures=0" in last
-    r = subprocess.run([sys.executable, "-m", "zraft.sim", "--seed", "10"], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seed", "10"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("seed 10:")
-    r = subprocess.run([sys.executable, "-m", "zraft.sim", "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--first-seed" in r.stdout
 
 

@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from zraft import snapshotting
 from zraft.core import ClusterConfig, HardState, Snapshot
-from zraft.snapshotting import CHUNK_BYTES, WINDOW_CHUNKS, Receiver, Sender
+from zraft.server import snapshotting
+from zraft.server.snapshotting import CHUNK_BYTES, WINDOW_CHUNKS, Receiver, Sender
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
 from zraft.storage.snapshots import SnapshotFile, loaded

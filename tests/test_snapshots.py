@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from clusterutil import leader_id, stop_cluster, wait_until
 
-from zraft import chaos, launch
 from zraft.client import Client
+from zraft.tools import chaos, launch
 
 
 def _status(c: launch.Cluster, node_id: int) -> dict[str, Any]:

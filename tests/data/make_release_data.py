@@ -18,8 +18,8 @@ import sys
 import tarfile
 import tempfile
 
-from zraft import launch
 from zraft.client import Client
+from zraft.tools import launch
 
 SESSION = 4242
 

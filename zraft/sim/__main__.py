@@ -1,4 +1,4 @@
-"""python -m zraft.sim: run many seeded fault schedules against production replicas, or replay one."""
+"""zraft sim: run many seeded fault schedules against production replicas, or replay one."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from .runner import PROFILES, SeedResult, run_many, run_seed
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m zraft.sim",
-        description="Deterministic cluster simulator: runs the production replica (zraft.replica: the Raft core, "
+        description="Deterministic cluster simulator: runs the production replica (zraft.server.replica: the Raft "
+                    "core, "
                     "zraft.storage on a disk that crashes and tears writes, the KV store with client sessions, "
                     "chunked snapshot transfer, the wire codec) under seeded faults (message loss, duplication, "
                     "reordering, partitions, crashes inside ready batches and fsyncs) in virtual time. It checks "
                     "Raft's safety properties at every step, liveness after the faults heal, and the simulated "
-                    "clients' history with zraft.check (linearizable, every acknowledged append exactly once). A "
+                    "clients' history with zraft.tools.check (linearizable, every acknowledged append exactly once). A "
                     "failure prints the command that replays it.",
     )
     p.add_argument("--seeds", type=int, default=200, help="how many seeds to run (default 200)")

@@ -2,7 +2,7 @@
 (a client id, a sequence number per write, ``ack`` = the lowest unfinished one), the same request maps and
 reply checks, a leader hint followed on ``not_leader``, the same request retried on timeouts and errors until a
 deadline, and then "outcome unknown" and a new session. Every operation goes into a history that
-``zraft.check`` decides at the end of the seed.
+``zraft.tools.check`` decides at the end of the seed.
 
 Writes are appends of distinct elements (``<client>-<n>;``) so that each key's history is decided by the
 list-append check, and exactly-once can be checked on the final value: an append retried by a client must appear
@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from zraft import check
+from zraft.tools import check
 from zraft.transport.codec import Err
 
 from .cluster import SimCluster, Violation

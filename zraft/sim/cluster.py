@@ -1,4 +1,4 @@
-"""A whole cluster of production replicas (``zraft.replica``) in one process, under virtual time, driven by one
+"""A whole cluster of production replicas (``zraft.server.replica``) in one process, under virtual time, driven by one
 seed.
 
 Each node is the replica a node process runs -- the Raft core, ``zraft.storage`` on a ``FaultDisk``, the real
@@ -33,8 +33,8 @@ from zraft.core import (
     Ready,
     Role,
 )
-from zraft.kv import KVStore
-from zraft.replica import EARLY_TYPES, TICK_MS, Replica, Settings
+from zraft.server.replica import EARLY_TYPES, TICK_MS, Replica, Settings
+from zraft.statemachine.kv import KVStore
 from zraft.storage import Storage, records
 from zraft.storage.faultdisk import FaultDisk
 from zraft.storage.records import CorruptionError
@@ -60,7 +60,7 @@ COVERAGE = {
     "busy_refusals": "a leader refused proposals: too many uncommitted entries (clients back off)",
 }
 """What a run counts (``SimCluster.cov``) to show that the seeds reached the situations the planted bugs of issue
-32 needed; ``python -m zraft.sim`` prints the table."""
+32 needed; ``zraft sim`` prints the table."""
 
 
 class Violation(AssertionError):

@@ -11,8 +11,8 @@ import traceback
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from zraft import check
 from zraft.core import Options, Role
+from zraft.tools import check
 
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, NetConfig, SimCluster, Violation
@@ -63,7 +63,7 @@ class SeedResult:
         return self.error is None
 
     def replay_command(self) -> str:
-        return (f"python -m zraft.sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
+        return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
                 f"--membership {'on' if self.membership else 'off'} --pipeline {self.window}")
 
 
@@ -291,7 +291,7 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
 
 
 def _check_history(c: SimCluster, history: list[check.Op]) -> None:
-    """The clients' history is linearizable (``zraft.check``), and every acknowledged append is in the final
+    """The clients' history is linearizable (``zraft.tools.check``), and every acknowledged append is in the final
     value of its key exactly once (a retried append applied twice would show twice)."""
     results = check.check(history)
     bad = [r for r in results if not r.ok]

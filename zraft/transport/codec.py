@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from zraft.core import MAX_TERM, ClusterConfig, Entry, EntryKind, Message, MsgType, Snapshot
-from zraft.members import check_address, check_key
+from zraft.transport.members import check_address, check_key
 
 VERSION = 1
 MAX_PEER_MESSAGE = 64 << 20

@@ -2,7 +2,7 @@
 its peer traffic, as told on a control socket that only the local machine can reach (``--chaos``).
 
 ``FaultyTransport`` wraps the real transport (it is one itself); ``ChaosControl`` is the ipc socket in the data
-directory that ``zraft.chaos`` sends fault specs to. Off by default, and then nothing here is in the path.
+directory that ``zraft.tools.chaos`` sends fault specs to. Off by default, and then nothing here is in the path.
 """
 
 from __future__ import annotations

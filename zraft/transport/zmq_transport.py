@@ -3,7 +3,7 @@
 One ROUTER bound at the node's address receives everything (peers' Raft messages and snapshot chunks, client
 requests); one DEALER per peer sends to that peer's ROUTER. Sends never block: when a peer's queue is full the
 message is dropped and Raft's retries cover it. With keys, every connection is CurveZMQ-authenticated
-(``zraft.security``) and a peer's message must come from that peer's key.
+(``zraft.transport.security``) and a peer's message must come from that peer's key.
 
 Who a connection is comes from its key (the ZAP handler's User-Id), never from a routing id the peer chooses: node
 DEALERs set none (the ROUTER gives each connection its own, which no peer can pick), ``ROUTER_HANDOVER`` is off (no
@@ -22,11 +22,10 @@ from typing import Any
 
 import zmq
 
-from zraft import security
 from zraft.core import Message
-from zraft.logutil import LogLimiter
-from zraft.members import Member
-from zraft.transport import codec
+from zraft.transport import codec, security
+from zraft.transport.members import Member
+from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.transport")
 

@@ -8,7 +8,7 @@ answers through ``Routing.answer``, which gives the answers for Redis connection
 reply is written when all of its requests are answered, and replies go out in the order the commands came.
 
 Bounds: ``MAX_CLIENTS`` connections (one more is told ``-ERR max number of clients reached`` and closed), commands
-bounded by ``zraft.resp``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read meanwhile),
+bounded by ``zraft.server.resp``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read meanwhile),
 ``INPUT_BUDGET`` bytes of incomplete commands over all connections. Replies: a connection with more than
 ``OUT_CAP`` bytes of replies made and not yet taken by its reader is not read, and its reads' replies are not
 made until it takes them (from the store as it is then: still linearizable, and still after the writes the
@@ -45,11 +45,12 @@ from typing import Any
 
 import zmq
 
-from zraft import kv, resp
 from zraft.core import Role
-from zraft.logutil import LogLimiter
+from zraft.server import resp
+from zraft.statemachine import kv
 from zraft.transport import codec
 from zraft.transport.codec import Err
+from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.resp")
 

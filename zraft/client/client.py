@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from zraft.security import ClientKeys, client_socket
 from zraft.transport import codec
+from zraft.transport.security import ClientKeys, client_socket
 from zraft.transport.zmq_transport import tune_tcp
 
 if TYPE_CHECKING:
-    from zraft.backup import BackupInfo
+    from zraft.statemachine.backup import BackupInfo
 
 DEFAULT_DEADLINE = 10.0
 ATTEMPT_TIMEOUT = 1.0
@@ -286,7 +286,7 @@ class Client:
 
     def add_learner(self, node: int, address: str, key: str = "") -> None:
         """Add node ``node`` (reachable at ``address``, with Z85 public ``key`` in a secure cluster) as a learner:
-        it receives the log but does not vote. Start it first with ``python -m zraft.node --join``."""
+        it receives the log but does not vote. Start it first with ``zraft node --join``."""
         self._call({"op": "add_learner", "node": node, "address": address, "key": key}, write=False)
 
     def promote(self, node: int) -> None:
@@ -329,7 +329,7 @@ class Client:
         cluster did not serve it within ``timeout`` seconds, ``ZraftError`` if the file it sent is bad."""
         import tempfile
 
-        from zraft import backup as backups
+        from zraft.statemachine import backup as backups
 
         if os.path.islink(path):
             if not follow_symlink:

@@ -1,4 +1,4 @@
-"""Prometheus metrics of a node: ``python -m zraft.node --metrics HOST:PORT`` serves ``/metrics``.
+"""Prometheus metrics of a node: ``zraft node --metrics HOST:PORT`` serves ``/metrics``.
 
 The event loop only counts, in plain ints and fixed-bucket histograms (``Stats``): no metrics library on the hot
 path. ``Collector`` turns them into Prometheus families when a scrape comes in (prometheus_client's HTTP server
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from zraft.replica import Replica
+    from zraft.server.replica import Replica
 
 log = logging.getLogger("zraft.metrics")
 
@@ -224,7 +224,7 @@ def serve(address: str, replica: Replica) -> Any:
     from prometheus_client import CollectorRegistry
     from prometheus_client.exposition import MetricsHandler
 
-    from zraft.httpserve import BoundedServer
+    from zraft.util.httpserve import BoundedServer
 
     host, _, port = address.rpartition(":")
     registry = CollectorRegistry(auto_describe=False)

@@ -1,8 +1,8 @@
 """A zraft node process: the event loop and the command line around one replica.
 
-    python -m zraft.node --id 1 --peers 1=127.0.0.1:5551,2=127.0.0.1:5552,3=127.0.0.1:5553 --data-dir DIR
+    zraft node --id 1 --peers 1=127.0.0.1:5551,2=127.0.0.1:5552,3=127.0.0.1:5553 --data-dir DIR
 
-What runs where: ``zraft.replica`` does everything between the wire and the Raft core (client requests,
+What runs where: ``zraft.server.replica`` does everything between the wire and the Raft core (client requests,
 carrying out ready batches, sessions, snapshots); ``zraft.transport.zmq_transport`` owns the sockets and checks
 every frame; ``zraft.transport.faults`` injects network faults in chaos runs. This module opens the data
 directory (its lock, its configuration check, recovery), wires them together and runs the loop.
@@ -29,13 +29,22 @@ from typing import Any
 
 import zmq
 
-from zraft import backup, security
-from zraft.backup import BackupError
 from zraft.core import ClusterConfig, EntryKind, Options
-from zraft.replica import ELECTION_TICKS, HEARTBEAT_TICKS, SNAPSHOT_BYTES, SNAPSHOT_EVERY, TICK_MS, Replica, Settings
-from zraft.resp_server import RespServer, Routing
-from zraft.snapshotting import MAX_SNAPSHOT_BYTES
+from zraft.server.replica import (
+    ELECTION_TICKS,
+    HEARTBEAT_TICKS,
+    SNAPSHOT_BYTES,
+    SNAPSHOT_EVERY,
+    TICK_MS,
+    Replica,
+    Settings,
+)
+from zraft.server.resp_server import RespServer, Routing
+from zraft.server.snapshotting import MAX_SNAPSHOT_BYTES
+from zraft.statemachine import backup
+from zraft.statemachine.backup import BackupError
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
+from zraft.transport import security
 from zraft.transport.faults import ChaosControl, FaultyTransport
 from zraft.transport.zmq_transport import PEER_KINDS, ZmqTransport
 
@@ -66,8 +75,8 @@ class Node:
         ``cluster_id``: the cluster's identity (recorded in the data directory; peers of another cluster are
         refused); empty: the one the data directory holds, if any. ``force_new_cluster``: disaster recovery
         (``force_new_cluster``, below). ``restore``: a backup file this node of a new cluster (``cluster_id``)
-        starts from, if its data directory is empty (``zraft.backup.restore_into``). ``resp``: HOST:PORT to serve
-        the Redis protocol on (``zraft.resp_server``)."""
+        starts from, if its data directory is empty (``zraft.statemachine.backup.restore_into``). ``resp``:
+        HOST:PORT to serve the Redis protocol on (``zraft.server.resp_server``)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.
@@ -283,8 +292,8 @@ def force_new_cluster_config(storage: Storage, node_id: int, address: str, key: 
     with everything its log holds. Writes that only the lost nodes had may be gone, and entries this node had but
     that were never committed become committed: the price of going on without a majority. Grow the cluster
     again with the membership commands (``add_learner``/``promote``, the shell's ``add``)."""
-    from zraft import members
     from zraft.core import Entry, HardState
+    from zraft.transport import members
 
     rec = storage.recovered
     configs = [e for e in rec.entries if e.kind == EntryKind.CONFIG]
@@ -391,7 +400,7 @@ def parse_peers(text: str) -> dict[int, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zraft.node", description="Run one zraft node.")
+    p = argparse.ArgumentParser(description="Run one zraft node.")
     p.add_argument("--id", type=int, required=True, help="this node's id (a positive integer in the peer list)")
     p.add_argument("--peers", help="every node of the cluster, this one included: 1=HOST:PORT,2=HOST:PORT,...")
     p.add_argument("--cluster", help="a cluster.json written by launcher.py (instead of --peers)")
@@ -425,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{MAX_SNAPSHOT_BYTES}); a file larger than the free disk space is refused too")
     p.add_argument("--keys", metavar="DIR",
                    help="CurveZMQ keys: DIR/node-<id>.key_secret (this node's pair), DIR/node-<n>.key (every "
-                        "node's public key), DIR/clients/*.key (allowed clients); see zraft/security.py")
+                        "node's public key), DIR/clients/*.key (allowed clients); see zraft/transport/security.py")
     p.add_argument("--insecure", action="store_true",
                    help="run without keys on a non-loopback address (anyone who reaches the port can read and "
                         "forge everything); without keys, a loopback address is allowed with a warning")
@@ -514,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                     force_new_cluster=a.force_new_cluster, restore=a.restore or "", resp=a.resp or "",
                     resp_password=resp_password)
         if a.metrics:
-            from zraft import metrics
+            from zraft.server import metrics
 
             host, sep, port = a.metrics.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:

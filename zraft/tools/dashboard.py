@@ -1,6 +1,6 @@
 """A live web dashboard for a launcher-made cluster: ``python launcher.py`` serves it on 127.0.0.1.
 
-The page (``zraft/web/``: plain HTML, CSS and JavaScript, no build step, nothing fetched from the internet) shows
+The page (``zraft/tools/web/``: plain HTML, CSS and JavaScript, no build step, nothing fetched from the internet) shows
 every node -- role, term, vote, leader, log/commit/applied indexes as bars, snapshot index, up/paused/killed,
 messages per second to each peer as links -- updated five times a second over server-sent events, an event log,
 a form for put/append/get/delete, and buttons per node: kill, pause, resume, restart, isolate, heal, plus
@@ -28,12 +28,12 @@ from typing import Any
 
 import psutil
 
-from zraft import chaos
 from zraft.client import Client, RequestRefused, ZraftError
-from zraft.httpserve import BoundedServer, host_allowed
-from zraft.launch import Cluster
+from zraft.tools import chaos
+from zraft.tools.launch import Cluster
+from zraft.util.httpserve import BoundedServer, host_allowed
 
-log = logging.getLogger("zraft.dashboard")
+log = logging.getLogger("zraft.tools.dashboard")
 
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 FILES = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),

@@ -9,7 +9,7 @@ server answers it with an error and closes the connection, as Redis does with a 
 
 from __future__ import annotations
 
-from zraft import kv
+from zraft.statemachine import kv
 
 MAX_ARGS = 16_384
 """Most arguments in one command (MSET/DEL/MGET of 8,192 keys)."""

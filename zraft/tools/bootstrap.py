@@ -20,8 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / "requirements.txt"
+PYPROJECT = ROOT / "pyproject.toml"
 RUNTIME = ("zmq", "msgpack", "psutil", "prometheus_client")
 """The modules a node, the launcher and the shell import (the runtime part of ``requirements.txt``)."""
 STAMP = "zraft-requirements.sha256"
@@ -40,7 +41,8 @@ def venv_python(venv: Path) -> Path:
 
 
 def _digest() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    """What the environment was made from: ``requirements.txt`` and the package's own ``pyproject.toml``."""
+    return hashlib.sha256(REQUIREMENTS.read_bytes() + b"\0" + PYPROJECT.read_bytes()).hexdigest()
 
 
 def _say(msg: str) -> None:
@@ -89,6 +91,15 @@ def make_venv(venv: Path, fresh: bool = False, quiet: bool = True) -> Path:
         pip = subprocess.run(cmd, env=clean_env())
         if pip.returncode != 0:
             raise BootstrapError(f"pip could not install {REQUIREMENTS} into {venv} (exit code {pip.returncode}); "
+                                 "what it printed is above")
+        # The package itself, editable: the ``zraft`` command, and ``import zraft`` from any directory, run this
+        # checkout's code.
+        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-e", str(ROOT)]
+        if quiet:
+            cmd.insert(4, "--quiet")
+        pip = subprocess.run(cmd, env=clean_env())
+        if pip.returncode != 0:
+            raise BootstrapError(f"pip could not install zraft ({ROOT}) into {venv} (exit code {pip.returncode}); "
                                  "what it printed is above")
         stamp.write_text(want + "\n")
     return py

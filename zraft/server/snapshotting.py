@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from zraft import kv
 from zraft.core import Snapshot
+from zraft.statemachine import kv
 from zraft.storage import CorruptionError, Storage
 from zraft.storage.snapshots import SnapshotFile, SnapshotReceiver
 from zraft.transport.codec import ACK_DONE, ACK_ERROR, ACK_GAP, ACK_OK, SnapAck, SnapChunk

@@ -6,7 +6,7 @@ was called and the time it returned. An operation whose outcome the client never
 connection) has no return time: it may have taken effect at any point after its call, or never. A write that
 definitely failed must be left out of the history.
 
-    python -m zraft.check HISTORY.jsonl [--timeout S] [--max-memory MIB]
+    zraft check HISTORY.jsonl [--timeout S] [--max-memory MIB]
 
 reads one operation per line (see ``Op.from_json``) and exits 0 if every key's history is linearizable, 1 if some
 key's is not (a definite violation, with the operations involved), 3 if the budget ran out first (unknown).
@@ -488,7 +488,7 @@ def load(path: str) -> list[Op]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zraft.check", description=__doc__,
+    p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("history", help="a JSON-lines history (one operation per line)")
     p.add_argument("--timeout", type=float, default=60.0,
@@ -500,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ops = load(a.history)
     except (OSError, ValueError) as e:
-        print(f"zraft.check: {e}", file=sys.stderr)
+        print(f"zraft.tools.check: {e}", file=sys.stderr)
         return EXIT_USAGE
     results = check(ops, Budget(a.timeout, a.max_memory << 20), None if a.quiet else print_progress)
     return report(results, len(ops))

@@ -1,6 +1,6 @@
 """Start and stop a local cluster of node processes (used by launcher.py, the chaos module and the tests).
 
-Each node is a fresh interpreter (``python -m zraft.node``) started with ``subprocess``: nothing is forked from a
+Each node is a fresh interpreter (``zraft node``) started with ``subprocess``: nothing is forked from a
 process that holds a ZeroMQ context. The cluster is described in ``<data-dir>/cluster.json``: each node's id,
 address, pid, data directory, log file and the command that starts it again.
 
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from zraft.security import ClientKeys, KeysError, create_keypair, load_public
 from zraft.storage import CorruptionError, datadir
+from zraft.transport.security import ClientKeys, KeysError, create_keypair, load_public
 
 if TYPE_CHECKING:
     from zraft.client import Client
@@ -72,7 +72,7 @@ class Cluster:
     reaped: set[int] = field(default_factory=set)
     """Pids of our nodes that exited and were reaped: never signalled again (the pid may be reused)."""
     keys_dir: str | None = None
-    """Where the cluster's CurveZMQ keys are (``zraft.security``); None for an insecure cluster."""
+    """Where the cluster's CurveZMQ keys are (``zraft.transport.security``); None for an insecure cluster."""
     lock_fd: int | None = None
     """The launcher's lock on ``data_dir`` (None for a cluster found with ``load``): held until ``stop``."""
     node_args: list[str] = field(default_factory=list)
@@ -83,7 +83,7 @@ class Cluster:
     """The cluster's identity (``--cluster-id`` of every node); empty for a cluster made before identities."""
     placement: Callable[[int], tuple[str, int, list[str]]] | None = field(default=None, repr=False)
     """Where ``add_node`` puts node ``id``: (host, port, command prefix); default 127.0.0.1, a free port, none
-    (``zraft.chaos --netns`` places new nodes in the LAN's spare namespaces)."""
+    (``zraft.tools.chaos --netns`` places new nodes in the LAN's spare namespaces)."""
 
     @property
     def addresses(self) -> list[str]:
@@ -162,7 +162,7 @@ class Cluster:
             pub = create_keypair(self.keys_dir, f"node-{nid}").public.decode()
         join = ",".join(f"{n.id}={n.address}" for n in self.nodes)
         security_args = ["--keys", self.keys_dir] if self.keys_dir else ["--insecure"]
-        argv = [*prefix, sys.executable, "-m", "zraft.node", "--id", str(nid), "--join", join, "--address",
+        argv = [*prefix, sys.executable, "-m", "zraft", "node", "--id", str(nid), "--join", join, "--address",
                 f"{host}:{port}", "--data-dir", ndir, *(["--cluster-id", self.cluster_id] if self.cluster_id else []),
                 *security_args, *(["--metrics", metrics] if metrics else []), *(["--resp", resp] if resp else []),
                 *self.node_args]
@@ -288,7 +288,7 @@ def _reap(pid: int, proc: subprocess.Popen[bytes] | None, end: float) -> None:
 
 def _node_env() -> dict[str, str]:
     """The environment for a node process: this zraft package importable wherever the launcher runs from."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
@@ -349,13 +349,13 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
     ``n=None`` means the size of the cluster already in ``data_dir``, or ``DEFAULT_NODES`` for a new one. Refuses
     (``LaunchError``, nothing changed) a data directory another launcher uses or whose nodes run, and an ``n`` that
     differs from the size of the cluster stored there. ``secure``: CurveZMQ keys for every node and one client,
-    made in ``<data-dir>/keys`` when missing (``zraft.security``); ``False`` runs without (loopback only).
+    made in ``<data-dir>/keys`` when missing (``zraft.transport.security``); ``False`` runs without (loopback only).
     ``hosts``: node i's address is ``hosts[i-1]`` (instead of ``host`` for all); ``wrap(i)``: a command prefix that
-    runs node i elsewhere (``zraft.netns.Lan.wrap``: in its network namespace; ports are then not checked here).
+    runs node i elsewhere (``zraft.tools.netns.Lan.wrap``: in its network namespace; ports are then not checked here).
     ``metrics_ports``: node i serves Prometheus metrics on its host at ``metrics_ports[i-1]`` (``--metrics``);
     ``resp_ports``: the Redis protocol at ``resp_ports[i-1]`` (``--resp``).
-    ``restore``: a backup file the new cluster starts from (``zraft.backup``): ``data_dir`` must hold no cluster;
-    the new cluster gets a new id and its membership from ``n``, the backup's keys and client sessions."""
+    ``restore``: a backup file the new cluster starts from (``zraft.statemachine.backup``): ``data_dir`` must hold no
+    cluster; the new cluster gets a new id and its membership from ``n``, the backup's keys and client sessions."""
     if n is not None and n < 1:
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
@@ -428,7 +428,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
             ndir = os.path.join(data_dir, f"node-{nid}")
             metrics = f"{where[i]}:{metrics_ports[i]}" if metrics_ports else ""
             resp = f"{where[i]}:{resp_ports[i]}" if resp_ports else ""
-            argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft.node", "--id", str(nid), "--peers",
+            argv = [*(wrap(nid) if wrap else []), sys.executable, "-m", "zraft", "node", "--id", str(nid), "--peers",
                     peers, "--data-dir", ndir, "--cluster-id", cid, *security_args,
                     *(["--metrics", metrics] if metrics else []), *(["--resp", resp] if resp else []),
                     *(node_args or [])]
@@ -439,7 +439,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         return c
 
     def plan_restore(n: int | None, ports: list[int] | None) -> Cluster:
-        from zraft import backup
+        from zraft.statemachine import backup
 
         assert restore is not None
         try:
@@ -567,7 +567,7 @@ def stored_size(data_dir: str) -> int:
     voters = next(iter(found))
     if voters != tuple(range(1, len(voters) + 1)):
         raise LaunchError(f"the cluster in {data_dir} has voters {list(voters)}, not 1..{len(voters)} as the "
-                          "launcher makes them; start its nodes with python -m zraft.node")
+                          "launcher makes them; start its nodes with zraft node")
     return len(voters)
 
 

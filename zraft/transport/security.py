@@ -30,7 +30,7 @@ from typing import Any
 import zmq
 import zmq.auth
 
-log = logging.getLogger("zraft.security")
+log = logging.getLogger("zraft.transport.security")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 DOMAIN = "zraft"

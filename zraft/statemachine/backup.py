@@ -5,27 +5,25 @@ magic ``ZRSNAP02`` naming its format, metadata, the store's keys and client sess
 byte), so it is checked end to end: the checksum was computed when the node wrote the file and is verified where
 the file lands. ``Client.backup`` (``client_shell.py backup FILE``) writes one; ``inspect`` checks one;
 ``restore_into`` makes a node's empty data directory start from one (``launcher.py --restore FILE``,
-``python -m zraft.node --restore FILE``).
+``zraft node --restore FILE``).
 
 A restored cluster is a new cluster: it gets a new cluster id (so it and the original refuse each other's
 traffic), its membership comes from the command line (the backup's is ignored), and it holds the keys and the
 client sessions of the backup at its index -- a client retrying a write the backup already holds is answered from
 its session, not applied twice.
 
-    python -m zraft.backup FILE      checks a backup file and prints what it holds
+``zraft backup FILE`` (``zraft.tools.backup``) checks a backup file and prints what it holds.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass
 
 import msgpack
 
-from zraft import kv
 from zraft.core import ClusterConfig, HardState
+from zraft.statemachine import kv
 from zraft.storage import CorruptionError, Storage, datadir
 from zraft.storage import snapshots as snapfiles
 from zraft.storage.disk import OsDisk
@@ -120,22 +118,3 @@ def restore_into(data_dir: str, path: str, node_id: int, voters: tuple[int, ...]
         storage.save(HardState(info.term, 0, info.index), [], snap)
     datadir.write_meta(data_dir, datadir.Meta(node_id, tuple(sorted(voters)), cluster_id))
     return info
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zraft.backup",
-                                description="Check a zraft backup file (every byte's checksum, and that its store "
-                                            "decodes) and print what it holds.")
-    p.add_argument("file", help="a backup written by client_shell.py backup FILE")
-    a = p.parse_args(argv)
-    try:
-        info = inspect(a.file, full=True)
-    except BackupError as e:
-        print(f"zraft backup: {e}", file=sys.stderr)
-        return 1
-    print(f"{a.file}: OK, {info.describe()}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

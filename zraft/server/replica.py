@@ -1,7 +1,7 @@
 """One replica: a Raft core with its log storage, its state machine and its clients -- everything a node does
 between the wire and the core, and nothing that touches a socket, a thread of its own or the real clock.
 
-The node process (``zraft.node``) runs one replica inside its ZeroMQ event loop; the simulator (``zraft.sim``)
+The node process (``zraft.server.node``) runs one replica inside its ZeroMQ event loop; the simulator (``zraft.sim``)
 runs several in one process under virtual time. Only the seams differ, each passed in (hashicorp/raft's
 ``NewRaft(conf, fsm, logs, stable, snaps, trans)`` shape):
 
@@ -10,7 +10,7 @@ runs several in one process under virtual time. Only the seams differ, each pass
   network);
 - the log storage: ``zraft.storage.Storage`` over a ``Disk`` (``OsDisk``; ``FaultDisk``, which crashes, tears
   writes and fails fsyncs);
-- the state machine: ``zraft.kv.KVStore`` with its client sessions (the same in both).
+- the state machine: ``zraft.statemachine.kv.KVStore`` with its client sessions (the same in both).
 
 The event loop feeds a replica: ``receive`` each decoded message (Raft messages, snapshot chunks, client
 requests), ``end_input`` after a pass's messages (the writes that arrived together become one proposal: one log
@@ -31,7 +31,6 @@ from zlib import crc32
 
 import msgpack
 
-from zraft import kv, members
 from zraft.core import (
     NONE,
     ClusterConfig,
@@ -47,15 +46,16 @@ from zraft.core import (
     Role,
     Snapshot,
 )
-from zraft.logutil import LogLimiter
-from zraft.members import Member
-from zraft.metrics import Runs, Stats
-from zraft.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
+from zraft.server.metrics import Runs, Stats
+from zraft.server.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
+from zraft.statemachine import kv
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
 from zraft.storage.store import NEWER_ADVICE
-from zraft.transport import codec
+from zraft.transport import codec, members
 from zraft.transport.codec import Err
+from zraft.transport.members import Member
+from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.replica")
 
@@ -241,7 +241,7 @@ class Replica:
         self.installs_during_snapshot = 0
         """Snapshots from the leader installed while this node was taking one of its own (whose result is dropped)."""
         self.stats = Stats()
-        """Counters and histograms for ``zraft.metrics`` (plain ints: nothing but counting on the hot path)."""
+        """Counters and histograms for ``zraft.server.metrics`` (plain ints: nothing but counting on the hot path)."""
         self.gauges: dict[str, int] = {}
         """Slower-changing figures for the metrics (disk usage, bad frames), refreshed about once a second."""
         self._gauges_due = 0.0

@@ -1,12 +1,12 @@
 """Process faults on a launcher-made cluster, with psutil: kill (SIGKILL), pause (SIGSTOP), resume (SIGCONT),
 restart (from the command recorded in cluster.json), for a node by id, the current leader or a random node.
 
-    from zraft import chaos, launch
+    from zraft.tools import chaos, launch
     c = launch.load("./zraft-data")
     chaos.kill(c, chaos.leader(c))
 
 Network faults (drop, delay, duplicate, partitions) go to nodes started with ``--chaos`` through a control
-socket local to the machine. ``python -m zraft.chaos`` is a whole chaos run, checked for linearizability.
+socket local to the machine. ``zraft chaos`` is a whole chaos run, checked for linearizability.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import msgpack
 import psutil
 import zmq
 
-from zraft.launch import Cluster, statuses
-from zraft.security import ClientKeys
+from zraft.tools.launch import Cluster, statuses
+from zraft.transport.security import ClientKeys
 
 
 class ChaosError(Exception):
@@ -178,7 +178,7 @@ class Network:
 
 
 class LanNetwork(Network):
-    """Faults on real TCP between the nodes' network namespaces, with nftables (``zraft.netns``)."""
+    """Faults on real TCP between the nodes' network namespaces, with nftables (``zraft.tools.netns``)."""
 
     def __init__(self, c: Cluster, lan: Any) -> None:
         super().__init__(c)
@@ -238,7 +238,7 @@ def _client_proc(addresses: list[str], cid: int, seed: int, until: float, append
     recorded with the call and return of the whole group. ``read_share``: the fraction of reads. ``namespace``:
     the network namespace to run in (``--netns``: the LAN's clients' namespace)."""
     if namespace is not None:
-        from zraft import netns
+        from zraft.tools import netns
 
         netns.enter(namespace)
     from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
@@ -292,7 +292,7 @@ def _resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, a
     (any node serves every command), another one after a connection error. A write answered with an error
     (-TRYAGAIN after the node's 10 s of retries) or cut off has an unknown outcome; a failed read none."""
     if namespace is not None:
-        from zraft import netns
+        from zraft.tools import netns
 
         netns.enter(namespace)
     import redis
@@ -367,7 +367,7 @@ def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: li
     """While the other faults happen: every few seconds add a node, remove one (the leader too), replace one
     (remove it, add a fresh one under a new id) or transfer leadership, keeping between ``voters`` voters."""
     from zraft.client import ZraftError
-    from zraft.launch import LaunchError
+    from zraft.tools.launch import LaunchError
 
     while time.monotonic() < until:
         time.sleep(rng.uniform(2.0, 5.0))
@@ -408,7 +408,7 @@ def _membership_nemesis(c: Cluster, rng: random.Random, until: float, events: li
 
 def _nemesis(c: Cluster, rng: random.Random, until: float, rate: float, events: list[dict[str, Any]],
              say: Callable[[str], None] = lambda s: None, t0: float = 0.0, net: Network | None = None) -> None:
-    from zraft.launch import LaunchError
+    from zraft.tools.launch import LaunchError
 
     net = net or Network(c)
     while time.monotonic() < until:
@@ -586,7 +586,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         membership: bool = False, use_netns: bool = False, resp: bool = False) -> int:
     """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
     the checker's budget ran out before it could decide (unknown). See ``main``."""
-    from zraft import check, launch
+    from zraft.tools import check, launch
 
     def say(line: str) -> None:
         if not quiet:
@@ -606,7 +606,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         snap_args += ["--resp-password-file", os.path.abspath(pw_file)]
     lan = None
     if use_netns:  # nodes on their own addresses in network namespaces; faults cut on real TCP (nftables)
-        from zraft import netns
+        from zraft.tools import netns
 
         # With --membership, spare namespaces for the nodes the membership nemesis adds (each under a new id).
         lan = netns.Lan(nodes + (SPARE_NAMESPACES if membership else 0), prefix="zrc")
@@ -808,7 +808,7 @@ def _count_snapshot_events(c: Cluster) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zraft.chaos", description=(
+    p = argparse.ArgumentParser(description=(
         "A chaos run: start a fresh cluster, run concurrent clients (append with unique values, put, delete, get) "
         "while a seeded nemesis kills, pauses and partitions nodes, heal, read every key, and check the history "
         "is linearizable, every acknowledged append is present exactly once, and a leader returns after healing. "
@@ -837,7 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--netns", action="store_true",
                    help="run the nodes in Linux network namespaces on their own addresses (10.77.0.1, ...) and cut "
                         "the network with nftables on real TCP instead of inside the nodes (root; iproute2, "
-                        "nftables; see zraft/netns.py)")
+                        "nftables; see zraft/tools/netns.py)")
     p.add_argument("--resp", action="store_true",
                    help="drive the clients through the Redis protocol (redis-py, at any node) instead of zraft's "
                         "own, so that the Redis path is checked for linearizability too")
@@ -848,7 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
         p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
     if a.netns:
-        from zraft import netns
+        from zraft.tools import netns
 
         why = netns.available()
         if why is not None:

@@ -1,0 +1,14 @@
+"""The Python client (``Client``: sessions, leader discovery, retries that apply a write once)."""
+
+from .client import (
+    ATTEMPT_TIMEOUT,
+    DEFAULT_DEADLINE,
+    Client,
+    OutcomeUnknown,
+    RequestRefused,
+    Unavailable,
+    ZraftError,
+)
+
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "OutcomeUnknown", "RequestRefused", "Unavailable",
+           "ZraftError"]

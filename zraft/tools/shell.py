@@ -1,0 +1,268 @@
+"""An interactive shell for a zraft cluster.
+
+    python client_shell.py                    # the cluster launcher.py started (./zraft-data/cluster.json)
+    python client_shell.py --nodes 127.0.0.1:5551,127.0.0.1:5552
+    python client_shell.py get mykey          # run one command and exit
+    printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
+
+Commands: put K V, append K V, get K, delete K, status (status --json for scripts), leader, members, transfer N,
+backup FILE, help, quit; and for a
+launcher-made cluster kill N, pause N, resume N, restart N (process faults: watch an election happen) and add N,
+remove N (membership: start a node and make it a voter; remove a node and stop it). Keys and values are UTF-8
+text; a value is the rest of the line. put/append/delete/add/remove/transfer print OK, get prints the value or
+(nil), leader prints the leader's node id. Errors go to stderr and make the exit code non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from typing import Any
+
+from zraft.client import Client, ZraftError
+from zraft.tools import chaos, launch
+from zraft.transport.security import ClientKeys, KeysError, load_public
+
+HELP = """commands:
+  put K V        store V under K                  append K V   append V to K's value
+  get K          read K (linearizable)            delete K     remove K
+  status         a table of every node            leader       the leader's node id
+  status --json  every node's status as JSON (one line, for scripts)
+  kill N         SIGKILL node N                   pause N      SIGSTOP node N
+  resume N       SIGCONT node N                   restart N    start node N again
+  members        voters and learners              transfer N   make node N the leader
+  add N          start node N, add it, promote it remove N     remove node N, stop it
+  add N HOST:PORT [KEYFILE]  add node N, started by hand with --join, and promote it
+  backup FILE    write a backup of every key and client session to FILE (restore: launcher.py --restore FILE);
+                 a FILE that is a symbolic link is refused unless given as backup --follow-symlink FILE
+  help           this text                        quit         leave (or Ctrl-D)"""
+
+
+class Shell:
+    def __init__(self, client: Client, cluster: launch.Cluster | None) -> None:
+        self.client = client
+        self.cluster = cluster
+
+    def _reconnect(self) -> None:
+        """The cluster's nodes changed (add/remove): a client that knows the new list."""
+        assert self.cluster is not None
+        deadline = self.client.deadline
+        self.client.close()
+        self.client = self.cluster.client(deadline=deadline)
+
+    def run(self, line: str) -> str | None:
+        """Execute one command line; returns the text to print, or None to quit. Raises on errors."""
+        try:
+            words = shlex.split(line)
+        except ValueError as e:
+            raise ValueError(f"cannot parse the line: {e}") from None
+        if not words:
+            return ""
+        cmd, args = words[0].lower(), words[1:]
+        if cmd in ("quit", "exit"):
+            return None
+        if cmd == "help":
+            return HELP
+        if cmd in ("put", "append"):
+            if len(args) < 2:
+                raise ValueError(f"usage: {cmd} KEY VALUE")
+            value = " ".join(args[1:])
+            (self.client.put if cmd == "put" else self.client.append)(args[0].encode(), value.encode())
+            return "OK"
+        if cmd == "get":
+            self._arity(cmd, args, 1, "KEY")
+            v = self.client.get(args[0].encode())
+            return "(nil)" if v is None else v.decode(errors="replace")
+        if cmd == "delete":
+            self._arity(cmd, args, 1, "KEY")
+            self.client.delete(args[0].encode())
+            return "OK"
+        if cmd == "leader":
+            idx = self.client.find_leader(3.0)
+            if idx is None:
+                raise ZraftError("no leader right now")
+            return str(self.client.status(idx)["node"])
+        if cmd == "status":
+            if args == ["--json"]:
+                return json.dumps(self.client.status_all(), sort_keys=True, default=str)
+            if args:
+                raise ValueError("usage: status [--json]")
+            return self._status()
+        if cmd == "members":
+            return self._members()
+        if cmd == "backup":
+            follow = bool(args) and args[0] == "--follow-symlink"
+            if follow:
+                args = args[1:]
+            self._arity(cmd, args, 1, "[--follow-symlink] FILE")
+            t0 = time.monotonic()
+            info = self.client.backup(args[0], timeout=max(self.client.deadline, 600.0), follow_symlink=follow)
+            source = self.client.nodes[self.client.answered_by]
+            return f"backup {args[0]}: {info.describe()}; from {source} in {time.monotonic() - t0:.2f} s"
+        if cmd == "add" and len(args) in (2, 3):
+            # Any cluster (nodes started by hand): node N already runs with --join; add it and promote it.
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError("usage: add NODE HOST:PORT [PUBLIC_KEY_FILE]") from None
+            key = load_public(args[2]).decode() if len(args) == 3 else ""
+            self.client.add_node(node, args[1], key)
+            return "OK"
+        if cmd in ("add", "remove", "transfer"):
+            self._arity(cmd, args, 1, "NODE")
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError(f"usage: {cmd} NODE (a node id)") from None
+            if cmd == "transfer":
+                self.client.transfer_leadership(node)
+                return "OK"
+            if self.cluster is None:
+                if cmd == "add":
+                    raise ValueError("add N needs a launcher-made cluster (cluster.json); otherwise start the node "
+                                     "with zraft node --join and use add N HOST:PORT [PUBLIC_KEY_FILE]")
+                self.client.remove_node(node)
+                return "OK"
+            try:
+                if cmd == "add":
+                    self.cluster.add_node(node)
+                else:
+                    self.cluster.remove_node(node)
+            finally:
+                self._reconnect()
+            return "OK"
+        if cmd in ("kill", "pause", "resume", "restart"):
+            self._arity(cmd, args, 1, "NODE")
+            if self.cluster is None:
+                raise ValueError(f"{cmd} needs a launcher-made cluster (cluster.json), not --nodes")
+            try:
+                node = int(args[0])
+            except ValueError:
+                raise ValueError(f"usage: {cmd} NODE (a node id)") from None
+            getattr(chaos, cmd)(self.cluster, node)
+            return "OK"
+        raise ValueError(f"unknown command {cmd!r}; type help")
+
+    @staticmethod
+    def _arity(cmd: str, args: list[str], n: int, names: str) -> None:
+        if len(args) != n:
+            raise ValueError(f"usage: {cmd} {names}")
+
+    def _members(self) -> str:
+        m = self.client.members()
+        rows = [f"{'node':>4}  {'address':<21} {'role':<8} {'match':>8}"]
+        for nid, addr, role, match in m["members"]:
+            lead = " (leader)" if nid == m["leader"] else ""
+            rows.append(f"{nid:>4}  {addr:<21} {role:<8} {match:>8}{lead}")
+        if "pending_config_index" in m:
+            rows.append(f"      a change at index {m['pending_config_index']} is not committed yet")
+        if "transferee" in m:
+            rows.append(f"      leadership is being transferred to node {m['transferee']}")
+        return "\n".join(rows)
+
+    def _status(self) -> str:
+        rows = [f"{'node':>4}  {'address':<21} {'role':<13} {'term':>5} {'leader':>6} {'commit':>7} {'applied':>7} "
+                f"{'last':>7} {'snapshot':>8} {'log':>7}"]
+        for addr, s in zip(self.client.nodes, self.client.status_many(self.client.attempt_timeout), strict=True):
+            if s is None:  # all asked at once: two stopped nodes cost one timeout, not two
+                rows.append(f"{'?':>4}  {addr:<21} {'(no answer)':<13}")
+                continue
+            def f(k: str, st: dict[str, Any] = s) -> str:  # a field the answer may lack (it is a stranger's word)
+                v = st.get(k)
+                return "?" if v is None else str(v)[:40]
+
+            rows.append(f"{f('node'):>4}  {addr:<21} {f('role'):<13} {f('term'):>5} {f('leader'):>6} "
+                        f"{f('commit'):>7} {f('applied'):>7} {f('last_index'):>7} {f('snapshot_index'):>8} "
+                        f"{f('log_entries'):>7}")
+            if s.get("match"):
+                rows.append("      follower match index: " + ", ".join(
+                    sorted(f"{k!s:.20}={v!s:.20}" for k, v in list(s["match"].items())[:64])))
+        return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cluster", help=f"a cluster.json (default {launch.DEFAULT_DATA_DIR}/{launch.CLUSTER_FILE})")
+    p.add_argument("--nodes", help="node addresses HOST:PORT,HOST:PORT,... (instead of a cluster file)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds before a request gives up (default 10)")
+    p.add_argument("--keys", metavar="DIR",
+                   help="with --nodes: CurveZMQ keys, DIR/client.key_secret and DIR/node-<i>.key for the i-th "
+                        "address (a cluster file names its key directory itself)")
+    p.add_argument("command", nargs=argparse.REMAINDER, help="a command to run once, e.g. get mykey")
+    a = p.parse_args(argv)
+    cluster = None
+    try:
+        if a.nodes:
+            nodes = [n.strip() for n in a.nodes.split(",") if n.strip()]
+            keys = ClientKeys.load(a.keys, nodes) if a.keys else None
+        else:
+            cluster = launch.load(a.cluster or launch.DEFAULT_DATA_DIR)
+            nodes = cluster.addresses
+            keys = cluster.client_keys()
+        client = Client(nodes, deadline=a.timeout, keys=keys)
+    except (launch.LaunchError, KeysError, ValueError) as e:
+        print(f"client_shell: {e}", file=sys.stderr)
+        return 2
+    shell = Shell(client, cluster)
+    failures = 0
+
+    def do(line: str) -> bool:
+        nonlocal failures
+        try:
+            out = shell.run(line)
+        except (ZraftError, ValueError, chaos.ChaosError, KeyError, launch.LaunchError, OSError, KeysError) as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failures += 1
+            return True
+        if out is None:
+            return False
+        if out:
+            print(out, flush=True)
+        return True
+
+    try:
+        if a.command:
+            do(shlex.join(a.command))
+        elif sys.stdin.isatty():
+            try:
+                import readline
+
+                hist = os.path.expanduser("~/.zraft_history")
+                try:
+                    readline.read_history_file(hist)
+                except OSError:
+                    pass
+            except ImportError:
+                readline = None  # type: ignore[assignment]
+            print(f"zraft shell: {len(nodes)} nodes. Type help.")
+            while True:
+                try:
+                    line = input("zraft> ")
+                except EOFError:
+                    print()
+                    break
+                except KeyboardInterrupt:
+                    print()
+                    continue
+                if not do(line):
+                    break
+            if readline is not None:
+                try:
+                    readline.write_history_file(hist)
+                except OSError:
+                    pass
+        else:
+            for line in sys.stdin:
+                if not do(line.rstrip("\n")):
+                    break
+    finally:
+        shell.client.close()
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
