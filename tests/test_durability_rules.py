@@ -14,6 +14,7 @@ from typing import Any
 
 from zraft.core import ClusterConfig, Message, MsgType, Options
 from zraft.server.replica import Replica, Settings
+from zraft.statemachine import kv
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
 from zraft.transport import codec
@@ -47,7 +48,7 @@ class CrashAtSend:
 def _replica(disk: FaultDisk, transport: CrashAtSend) -> Replica:
     storage = Storage(transport.path, disk=disk, background_prealloc=False)
     rep = Replica(2, ClusterConfig((1, 2, 3)), storage, transport, lambda: 0.0, random.Random(2),
-                  Options(election_ticks=10, heartbeat_ticks=1), Settings())
+                  Options(election_ticks=10, heartbeat_ticks=1), Settings(), machine=kv.KVStore)
     rep.start()
     return rep
 
@@ -104,14 +105,14 @@ def test_a_local_snapshot_that_finishes_after_a_newer_one_was_installed_is_dropp
     storage = Storage(t.path, disk=disk, background_prealloc=False)
     cfg = ClusterConfig((1, 2, 3))
     rep = Replica(2, cfg, storage, t, lambda: 0.0, random.Random(2), Options(election_ticks=10, heartbeat_ticks=1),
-                  Settings(snapshot_every=5, threads=False, snapshot_pieces=1))
+                  Settings(snapshot_every=5, threads=False, snapshot_pieces=1), machine=kv.KVStore)
     rep.start()
     ents = [Entry(i, 1, EntryKind.NORMAL, kv.encode_command(kv.PUT, 9, i, 1, b"k%d" % i, b"v")) for i in range(1, 21)]
     rep.receive("raft", Message(MsgType.APPEND, 1, 2, 1, 0, 0, ents, 20), b"node-1")
     for _ in range(3):
         rep.end_input()
         rep.process()
-    assert rep.kv.applied == 20 and rep.snap_job is not None and not rep.snap_job.done()  # under way, not written
+    assert rep.machine.applied == 20 and rep.snap_job is not None and not rep.snap_job.done()  # under way, not written
     leader = kv.KVStore()
     for i in range(1, 41):
         leader.apply(i, kv.encode_command(kv.PUT, 9, i, 1, b"k%d" % i, b"w"))
@@ -123,7 +124,7 @@ def test_a_local_snapshot_that_finishes_after_a_newer_one_was_installed_is_dropp
     for _ in range(3):
         rep.end_input()
         rep.process()
-    assert rep.raft.snapshot_index == 40 and rep.kv.applied == 40
+    assert rep.raft.snapshot_index == 40 and rep.machine.applied == 40
     for _ in range(10_000):  # the local job goes on and finishes
         if rep.snap_job is None:
             break

@@ -112,7 +112,7 @@ class Stats:
 class Collector:
     """A prometheus_client collector over one replica (read at scrape time)."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Replica[Any]) -> None:
         self.replica = replica
 
     def describe(self) -> list[Any]:
@@ -145,18 +145,18 @@ class Collector:
         yield roles
         yield gauge("zraft_leader_id", "The leader this node knows (0: none).", raft.lead)
         yield gauge("zraft_commit_index", "Highest log index known committed.", raft.commit_index)
-        yield gauge("zraft_applied_index", "Highest log index applied to the store.", r.kv.applied)
+        yield gauge("zraft_applied_index", "Highest log index applied to the store.", r.machine.applied)
         yield gauge("zraft_last_index", "Last log index.", raft.last_index)
         yield gauge("zraft_snapshot_index", "Index of the latest snapshot (log compacted up to it).",
                     raft.snapshot_index)
         yield gauge("zraft_apply_lag_entries", "Committed entries not yet applied.",
-                    max(0, raft.commit_index - r.kv.applied))
+                    max(0, raft.commit_index - r.machine.applied))
         g = r.gauges
         yield gauge("zraft_log_bytes", "Bytes of log segments on disk.", g.get("log_bytes", 0))
         yield gauge("zraft_disk_bytes", "Bytes on disk: segments and snapshot files.", g.get("disk_bytes", 0))
         yield gauge("zraft_log_segments", "Log segment files.", g.get("segments", 0))
-        yield gauge("zraft_keys", "Keys in the store.", len(r.kv))
-        yield gauge("zraft_sessions", "Client sessions held.", len(r.kv.sessions))
+        yield gauge("zraft_keys", "Keys in the store.", r.machine.counts()[0])
+        yield gauge("zraft_sessions", "Client sessions held.", r.machine.counts()[1])
         yield gauge("zraft_pending_writes", "Writes proposed, not yet answered.", len(r.pending_writes))
         yield gauge("zraft_pending_reads", "Linearizable reads waiting for a read index.", r.reads_waiting())
         yield counter("zraft_elections_started_total", "Campaigns started by this node.", s.elections_started)
@@ -215,7 +215,7 @@ SILENT_S = 10.0
 """A connection that sends nothing (or half a request) for this long is dropped."""
 
 
-def serve(address: str, replica: Replica) -> Any:
+def serve(address: str, replica: Replica[Any]) -> Any:
     """Serve ``/metrics`` at ``address`` (HOST:PORT) from a thread; returns the server (``shutdown()`` stops
     it). Raises OSError if the port cannot be bound. At most ``MAX_CONNECTIONS`` connections at once, each dropped
     after ``SILENT_S`` of silence (300 half-sent requests once made 304 threads)."""

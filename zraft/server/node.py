@@ -43,6 +43,7 @@ from zraft.server.resp_server import RespServer, Routing
 from zraft.server.snapshotting import MAX_SNAPSHOT_BYTES
 from zraft.statemachine import backup
 from zraft.statemachine.backup import BackupError
+from zraft.statemachine.kv import KVStore
 from zraft.storage import SEGMENT_BYTES, CorruptionError, Storage, StorageError, datadir
 from zraft.transport import security
 from zraft.transport.faults import ChaosControl, FaultyTransport
@@ -155,7 +156,7 @@ class Node:
             Settings(snapshot_every=snapshot_every, snapshot_bytes=snapshot_bytes,
                      max_snapshot_bytes=max_snapshot_bytes),
             addresses=peers,
-            keys={i: k.decode() for i, k in keys.nodes.items()} if keys is not None else None)
+            keys={i: k.decode() for i, k in keys.nodes.items()} if keys is not None else None, machine=KVStore)
         self.replica.status_extra = self.zmq.status
         self.replica.on_config = self.zmq.set_members
         self.resp: RespServer | None = None

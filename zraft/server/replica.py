@@ -10,7 +10,8 @@ runs several in one process under virtual time. Only the seams differ, each pass
   network);
 - the log storage: ``zraft.storage.Storage`` over a ``Disk`` (``OsDisk``; ``FaultDisk``, which crashes, tears
   writes and fails fsyncs);
-- the state machine: ``zraft.statemachine.kv.KVStore`` with its client sessions (the same in both).
+- the state machine: a ``zraft.statemachine.machine.StateMachine`` (``KVStore`` with its client sessions, the same
+  in both), made by the ``machine`` given (the class: empty, or restored from a snapshot).
 
 The event loop feeds a replica: ``receive`` each decoded message (Raft messages, snapshot chunks, client
 requests), ``end_input`` after a pass's messages (the writes that arrived together become one proposal: one log
@@ -25,11 +26,8 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
-from zlib import crc32
-
-import msgpack
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 from zraft.core import (
     NONE,
@@ -48,7 +46,7 @@ from zraft.core import (
 )
 from zraft.server.metrics import Runs, Stats
 from zraft.server.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
-from zraft.statemachine import kv
+from zraft.statemachine.machine import MachineType, StateMachine
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
 from zraft.storage.store import NEWER_ADVICE
@@ -127,10 +125,10 @@ class Probe(Protocol):
     """What the simulator watches as a replica works (production passes none). It may raise to crash the
     replica at that point: the simulator then keeps only what the disk made durable."""
 
-    def ready(self, replica: Replica, rd: Ready) -> None: ...
-    def persisting(self, replica: Replica, rd: Ready) -> None: ...
-    def persisted(self, replica: Replica, rd: Ready) -> None: ...
-    def applied(self, replica: Replica, e: Entry) -> None: ...
+    def ready(self, replica: Replica[Any], rd: Ready) -> None: ...
+    def persisting(self, replica: Replica[Any], rd: Ready) -> None: ...
+    def persisted(self, replica: Replica[Any], rd: Ready) -> None: ...
+    def applied(self, replica: Replica[Any], e: Entry) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,12 +153,8 @@ class PendingWrite:
     op: str = ""
     arrived: float = 0.0
     """Clock time of the loop pass it arrived in (request latency metrics)."""
-    key: bytes | None = None
-    """Set when the request asked for the value's new length in the answer (``"len": true``)."""
-    plain: bool = True
-    """Answered with a bare ``ok`` when applied (put and append without options); else ``_write_result``."""
-    flags: int = 0
-    """A put's SET flags (``kv.SET_NX`` ...)."""
+    req: dict[str, Any] = field(default_factory=dict)
+    """The write asked (the state machine reads it again to answer: ``StateMachine.answer``)."""
 
 
 @dataclass(slots=True)
@@ -189,12 +183,16 @@ class OpenBackup:
     last_used: float
 
 
-class Replica:
+M = TypeVar("M", bound=StateMachine)
+
+
+class Replica(Generic[M]):
     def __init__(self, node_id: int, config: ClusterConfig, storage: Storage, transport: Transport, clock: Clock,
                  rng: random.Random, options: Options, settings: Settings = Settings(),
                  addresses: dict[int, str] | None = None, probe: Probe | None = None,
-                 keys: dict[int, str] | None = None) -> None:
-        """Recover from ``storage`` (its snapshot into the store; the committed log is replayed by ``start``).
+                 keys: dict[int, str] | None = None, *, machine: MachineType[M]) -> None:
+        """Recover from ``storage`` (its snapshot into the state machine, made by ``machine``; the committed log
+        is replayed by ``start``).
         ``config``, ``addresses`` and ``keys`` (Z85 public keys) describe the cluster it was started with; once its
         membership has changed, the configuration in the log (with every member's address and key) wins."""
         self.id = node_id
@@ -218,11 +216,13 @@ class Replica:
         self._ticks = 0
         self.probe = probe
         rec = storage.recovered
-        self.kv = kv.KVStore()
+        self.machine_type = machine
+        self.machine: M = machine()
+        """The state machine (replaced when a snapshot is installed)."""
         applied = 0
         if rec.snapshot is not None:
             try:
-                self.kv = restore(rec.snapshot)
+                self.machine = self._restore(rec.snapshot)
             except ValueError as e:
                 f = rec.snapshot.data
                 if not isinstance(f, SnapshotFile):
@@ -264,7 +264,7 @@ class Replica:
         self.sender = Sender(node_id, transport.send_chunk, clock, settings.chunk_bytes)
         self.receiver = Receiver(node_id, storage, transport.send_ack, settings.max_snapshot_bytes,
                                  self._validate_snapshot)
-        self._prepared: tuple[int, int, kv.KVStore] | None = None
+        self._prepared: tuple[int, int, M] | None = None
         """The store restored from a received snapshot while validating it, kept for its installation."""
         self.limiter = LogLimiter(log, clock)
         self._dropped_seen = 0
@@ -495,7 +495,7 @@ class Replica:
                                        "leader": target, "leader_addr": self.addresses.get(target, "")}, batched)
             return
         datas = []
-        pending = self.pending_writes
+        pending, machine = self.pending_writes, self.machine
         now = self.clock()
         lg = self.raft.log
         room = self.settings.max_uncommitted - (lg.last_index - lg.commit)
@@ -509,29 +509,13 @@ class Replica:
                 self._reply(identity, {"id": req["id"], "ok": False, "error": Err.BUSY,
                                        "message": f"{full}; retry after a backoff", **self._leader_info()}, batched)
                 continue
-            op = req["op"]
-            key, value = req.get("key", b""), req.get("value", b"")
-            kvop, flags = _OPS[op], 0
-            if op == "put" and len(req) > 7:  # options: a SET with flags
-                flags = (kv.SET_NX if req.get("nx") is True else 0) | (kv.SET_XX if req.get("xx") is True else 0) \
-                    | (kv.SET_GET if req.get("get") is True else 0)
-            why = kv.check_limits(key, value) if len(key) > kv.MAX_KEY_BYTES or len(value) > kv.MAX_VALUE_BYTES \
-                else None
-            if op == "mset":
-                pairs = req["pairs"]
-                why = next((bad for i in range(0, len(pairs), 2) if (bad := kv.check_limits(pairs[i], pairs[i + 1]))),
-                           None)
-                value = msgpack.packb(pairs, use_bin_type=True)
-            elif op == "incr":
-                value = b"%d" % req["by"]
-            elif flags:
-                kvop, value = kv.SET, bytes([flags]) + value
-            if why:
-                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.TOO_LARGE, "message": why}, batched)
+            command = machine.command(req)
+            if not isinstance(command, bytes):
+                error, why = command
+                self._reply(identity, {"id": req["id"], "ok": False, "error": error, "message": why}, batched)
                 continue
             client, seq = req["client"], req["seq"]
-            w = PendingWrite(identity, req["id"], batched, op, now, key if req.get("len") is True else None,
-                             (op == "put" and not flags) or (op == "append" and req.get("len") is not True), flags)
+            w = PendingWrite(identity, req["id"], batched, req["op"], now, req)
             if waiting is None:
                 pending[(client, seq)] = [w]
             else:
@@ -541,7 +525,7 @@ class Replica:
                 waiting.append(w)
                 continue
             room -= 1
-            datas.append(kv.encode_command(kvop, client, seq, req["ack"], key, value))
+            datas.append(command)
         if datas:
             self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
 
@@ -676,7 +660,7 @@ class Replica:
         self._reply(w.identity, answer, w.batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
-        v = self.kv.shards[crc32(key) >> kv.SHARD_SHIFT].get(key)  # kv.get, without its call (the hottest path)
+        v = self.machine.get(key)
         self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
 
     def status(self) -> dict[str, Any]:
@@ -684,8 +668,9 @@ class Replica:
         st = raft.status()
         del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
         st.update(self._leader_info())
-        st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.kv.applied,
-                   "keys": len(self.kv), "sessions": len(self.kv.sessions),
+        keys, sessions = self.machine.counts()
+        st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.machine.applied,
+                   "keys": keys, "sessions": sessions,
                    "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,
                    "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
@@ -769,7 +754,7 @@ class Replica:
         # 4. Apply.
         if rd.snapshot is not None:
             self._install(rd.snapshot)
-        store, pending = self.kv, self.pending_writes
+        store, pending = self.machine, self.pending_writes
         runs = Runs(stats, self.clock())
         for e in rd.committed_entries:
             if e.kind == EntryKind.NORMAL:
@@ -778,10 +763,9 @@ class Replica:
                 if answer:
                     for w in answer:
                         runs.add(w.op, w.arrived)
-                        if status == kv.OK and w.plain:
-                            self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
-                        else:
-                            self._reply(w.identity, self._write_result(w, status, store.result), w.batched)
+                        fields = store.answer(w.req, status)
+                        self._reply(w.identity, {"id": w.req_id, "ok": True} if fields is None
+                                    else {"id": w.req_id, **fields}, w.batched)
             else:
                 store.apply_noop(e.index)
                 if e.kind == EntryKind.CONFIG and self.pending_config:
@@ -811,27 +795,6 @@ class Replica:
             self._serve_backups()
         self._maybe_snapshot()
 
-    def _write_result(self, w: PendingWrite, status: int, result: bytes | None) -> dict[str, Any]:
-        """A write's answer with what it did: a delete says whether the key was there; an append asked for it says
-        the value's length right after it (read now, between this entry and the next); incr the new value; getdel
-        the value removed; a put with options whether it set the value (and the old one, if asked)."""
-        if status not in (kv.OK, kv.NOT_FOUND, kv.NOT_SET):
-            return {"id": w.req_id, "ok": False, "error": kv.Status(status).name.lower(),
-                    "message": _STATUS_TEXT[status]}
-        r: dict[str, Any] = {"id": w.req_id, "ok": True}
-        op = w.op
-        if op == "delete":
-            r["found"] = status == kv.OK
-        elif op in ("incr", "getdel"):
-            r["value"] = result
-        elif op == "put":
-            r["done"] = status == kv.OK
-            if w.flags & kv.SET_GET:
-                r["value"] = result
-        if w.key is not None:
-            r["length"] = len(self.kv.get(w.key) or b"")
-        return r
-
     def _send(self, m: Message) -> None:
         if m.type == MsgType.SNAPSHOT:
             assert m.snapshot is not None
@@ -851,7 +814,7 @@ class Replica:
 
     def _maybe_snapshot(self, now: bool = False) -> None:
         """Take a snapshot if enough was applied or logged since the last one (``now``: if anything was)."""
-        applied, snap_index = self.kv.applied, self.raft.snapshot_index
+        applied, snap_index = self.machine.applied, self.raft.snapshot_index
         if self.snap_job is not None or applied <= snap_index:
             return
         st = self.settings
@@ -860,7 +823,7 @@ class Replica:
                 or self.storage.bytes_since_snapshot >= st.snapshot_bytes * due):
             self._snap_due = 1.0 - SNAPSHOT_JITTER * self._snap_rng.random()
             self._job_max_pass = self._job_max_late = 0.0
-            self.snap_job = SnapshotJob(self.storage, self.kv, self.raft.make_snapshot(applied, None),
+            self.snap_job = SnapshotJob(self.storage, self.machine, self.raft.make_snapshot(applied, None),
                                         threads=st.threads, max_pieces=st.snapshot_pieces,
                                         budget_s=STEP_BUDGET_S if st.threads else None)
             log.info("node=%d event=snapshot_begin index=%d keys=%d loop_pause_ms=%.1f", self.id, applied,
@@ -883,10 +846,8 @@ class Replica:
         self.snapshots_taken += 1
         self.stats.snapshot_seconds.observe(self.clock() - job.started)
         keys = job.image.key_count
-        if sum(map(len, job.image.before)) > RELEASE_PER_PASS:
-            # The old values kept for the image (up to one per key written meanwhile): a shard's freed per pass.
-            self._garbage.extend([d] for d in job.image.before)
-            job.image.before = []
+        # The old values kept for the image (up to one per key written meanwhile): a shard's freed per pass.
+        self._garbage.extend(job.image.leftovers(RELEASE_PER_PASS))
         finish_s = time.perf_counter() - t0
         assert isinstance(snap.data, SnapshotFile)
         self.snap_stats = {"index": snap.index, "keys": keys, "bytes": snap.data.size,
@@ -979,18 +940,25 @@ class Replica:
             self.installs_during_snapshot += 1
         t0 = time.perf_counter()
         prepared, self._prepared = self._prepared, None
-        self.kv = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) else restore(snap)
+        self.machine = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) \
+            else self._restore(snap)
         self.snapshots_installed += 1
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
-                 len(self.kv), time.perf_counter() - t0)
+                 self.machine.counts()[0], time.perf_counter() - t0)
 
     def _validate_snapshot(self, snap: Snapshot) -> None:
         """A received snapshot must decode into a store at its own index, before anything names it. (Its
         configuration is the leader's at that index, which may differ from ours: the core takes it.)"""
-        store = restore(snap)
+        store = self._restore(snap)
         if store.applied != snap.index:
             raise ValueError(f"its store is at index {store.applied}, the snapshot says {snap.index}")
         self._prepared = (snap.index, snap.term, store)
+
+    def _restore(self, snap: Snapshot) -> M:
+        """The state machine a snapshot holds."""
+        if isinstance(snap.data, SnapshotFile):
+            return self.machine_type.restore_chunks(snap.data.data_chunks())
+        return self.machine_type.restore_chunks([snap.data])
 
     def _on_chunk(self, c: codec.SnapChunk) -> None:
         try:
@@ -999,22 +967,3 @@ class Replica:
             raise StorageError(f"receiving a snapshot failed: {e}") from e
         if snap is not None:
             self.raft.step(Message(MsgType.SNAPSHOT, c.src, self.id, c.term, snapshot=snap))
-
-
-def restore(snap: Snapshot) -> kv.KVStore:
-    """The store a snapshot holds."""
-    if isinstance(snap.data, SnapshotFile):
-        return kv.KVStore.restore_chunks(snap.data.data_chunks())
-    return kv.KVStore.restore(snap.data)
-
-
-_OPS = {"put": kv.PUT, "append": kv.APPEND, "delete": kv.DELETE, "incr": kv.INCRBY, "getdel": kv.GETDEL,
-        "mset": kv.MSET}
-_STATUS_TEXT: dict[int, str] = {
-    kv.Status.TOO_LARGE: "key or value over the size limit",
-    kv.Status.SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
-    kv.Status.BAD_COMMAND: "malformed command",
-    kv.Status.NOT_INTEGER: "value is not an integer or out of range",
-    kv.Status.OVERFLOW: "increment or decrement would overflow",
-    kv.Status.RESULT_LOST: "the write was applied; its result was too large to keep for a retry",
-}

@@ -47,7 +47,9 @@ import zmq
 
 from zraft.core import Role
 from zraft.server import resp
+from zraft.server.replica import Replica
 from zraft.statemachine import kv
+from zraft.statemachine.kv import KVStore
 from zraft.transport import codec
 from zraft.transport.codec import Err
 from zraft.util.logutil import LogLimiter
@@ -172,7 +174,7 @@ class Conn:
 
 
 class RespServer:
-    def __init__(self, replica: Any, bind: str, max_clients: int = MAX_CLIENTS,
+    def __init__(self, replica: Replica[KVStore], bind: str, max_clients: int = MAX_CLIENTS,
                  forward: Callable[[int, bytes], bool] | None = None, password: bytes | None = None) -> None:
         """``forward(node, frame)``: send a frame of client requests to a node over the peer connection (its
         answers come back to ``on_replies``). ``password``: what AUTH must give before anything but AUTH, HELLO,
@@ -604,7 +606,7 @@ class RespServer:
         but for a connection whose reader is ``OUT_CAP`` behind: its reads are made as it catches up
         (``_make_held``)."""
         failed = _failure(barrier, False)
-        store = self.replica.kv
+        store = self.replica.machine
         dirty = self.dirty
         for c, p, make in readers:
             dirty.add(c)
@@ -628,7 +630,7 @@ class RespServer:
 
     def _make(self, c: Conn, p: Pending, make: Callable[[kv.KVStore], bytes], failed: bytes | None = None) -> None:
         try:
-            p.data = failed or make(self.replica.kv)
+            p.data = failed or make(self.replica.machine)
         except Exception as e:
             self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
             p.data = resp.error("ERR internal error")

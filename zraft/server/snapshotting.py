@@ -2,7 +2,8 @@
 snapshot files between nodes in chunks with flow control.
 
 Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (its key count and a
-list of its sessions; the store then saves old values of keys and sessions it changes, see ``kv.SnapshotImage``),
+list of its sessions; the store then saves old values of keys and sessions it changes, see
+``zraft.statemachine.kv.SnapshotImage``),
 serializes it a few milliseconds per pass (listing one of the store's shards at a time) into the snapshot file,
 and a thread fsyncs the file. The loop finds the job finished on a later pass and only then records the snapshot
 and compacts the log.
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from zraft.core import Snapshot
-from zraft.statemachine import kv
+from zraft.statemachine.machine import StateMachine
 from zraft.storage import CorruptionError, Storage
 from zraft.storage.snapshots import SnapshotFile, SnapshotReceiver
 from zraft.transport.codec import ACK_DONE, ACK_ERROR, ACK_GAP, ACK_OK, SnapAck, SnapChunk
@@ -62,7 +63,7 @@ class SnapshotJob:
     thread stretched the loop's passes to 100-200 ms, each GIL hand-off costing up to the 5 ms switch interval).
     """
 
-    def __init__(self, storage: Storage, store: kv.KVStore, base: Snapshot, budget_s: float | None = STEP_BUDGET_S,
+    def __init__(self, storage: Storage, store: StateMachine, base: Snapshot, budget_s: float | None = STEP_BUDGET_S,
                  threads: bool = True, max_pieces: int | None = None) -> None:
         """``threads=False`` (the simulator): the file is fsynced by the loop itself, and ``step`` is bounded by
         ``max_pieces`` pieces rather than by ``budget_s`` of the real clock, so that a replay is exact."""

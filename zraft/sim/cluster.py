@@ -139,7 +139,7 @@ class SimNode:
         self.started = False
         self.disk = FaultDisk(seed)
         self.path = f"/sim/node-{node_id}"
-        self.replica: Replica | None = None
+        self.replica: Replica[KVStore] | None = None
         self.written_commit = 0
         """The commit index of the hard state it last wrote (an fsync makes it durable)."""
         self.durable_commit = 0
@@ -154,11 +154,11 @@ class SimNode:
 
     @property
     def kv(self) -> KVStore | None:
-        return self.replica.kv if self.up and self.replica is not None else None
+        return self.replica.machine if self.up and self.replica is not None else None
 
     @property
     def applied(self) -> int:
-        return self.replica.kv.applied if self.up and self.replica is not None else 0
+        return self.replica.machine.applied if self.up and self.replica is not None else 0
 
     def ops(self, key: str) -> tuple[str, ...]:
         """The op ids appended to ``key`` in this node's store, in order."""
@@ -333,7 +333,7 @@ class SimCluster:
         written gets its next slice a moment later (the loop's busy passes)."""
         rep = node.replica
         before = (rep.storage.untidy, rep.snapshots_installed, rep.installs_during_snapshot,
-                  rep.kv.trims, rep.snapshots_taken) if rep is not None else None
+                  rep.machine.trims, rep.snapshots_taken) if rep is not None else None
         try:
             fn()
         except Crash:
@@ -351,8 +351,8 @@ class SimCluster:
         if before is not None and rep is not None and node.up:
             if rep.installs_during_snapshot > before[2]:
                 self.cov["install_during_local_snapshot"] += 1
-            if rep.kv is not None and rep.kv.trims > before[3]:
-                self.cov["session_trims"] += rep.kv.trims - before[3]
+            if rep.machine is not None and rep.machine.trims > before[3]:
+                self.cov["session_trims"] += rep.machine.trims - before[3]
             if (before[0] and not rep.storage.untidy) or rep.snapshots_installed > before[1] \
                     or (rep.snapshots_taken > before[4] and rep.snapshots_installed):
                 # After a compaction, an install, and a snapshot of its own once it has installed one (its job may
@@ -471,7 +471,7 @@ class SimCluster:
         node.started = True
         rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
-                      probe=self)
+                      probe=self, machine=KVStore)
         node.replica = rep
         node.last_hard_state = storage.recovered.hard_state
         node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
@@ -479,8 +479,8 @@ class SimCluster:
         _check_log_terms(node.id, rep.raft, "after a restart")
         # Like a real node, replay the committed log before serving anything.
         self._guard(node, rep.start)
-        if node.up and rep.kv.applied < node.durable_commit:
-            raise Violation(f"node {node.id} restarted with applied {rep.kv.applied} < {node.durable_commit}, "
+        if node.up and rep.machine.applied < node.durable_commit:
+            raise Violation(f"node {node.id} restarted with applied {rep.machine.applied} < {node.durable_commit}, "
                             "a commit index it had made durable")
 
     def _storage(self, node: SimNode, disk: FaultDisk) -> Storage:
@@ -731,14 +731,14 @@ class SimCluster:
 
     # ------------------------------------------------------------------ the replicas' probe: invariants, crashes
 
-    def ready(self, replica: Replica, rd: Ready) -> None:
+    def ready(self, replica: Replica[KVStore], rd: Ready) -> None:
         r = replica.raft
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
             self._check_new_leader(replica.id, r)
         if rd.entries:
             self._check_entries(replica.id, r, rd.entries)
 
-    def persisting(self, replica: Replica, rd: Ready) -> None:
+    def persisting(self, replica: Replica[KVStore], rd: Ready) -> None:
         if not self.crash_points:
             return
         grant = self._grants_vote(replica, rd)
@@ -749,19 +749,19 @@ class SimCluster:
                 self._rival = (replica.id, rd.hard_state.term, rd.hard_state.vote)
             raise Crash
 
-    def _grants_vote(self, replica: Replica, rd: Ready) -> bool:
+    def _grants_vote(self, replica: Replica[KVStore], rd: Ready) -> bool:
         """The batch records a vote for another node (a new one: a term or a vote that changed)."""
         hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
         return hs is not None and hs.vote not in (0, replica.id) and (
             last is None or (hs.term, hs.vote) != (last.term, last.vote))
 
-    def _vote_only(self, replica: Replica, rd: Ready) -> bool:
+    def _vote_only(self, replica: Replica[KVStore], rd: Ready) -> bool:
         """The batch changes only the vote, in the same term (a vote granted after a term was already seen)."""
         hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
         return hs is not None and not rd.entries and last is not None and hs.term == last.term \
             and hs.vote != last.vote
 
-    def persisted(self, replica: Replica, rd: Ready) -> None:
+    def persisted(self, replica: Replica[KVStore], rd: Ready) -> None:
         node = self.nodes[replica.id]
         vote_only = self._vote_only(replica, rd)
         if rd.hard_state is not None:
@@ -780,10 +780,10 @@ class SimCluster:
             # node must remember whom it voted for in this term).
             raise Crash
 
-    def applied(self, replica: Replica, e: Entry) -> None:
+    def applied(self, replica: Replica[KVStore], e: Entry) -> None:
         node = self.nodes[replica.id]
-        if e.index != replica.kv.applied:
-            raise Violation(f"node {node.id} applied {e.index} but its store is at {replica.kv.applied}")
+        if e.index != replica.machine.applied:
+            raise Violation(f"node {node.id} applied {e.index} but its store is at {replica.machine.applied}")
         r = replica.raft
         if r.term < self.commit_term.get(e.index, r.term + 1):
             self.commit_term[e.index] = r.term
@@ -934,13 +934,13 @@ class SimCluster:
         for n in live[1:]:
             rep = n.replica
             assert rep is not None
-            if rep.kv.applied != ref.kv.applied or rep.kv.to_dict() != ref.kv.to_dict():
-                raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.kv.applied} vs "
-                                f"{rep.kv.applied})")
-            if rep.kv.sessions != ref.kv.sessions:
+            if rep.machine.applied != ref.machine.applied or rep.machine.to_dict() != ref.machine.to_dict():
+                raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.machine.applied} vs "
+                                f"{rep.machine.applied})")
+            if rep.machine.sessions != ref.machine.sessions:
                 raise Violation(f"nodes {live[0].id} and {n.id} hold different client sessions at the end")
         for key, ops in self.acked.items():
-            final = (ref.kv.get(key.encode()) or b"").decode().split(";")[:-1]
+            final = (ref.machine.get(key.encode()) or b"").decode().split(";")[:-1]
             lost = set(ops) - set(final)
             if lost:
                 raise Violation(f"acknowledged writes to {key!r} missing at the end: {sorted(lost)[:5]}")
@@ -956,13 +956,13 @@ _TO_CLIENT = 4
 _WORK = 5
 
 
-def _feed(rep: Replica, kind: str, msg: Any, identity: bytes) -> None:
+def _feed(rep: Replica[KVStore], kind: str, msg: Any, identity: bytes) -> None:
     rep.receive(kind, msg, identity)
     rep.end_input()
     rep.process()
 
 
-def _campaign(rep: Replica) -> None:
+def _campaign(rep: Replica[KVStore]) -> None:
     rep.raft.campaign(pre_vote=False)  # its pre-vote round (if any) done: it asks for votes in the next term
     rep.process()
 
@@ -979,11 +979,11 @@ def _check_log_terms(node_id: int, r: Raft, when: str) -> None:
         term = e.term
 
 
-def _tick(rep: Replica) -> None:
+def _tick(rep: Replica[KVStore]) -> None:
     rep.tick()
     rep.process()
 
 
-def _work(rep: Replica) -> None:
+def _work(rep: Replica[KVStore]) -> None:
     rep.work()
     rep.process()

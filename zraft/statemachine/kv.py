@@ -16,7 +16,7 @@ dropped at a deterministic point -- never by a node's own clock. A request from 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
@@ -119,6 +119,25 @@ class Status(enum.IntEnum):
     """A retry of a write that was applied, whose result was too large to keep."""
 
 
+STATUS_TEXT: dict[int, str] = {
+    TOO_LARGE: "key or value over the size limit",
+    SESSION_EXPIRED: "client session expired; the outcome of this request is unknown",
+    BAD_COMMAND: "malformed command",
+    NOT_INTEGER: "value is not an integer or out of range",
+    OVERFLOW: "increment or decrement would overflow",
+    RESULT_LOST: "the write was applied; its result was too large to keep for a retry",
+}
+"""The message of an error answer, by status."""
+_OPS = {"put": PUT, "append": APPEND, "delete": DELETE, "incr": INCRBY, "getdel": GETDEL, "mset": MSET}
+"""The wire protocol's write ops -> the log's."""
+
+
+def _set_flags(req: Mapping[str, Any]) -> int:
+    """A put's SET options as flags (``SET_NX`` ...)."""
+    return (SET_NX if req.get("nx") is True else 0) | (SET_XX if req.get("xx") is True else 0) \
+        | (SET_GET if req.get("get") is True else 0)
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     op: Op
@@ -190,6 +209,13 @@ class SnapshotImage:
         self._shards = kv.shards
         self.key_count = len(kv)
         self.before: list[dict[bytes, bytes | None]] = [{} for _ in range(SHARDS)]
+
+    def leftovers(self, small: int) -> list[Any]:
+        before = self.before
+        if sum(map(len, before)) <= small:
+            return []
+        self.before = []
+        return [[d] for d in before]
 
     def save_session(self, client: int, s: Session | None) -> None:
         """The store is about to change (or create, or drop) ``client``'s session: keep it as it is now."""
@@ -285,6 +311,58 @@ class KVStore:
         self.shards = [{} for _ in range(SHARDS)]
         for k, v in data.items():
             self.shards[crc32(k) >> SHARD_SHIFT][k] = v
+
+    # ------------------------------------------------------------------ the StateMachine seam (machine.py)
+
+    def command(self, req: Mapping[str, Any]) -> bytes | tuple[str, str]:
+        """The log command for a validated client write (put, append, delete, incr, getdel, mset; a put with
+        ``nx``/``xx``/``get`` is a SET), or (error, message) when it is refused before it is logged."""
+        op = req["op"]
+        key, value = req.get("key", b""), req.get("value", b"")
+        kvop = _OPS[op]
+        why = check_limits(key, value) if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES else None
+        if op == "mset":
+            pairs = req["pairs"]
+            why = next((bad for i in range(0, len(pairs), 2) if (bad := check_limits(pairs[i], pairs[i + 1]))), None)
+            value = _pack(pairs)
+        elif op == "incr":
+            value = b"%d" % req["by"]
+        elif op == "put" and len(req) > 7:  # options (a plain put has 7 fields): a SET with flags
+            flags = _set_flags(req)
+            if flags:
+                kvop, value = SET, bytes([flags]) + value
+        if why:
+            return "too_large", why
+        return encode_command(kvop, req["client"], req["seq"], req["ack"], key, value)
+
+    def answer(self, req: Mapping[str, Any], status: int) -> dict[str, Any] | None:
+        """What a write just applied did, for its answer: None for a bare success (a put or append without
+        options); a delete says whether the key was there; an append asked for it (``len``) the value's length
+        right after it; incr the new value; getdel the value removed; a put with options whether it set the value
+        (and the old one, if asked)."""
+        op = req["op"]
+        if status == OK and ((op == "put" and (len(req) <= 7 or not _set_flags(req)))
+                             or (op == "append" and req.get("len") is not True)):
+            return None
+        if status not in (OK, NOT_FOUND, NOT_SET):
+            return {"ok": False, "error": Status(status).name.lower(), "message": STATUS_TEXT[status]}
+        r: dict[str, Any] = {"ok": True}
+        if op == "delete":
+            r["found"] = status == OK
+        elif op in ("incr", "getdel"):
+            r["value"] = self.result
+        elif op == "put":
+            r["done"] = status == OK
+            if _set_flags(req) & SET_GET:
+                r["value"] = self.result
+        if req.get("len") is True:
+            r["length"] = len(self.get(req["key"]) or b"")
+        return r
+
+    def counts(self) -> tuple[int, int]:
+        return len(self), len(self.sessions)
+
+    # ------------------------------------------------------------------ applying
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``. Returns (client, seq, status) for the node to answer with; the

@@ -1,0 +1,92 @@
+"""The state machine seam: what the replica asks of the replicated state machine (hashicorp/raft's ``FSM``:
+apply, snapshot, restore), plus the two things a store with client sessions adds -- turning a client's write into
+a log command, and turning what applying it did into the client's answer.
+
+The replica (``zraft.server.replica``), the node and the simulator hold their store only through this protocol;
+``zraft.statemachine.kv.KVStore`` is the implementation. New operations (transactions, leases, watches) are added
+to the state machine, not to the replica.
+
+The contract:
+
+- **Deterministic.** ``apply`` depends only on the store's state and the command: no clock, no randomness, no
+  environment. Every node applies the same entries to the same result. Time-based decisions are made by a leader
+  and committed as commands.
+- **In order, each index once.** The replica applies committed entries in log order; ``apply`` and
+  ``apply_noop`` refuse any other index (``ValueError``). The committed entries of one ready batch are applied
+  in one pass, each answered right after it is applied (an answer may read the store as that entry left it).
+- **Exactly once.** A command carries the client's session (client id, sequence number, acknowledged sequence):
+  the store answers a retry from the session, without applying it again.
+- **Snapshots while it goes on.** ``begin_snapshot`` returns an image of the store as it is now, serialized in
+  pieces (``chunks``) while the store keeps applying; ``end_snapshot`` releases it. ``restore_chunks`` (on the
+  class, see ``MachineType``) rebuilds a store from those pieces, in pieces of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Protocol, TypeVar
+
+
+class Image(Protocol):
+    """A snapshot being taken: the store's state when it began, as pieces of bytes (``chunks``)."""
+
+    applied: int
+    """The index the image is of."""
+    key_count: int
+    """How many keys it holds (for logs and status)."""
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def leftovers(self, small: int) -> list[Any]:
+        """Once the image is written: what the store kept for it (old values), as containers for the caller to
+        drop a few per loop pass -- dropping millions at once would pause the loop; [] when fewer than
+        ``small`` (then they go with the image)."""
+        ...
+
+
+class StateMachine(Protocol):
+    applied: int
+    """The index of the last entry applied (or restored from a snapshot)."""
+
+    def command(self, req: Mapping[str, Any]) -> bytes | tuple[str, str]:
+        """The log command for a client's write (a validated request of the wire protocol: ``op``, its fields,
+        ``client``, ``seq``, ``ack``), or (error, message) when it is refused before it is logged (a key or value
+        too large)."""
+        ...
+
+    def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
+        """Apply the command at log ``index``: (client, seq, status) of the write it was, to answer."""
+        ...
+
+    def apply_noop(self, index: int) -> None:
+        """An entry without a command (a leader's no-op, a configuration change)."""
+        ...
+
+    def answer(self, req: Mapping[str, Any], status: int) -> dict[str, Any] | None:
+        """The answer to ``req`` just applied with ``status`` (read right after its ``apply``): the fields beside
+        the request id, or None for a plain success (``{"ok": True}``, the common case, built by the caller)."""
+        ...
+
+    def get(self, key: bytes) -> bytes | None:
+        """A key's value as of ``applied`` (a read the replica has made linearizable, or a stale read)."""
+        ...
+
+    def counts(self) -> tuple[int, int]:
+        """(keys, client sessions) held: for status and metrics."""
+        ...
+
+    def begin_snapshot(self) -> Image: ...
+
+    def end_snapshot(self) -> None: ...
+
+
+M = TypeVar("M", bound=StateMachine, covariant=True)
+
+
+class MachineType(Protocol[M]):
+    """How the replica makes a state machine: empty, or from a snapshot's pieces (``KVStore`` itself: the class
+    and its ``restore_chunks`` class method)."""
+
+    def __call__(self) -> M: ...
+
+    def restore_chunks(self, chunks: Iterable[bytes]) -> M: ...
