@@ -30,8 +30,8 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
         "            matches = sorted([*matches, lg.last_index], reverse=True)\n"
         "        mci = matches[self.config.quorum - 1]\n"),
     2: ("learners' acks count toward the ReadIndex quorum", "zraft/core/raft.py",
-        "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.voters),",
-        "(self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.members),"),
+        "(self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.voters),",
+        "(self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.members),"),
     3: ("a vote answer is sent before the vote is durable", "zraft/server/replica.py",
         "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))",
         "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.VOTE_RESP))"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from raftutil import ELECTION, Network, msgs, new_raft
 
 from zraft.core import Entry, Message, MsgType
-from zraft.core.raft import MAX_PENDING_READS
+from zraft.core.readindex import MAX_PENDING_READS
 
 
 def test_a_forwarded_read_fails_when_its_leader_never_answers() -> None:
@@ -40,13 +40,13 @@ def test_a_leader_fails_reads_no_quorum_confirms_and_holds_at_most_the_bound() -
     for i in range(MAX_PENDING_READS + 5):
         a.read_index(i)
     rd = a.ready()
-    assert len(a._pending_reads) == MAX_PENDING_READS
+    assert len(a.reads.pending) == MAX_PENDING_READS
     assert sorted(rd.failed_reads) == list(range(MAX_PENDING_READS, MAX_PENDING_READS + 5))
     failed = 0
     for _ in range(2 * ELECTION):
         a.tick()
         failed += len(a.ready().failed_reads)
-    assert failed == MAX_PENDING_READS and not a._pending_reads
+    assert failed == MAX_PENDING_READS and not a.reads.pending
 
 
 def test_a_large_compaction_frees_the_dropped_entries_a_slice_at_a_time() -> None:

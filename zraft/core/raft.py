@@ -48,6 +48,7 @@ from typing import Any
 
 from .log import CompactedError, RaftLog
 from .progress import Progress, ReplState
+from .readindex import ReadIndex
 from .types import (
     CAMPAIGN_TRANSFER,
     MAX_TERM,
@@ -67,9 +68,6 @@ from .types import (
     SoftState,
 )
 
-MAX_PENDING_READS = 100_000
-"""Most linearizable reads a leader holds unconfirmed, and most a follower has forwarded unanswered; more are
-failed at once (the client retries)."""
 _TYPES = frozenset(int(t) for t in MsgType)
 _LEADER_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 _FROM_ANY_LEADER = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW))
@@ -189,18 +187,9 @@ class Raft:
         self._restored: Snapshot | None = None
         self._bcast_new = False
         self._bcast_commit = False
-        # Linearizable reads (diss. §6.4). Leader side:
-        self._reads_before_noop: list[tuple[Any, int]] = []  # (context, origin) until our no-op commits
-        self._read_round = 0  # heartbeat rounds sent for reads in this term
-        self._read_round_open = False  # the current round's heartbeats are not handed out yet: join it
-        self._pending_reads: list[tuple[int, int, Any, int, int]] = []  # (round, index, context, origin, tick)
-        # Both sides: confirmed reads waiting for the state machine to reach their index.
-        self._reads_waiting_apply: list[ReadState] = []
-        self._failed_reads: list[Any] = []
-        # Follower side: reads forwarded to a leader, context -> (that leader, tick by which it must answer).
-        self._forwarded: dict[Any, tuple[int, int]] = {}
+        self.reads = ReadIndex(self.opts.read_timeout_ticks or 2 * self.opts.election_ticks)
+        """Linearizable reads (diss. §6.4), both sides: ``readindex.py``."""
         self._ticks = 0
-        self._read_timeout = self.opts.read_timeout_ticks or 2 * self.opts.election_ticks
         self.dropped: dict[str, int] = {}
         """Messages dropped because they are impossible from an honest member (forged or buggy), by reason."""
         self.last_dropped = ""
@@ -209,8 +198,8 @@ class Raft:
 
     def tick(self) -> None:
         self._ticks += 1
-        if self._forwarded:
-            self._expire_forwarded_reads()
+        if self.reads.forwarded:
+            self.reads.expire_forwarded(self._ticks)
         if self.role == Role.LEADER:
             self._tick_leader()
         else:
@@ -311,20 +300,10 @@ class Raft:
         ``Ready.failed_reads`` (no leader could confirm it: retry elsewhere)."""
         if self.role == Role.LEADER:
             self._leader_read(context, self.id)
-        elif self.lead != NONE and len(self._forwarded) < MAX_PENDING_READS and context not in self._forwarded:
-            self._forwarded[context] = (self.lead, self._ticks + self._read_timeout)
+        elif self.lead != NONE and self.reads.forward(context, self.lead, self._ticks):
             self._send(Message(MsgType.READ_INDEX, self.id, self.lead, 0, context=context))
         else:
-            self._failed_reads.append(context)
-
-    def _expire_forwarded_reads(self) -> None:
-        fw = self._forwarded
-        while fw:
-            ctx, (_, deadline) = next(iter(fw.items()))  # insertion order is deadline order
-            if deadline > self._ticks:
-                return
-            del fw[ctx]
-            self._failed_reads.append(ctx)
+            self.reads.failed.append(context)
 
     def make_snapshot(self, index: int, data: Any) -> Snapshot:
         """Describe a snapshot of the state machine taken at ``index`` (which it has applied)."""
@@ -379,8 +358,9 @@ class Raft:
                 self._send(Message(MsgType.READ_INDEX_RESP, self.id, m.src, 0, reject=True, context=m.context))
             return
         if t == MsgType.READ_INDEX_RESP:
+            reads = self.reads
             try:
-                asked = self._forwarded.get(m.context)
+                asked = reads.forwarded.get(m.context)
             except TypeError:  # an unhashable context
                 asked = None
             if asked is None:
@@ -388,11 +368,11 @@ class Raft:
             if asked[0] != m.src:
                 self._drop("an answer to a read we forwarded to another node", m)
                 return
-            del self._forwarded[m.context]
+            del reads.forwarded[m.context]
             if m.reject:
-                self._failed_reads.append(m.context)
+                reads.failed.append(m.context)
             else:
-                self._reads_waiting_apply.append(ReadState(m.context, m.index))
+                reads.waiting_apply.append(ReadState(m.context, m.index))
             return
 
         if m.term > TERM_LIMIT and m.term > self.term + TERM_STEP:
@@ -451,7 +431,7 @@ class Raft:
         return bool(
             self.msgs or self._restored or self._bcast_new or self._bcast_commit or self._config_changed
             or lg.unstable_from <= lg.last_index or lg.applied < lg.commit
-            or self._failed_reads or self._reads_waiting_apply
+            or self.reads.has_ready()
             or self.term != self._prev_hard.term or self.vote != self._prev_hard.vote
             or lg.commit != self._prev_hard.commit
             or self.lead != self._prev_soft.leader or self.role != self._prev_soft.role
@@ -489,19 +469,13 @@ class Raft:
         rd.messages = self.msgs
         self.msgs = []
         rd.committed_entries = lg.next_committed()
-        if self._reads_waiting_apply:
-            waiting = self._reads_waiting_apply
-            applied = lg.applied
-            rd.read_states = [r for r in waiting if r.index <= applied]
-            if rd.read_states:
-                self._reads_waiting_apply = [r for r in waiting if r.index > applied]
-        if self._failed_reads:
-            rd.failed_reads = self._failed_reads
-            self._failed_reads = []
+        reads = self.reads
+        if reads.waiting_apply or reads.failed:
+            rd.read_states, rd.failed_reads = reads.ready(lg.applied)
         if self._config_changed:
             rd.config = self.config
             self._config_changed = False
-        self._read_round_open = False
+        reads.pass_done()
         return rd
 
     def hard_state(self) -> HardState:
@@ -555,9 +529,8 @@ class Raft:
         if self.role == Role.LEADER:
             self._abort_leader_reads()
         self.transferee = NONE
-        if self._forwarded:  # their leader may be gone: fail them now, the client retries with the next one
-            self._failed_reads.extend(self._forwarded)
-            self._forwarded = {}
+        if self.reads.forwarded:  # their leader may be gone: fail them now, the client retries with the next one
+            self.reads.fail_forwarded()
         self.prs = {}
 
     def _reset_randomized_timeout(self) -> None:
@@ -577,7 +550,7 @@ class Raft:
         nxt = self.log.last_index + 1
         mi = self.opts.max_inflight
         self.prs = {v: Progress(nxt, mi) for v in self.config.members if v != self.id}
-        self._read_round = 0
+        self.reads.new_term()
         # §5.4.2 / diss. §6.4: a no-op of our own term, so that earlier entries commit and reads become safe.
         self.log.append([Entry(nxt, self.term, EntryKind.NOOP, b"")])
         self._bcast_new = True
@@ -604,7 +577,7 @@ class Raft:
         # Fewer voters may make a quorum of what is already replicated or confirmed.
         if self._maybe_commit():
             self._bcast_commit = True
-        if self._pending_reads:
+        if self.reads.pending:
             self._check_read_quorum()
 
     def _campaign(self, pre: bool, transfer: bool = False) -> None:
@@ -798,14 +771,9 @@ class Raft:
                 pr.snapshot_ticks += 1
                 if pr.snapshot_ticks >= self.opts.snapshot_timeout_ticks:
                     pr.become_probe()
-        pending = self._pending_reads
-        if pending and pending[0][4] + self._read_timeout <= self._ticks:
-            # Reads no quorum confirmed in time: fail them (the client retries) rather than hold them forever.
-            n = 0
-            while n < len(pending) and pending[n][4] + self._read_timeout <= self._ticks:
-                self._fail_read(pending[n][2], pending[n][3])
-                n += 1
-            del pending[:n]
+        # Reads no quorum confirmed in time: fail them (the client retries) rather than hold them forever.
+        for pr_ in self.reads.expired(self._ticks):
+            self._fail_read(pr_.context, pr_.origin)
         if self.heartbeat_elapsed >= self.opts.heartbeat_ticks:
             self.heartbeat_elapsed = 0
             last = self.log.last_index
@@ -817,7 +785,7 @@ class Raft:
                         pr.become_probe()
                 pr.match_at_last_heartbeat = pr.match
             # Reads still waiting ask again for the current round: its first heartbeats may have been lost.
-            self._bcast_heartbeat(self._read_round if self._pending_reads else 0)
+            self._bcast_heartbeat(self.reads.round if self.reads.pending else 0)
 
     def _bcast_heartbeat(self, context: int) -> None:
         commit = self.log.commit
@@ -834,7 +802,7 @@ class Raft:
             pr.recent_active = True
             self._handle_append_resp(m, pr)
         elif t == MsgType.HEARTBEAT_RESP:
-            if m.context and (type(m.context) is not int or m.context > self._read_round):
+            if m.context and (type(m.context) is not int or m.context > self.reads.round):
                 self._drop("a confirmation of a read round we never started", m)
                 return
             pr.recent_active = True
@@ -920,9 +888,8 @@ class Raft:
         # §5.4.2 (Figure 8): only an entry of the leader's own term commits by counting replicas.
         if mci > lg.commit and lg.term(mci) == self.term:
             lg.commit = mci
-            if self._reads_before_noop:
-                held, self._reads_before_noop = self._reads_before_noop, []
-                for ctx, origin in held:
+            if self.reads.held:
+                for ctx, origin in self.reads.take_held():
                     self._leader_read(ctx, origin)
             return True
         return False
@@ -930,57 +897,42 @@ class Raft:
     # ------------------------------------------------------------------ leader: reads (diss. §6.4)
 
     def _leader_read(self, context: Any, origin: int) -> None:
-        lg = self.log
-        if len(self._pending_reads) + len(self._reads_before_noop) >= MAX_PENDING_READS:
+        lg, reads = self.log, self.reads
+        if reads.full():
             self._fail_read(context, origin)
             return
         if lg.term(lg.commit) != self.term:
             # diss. §6.4 step 1: until an entry of this term commits, our commit index may be behind.
-            self._reads_before_noop.append((context, origin))
+            reads.hold(context, origin)
             return
         if self.config.voters == (self.id,):
             self._release_read(context, lg.commit, origin)
             return
-        if not self._read_round_open:
-            # One heartbeat round confirms leadership for every read that arrived before it was sent.
-            self._read_round += 1
-            self._read_round_open = True
-            self._bcast_heartbeat(self._read_round)
-        self._pending_reads.append((self._read_round, lg.commit, context, origin, self._ticks))
+        # One heartbeat round confirms leadership for every read that arrived before it was sent.
+        if reads.add(context, origin, lg.commit, self._ticks):
+            self._bcast_heartbeat(reads.round)
 
     def _check_read_quorum(self) -> None:
         acks = sorted(
-            (self._read_round if v == self.id else self.prs[v].read_ack for v in self.config.voters),
+            (self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.voters),
             reverse=True,
         )
-        confirmed = acks[self.config.quorum - 1]
-        pending = self._pending_reads
-        n = 0
-        while n < len(pending) and pending[n][0] <= confirmed:
-            _, index, ctx, origin, _ = pending[n]
-            self._release_read(ctx, index, origin)
-            n += 1
-        if n:
-            del pending[:n]
+        for r in self.reads.confirmed(acks[self.config.quorum - 1]):
+            self._release_read(r.context, r.index, r.origin)
 
     def _release_read(self, context: Any, index: int, origin: int) -> None:
         if origin == self.id:
-            self._reads_waiting_apply.append(ReadState(context, index))
+            self.reads.waiting_apply.append(ReadState(context, index))
         else:
             self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, index=index, context=context))
 
     def _abort_leader_reads(self) -> None:
-        for ctx, origin in self._reads_before_noop:
+        for ctx, origin in self.reads.abort():
             self._fail_read(ctx, origin)
-        for _, _, ctx, origin, _ in self._pending_reads:
-            self._fail_read(ctx, origin)
-        self._reads_before_noop = []
-        self._pending_reads = []
-        self._read_round_open = False
 
     def _fail_read(self, context: Any, origin: int) -> None:
         if origin == self.id:
-            self._failed_reads.append(context)
+            self.reads.failed.append(context)
         else:
             self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, reject=True, context=context))
 
