@@ -30,6 +30,7 @@ from typing import Any
 import zmq
 
 from zraft.core import ClusterConfig, EntryKind, Options
+from zraft.server.loop import Loop
 from zraft.server.replica import (
     ELECTION_TICKS,
     HEARTBEAT_TICKS,
@@ -202,7 +203,10 @@ class Node:
 
         poller, dealers = make_poller()
         net = self.net
-        next_tick = time.monotonic() + self.tick_s
+        loop = Loop(replica, self.tick_s, time.monotonic() + self.tick_s)
+        loop.on_tick.append(self.zmq.redial)
+        if resp is not None:
+            loop.sources.append(resp)
         replica.start()
         # The cyclic GC: a full collection walks every live object (every log entry, every key), about 170 ms per
         # million, which would stall the loop. Objects that survive a young collection are frozen (excluded from
@@ -215,8 +219,8 @@ class Node:
         try:
             while not self._stop:
                 due = net.due()
-                wake = next_tick if due is None else min(next_tick, due)
-                timeout = 0.0 if replica.busy() else max(0.0, wake - time.monotonic())
+                wake = loop.next_tick if due is None else min(loop.next_tick, due)
+                timeout = 0.0 if loop.busy() else max(0.0, wake - time.monotonic())
                 ready = dict(poller.poll(int(timeout * 1000)))
                 pass_start = time.perf_counter()
                 if router in ready:
@@ -227,23 +231,12 @@ class Node:
                     self.chaos.handle()  # type: ignore[union-attr]
                 if zap is not None and zap.sock in ready:
                     zap.handle()
-                if resp is not None and resp.handle(ready):
-                    replica.end_input()  # the Redis commands of this pass: their writes are one proposal
+                if resp is not None:
+                    resp.handle(ready)  # the Redis commands of this pass (their writes join its proposal)
                 if due is not None:
                     net.release()
                 now = time.monotonic()
-                if now >= next_tick:
-                    replica.tick(now - next_tick)
-                    self.zmq.redial(now)
-                    if resp is not None:
-                        resp.tick(now)
-                    next_tick += self.tick_s
-                    if next_tick < now:  # we were paused (SIGSTOP) or starved: do not tick in a burst
-                        next_tick = now + self.tick_s
-                replica.work()
-                replica.process()
-                if resp is not None:
-                    resp.flush()
+                loop.run_pass(now)  # end input, tick, work, process, flush (zraft.server.loop)
                 if self.zmq.dealers_changed:  # the membership changed: poll the new peers' connections
                     poller, dealers = make_poller()
                 if now >= next_freeze:
@@ -270,7 +263,6 @@ class Node:
             except Exception as e:  # whatever a frame says, it must not kill the node
                 self.zmq.refused("unhandled", "node=%d event=message_failed from=%r error=%r", self.id,
                                  identity[:32], e)
-        replica.end_input()
 
     def stop(self) -> None:
         self._stop = True

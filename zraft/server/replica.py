@@ -825,7 +825,7 @@ class Replica(Generic[M]):
             self._job_max_pass = self._job_max_late = 0.0
             self.snap_job = SnapshotJob(self.storage, self.machine, self.raft.make_snapshot(applied, None),
                                         threads=st.threads, max_pieces=st.snapshot_pieces,
-                                        budget_s=STEP_BUDGET_S if st.threads else None)
+                                        budget_s=STEP_BUDGET_S if st.threads else None, clock=self.clock)
             log.info("node=%d event=snapshot_begin index=%d keys=%d loop_pause_ms=%.1f", self.id, applied,
                      self.snap_job.image.key_count, self.snap_job.begin_s * 1000)
 

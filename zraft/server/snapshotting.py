@@ -64,9 +64,11 @@ class SnapshotJob:
     """
 
     def __init__(self, storage: Storage, store: StateMachine, base: Snapshot, budget_s: float | None = STEP_BUDGET_S,
-                 threads: bool = True, max_pieces: int | None = None) -> None:
+                 threads: bool = True, max_pieces: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """``threads=False`` (the simulator): the file is fsynced by the loop itself, and ``step`` is bounded by
-        ``max_pieces`` pieces rather than by ``budget_s`` of the real clock, so that a replay is exact."""
+        ``max_pieces`` pieces rather than by ``budget_s`` of the real clock, so that a replay is exact. ``clock``:
+        the replica's (``started``); ``perf_counter`` only measures how long the loop's own slices take."""
         t0 = time.perf_counter()
         self.store = store
         self.budget_s = budget_s
@@ -77,7 +79,7 @@ class SnapshotJob:
         self.writer = storage.snapshot_writer(base.index, base.term, base.config)
         self._pieces: Iterator[bytes] | None = self.image.chunks()
         self.begin_s = time.perf_counter() - t0
-        self.started = time.monotonic()
+        self.started = clock()
         self.result: Snapshot | None = None
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None

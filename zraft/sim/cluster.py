@@ -16,6 +16,7 @@ import collections
 import functools
 import heapq
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from zraft.core import (
     Ready,
     Role,
 )
+from zraft.server.loop import Loop
 from zraft.server.replica import EARLY_TYPES, TICK_MS, Replica, Settings
 from zraft.statemachine.kv import KVStore
 from zraft.storage import Storage, records
@@ -58,6 +60,8 @@ COVERAGE = {
     "damage_detected": "a restart found a sealed log segment cut short, zero-filled or with a flipped bit",
     "recovery_checks": "what a restart would recover checked against the node (after compactions and installs)",
     "busy_refusals": "a leader refused proposals: too many uncommitted entries (clients back off)",
+    "batched_pass": "a loop pass handled several messages that arrived while the node was busy",
+    "batched_proposal": "a leader logged several client writes in one ready batch (one append, one fsync)",
 }
 """What a run counts (``SimCluster.cov``) to show that the seeds reached the situations the planted bugs of issue
 32 needed; ``zraft sim`` prints the table."""
@@ -147,6 +151,14 @@ class SimNode:
         self.last_hard_state: HardState | None = None
         """The hard state it last wrote (its term and vote are durable: they are always synced)."""
         self.up = False
+        self.loop: Loop | None = None
+        """Its event loop's pass order (``zraft.server.loop``), as the node process runs it."""
+        self.inbox: list[tuple[str, Any, bytes]] = []
+        """Messages delivered since its last loop pass: the next pass feeds them all (as a node's socket queues)."""
+        self.pass_at = math.inf
+        """When its next loop pass is scheduled."""
+        self.pass_gen = 0
+        """Which scheduled pass is the live one (an earlier one replaces a later one; a crash cancels it)."""
 
     @property
     def raft(self) -> Raft | None:
@@ -202,6 +214,10 @@ class SimCluster:
         self.read_new_leaders = 0.0
         """Probability that a new leader is asked for a read of key f8 the moment it wins."""
         self.work_ms = 1.0
+        self.pass_ms = 0.0
+        """Virtual time from a message's arrival at a node to the loop pass that handles it: what else arrives
+        meanwhile is handled in the same pass (one proposal for a pass's writes, one ready batch for its answers),
+        as on a node busy with its previous pass. 0: a pass per instant."""
         """Virtual time between the loop passes that write a snapshot (or free memory) a piece at a time: a slow
         disk makes a local snapshot overlap what the network brings (an install from the leader)."""
         self.cov: collections.Counter[str] = collections.Counter()
@@ -209,6 +225,8 @@ class SimCluster:
         self.last_heard: dict[tuple[int, int], float] = {}
         """(node, peer) -> when a message from the peer was last delivered to the node."""
         self.lead_since: dict[int, float] = {}
+        self.config_since: dict[int, float] = {}
+        """node -> when the configuration in force on it last changed."""
         """node -> when it last became leader."""
         self._contact_reported: set[tuple[int, int]] = set()
         self.config_entries: dict[int, ClusterConfig] = {}
@@ -265,11 +283,9 @@ class SimCluster:
                 lg.setLevel(logging.ERROR)  # thousands of seeds: their expected warnings are not news
         for i in self.config.voters:
             self._start(self.nodes[i])
-            self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
         # Spare nodes, started only when added (they wait with no configuration of their own).
         for i in range(n + 1, n + spares + 1):
             self.nodes[i] = SimNode(i, self.rng.getrandbits(32), ClusterConfig(()))
-            self._schedule(self.rng.uniform(0, TICK_MS), _TICK, i)
         self.at(CONTACT_CHECK_MS, self._check_leader_contact)
 
     # ------------------------------------------------------------------ event machinery
@@ -285,12 +301,11 @@ class SimCluster:
         at, _, kind, payload = heapq.heappop(self._events)
         self.now = at
         self.steps += 1
-        if kind == _TICK:
-            node = self.nodes[payload]
-            self._schedule(at + TICK_MS, _TICK, payload)
-            if node.up and node.replica is not None:
-                rep = node.replica
-                self._guard(node, functools.partial(_tick, rep))
+        if kind == _PASS:
+            node = self.nodes[payload[0]]
+            if payload[1] == node.pass_gen and node.up:
+                node.pass_at = math.inf
+                self._guard(node, functools.partial(self._pass, node))
         elif kind == _DELIVER:
             self._deliver(*payload)
         elif kind == _TO_NODE:
@@ -301,11 +316,6 @@ class SimCluster:
             if handler is not None:
                 for reply in codec.decode_replies(frame):
                     handler(node_id, reply)
-        elif kind == _WORK:
-            node = self.nodes[payload[0]]
-            if node.up and node.replica is payload[1]:
-                rep = node.replica
-                self._guard(node, functools.partial(_work, rep))
         else:
             payload()
         return True
@@ -369,8 +379,38 @@ class SimCluster:
                     self.cov["restart_after_install"] += 1
                     self.crash(node.id, restart_after=self.rng.uniform(1.0, 200.0))
                     return
-        if node.up and rep is not None and rep.busy():
-            self._schedule(self.now + self.work_ms, _WORK, (node.id, rep))
+        loop = node.loop
+        if node.up and loop is not None:
+            # The next pass: at the next tick, or a moment later while a snapshot is being written.
+            self._wake(node, self.now + self.work_ms if loop.busy() else loop.next_tick * 1000.0 + 1e-6)
+
+    def _wake(self, node: SimNode, at: float) -> None:
+        """Run a loop pass of ``node`` at ``at``, unless one is due sooner."""
+        if at < node.pass_at:
+            node.pass_at = at
+            node.pass_gen += 1
+            self._schedule(at, _PASS, (node.id, node.pass_gen))
+
+    def _pass(self, node: SimNode) -> None:
+        """One pass of the node's loop: feed what arrived, then end input, tick, work, process."""
+        rep, loop = node.replica, node.loop
+        assert rep is not None and loop is not None  # only live nodes have passes
+        inbox, node.inbox = node.inbox, []
+        if len(inbox) > 1:
+            self.cov["batched_pass"] += 1
+        for kind, msg, identity in inbox:
+            rep.receive(kind, msg, identity)
+        loop.run_pass(self.now / 1000.0)
+
+    def _feed(self, node: SimNode, kind: str, msg: Any, identity: bytes) -> None:
+        """A message arrives at ``node``: its next loop pass, ``pass_ms`` from now (or sooner), handles it."""
+        node.inbox.append((kind, msg, identity))
+        self._wake(node, self.now + self.pass_ms)
+
+    def _feed_now(self, node: SimNode, kind: str, msg: Any, identity: bytes) -> None:
+        """A request handed to ``node`` that it handles in a pass right now (the tests' and the nemesis's)."""
+        node.inbox.append((kind, msg, identity))
+        self._guard(node, functools.partial(self._pass, node))
 
     # ------------------------------------------------------------------ network
 
@@ -407,7 +447,7 @@ class SimCluster:
         if msg.src != src:
             raise Violation(f"node {src} sent a message as node {msg.src}")
         self.last_heard[(dst, src)] = self.now
-        self._guard(node, functools.partial(_feed, rep, kind, msg, b"node-%d" % src))
+        self._feed(node, kind, msg, b"node-%d" % src)
 
     def send_to_node(self, client: bytes, node_id: int, req: dict[str, Any]) -> None:
         """A client's request, over the network (lost with the network's loss rate; never blocked)."""
@@ -421,7 +461,7 @@ class SimCluster:
         if not node.up or rep is None:
             return
         kind, msg = codec.decode(frame, peer=False)
-        self._guard(node, functools.partial(_feed, rep, kind, msg, client))
+        self._feed(node, kind, msg, client)
 
     def send_to_client(self, node_id: int, client: bytes, frame: bytes) -> None:
         if client in (b"direct", b"members"):  # the tests' and the nemesis's requests are answered at once
@@ -473,6 +513,7 @@ class SimCluster:
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
                       probe=self, machine=KVStore)
         node.replica = rep
+        node.loop = Loop(rep, TICK_MS / 1000.0, (self.now + self.rng.uniform(0, TICK_MS)) / 1000.0)
         node.last_hard_state = storage.recovered.hard_state
         node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
         node.up = True
@@ -581,6 +622,10 @@ class SimCluster:
             self.snapshots_taken += rep.snapshots_taken
             self.snapshots_installed += rep.snapshots_installed
         node.replica = None
+        node.loop = None
+        node.inbox = []
+        node.pass_at = math.inf
+        node.pass_gen += 1  # its scheduled pass is cancelled
         node.disk.on_sync = None
         node.disk.crash(self.rng.choice(("lose", "prefix", "zeros")))
         self.faults += 1
@@ -640,7 +685,10 @@ class SimCluster:
                     if recent - voters and (node.id, r.term) not in self._contact_reported:
                         self._contact_reported.add((node.id, r.term))
                         self.cov["learner_only_contact"] += 1
-                elif self.options.check_quorum and self.now - self.lead_since[node.id] >= window:
+                elif self.options.check_quorum and self.now - max(self.lead_since[node.id],
+                                                                 self.config_since.get(node.id, 0.0)) >= window:
+                    # (Under this configuration for the whole window: a leader that just removed itself counted
+                    # its own vote until then.)
                     raise Violation(f"CheckQuorum: leader {node.id} of term {r.term} still leads, having heard "
                                     f"from {sorted(recent)} only (voters {list(r.config.voters)}) in {window:.0f} ms")
 
@@ -703,7 +751,7 @@ class SimCluster:
         _, msg = codec.decode(codec.encode_client(req), peer=False)
         self._member_reqs[rid] = kind
         refused_before = self.membership_refused
-        self._guard(node, functools.partial(_feed, rep, "client", msg, b"members"))
+        self._feed_now(node, "client", msg, b"members")
         accepted = self.membership_refused == refused_before
         if kind == "promote":
             heard = self.last_heard.get((ld, target), -1.0) >= self.lead_since.get(ld, 0.0)
@@ -735,8 +783,12 @@ class SimCluster:
         r = replica.raft
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
             self._check_new_leader(replica.id, r)
+        if rd.config is not None:
+            self.config_since[replica.id] = self.now
         if rd.entries:
             self._check_entries(replica.id, r, rd.entries)
+            if r.role == Role.LEADER and sum(e.kind == EntryKind.NORMAL for e in rd.entries) > 1:
+                self.cov["batched_proposal"] += 1
 
     def persisting(self, replica: Replica[KVStore], rd: Ready) -> None:
         if not self.crash_points:
@@ -858,7 +910,7 @@ class SimCluster:
         self._direct[rid] = DirectRequest(node_id, "append", key, op, start=self.now)
         req = {"op": "append", "id": rid, "key": key.encode(), "value": f"{op};".encode(),
                "client": (1 << 40) + rid, "seq": 1, "ack": 1}
-        self._guard(node, functools.partial(_feed, rep, "client", req, b"direct"))
+        self._feed_now(node, "client", req, b"direct")
         if rid in self._direct:
             return True, node_id
         return False, self._refused.pop(rid, 0)
@@ -873,7 +925,7 @@ class SimCluster:
         self._direct[rid] = DirectRequest(node_id, "get", key, required=tuple(self.acked.get(key, ())),
                                           start=self.now)
         req = {"op": "get", "id": rid, "key": key.encode()}
-        self._guard(node, functools.partial(_feed, rep, "client", req, b"direct"))
+        self._feed_now(node, "client", req, b"direct")
         return True
 
     def _direct_reply(self, node_id: int, reply: dict[str, Any]) -> None:
@@ -948,18 +1000,11 @@ class SimCluster:
                 raise Violation(f"a command was applied twice to {key!r}")
 
 
-_TICK = 0
+_PASS = 0
 _DELIVER = 1
 _CALL = 2
 _TO_NODE = 3
 _TO_CLIENT = 4
-_WORK = 5
-
-
-def _feed(rep: Replica[KVStore], kind: str, msg: Any, identity: bytes) -> None:
-    rep.receive(kind, msg, identity)
-    rep.end_input()
-    rep.process()
 
 
 def _campaign(rep: Replica[KVStore]) -> None:
@@ -977,13 +1022,3 @@ def _check_log_terms(node_id: int, r: Raft, when: str) -> None:
             raise Violation(f"node {node_id} {when}: entry {e.index} of term {e.term} follows term {term} "
                             f"(snapshot at {lg.snap_index}, term {lg.snap_term})")
         term = e.term
-
-
-def _tick(rep: Replica[KVStore]) -> None:
-    rep.tick()
-    rep.process()
-
-
-def _work(rep: Replica[KVStore]) -> None:
-    rep.work()
-    rep.process()

@@ -127,6 +127,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
                    spares=SPARES if members else 0, max_uncommitted=rng.choice((64, 512, 4096)))
     c.segment_bytes = segment_bytes
     c.work_ms = rng.choice((1.0, 5.0, 25.0))
+    c.pass_ms = rng.choice((0.0, 0.2, 1.0, 3.0))
     c.read_new_leaders = 0.5
     if prof in ("crashes", "churn"):
         c.crash_after_vote = 0.3
