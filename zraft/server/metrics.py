@@ -196,7 +196,7 @@ class Collector:
         now = r.clock()
         contact = GaugeMetricFamily("zraft_peer_last_contact_seconds", "Seconds since the last Raft message from "
                                     "each member (a large value: unreachable).", labels=["node", "peer"])
-        for peer in r.members:
+        for peer in r.membership.members:
             if peer != r.id:
                 seen = s.last_contact.get(peer)
                 contact.add_metric([nid, str(peer)], now - seen if seen is not None else float("inf"))

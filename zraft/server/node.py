@@ -159,7 +159,7 @@ class Node:
             addresses=peers,
             keys={i: k.decode() for i, k in keys.nodes.items()} if keys is not None else None, machine=KVStore)
         self.replica.status_extra = self.zmq.status
-        self.replica.on_config = self.zmq.set_members
+        self.replica.membership.on_config = self.zmq.set_members
         self.resp: RespServer | None = None
         if resp:
             self.resp = RespServer(self.replica, resp, forward=self.zmq.send_client, password=resp_password)

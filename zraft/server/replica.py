@@ -32,27 +32,26 @@ from typing import Any, Generic, Protocol, TypeVar
 from zraft.core import (
     NONE,
     ClusterConfig,
-    ConfigChangeError,
     Entry,
     EntryKind,
     Message,
     MsgType,
-    NotLeader,
     Options,
     Raft,
     Ready,
     Role,
     Snapshot,
 )
+from zraft.server.backups import Backups
+from zraft.server.membership import Membership
 from zraft.server.metrics import Runs, Stats
 from zraft.server.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
 from zraft.statemachine.machine import MachineType, StateMachine
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
 from zraft.storage.store import NEWER_ADVICE
-from zraft.transport import codec, members
+from zraft.transport import codec
 from zraft.transport.codec import Err
-from zraft.transport.members import Member
 from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.replica")
@@ -83,12 +82,6 @@ slow, clients that keep retrying) does not grow its log without bound."""
 MAX_RETRY_WAITERS = 16
 """Copies of one write (same client and seq) waiting for its entry at once; more are answered ``busy`` (a client
 that keeps resending to a leader that cannot commit must not grow the leader's memory)."""
-BACKUP_IDLE_S = 30.0
-"""A backup's snapshot file stays open for reading this long after its last chunk was asked for."""
-MAX_BACKUPS = 4
-"""Snapshot files open for backups at once (each kept on disk while open, however many snapshots follow)."""
-MAX_BACKUP_WAITERS = 16
-"""Backup requests waiting for their snapshot at once; more are answered ``busy``."""
 EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 """What a leader sends before its ready batch is durable: it writes its log in parallel with replicating it
 (diss. §10.2.1; the core counts the leader itself only once the batch is durable)."""
@@ -168,21 +161,6 @@ class PendingRead:
     """A backup's read point, not a get."""
 
 
-@dataclass(slots=True)
-class PendingBackup:
-    identity: bytes
-    req_id: int
-    batched: bool
-    index: int
-    """The read point: the backup's snapshot must be at least this new."""
-
-
-@dataclass(slots=True)
-class OpenBackup:
-    file: SnapshotFile
-    last_used: float
-
-
 M = TypeVar("M", bound=StateMachine)
 
 
@@ -200,20 +178,8 @@ class Replica(Generic[M]):
         self.transport = transport
         self.clock = clock
         self.settings = settings
-        keys = keys or {}
-        self.bootstrap = {i: Member(i, a, keys.get(i, "")) for i, a in (addresses or {}).items()}
         self.addresses = dict(addresses or {})
         """Every node's address we know of (for leader hints): the bootstrap list, updated by configurations."""
-        self.members: dict[int, Member] = {}
-        """The members of the configuration in force, with their addresses and keys."""
-        self.on_config: Callable[[dict[int, Member]], None] | None = None
-        """Called with the members whenever the configuration in force changes (and by ``start``): the node
-        connects to new members and admits only theirs keys."""
-        self.pending_config: dict[int, list[PendingWrite]] = {}
-        """Membership changes waiting for their entry (by index) to commit."""
-        self.pending_transfer: tuple[int, int, PendingWrite] | None = None
-        """A leadership transfer a client waits for: (target, the tick it was asked at, who asked)."""
-        self._ticks = 0
         self.probe = probe
         rec = storage.recovered
         self.machine_type = machine
@@ -273,18 +239,16 @@ class Replica(Generic[M]):
         here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
-        self.backups: dict[tuple[int, int], OpenBackup] = {}
-        """Snapshot files open for backups, by (index, term): pinned on disk until read or idle (``_tick_backups``)."""
-        self.backup_waiting: list[PendingBackup] = []
-        """Backups whose read point is confirmed, waiting for a snapshot at least that new."""
-        self._backup_asked: set[tuple[bytes, int]] = set()
-        """(identity, request id) of every backup request not yet answered: a client's resend is not a second."""
+        self.backups = Backups(node_id, storage, clock, self._reply)
+        self.membership = Membership(node_id, self.raft, self.addresses, keys or {}, self._reply, self._leader_info)
+        """Membership changes and leadership transfers clients asked for (``zraft.server.membership``)."""
+        """Backups being prepared and read (``zraft.server.backups``)."""
 
     # ------------------------------------------------------------------ inputs
 
     def start(self) -> None:
         """Replay the committed log before serving anything."""
-        self._config_changed(self.raft.config)
+        self.membership.config_changed(self.raft.config)
         self.process()
         self._outbox.clear()
 
@@ -378,7 +342,7 @@ class Replica(Generic[M]):
         if self.snap_job is not None:
             self._job_max_late = max(self._job_max_late, late_s)
         self.raft.tick()
-        self._ticks += 1
+        self.membership.ticks += 1
         now = self.clock()
         if now >= self._gauges_due:
             self._gauges_due = now + 1.0
@@ -386,10 +350,10 @@ class Replica(Generic[M]):
             extra = self.status_extra() if self.status_extra is not None else {}
             self.gauges = {"log_bytes": usage.get("log_bytes", 0), "disk_bytes": usage.get("disk_bytes", 0),
                            "segments": usage.get("segments", 0), "bad_frames": extra.get("bad_frames", 0)}
-        if self.pending_transfer is not None:
-            self._check_transfer()
-        if self.backups:
-            self._tick_backups(now)
+        if self.membership.transfer is not None:
+            self.membership.check_transfer()
+        if self.backups.open:
+            self.backups.tick(now)
         for peer in self.sender.tick():
             self.raft.report_snapshot(peer, False)
 
@@ -416,7 +380,7 @@ class Replica(Generic[M]):
             if job.done():
                 t0 = time.perf_counter()
                 self._finish_snapshot()
-                if self.backup_waiting:
+                if self.backups.waiting:
                     self._serve_backups()
                 if self.snap_stats.get("index") == job.image.applied:  # the whole pass, freeing included
                     ms = round((time.perf_counter() - t0) * 1000, 2)
@@ -433,19 +397,6 @@ class Replica(Generic[M]):
             self._flush_outbox()
         if timed and self.snap_job is not None:
             self._job_max_pass = max(self._job_max_pass, time.perf_counter() - t0)
-
-    def change_config(self, new: ClusterConfig) -> int:
-        """Propose a membership change (leader only); returns the index of its entry. Raises ``NotLeader`` or
-        ``ConfigChangeError`` with the reason (see ``zraft.core.raft`` for the rules). ``process`` sends it."""
-        index = self.raft.propose_config(new)
-        log.info("node=%d event=config_proposed index=%d voters=%s learners=%s", self.id, index,
-                 list(new.voters), list(new.learners))
-        return index
-
-    def transfer_leadership(self, target: int) -> None:
-        """Hand leadership to voter ``target`` (leader only; ``NotLeader`` / ``ConfigChangeError`` otherwise)."""
-        self.raft.transfer_leadership(target)
-        log.info("node=%d event=transfer_leadership target=%d", self.id, target)
 
     def close(self) -> None:
         if self.snap_job is not None:
@@ -537,18 +488,27 @@ class Replica(Generic[M]):
         elif op == "status":
             self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
         elif op == "members":
-            self._answer_members(identity, rid, batched)
+            if self.raft.role != Role.LEADER:
+                self._not_leader(identity, rid, batched)
+            else:
+                self.membership.answer_members(identity, rid, batched)
         elif op in codec.MEMBER_OPS:
-            self._member_op(identity, req, batched)
+            if self.raft.role != Role.LEADER:
+                self._not_leader(identity, rid, batched)
+            else:
+                self.membership.change(identity, req, batched)
         elif op == "backup":
-            self._begin_backup(identity, rid, batched)
+            if self.backups.begin(identity, rid, batched):
+                # Its read point is confirmed as for a linearizable read: every write acknowledged before it is
+                # in the snapshot it is served from.
+                self._next_read += 1
+                self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(),
+                                                                   backup=True)]
+                self.raft.read_index(self._next_read)
         elif op == "backup_chunk":
-            self._backup_chunk(identity, req, batched)
+            self.backups.chunk(identity, req, batched)
         elif op == "backup_end":
-            ob = self.backups.pop((req["index"], req["term"]), None)
-            if ob is not None:
-                self.storage.unpin(ob.file.path)
-            self._reply(identity, {"id": rid, "ok": True}, batched)
+            self.backups.end(identity, req, batched)
         elif op == "get":
             if req.get("stale"):
                 self._answer_get(identity, rid, req["key"], batched)
@@ -556,108 +516,6 @@ class Replica(Generic[M]):
             # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
             # leader, one READ_INDEX message from a follower, whatever the number of reads.
             self._read_group.append(PendingRead(identity, rid, req["key"], batched, self._arrived))
-
-    # ------------------------------------------------------------------ membership
-
-    def _answer_members(self, identity: bytes, rid: int, batched: bool) -> None:
-        raft = self.raft
-        if raft.role != Role.LEADER:
-            self._not_leader(identity, rid, batched)
-            return
-        cfg = raft.config
-        rows = []
-        for i in cfg.members:
-            m = self.members.get(i)
-            pr = raft.prs.get(i)
-            match = raft.last_index if i == self.id else pr.match if pr is not None else 0
-            rows.append([i, m.address if m else "", "voter" if i in cfg.voters else "learner", match])
-        reply: dict[str, Any] = {"id": rid, "ok": True, "voters": list(cfg.voters), "learners": list(cfg.learners),
-                                 "members": rows, "leader": self.id, "last_index": raft.last_index}
-        if raft.pending_config_index > raft.commit_index:
-            reply["pending_config_index"] = raft.pending_config_index
-        if raft.transferee != NONE:
-            reply["transferee"] = raft.transferee
-        self._reply(identity, reply, batched)
-
-    def _member_op(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
-        """add_learner / promote / remove / transfer, at the leader. Answered when the change commits (or the
-        new leader leads); at once when there is nothing to do (they are idempotent) or it is refused."""
-        raft, op, rid, node = self.raft, req["op"], req["id"], req["node"]
-        if raft.role != Role.LEADER:
-            self._not_leader(identity, rid, batched)
-            return
-        cfg = raft.config
-        ok = {"id": rid, "ok": True}
-        try:
-            if op == "transfer":
-                if node == self.id:
-                    self._reply(identity, ok, batched)
-                    return
-                if self.pending_transfer is not None:
-                    raise ConfigChangeError(f"a transfer to node {self.pending_transfer[0]} is under way", "busy")
-                self.transfer_leadership(node)
-                self.pending_transfer = (node, self._ticks, PendingWrite(identity, rid, batched))
-                return
-            if op == "add_learner":
-                new = Member(node, req["address"], req.get("key", ""))
-                if node in cfg.members:
-                    cur = self.members.get(node)
-                    if cur is not None and cur.address == new.address:
-                        self._reply(identity, ok, batched)
-                        return
-                    raise ConfigChangeError(f"node {node} is already a member, at {cur.address if cur else '?'}; "
-                                            "remove it first to change its address")
-                target = members.with_change(cfg, self.bootstrap, cfg.voters, (*cfg.learners, node), new)
-            elif op == "promote":
-                if node in cfg.voters:
-                    self._reply(identity, ok, batched)
-                    return
-                if node not in cfg.learners:
-                    raise ConfigChangeError(f"node {node} is not a learner of this cluster: add it first")
-                target = members.with_change(cfg, self.bootstrap, (*cfg.voters, node),
-                                             tuple(v for v in cfg.learners if v != node))
-            else:  # remove
-                if node not in cfg.members:
-                    self._reply(identity, ok, batched)
-                    return
-                target = members.with_change(cfg, self.bootstrap, tuple(v for v in cfg.voters if v != node),
-                                             tuple(v for v in cfg.learners if v != node))
-            index = self.change_config(target)
-        except ValueError as e:  # a configuration that cannot exist (too many members, ...)
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.CONFIG_REFUSED, "message": str(e)},
-                        batched)
-            return
-        except ConfigChangeError as e:
-            code = {"busy": Err.BUSY, "not_caught_up": Err.NOT_CAUGHT_UP}.get(e.code, Err.CONFIG_REFUSED)
-            self._reply(identity, {"id": rid, "ok": False, "error": code, "message": str(e)}, batched)
-            return
-        except NotLeader:  # a transfer is under way
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.BUSY,
-                                   "message": f"leadership is being transferred to node {raft.transferee}"}, batched)
-            return
-        self.pending_config.setdefault(index, []).append(PendingWrite(identity, rid, batched))
-
-    def _config_changed(self, cfg: ClusterConfig) -> None:
-        self.members = members.resolve(cfg, self.bootstrap)
-        self.addresses.update((i, m.address) for i, m in self.members.items())
-        if self.on_config is not None:
-            self.on_config(self.members)
-
-    def _check_transfer(self) -> None:
-        target, since, w = self.pending_transfer  # type: ignore[misc]
-        raft = self.raft
-        if raft.lead == target and raft.role != Role.LEADER:
-            answer: dict[str, Any] = {"id": w.req_id, "ok": True}
-        elif raft.role == Role.LEADER and raft.transferee == NONE:
-            answer = {"id": w.req_id, "ok": False, "error": Err.TRANSFER_FAILED,
-                      "message": f"node {target} did not take over within an election timeout"}
-        elif raft.lead not in (NONE, target, self.id) or self._ticks - since > 3 * raft.opts.election_ticks:
-            answer = {"id": w.req_id, "ok": False, "error": Err.TRANSFER_FAILED,
-                      "message": f"node {target} did not take over; leader is {raft.lead or 'unknown'}"}
-        else:
-            return
-        self.pending_transfer = None
-        self._reply(w.identity, answer, w.batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
         v = self.machine.get(key)
@@ -719,7 +577,7 @@ class Replica(Generic[M]):
         if rd.config is not None:
             log.info("node=%d event=config voters=%s learners=%s", self.id, list(rd.config.voters),
                      list(rd.config.learners))
-            self._config_changed(rd.config)
+            self.membership.config_changed(rd.config)
         if rd.soft_state is not None:
             log.info("node=%d term=%d role=%s leader=%d event=role_change", self.id, self.raft.term,
                      rd.soft_state.role.name.lower(), rd.soft_state.leader)
@@ -742,15 +600,7 @@ class Replica(Generic[M]):
                                                  "message": "leadership changed; outcome unknown, retry",
                                                  **self._leader_info()}, w.batched)
                 self.pending_writes.clear()
-                # A change already committed is answered when applied (below), even by a leader that just
-                # removed itself; the others' outcome is unknown.
-                commit = self.raft.commit_index
-                for index in [i for i in self.pending_config if i > commit]:
-                    for w in self.pending_config.pop(index):
-                        self._reply(w.identity, {"id": w.req_id, "ok": False, "error": Err.LEADER_CHANGED,
-                                                 "message": "leadership changed; the membership change may or may "
-                                                 "not have been made: check members and retry",
-                                                 **self._leader_info()}, w.batched)
+                self.membership.leadership_lost()
         # 4. Apply.
         if rd.snapshot is not None:
             self._install(rd.snapshot)
@@ -768,16 +618,15 @@ class Replica(Generic[M]):
                                     else {"id": w.req_id, **fields}, w.batched)
             else:
                 store.apply_noop(e.index)
-                if e.kind == EntryKind.CONFIG and self.pending_config:
-                    for w in self.pending_config.pop(e.index, ()):
-                        self._reply(w.identity, {"id": w.req_id, "ok": True}, w.batched)
+                if e.kind == EntryKind.CONFIG and self.membership.pending:
+                    self.membership.applied(e.index)
             if probe is not None:
                 probe.applied(self, e)
         # 5. Reads.
         for rs in rd.read_states:
             for pr in self.pending_reads.pop(rs.context, ()):
                 if pr.backup:
-                    self.backup_waiting.append(PendingBackup(pr.identity, pr.req_id, pr.batched, rs.index))
+                    self.backups.confirmed(pr.identity, pr.req_id, pr.batched, rs.index)
                     continue
                 self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
                 runs.add("get", pr.arrived)
@@ -785,13 +634,13 @@ class Replica(Generic[M]):
         for ctx in rd.failed_reads:
             for pr in self.pending_reads.pop(ctx, ()):
                 if pr.backup:
-                    self._backup_asked.discard((pr.identity, pr.req_id))
+                    self.backups.failed(pr.identity, pr.req_id)
                 self._reply(pr.identity, {"id": pr.req_id, "ok": False, "error": Err.NO_LEADER,
                                           "message": "no leader could confirm the read; retry",
                                           **self._leader_info()}, pr.batched)
-        if self.pending_transfer is not None:
-            self._check_transfer()
-        if self.backup_waiting:
+        if self.membership.transfer is not None:
+            self.membership.check_transfer()
+        if self.backups.waiting:
             self._serve_backups()
         self._maybe_snapshot()
 
@@ -857,82 +706,10 @@ class Replica(Generic[M]):
                            "max_tick_late_ms": round(self._job_max_late * 1000, 2)}
         log.info("node=%d event=snapshot %s", self.id, " ".join(f"{k}={v}" for k, v in self.snap_stats.items()))
 
-    # ------------------------------------------------------------------ backups
-
-    def _begin_backup(self, identity: bytes, rid: int, batched: bool) -> None:
-        """A backup: confirm the read point as for a linearizable read (every write acknowledged before the request
-        is at or below it), then wait for a snapshot at least that new -- the newest one, or one taken for it --
-        and open its file for the client to read in chunks (``backup_chunk``)."""
-        asked = (identity, rid)
-        if asked in self._backup_asked:
-            return  # a resend of a request under way: it is answered once
-        if len(self._backup_asked) >= MAX_BACKUP_WAITERS:
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.BUSY,
-                                   "message": f"{MAX_BACKUP_WAITERS} backups are already being prepared here; retry "
-                                   "later"}, batched)
-            return
-        self._backup_asked.add(asked)
-        self._next_read += 1
-        self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(), backup=True)]
-        self.raft.read_index(self._next_read)
-
     def _serve_backups(self) -> None:
         """Answer the backups the newest snapshot is new enough for; take a snapshot for the others."""
-        snap = self.raft.snapshot
-        waiting = []
-        for b in self.backup_waiting:
-            if snap is None or snap.index < b.index or not isinstance(snap.data, SnapshotFile):
-                waiting.append(b)
-                continue
-            self._backup_asked.discard((b.identity, b.req_id))
-            key = (snap.index, snap.term)
-            ob = self.backups.get(key)
-            if ob is None:
-                if len(self.backups) >= MAX_BACKUPS:
-                    self._reply(b.identity, {"id": b.req_id, "ok": False, "error": Err.BUSY,
-                                             "message": f"{MAX_BACKUPS} backups are being read from this node; retry "
-                                             "when one is done"}, b.batched)
-                    continue
-                ob = self.backups[key] = OpenBackup(snap.data, self.clock())
-                self.storage.pin(snap.data.path)
-                log.info("node=%d event=backup_open index=%d term=%d bytes=%d", self.id, snap.index, snap.term,
-                         snap.data.size)
-            ob.last_used = self.clock()
-            self._reply(b.identity, {"id": b.req_id, "ok": True, "node": self.id, "index": snap.index,
-                                     "term": snap.term, "size": snap.data.size}, b.batched)
-        self.backup_waiting = waiting
-        if waiting:
+        if self.backups.serve(self.raft.snapshot):
             self._maybe_snapshot(now=True)
-
-    def _backup_chunk(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
-        rid, offset = req["id"], req["offset"]
-        ob = self.backups.get((req["index"], req["term"]))
-        if ob is None:
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
-                                   "message": f"no backup at index {req['index']} term {req['term']} is open on node "
-                                   f"{self.id} (idle over {BACKUP_IDLE_S:.0f} s, or the node restarted): start "
-                                   "again"}, batched)
-            return
-        if offset > ob.file.size:
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.BAD_REQUEST,
-                                   "message": f"offset {offset} is past the end of the file ({ob.file.size} "
-                                   "bytes)"}, batched)
-            return
-        try:
-            data = ob.file.read_raw(offset, req["length"])
-        except OSError as e:
-            self._reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
-                                   "message": f"reading the snapshot file failed: {e}"}, batched)
-            return
-        ob.last_used = self.clock()
-        self._reply(identity, {"id": rid, "ok": True, "offset": offset, "data": data}, batched)
-
-    def _tick_backups(self, now: float) -> None:
-        for key, ob in list(self.backups.items()):
-            if now - ob.last_used > BACKUP_IDLE_S:
-                del self.backups[key]
-                self.storage.unpin(ob.file.path)
-                log.info("node=%d event=backup_closed index=%d (idle)", self.id, key[0])
 
     def _install(self, snap: Snapshot) -> None:
         if self.snap_job is not None:
