@@ -59,3 +59,18 @@ def test_a_cluster_file_of_a_newer_format_is_refused(tmp_path: Path) -> None:
     with pytest.raises(launch.LaunchError, match=f"has format version {launch.CLUSTER_FILE_VERSION + 1}; this zraft "
                        f"reads {launch.CLUSTER_FILE_VERSION}"):
         launch.load(str(tmp_path))
+
+
+def test_error_codes_go_on_the_wire_as_the_plain_strings_of_the_protocol() -> None:
+    """``Err`` is a StrEnum: an answer carrying one is byte for byte the answer carrying its string
+    (docs/PROTOCOL.md's codes), one and batched, and a decoded answer's code compares equal to the member."""
+    from zraft.transport import codec
+
+    for e in codec.Err:
+        answer = {"id": 7, "ok": False, "error": e, "message": "m"}
+        plain = {"id": 7, "ok": False, "error": str.__str__(e), "message": "m"}
+        assert type(plain["error"]) is str
+        assert codec.encode_client(answer) == codec.encode_client(plain)
+        assert codec.encode_client_batch([answer, answer]) == codec.encode_client_batch([plain, plain])
+        assert codec.decode_replies(codec.encode_client_batch([answer]))[0]["error"] == e
+    assert codec.Err.BUSY == "busy" and codec.Err.NOT_LEADER == "not_leader"

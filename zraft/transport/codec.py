@@ -11,6 +11,7 @@ on.
 
 from __future__ import annotations
 
+import enum
 from typing import Any, NamedTuple
 
 import msgpack
@@ -221,8 +222,9 @@ MAX_BACKUP_CHUNK = 1 << 20
 """Most bytes of a backup file one ``backup_chunk`` answer carries."""
 
 
-class Err:
-    """The ``error`` codes of a failed reply (docs/PROTOCOL.md says what a client does with each)."""
+class Err(enum.StrEnum):
+    """The ``error`` codes of a failed reply (docs/PROTOCOL.md says what a client does with each). Members are
+    ``str``: they go on the wire as the plain strings, and compare equal to them."""
 
     NOT_LEADER = "not_leader"
     LEADER_CHANGED = "leader_changed"
