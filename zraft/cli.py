@@ -21,7 +21,7 @@ COMMANDS = {
     "launch": ("zraft.tools.launcher", "start a local cluster and keep it running in the foreground"),
     "shell": ("zraft.tools.shell", "an interactive shell for a cluster"),
     "node": ("zraft.server.node", "run one node"),
-    "chaos": ("zraft.tools.chaos", "a chaos run against a local cluster, checked for linearizability"),
+    "chaos": ("zraft.tools.chaos.cli", "a chaos run against a local cluster, checked for linearizability"),
     "check": ("zraft.tools.check", "check a recorded client history for linearizability"),
     "backup": ("zraft.tools.backup", "check a backup file and print what it holds"),
     "sim": ("zraft.sim.__main__", "the deterministic simulator (seeded fault schedules)"),
