@@ -37,11 +37,14 @@ from zraft.core import (
 from zraft.server.loop import Loop
 from zraft.server.replica import EARLY_TYPES, TICK_MS, Replica, Settings
 from zraft.statemachine.kv import KVStore
-from zraft.storage import Storage, records
+from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
-from zraft.storage.records import CorruptionError
 from zraft.transport import codec
 from zraft.transport.codec import Err, SnapAck, SnapChunk
+
+from . import checks
+from .checks import CONTACT_CHECK_MS, Violation
+from .network import NetConfig, SimNetwork
 
 __all__ = ["COVERAGE", "EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
 
@@ -67,35 +70,11 @@ COVERAGE = {
 32 needed; ``zraft sim`` prints the table."""
 
 
-class Violation(AssertionError):
-    """A safety or liveness property of Raft failed in the simulation."""
-
-
 class Crash(BaseException):
     """Raised inside a replica (by a probe or the disk) to crash its node at that point. Not an ``Exception``:
     like the process dying, nothing in the replica may catch it and carry on."""
 
 
-@dataclass
-class NetConfig:
-    min_delay: float = 0.5
-    max_delay: float = 5.0
-    drop: float = 0.0
-    duplicate: float = 0.0
-    long_delay: float = 0.0
-    """Probability that a message takes up to ``long_delay_max`` ms instead (reordering)."""
-    long_delay_max: float = 300.0
-    hold_blocked: bool = False
-    """Messages on a cut link are held, not lost, and delivered in a burst when the network heals (what ZeroMQ
-    does with its queue for a peer it cannot reach): old votes and answers arrive long after their term."""
-
-
-CONTACT_CHECK_MS = 100.0
-CONTACT_WINDOWS = 3
-"""With CheckQuorum, a leader that has heard from no quorum of its voters for this many election timeouts must
-have stepped down (it checks once per election timeout, so two are the most it can take)."""
-MAX_HELD = 5000
-"""Most messages held on cut links at once (a peer's queue has a high-water mark too)."""
 SEGMENT_BYTES = 16 << 10
 """Small log segments, so that compaction deletes whole segments often."""
 
@@ -197,7 +176,8 @@ class SimCluster:
                  max_uncommitted: int = 4096) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
-        self.net = net or NetConfig()
+        self.network = SimNetwork(net or NetConfig(), self.rng)
+        """The links between nodes and clients: delays, loss, duplicates, cuts (``network.py``)."""
         self.options = options or Options(election_ticks=10, heartbeat_ticks=2, max_inflight=16,
                                           snapshot_timeout_ticks=20)
         self.config = ClusterConfig(tuple(range(1, n + 1)))
@@ -237,10 +217,6 @@ class SimCluster:
         self.now = 0.0
         self._seq = 0
         self._events: list[tuple[float, int, int, Any]] = []
-        self.blocked: set[tuple[int, int]] = set()
-        self._link_last: dict[tuple[Any, ...], float] = {}
-        """link -> when the last message sent on it arrives (``_arrival``)."""
-        self.held: list[tuple[int, int, bytes]] = []
         self.steps = 0
         self.messages_sent = 0
         self.chunks_sent = 0
@@ -286,7 +262,7 @@ class SimCluster:
         # Spare nodes, started only when added (they wait with no configuration of their own).
         for i in range(n + 1, n + spares + 1):
             self.nodes[i] = SimNode(i, self.rng.getrandbits(32), ClusterConfig(()))
-        self.at(CONTACT_CHECK_MS, self._check_leader_contact)
+        self.at(CONTACT_CHECK_MS, lambda: checks.check_leader_contact(self))
 
     # ------------------------------------------------------------------ event machinery
 
@@ -367,7 +343,7 @@ class SimCluster:
                     or (rep.snapshots_taken > before[4] and rep.snapshots_installed):
                 # After a compaction, an install, and a snapshot of its own once it has installed one (its job may
                 # have raced the install; its configuration comes from what the install left).
-                self._check_recovery(node)
+                checks.check_recovery(self, node)
             if self.crash_points:
                 # Restarts right where recovery has most to get right: just after a compaction removed the files
                 # a snapshot made unnecessary, and just after a snapshot from the leader replaced the log.
@@ -414,29 +390,23 @@ class SimCluster:
 
     # ------------------------------------------------------------------ network
 
-    def _arrival(self, link: tuple[Any, ...]) -> float:
-        """When a message sent now on ``link`` arrives. A link delivers in order, as a ZeroMQ connection (one TCP
-        stream) does: a message never overtakes the one sent before it on the same link -- except a message the
-        network holds up (``long_delay``), which the messages after it overtake."""
-        net, rng = self.net, self.rng
-        if net.long_delay and rng.random() < net.long_delay:
-            return self.now + rng.uniform(net.max_delay, net.long_delay_max)
-        at = max(self.now + rng.uniform(net.min_delay, net.max_delay), self._link_last.get(link, 0.0))
-        self._link_last[link] = at
-        return at
+    @property
+    def net(self) -> NetConfig:
+        return self.network.config
+
+    @net.setter
+    def net(self, config: NetConfig) -> None:
+        self.network.config = config
 
     def send_peer(self, src: int, dst: int, payload: bytes) -> None:
-        net, rng = self.net, self.rng
-        if net.drop and rng.random() < net.drop:
+        network = self.network
+        if network.lost():
             return
-        copies = 2 if net.duplicate and rng.random() < net.duplicate else 1
-        for _ in range(copies):
-            self._schedule(self._arrival((src, dst)), _DELIVER, (src, dst, payload))
+        for _ in range(network.copies()):
+            self._schedule(network.arrival((src, dst), self.now), _DELIVER, (src, dst, payload))
 
     def _deliver(self, src: int, dst: int, payload: bytes) -> None:
-        if (src, dst) in self.blocked:
-            if self.net.hold_blocked and len(self.held) < MAX_HELD:
-                self.held.append((src, dst, payload))
+        if self.network.blocks(src, dst, payload):
             return
         node = self.nodes[dst]
         rep = node.replica
@@ -451,9 +421,10 @@ class SimCluster:
 
     def send_to_node(self, client: bytes, node_id: int, req: dict[str, Any]) -> None:
         """A client's request, over the network (lost with the network's loss rate; never blocked)."""
-        if self.net.drop and self.rng.random() < self.net.drop:
+        if self.network.lost():
             return
-        self._schedule(self._arrival((client, node_id)), _TO_NODE, (client, node_id, codec.encode_client(req)))
+        self._schedule(self.network.arrival((client, node_id), self.now), _TO_NODE,
+                       (client, node_id, codec.encode_client(req)))
 
     def _deliver_request(self, client: bytes, node_id: int, frame: bytes) -> None:
         node = self.nodes[node_id]
@@ -469,43 +440,35 @@ class SimCluster:
             for reply in codec.decode_replies(frame):
                 handler(node_id, reply)
             return
-        if self.net.drop and self.rng.random() < self.net.drop:
+        if self.network.lost():
             return
-        self._schedule(self._arrival((node_id, client)), _TO_CLIENT, (node_id, client, frame))
+        self._schedule(self.network.arrival((node_id, client), self.now), _TO_CLIENT, (node_id, client, frame))
 
     def isolate(self, i: int) -> None:
         self.partition([i], [j for j in self.nodes if j != i])
 
     def partition(self, *groups: list[int]) -> None:
         """Cut every link between nodes of different groups (nodes in no group are cut from all)."""
-        where = {n: g for g, members in enumerate(groups) for n in members}
-        self.blocked = {
-            (a, b) for a in self.nodes for b in self.nodes
-            if a != b and (a not in where or b not in where or where[a] != where[b])
-        }
+        self.network.partition(list(self.nodes), groups)
         self.faults += 1
         self.note(f"partition {[sorted(g) for g in groups]}")
 
     def cut(self, a: int, b: int, both: bool = True) -> None:
-        self.blocked.add((a, b))
-        if both:
-            self.blocked.add((b, a))
+        self.network.cut(a, b, both)
         self.faults += 1
         self.note(f"cut {a}->{b}{' both ways' if both else ''}")
 
     def heal(self) -> None:
-        self.blocked = set()
-        self.note("heal network" + (f", releasing {len(self.held)} held messages" if self.held else ""))
-        for m in self.held:  # the backlog arrives at once, in order, a little late
-            self._schedule(max(self.now + self.rng.uniform(0.0, self.net.max_delay),
-                               self._link_last.get(m[:2], 0.0)), _DELIVER, m)
-        self.held = []
+        held = len(self.network.held)
+        self.note("heal network" + (f", releasing {held} held messages" if held else ""))
+        for at, m in self.network.heal(self.now):  # the backlog arrives at once, in order, a little late
+            self._schedule(at, _DELIVER, m)
 
     # ------------------------------------------------------------------ nodes
 
     def _start(self, node: SimNode) -> None:
         if self.crash_points and node.replica is None and node.started and self.rng.random() < 0.3:
-            self._damage_probe(node)
+            checks.damage_probe(self, node)
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
         storage = self._storage(node, node.disk)
         node.started = True
@@ -517,7 +480,7 @@ class SimCluster:
         node.last_hard_state = storage.recovered.hard_state
         node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
         node.up = True
-        _check_log_terms(node.id, rep.raft, "after a restart")
+        checks.check_log_terms(node.id, rep.raft, "after a restart")
         # Like a real node, replay the committed log before serving anything.
         self._guard(node, rep.start)
         if node.up and rep.machine.applied < node.durable_commit:
@@ -527,89 +490,6 @@ class SimCluster:
     def _storage(self, node: SimNode, disk: FaultDisk) -> Storage:
         """A node's storage opened (recovered) from ``disk``: its own, or a copy to try a restart on."""
         return Storage(node.path, disk=disk, segment_bytes=self.segment_bytes, background_prealloc=False)
-
-    def _check_recovery(self, node: SimNode) -> None:
-        """What a restart would recover now (from a copy of the disk, every write in it) is exactly what the node
-        holds: its snapshot, and its log entry for entry after it; and the snapshot's configuration is the one in
-        force at its index. Checked after every compaction, snapshot taken and snapshot installed."""
-        rep = node.replica
-        assert rep is not None
-        lg = rep.raft.log
-        self.cov["recovery_checks"] += 1
-        try:
-            got = self._storage(node, node.disk.clone()).recovered
-        except CorruptionError as e:
-            raise Violation(f"node {node.id}: a restart now would fail: {e}") from None
-        mark = (got.snapshot.index, got.snapshot.term) if got.snapshot is not None else (0, 0)
-        if mark != (lg.snap_index, lg.snap_term):
-            raise Violation(f"node {node.id}: a restart now would recover the snapshot at {mark}, it holds "
-                            f"{(lg.snap_index, lg.snap_term)}")
-        have = [(e.index, e.term) for e in got.entries]
-        if have != [(e.index, e.term) for e in lg.entries]:
-            raise Violation(f"node {node.id}: a restart now would recover entries {have[:3]}...{have[-3:]}, it holds "
-                            f"{lg.snap_index + 1}-{lg.last_index}")
-        # The configuration the node uses at each point of its log is the one its own log says: the last
-        # configuration entry at or before it, else its snapshot's.
-        base = rep.raft.snapshot.config if rep.raft.snapshot is not None and lg.snap_index else node.bootstrap
-        for at in {lg.snap_index, lg.commit, lg.last_index}:
-            want = next((ClusterConfig.decode(e.data) for e in reversed(lg.entries)
-                         if e.index <= at and e.kind == EntryKind.CONFIG), base)
-            got_cfg = rep.raft.config_at(at)
-            if (set(got_cfg.voters), set(got_cfg.learners)) != (set(want.voters), set(want.learners)):
-                raise Violation(f"node {node.id}: at index {at} it uses voters {list(got_cfg.voters)} learners "
-                                f"{list(got_cfg.learners)}; its log says voters {list(want.voters)} learners "
-                                f"{list(want.learners)}")
-        if got.snapshot is not None:
-            cfgs = [i for i in self.config_entries if i <= mark[0]]
-            want = self.config_entries[max(cfgs)] if cfgs else node.bootstrap
-            have_cfg = got.snapshot.config
-            if want.members and (set(have_cfg.voters), set(have_cfg.learners)) != (set(want.voters),
-                                                                                  set(want.learners)):
-                raise Violation(f"node {node.id}: its snapshot at {mark[0]} records voters {list(have_cfg.voters)} "
-                                f"learners {list(have_cfg.learners)}; in force there: voters {list(want.voters)} "
-                                f"learners {list(want.learners)}")
-
-    def _damage_probe(self, node: SimNode) -> None:
-        """Damage a copy of a stopped node's disk as bad media or a careless copy would -- a sealed log segment
-        (one a later segment follows) cut short, its end zero-filled, or one bit flipped -- and open it: recovery
-        must refuse it (``CorruptionError``) or recover exactly what the undamaged disk holds. Only the last
-        segment may end in a torn write."""
-        log_dir = f"{node.path}/log"
-        names = sorted(n for n in node.disk.listdir(log_dir) if n.endswith(".seg"))
-        if len(names) < 2:
-            return
-        disk = node.disk.clone()
-        name = self.rng.choice(names[:-1])
-        path = f"{log_dir}/{name}"
-        f = disk.files[path]
-        end = len(bytes(f.data).rstrip(b"\0"))
-        how = self.rng.choice(("cut", "zeros", "flip"))
-        # Not at a record boundary: a sealed segment cut cleanly between two records cannot be told from one
-        # that ends there (what is lost shows as a gap in the log instead).
-        bounds = {off for off, _ in records.scan(path, bytes(f.data), True)[0]} | {end}
-        places = [i for i in range(max(0, end - 200), end) if how == "flip" or i not in bounds]
-        if not places:
-            return
-        at = self.rng.choice(places)
-        if how == "cut":
-            f.data = f.data[:at]
-        elif how == "zeros":
-            f.data[at:end] = bytes(end - at)
-        else:
-            f.data[at] ^= 1 << self.rng.randrange(8)
-        f.synced = bytes(f.data)
-        try:
-            got = self._storage(node, disk).recovered
-        except CorruptionError as e:
-            if name not in str(e):
-                raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}), "
-                                f"and recovery blamed something else: {e}") from None
-            self.cov["damage_detected"] += 1
-            return
-        undamaged = self._storage(node, node.disk.clone()).recovered
-        raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}) was "
-                        f"accepted: it recovers {len(got.entries)} entries up to "
-                        f"{got.entries[-1].index if got.entries else '-'} (undamaged: {len(undamaged.entries)})")
 
     def crash(self, i: int, restart_after: float | None = None) -> None:
         """Crash node ``i``: it loses everything its disk had not made durable (a write in flight may be torn)."""
@@ -665,32 +545,6 @@ class SimCluster:
                 assert rep is not None
                 self._guard(node, functools.partial(_campaign, rep))
                 return
-
-    def _check_leader_contact(self) -> None:
-        """CheckQuorum (diss. §6.2): a leader that has not heard from a quorum of its voters (learners do not
-        count) for ``CONTACT_WINDOWS`` election timeouts must have stepped down."""
-        self.at(CONTACT_CHECK_MS, self._check_leader_contact)
-        timeout = self.options.election_ticks * TICK_MS
-        for node in self.nodes.values():
-            r = node.raft
-            if r is None or r.role != Role.LEADER or self.now - self.lead_since.get(node.id, 0.0) < timeout:
-                continue
-            voters = set(r.config.voters)
-            for window in (timeout, CONTACT_WINDOWS * timeout):
-                recent = {p for p in r.config.members if p != node.id
-                          and self.now - self.last_heard.get((node.id, p), -window) < window}
-                if (node.id in voters) + len(recent & voters) >= r.config.quorum:
-                    break
-                if window == timeout:
-                    if recent - voters and (node.id, r.term) not in self._contact_reported:
-                        self._contact_reported.add((node.id, r.term))
-                        self.cov["learner_only_contact"] += 1
-                elif self.options.check_quorum and self.now - max(self.lead_since[node.id],
-                                                                 self.config_since.get(node.id, 0.0)) >= window:
-                    # (Under this configuration for the whole window: a leader that just removed itself counted
-                    # its own vote until then.)
-                    raise Violation(f"CheckQuorum: leader {node.id} of term {r.term} still leads, having heard "
-                                    f"from {sorted(recent)} only (voters {list(r.config.voters)}) in {window:.0f} ms")
 
     def leader(self) -> int | None:
         """The leader of the highest term among live nodes, if one exists."""
@@ -782,11 +636,11 @@ class SimCluster:
     def ready(self, replica: Replica[KVStore], rd: Ready) -> None:
         r = replica.raft
         if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-            self._check_new_leader(replica.id, r)
+            checks.check_new_leader(self, replica.id, r)
         if rd.config is not None:
             self.config_since[replica.id] = self.now
         if rd.entries:
-            self._check_entries(replica.id, r, rd.entries)
+            checks.check_entries(self, replica.id, r, rd.entries)
             if r.role == Role.LEADER and sum(e.kind == EntryKind.NORMAL for e in rd.entries) > 1:
                 self.cov["batched_proposal"] += 1
 
@@ -848,49 +702,8 @@ class SimCluster:
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
 
-    def _check_new_leader(self, node_id: int, r: Raft) -> None:
-        other = self.leaders.get(r.term)
-        if other is not None and other != node_id:
-            raise Violation(f"two leaders in term {r.term}: {other} and {node_id}")
-        self.leaders[r.term] = node_id
-        self.lead_since[node_id] = self.now
-        if self.read_new_leaders and self.rng.random() < self.read_new_leaders:
-            # A read at once, before the new leader's first entry commits (its commit index may be behind what
-            # the last leader acknowledged): it must wait, never be served at the old commit index.
-            if r.log.commit < r.log.last_index:
-                self.cov["read_at_new_leader"] += 1
-            self.at(0.0, functools.partial(self._read_now, node_id))
-        self.note(f"node {node_id} leads term {r.term}")
-        if node_id not in r.config.voters:
-            raise Violation(f"node {node_id} leads term {r.term} but is not a voter of its configuration "
-                            f"{list(r.config.voters)}")
-        # Leader completeness (§5.4): "If a log entry is committed in a given term, then that entry will be present
-        # in the logs of the leaders for all higher-numbered terms." A leader of an older term elected late (its
-        # votes arrived after the others moved on) may lack entries committed since: it cannot commit anything.
-        lg = r.log
-        for index, (term, _) in self.committed.items():
-            if index > lg.snap_index and lg.term(index) != term and r.term > self.commit_term[index]:
-                raise Violation(f"leader {node_id} of term {r.term} lacks entry {index} (term {term}), committed "
-                                f"by term {self.commit_term[index]}")
-
     def _read_now(self, node_id: int) -> None:
         self.client_read(7, node_id, "f8")
-
-    def _check_entries(self, node_id: int, r: Raft, entries: list[Entry]) -> None:
-        # Log matching (§5.3): same index and term means same command and same preceding entry; by induction
-        # the logs are identical up to there.
-        prev_term = r.log.term(entries[0].index - 1) if entries[0].index - 1 >= r.log.snap_index else -1
-        seen = self.entries_seen
-        for e in entries:
-            key = (e.index, e.term)
-            known = seen.get(key)
-            if known is None:
-                seen[key] = (e.data, e.kind, prev_term)
-            elif known[:2] != (e.data, e.kind) or (-1 not in (prev_term, known[2]) and known[2] != prev_term):
-                raise Violation(f"log matching: node {node_id} has a different entry at index {e.index} term {e.term}")
-            if e.term < prev_term:
-                raise Violation(f"node {node_id}: entry {e.index} of term {e.term} follows one of term {prev_term}")
-            prev_term = e.term
 
     # ------------------------------------------------------------------ direct requests (tests)
 
@@ -970,6 +783,10 @@ class SimCluster:
             return None
         return self.acked[key][before]
 
+    def check_converged(self) -> None:
+        """After the heal: every member holds the same store and sessions (``checks.check_converged``)."""
+        checks.check_converged(self)
+
     def expire_clients(self, timeout_ms: float) -> None:
         """Give up on direct requests older than ``timeout_ms`` (their outcome stays unknown)."""
         old = self.now - timeout_ms
@@ -977,28 +794,6 @@ class SimCluster:
             self._direct_failed(self._direct.pop(rid))
 
     # ------------------------------------------------------------------ end-of-run checks
-
-    def check_converged(self) -> None:
-        """All live members hold the same store and sessions; every acknowledged direct write is in it once."""
-        live = [n for n in self.members() if n.up and n.replica is not None]
-        ref = live[0].replica
-        assert ref is not None
-        for n in live[1:]:
-            rep = n.replica
-            assert rep is not None
-            if rep.machine.applied != ref.machine.applied or rep.machine.to_dict() != ref.machine.to_dict():
-                raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.machine.applied} vs "
-                                f"{rep.machine.applied})")
-            if rep.machine.sessions != ref.machine.sessions:
-                raise Violation(f"nodes {live[0].id} and {n.id} hold different client sessions at the end")
-        for key, ops in self.acked.items():
-            final = (ref.machine.get(key.encode()) or b"").decode().split(";")[:-1]
-            lost = set(ops) - set(final)
-            if lost:
-                raise Violation(f"acknowledged writes to {key!r} missing at the end: {sorted(lost)[:5]}")
-            if len(set(final)) != len(final):
-                raise Violation(f"a command was applied twice to {key!r}")
-
 
 _PASS = 0
 _DELIVER = 1
@@ -1011,14 +806,3 @@ def _campaign(rep: Replica[KVStore]) -> None:
     rep.raft.campaign(pre_vote=False)  # its pre-vote round (if any) done: it asks for votes in the next term
     rep.process()
 
-
-def _check_log_terms(node_id: int, r: Raft, when: str) -> None:
-    """A log's terms never decrease along it, from its snapshot on (each leader appends in its own term after
-    entries of earlier ones): stale entries behind a newer snapshot would show as a term going down."""
-    lg = r.log
-    term = lg.snap_term
-    for e in lg.entries:
-        if e.term < term:
-            raise Violation(f"node {node_id} {when}: entry {e.index} of term {e.term} follows term {term} "
-                            f"(snapshot at {lg.snap_index}, term {lg.snap_term})")
-        term = e.term

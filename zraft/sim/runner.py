@@ -15,7 +15,8 @@ from zraft.core import Options, Role
 from zraft.tools import check
 
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
-from .cluster import TICK_MS, NetConfig, SimCluster, Violation
+from .cluster import TICK_MS, SimCluster, Violation
+from .network import NetConfig
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
 """Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
@@ -408,7 +409,7 @@ def _cut_off_removed_leader(c: SimCluster, rng: random.Random, ld: int, index: i
         c.cov["leader_removed_self_cut"] += 1
         c.client_write(9, ld, "f8")
         for v in side:
-            c.blocked.discard((ld, v))
+            c.network.blocked.discard((ld, v))
         c.at(rng.uniform(1200.0, 2500.0), c.heal)  # long enough for the voters outside to elect a leader
 
     when_outside_has_it(0)
