@@ -377,7 +377,7 @@ def test_pipelined_large_gets_never_read_hold_the_nodes_memory_bounded(tmp_path:
 
     import redis
 
-    from zraft.server import resp
+    from zraft.server.redis import protocol as resp
 
     c = launch.start(3, str(tmp_path / "d"), ports=launch.free_ports(3), resp_ports=launch.free_ports(3))
     try:

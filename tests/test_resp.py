@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zraft.server import resp
-from zraft.server.resp import Parser, RespError
+from zraft.server.redis import protocol as resp
+from zraft.server.redis.protocol import Parser, RespError
 
 args_st = st.lists(st.binary(max_size=40), min_size=1, max_size=6)
 

@@ -19,7 +19,8 @@ import redis
 from clusterutil import leader_id, stop_cluster, wait_until
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
-from zraft.server import resp, resp_server
+from zraft.server.redis import conn as resp_server
+from zraft.server.redis import protocol as resp
 from zraft.tools import chaos, launch
 
 ROOT = Path(__file__).resolve().parent.parent

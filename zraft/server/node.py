@@ -31,6 +31,7 @@ import zmq
 
 from zraft.core import ClusterConfig, EntryKind, Options
 from zraft.server.loop import Loop
+from zraft.server.redis import RespServer, Routing
 from zraft.server.replica import (
     ELECTION_TICKS,
     HEARTBEAT_TICKS,
@@ -40,7 +41,6 @@ from zraft.server.replica import (
     Replica,
     Settings,
 )
-from zraft.server.resp_server import RespServer, Routing
 from zraft.server.snapshotting import MAX_SNAPSHOT_BYTES
 from zraft.statemachine import backup
 from zraft.statemachine.backup import BackupError
@@ -78,7 +78,7 @@ class Node:
         refused); empty: the one the data directory holds, if any. ``force_new_cluster``: disaster recovery
         (``force_new_cluster``, below). ``restore``: a backup file this node of a new cluster (``cluster_id``)
         starts from, if its data directory is empty (``zraft.statemachine.backup.restore_into``). ``resp``:
-        HOST:PORT to serve the Redis protocol on (``zraft.server.resp_server``)."""
+        HOST:PORT to serve the Redis protocol on (``zraft.server.redis``)."""
         if node_id not in peers:
             raise ValueError(f"node {node_id} is not in the peer list {sorted(peers)}")
         # One process per data directory: the lock comes before reading anything in it, and is held until exit.

@@ -57,9 +57,9 @@ listing its keys for a snapshot (bench/kv_bench.py); 256 of them, 4.8 ms and 16 
 SHARD_SHIFT = 24
 """Key k lives in shard ``crc32(k) >> SHARD_SHIFT``: the top 8 bits of its CRC-32, the same on every node and in every
 process (Python's own ``hash`` of bytes is salted per process). So the shards hold consecutive ranges of the CRC-32
-order that Redis's SCAN follows (``resp_server``), and a SCAN call reads one shard, not the whole store. CRC-32 is not
-keyed: a client that chooses its keys can crowd one shard, which then costs what one table for the whole store cost
-before (pauses as it grows and when a snapshot lists it), never more."""
+order that Redis's SCAN follows (``zraft.server.redis``), and a SCAN call reads one shard, not the whole store.
+CRC-32 is not keyed: a client that chooses its keys can crowd one shard, which then costs what one table for the
+whole store cost before (pauses as it grows and when a snapshot lists it), never more."""
 
 
 class Op(enum.IntEnum):

@@ -324,15 +324,25 @@ def load(data_dir_or_file: str) -> Cluster:
                    reconfigured=doc.get("reconfigured") is True, cluster_id=cid)
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports ``free_ports`` returned in this process: the OS may offer a port again as soon as its probe socket is
+closed, and two calls (a cluster's node ports, then its Redis ports) must not share one."""
+
+
 def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the OS says are free now (for tests)."""
+    """Ports the OS says are free now, none of them returned by an earlier call in this process (for tests)."""
     socks = []
+    ports: list[int] = []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket()
             s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            socks.append(s)  # held until the end, so the OS offers another port next
+            port = s.getsockname()[1]
+            if port not in _HANDED_OUT:
+                ports.append(port)
+        _HANDED_OUT.update(ports)
+        return ports
     finally:
         for s in socks:
             s.close()

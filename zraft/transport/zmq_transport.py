@@ -9,8 +9,8 @@ Who a connection is comes from its key (the ZAP handler's User-Id), never from a
 DEALERs set none (the ROUTER gives each connection its own, which no peer can pick), ``ROUTER_HANDOVER`` is off (no
 connection can take over another's route), and answers to a node outside our configuration go back over the
 connection its last authenticated message came on. Routing ids that start with 0xff are the node's own (the Redis
-server's connections, ``resp_server.TAG``): a frame from a connection that chose one is refused. A peer we keep
-sending to and have not heard from for ``silence_s`` is dialled again, so no half-dead connection lasts.
+server's connections, ``zraft.server.redis.conn.TAG``): a frame from a connection that chose one is refused. A
+peer we keep sending to and have not heard from for ``silence_s`` is dialled again, so no half-dead connection lasts.
 """
 
 from __future__ import annotations

@@ -1,0 +1,600 @@
+"""A node's Redis-protocol port: redis-cli, redis-benchmark and any Redis client talk to the cluster.
+
+Runs inside the node's event loop (its listening socket and connections are polled with the ZeroMQ sockets), and
+turns each Redis command into requests of zraft's own protocol, handed to the replica exactly as a native client's
+would be: writes of one loop pass become one log append (a pipeline of 16 SETs is one proposal), reads are
+linearizable (ReadIndex), every write has a session (the connection's) so it is applied at most once. The replica
+answers through ``Routing.answer``, which gives the answers for Redis connections to this server; a command's
+reply is written when all of its requests are answered, and replies go out in the order the commands came.
+
+Bounds (``conn.py``): ``MAX_CLIENTS`` connections (one more is told ``-ERR max number of clients reached`` and
+closed), commands bounded by ``protocol.py``, at most ``MAX_QUEUED`` commands waiting per connection (it is not read
+meanwhile), ``INPUT_BUDGET`` bytes of incomplete commands over all connections. Replies: a connection with more than
+``OUT_CAP`` bytes of replies made and not yet taken by its reader is not read, and its reads' replies are not
+made until it takes them (from the store as it is then: still linearizable, and still after the writes the
+connection sent before them and before the ones after); one reply is at most ``MAX_REPLY`` bytes. So a reader that
+pipelines 10,000 GETs of a 1 MiB value and never reads costs the node about ``OUT_CAP``, not 10 GB.
+
+Commands: PING, ECHO, HELLO, SELECT 0, QUIT, CLIENT SETNAME/GETNAME/ID/SETINFO, COMMAND (COUNT, DOCS), CONFIG GET,
+INFO, DBSIZE, KEYS, SCAN, GET, MGET, EXISTS, STRLEN, SET (NX, XX, GET), SETNX, APPEND, DEL, INCR, DECR, INCRBY, DECRBY,
+GETDEL, MSET. Anything else: ``-ERR unknown command``. Replies are RESP2 until a connection sends ``HELLO 3``, RESP3
+after it (null as ``_``, maps for HELLO, CONFIG GET and COMMAND DOCS, INFO as a verbatim string: what Redis 7 sends).
+
+Any node serves every command: reads locally (linearizable, through the leader's read index), writes at the leader
+-- a follower forwards them over its peer connection and relays the answers. A write that meets an election or a
+redirect is tried again with the same session and sequence number (applied once) for up to ``WRITE_DEADLINE_S``,
+then answered ``-TRYAGAIN``. A connection's commands take effect in the order sent: a read waits for the
+connection's unanswered writes, a write for its unanswered reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from zraft.core import Role
+from zraft.server.redis import protocol as resp
+from zraft.server.redis.commands import BEFORE_AUTH, COMMANDS, RETRY, blocked, failure
+from zraft.server.redis.conn import (
+    AUTH_BURST,
+    AUTH_PER_S,
+    AUTH_S,
+    BARRIER,
+    FIRST_COMMAND_S,
+    HALF_SENT_S,
+    INPUT_BUDGET,
+    MAX_CLIENTS,
+    MAX_OUT,
+    MAX_QUEUED,
+    MAX_REPLY,
+    MAX_UNAUTHED,
+    OUT_CAP,
+    RECV_BYTES,
+    RESEND_S,
+    RETRY_S,
+    TAG,
+    WRITE_DEADLINE_S,
+    Conn,
+    Finish,
+    Pending,
+    Write,
+)
+from zraft.server.replica import Replica
+from zraft.statemachine import kv
+from zraft.statemachine.kv import KVStore
+from zraft.transport import codec
+from zraft.transport.codec import Err
+from zraft.util.logutil import LogLimiter
+
+log = logging.getLogger("zraft.resp")
+_IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.Poller's flags, for plain fds too
+
+
+class RespServer:
+    def __init__(self, replica: Replica[KVStore], bind: str, max_clients: int = MAX_CLIENTS,
+                 forward: Callable[[int, bytes], bool] | None = None, password: bytes | None = None) -> None:
+        """``forward(node, frame)``: send a frame of client requests to a node over the peer connection (its
+        answers come back to ``on_replies``). ``password``: what AUTH must give before anything but AUTH, HELLO,
+        PING and QUIT is served (None: no authentication)."""
+        self.password = password
+        host, _, port = bind.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--resp {bind!r}: expected HOST:PORT")
+        self.replica = replica
+        self.address = bind
+        self.max_clients = max_clients
+        self.listener = socket.create_server((host.strip("[]"), int(port)), backlog=128,
+                                             family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.listener.setblocking(False)
+        self.lfd = self.listener.fileno()
+        self.conns: dict[int, Conn] = {}
+        self.by_ident: dict[bytes, Conn] = {}
+        self.waiting: dict[int, tuple[Conn, Pending, int]] = {}
+        """Native request id -> the command it belongs to, and its place among the command's requests."""
+        self._ids = itertools.count(1 << 40)
+        self._nums = itertools.count(1)
+        self.poller: Any = None
+        self.limiter = LogLimiter(log)
+        self.commands = 0
+        self.rejected = 0
+        self.auth_failures = 0
+        self.unauthed: dict[int, Conn] = {}
+        """Connections open and not yet authenticated (with a password), oldest first."""
+        self.auth_allowance: dict[str, tuple[float, float]] = {}
+        """Source address -> (wrong passwords it may still try, when that was reckoned)."""
+        self.timed_out = 0
+        self._next_sweep = 0.0
+        self.dirty: set[Conn] = set()
+        self.again: set[Conn] = set()
+        """Connections to flush in the next loop pass even if nothing happens on them (``flush``)."""
+        self.forward = forward
+        self.writes: dict[int, Write] = {}
+        """Every write not yet answered for good, by request id (retried through elections and redirects)."""
+        self.outbox: dict[int, list[dict[str, Any]]] = {}
+        """Writes to forward to the leader at the end of this loop pass."""
+        self.local_writes = False
+        self.batch: dict[bytes, list[dict[str, Any]]] = {}
+        """Requests for the replica from this loop pass, by connection (``_hand_over``)."""
+        self.barrier_reads: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]] = []
+        """This pass's reads, waiting for the pass's read barrier to be sent (``_whole_store``)."""
+        self.barriers: dict[int, list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]]] = {}
+        """Read barriers sent, by request id: the reads each will answer."""
+        self.waiting_resume = False
+        """A connection with held-back commands had its last write answered."""
+
+    # ------------------------------------------------------------------ the event loop's side
+
+    def attach(self, poller: Any) -> None:
+        """Register the listener and every connection with ``poller`` (a ``zmq.Poller``)."""
+        self.poller = poller
+        poller.register(self.lfd, _IN)
+        for c in self.conns.values():
+            c.events = 0
+            self._watch(c)
+
+    def _watch(self, c: Conn) -> None:
+        events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing and len(c.out) + c.built <= OUT_CAP else 0) | \
+            (_OUT if c.out else 0)
+        if events & _IN and not c.events & _IN:
+            c.last_rx = time.monotonic()  # reading again: its silence counts from now
+        if events != c.events and self.poller is not None:
+            if events:
+                self.poller.register(c.fd, events)  # registers or modifies
+            else:
+                self.poller.unregister(c.fd)
+            c.events = events
+
+    def handle(self, ready: dict[Any, int]) -> bool:
+        """Serve the connections ``ready`` names; True if any of ours was there (the loop then ends the input)."""
+        mine = False
+        if self.lfd in ready:
+            self._accept()
+            mine = True
+        for fd, ev in list(ready.items()):
+            c = self.conns.get(fd) if isinstance(fd, int) else None
+            if c is None:
+                continue
+            mine = True
+            if ev & _ERR and not ev & _IN:
+                self._close(c)
+                continue
+            if ev & _IN:
+                self._read(c)
+            if ev & _OUT and c.fd in self.conns:
+                self.dirty.add(c)
+        if self.batch or self.barrier_reads:
+            self._hand_over()
+        return mine
+
+    def _hand_over(self) -> None:
+        """Give the replica this pass's requests, one batch per connection (answered in one batch too), and one
+        read barrier for all of this pass's reads."""
+        if self.barrier_reads:
+            rid = next(self._ids)
+            self.barriers[rid] = self.barrier_reads
+            self.barrier_reads = []
+            self.batch.setdefault(BARRIER, []).append({"op": "get", "key": b"", "id": rid})
+        receive = self.replica.receive
+        for ident, reqs in self.batch.items():
+            receive("client_batch", reqs, ident)
+        self.batch.clear()
+
+    def flush(self) -> None:
+        """Send what the commands answered in this loop pass produced (first running held-back commands that can
+        run now: their requests are carried out here and now, as the loop would have), and the writes forwarded
+        to the leader, in batches."""
+        if self.outbox:
+            self._forward()
+        for _ in range(8):
+            if not self.waiting_resume or not self._resume():
+                break
+            self.waiting_resume = False
+            self._hand_over()
+            self.replica.end_input()
+            self.replica.process()
+        self.waiting_resume = False
+        if self.again:
+            self.dirty |= self.again
+            self.again.clear()
+        conns = self.conns
+        for c in self.dirty:
+            if c.fd not in conns:
+                continue
+            if not self._send(c):
+                continue
+            if c.unbuilt and not c.out:  # the reader caught up with the reads held back for it
+                for _ in range(16):
+                    self._make_held(c)
+                    if not self._send(c) or not c.unbuilt or c.out:
+                        break  # closed, all made, or the socket is full: POLLOUT brings us back
+                else:
+                    self.again.add(c)  # a fast reader of many held reads: more in the next loop pass
+                if c.fd not in conns:
+                    continue
+            if c.closing and not c.queue and not c.out:
+                self._close(c)
+                continue
+            if len(c.out) > MAX_OUT:
+                self.limiter.warn("slow_reader", "event=resp_slow_reader fd=%d bytes=%d: closed", c.fd, len(c.out))
+                self._close(c)
+                continue
+            self._watch(c)
+        self.dirty.clear()
+
+    def _send(self, c: Conn) -> bool:
+        """Move the replies that are made, in order, to ``c.out`` and send what the socket takes; False if the
+        connection broke (it is closed)."""
+        q = c.queue
+        while q and q[0].left == 0:
+            data = q.popleft().data
+            c.out += data
+            c.built -= len(data)
+        if c.out:
+            try:
+                n = c.sock.send(c.out)
+                del c.out[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close(c)
+                return False
+        return True
+
+    def _forward(self) -> None:
+        assert self.forward is not None
+        for target, reqs in self.outbox.items():
+            for lo in range(0, len(reqs), 256):
+                self.forward(target, codec.encode_client_batch(reqs[lo:lo + 256]))  # lost: resent after RESEND_S
+        self.outbox.clear()
+
+    def close(self) -> None:
+        for c in list(self.conns.values()):
+            self._close(c)
+        self.listener.close()
+
+    # ------------------------------------------------------------------ connections
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.limiter.warn("accept", "event=resp_accept_failed error=%s", e)
+                    return
+                raise
+            if self.password is not None and len(self.unauthed) >= MAX_UNAUTHED:
+                oldest = next(iter(self.unauthed.values()))
+                self.timed_out += 1
+                self.limiter.warn("unauthed", "event=resp_unauthenticated_evicted fd=%d peer=%s: %d connections "
+                                  "waiting to authenticate; the oldest closed", oldest.fd, oldest.peer, MAX_UNAUTHED)
+                self._close(oldest)
+            if len(self.conns) >= self.max_clients:
+                self.rejected += 1
+                try:
+                    sock.setblocking(False)
+                    sock.send(resp.error("ERR max number of clients reached"))
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                peer = str(sock.getpeername()[0])
+            except OSError:
+                peer = ""
+            c = Conn(sock, next(self._nums), self.password is None, peer, time.monotonic())
+            if not c.authed:
+                self.unauthed[c.fd] = c
+            self.conns[c.fd] = c
+            self.by_ident[c.ident] = c
+            self._watch(c)
+
+    def _close(self, c: Conn) -> None:
+        if self.conns.get(c.fd) is not c:
+            return
+        del self.conns[c.fd]
+        del self.by_ident[c.ident]
+        if not c.authed:
+            del self.unauthed[c.fd]
+        if self.poller is not None and c.events:
+            self.poller.unregister(c.fd)
+        c.events = 0
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+        # Answers still to come for its requests find no connection and are dropped (``on_replies``).
+
+    def _read(self, c: Conn) -> None:
+        try:
+            data = c.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(c)
+            return
+        if not data:
+            self._close(c)
+            return
+        c.last_rx = time.monotonic()
+        try:
+            commands = c.parser.feed(data)
+        except resp.RespError as e:
+            self.immediate(c, resp.error(f"ERR {e}"))
+            c.closing = True
+            self.dirty.add(c)
+            return
+        if c.parser.pending > 1 << 20 and sum(x.parser.pending for x in self.conns.values()) > INPUT_BUDGET:
+            self.limiter.warn("budget", "event=resp_input_budget fd=%d: closed", c.fd)
+            self._close(c)
+            return
+        if commands:
+            c.started = True
+        for args in commands:
+            if c.closing:
+                break
+            self.commands += 1
+            if c.deferred or blocked(c, args[0].upper()):
+                c.deferred.append(args)  # it must not overtake (or be overtaken by) what the connection sent before
+            else:
+                self._run(c, args)
+        self.dirty.add(c)
+        self._watch(c)
+
+    def _run(self, c: Conn, args: list[bytes]) -> None:
+        try:
+            self._execute(c, args)
+        except Exception as e:  # a bug of ours must not kill the node: the client gets an error
+            self.limiter.warn("failed", "event=resp_command_failed error=%r", e)
+            self.immediate(c, resp.error("ERR internal error"))
+
+    def _resume(self) -> bool:
+        """Run held-back commands whose earlier writes are answered; True if any was run."""
+        ran = False
+        for c in list(self.conns.values()):
+            while c.deferred and not blocked(c, c.deferred[0][0].upper()):
+                self._run(c, c.deferred.popleft())
+                ran = True
+                self.dirty.add(c)
+        return ran
+
+    # ------------------------------------------------------------------ commands
+
+    def immediate(self, c: Conn, data: bytes) -> None:
+        c.queue.append(Pending(0, None, data))
+        c.built += len(data)
+
+    def native(self, c: Conn, reqs: list[dict[str, Any]], finish: Finish) -> None:
+        """Hand requests to the replica; ``finish(answers)`` makes the reply once all are answered."""
+        read = reqs[0]["op"] not in codec.WRITE_OPS
+        p = Pending(len(reqs), finish, read=read)
+        c.queue.append(p)
+        if read:
+            c.reads += 1
+        batch = self.batch
+        now = time.monotonic()
+        for i, req in enumerate(reqs):
+            rid = next(self._ids)
+            req["id"] = rid
+            self.waiting[rid] = (c, p, i)
+            if req["op"] in codec.WRITE_OPS:
+                c.seq += 1
+                c.unfinished.add(c.seq)
+                req.update(client=c.client, seq=c.seq, ack=min(c.unfinished))
+                self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
+                self._submit_write(rid, now)
+            else:
+                q = batch.get(c.ident)
+                if q is None:
+                    batch[c.ident] = [req]
+                else:
+                    q.append(req)
+
+    def _submit_write(self, rid: int, now: float) -> None:
+        """The leader's replica takes the write: this node's, or the leader's over the peer connection."""
+        w = self.writes[rid]
+        raft = self.replica.raft
+        w.sent = now
+        if raft.role is Role.LEADER:
+            w.target = 0
+            q = self.batch.get(w.ident)
+            if q is None:
+                self.batch[w.ident] = [w.req]
+            else:
+                q.append(w.req)
+            self.local_writes = True
+        elif raft.lead and self.forward is not None:
+            w.target = raft.lead
+            self.outbox.setdefault(raft.lead, []).append(w.req)
+        else:
+            w.target = -1
+            w.due = now + RETRY_S  # no leader known yet: ask again shortly
+
+    def _sweep(self, now: float) -> None:
+        """Close the connections that hold a slot and do nothing with it: no whole command ``FIRST_COMMAND_S`` after
+        they came, part of one and silence for ``HALF_SENT_S``, no AUTH within ``AUTH_S`` (with a password). An
+        authenticated connection that is merely idle is kept (Redis's ``timeout 0``)."""
+        for c in list(self.conns.values()):
+            reading = bool(c.events & _IN)
+            why = ""
+            if not c.authed and now - c.since > AUTH_S:
+                why = "did not authenticate"
+            elif reading and not c.started and now - c.since > FIRST_COMMAND_S:
+                why = "sent no command"
+            elif reading and c.parser.pending and now - c.last_rx > HALF_SENT_S:
+                why = "sent part of a command, then nothing"
+            if why:
+                self.timed_out += 1
+                self.limiter.warn("timeout", "event=resp_timeout fd=%d peer=%s: %s; closed", c.fd, c.peer, why)
+                try:
+                    c.sock.send(resp.error(f"ERR timeout: this connection {why} in time"))
+                except OSError:
+                    pass
+                self._close(c)
+        if len(self.auth_allowance) > 10_000:  # forget the addresses whose allowance is whole again
+            self.auth_allowance = {a: v for a, v in self.auth_allowance.items()
+                                   if v[0] + (now - v[1]) * AUTH_PER_S < AUTH_BURST}
+
+    def tick(self, now: float) -> None:
+        """Retries: writes whose leader was unknown or changed, forwarded ones unanswered for ``RESEND_S``, and the
+        ones past their deadline answered with an error. Once a second, connections that hold a slot for nothing
+        are closed (``_sweep``)."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep(now)
+        for rid, w in list(self.writes.items()):
+            if now >= w.deadline:
+                self.on_replies(b"", [{"id": rid, "ok": False, "error": Err.NO_LEADER,
+                                       "message": f"no leader took the write within {WRITE_DEADLINE_S:.0f} s; it may "
+                                       "or may not have been applied"}], final=True)
+            elif (w.due and now >= w.due) or (w.target > 0 and now - w.sent >= RESEND_S):
+                w.due = 0.0
+                self._submit_write(rid, now)
+        if self.local_writes:
+            self.local_writes = False
+            self._hand_over()
+            self.replica.end_input()
+
+    def on_replies(self, identity: bytes, replies: list[dict[str, Any]], final: bool = False) -> None:
+        """The answers to a Redis connection's requests (the replica's, or the leader's for forwarded writes). A
+        write that no leader took (a follower's, an election) is tried again, up to its deadline."""
+        waiting = self.waiting
+        now = time.monotonic()
+        for r in replies:
+            rid = r.get("id", -1)
+            readers = self.barriers.pop(rid, None)
+            if readers is not None:
+                self._serve_reads(readers, r)
+                continue
+            w = self.writes.get(rid)
+            if w is not None:
+                if not final and not r.get("ok") and r.get("error") in RETRY and now < w.deadline:
+                    w.due = now + RETRY_S  # the same request again (same session and sequence: applied once)
+                    w.target = -1
+                    continue
+                del self.writes[rid]
+            entry = waiting.pop(rid, None)
+            if entry is None:
+                continue
+            c, p, i = entry
+            p.answers[i] = r
+            p.left -= 1
+            if p.left == 0:
+                assert p.finish is not None
+                if p.read:
+                    c.reads -= 1
+                    if c.deferred and not c.reads:
+                        self.waiting_resume = True
+                try:
+                    p.data = p.finish(p.answers)
+                except Exception as e:
+                    self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+                    p.data = resp.error("ERR internal error")
+                c.built += len(p.data)
+                self.dirty.add(c)
+
+    def _serve_reads(self, readers: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]],
+                     barrier: dict[str, Any]) -> None:
+        """The read barrier is served (or failed): answer every read that waited for it, from the store as it is --
+        but for a connection whose reader is ``OUT_CAP`` behind: its reads are made as it catches up
+        (``_make_held``)."""
+        failed = failure(barrier, False)
+        store = self.replica.machine
+        dirty = self.dirty
+        for c, p, make in readers:
+            dirty.add(c)
+            if failed is None and (c.unbuilt or len(c.out) + c.built > OUT_CAP):
+                c.unbuilt.append((p, make))
+                continue
+            # ``_make``, inline: this runs for every GET.
+            try:
+                data = failed or make(store)
+            except Exception as e:
+                self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+                data = resp.error("ERR internal error")
+            if len(data) > MAX_REPLY:
+                data = resp.error(f"ERR the reply would be {len(data)} bytes; zraft sends at most {MAX_REPLY}")
+            p.data = data
+            c.built += len(data)
+            p.left = 0
+            c.reads -= 1
+            if c.deferred and not c.reads:
+                self.waiting_resume = True
+
+    def _make(self, c: Conn, p: Pending, make: Callable[[kv.KVStore], bytes], failed: bytes | None = None) -> None:
+        try:
+            p.data = failed or make(self.replica.machine)
+        except Exception as e:
+            self.limiter.warn("finish", "event=resp_reply_failed error=%r", e)
+            p.data = resp.error("ERR internal error")
+        if len(p.data) > MAX_REPLY:
+            p.data = resp.error(f"ERR the reply would be {len(p.data)} bytes; zraft sends at most {MAX_REPLY}")
+        c.built += len(p.data)
+        p.left = 0
+        c.reads -= 1  # only now may the connection's later writes go (they must not change what this read sees)
+        if c.deferred and not c.reads:
+            self.waiting_resume = True
+
+    def _make_held(self, c: Conn) -> bool:
+        """Make held-back reads of ``c`` (from the store as it is now: its reads index is long served, and nothing
+        the connection sent after them has run) until ``OUT_CAP`` is reached; True if any was made."""
+        made = False
+        while c.unbuilt and len(c.out) + c.built <= OUT_CAP:
+            p, make = c.unbuilt.popleft()
+            self._make(c, p, make)
+            made = True
+        return made
+
+    def _execute(self, c: Conn, args: list[bytes]) -> None:
+        name = args[0].upper()
+        handler = COMMANDS.get(name)
+        if handler is None:
+            shown = args[0][:128].decode(errors="replace")
+            rest = " ".join(f"'{a[:64].decode(errors='replace')}'" for a in args[1:8])
+            self.immediate(c, resp.error(f"ERR unknown command '{shown}', with args beginning with: {rest}"))
+            return
+        arity, fn = handler
+        if not c.authed and name not in BEFORE_AUTH:
+            self.immediate(c, resp.error("NOAUTH Authentication required."))
+            return
+        if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
+            self.immediate(c, resp.error(f"ERR wrong number of arguments for '{name.decode().lower()}' command"))
+            return
+        fn(self, c, args)
+
+
+# ---------------------------------------------------------------------- replies from native answers
+
+
+class Routing:
+    """The replica's transport with the answers to Redis connections routed to the Redis server."""
+
+    def __init__(self, inner: Any, server: RespServer) -> None:
+        self.inner = inner
+        self.server = server
+
+    def send(self, m: Any) -> None:
+        self.inner.send(m)
+
+    def send_chunk(self, peer: int, c: Any) -> bool:
+        return bool(self.inner.send_chunk(peer, c))
+
+    def send_ack(self, peer: int, a: Any) -> None:
+        self.inner.send_ack(peer, a)
+
+    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
+        if client[:5] == TAG:
+            self.server.on_replies(client, replies)
+        else:
+            self.inner.answer(client, replies, batch)
