@@ -94,7 +94,8 @@ def make_venv(venv: Path, fresh: bool = False, quiet: bool = True) -> Path:
                                  "what it printed is above")
         # The package itself, editable: the ``zraft`` command, and ``import zraft`` from any directory, run this
         # checkout's code.
-        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-e", str(ROOT)]
+        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
+               "-e", str(ROOT)]  # setuptools comes from requirements.txt: nothing more is fetched
         if quiet:
             cmd.insert(4, "--quiet")
         pip = subprocess.run(cmd, env=clean_env())
