@@ -13,7 +13,8 @@ import random
 from typing import Any
 
 from zraft.core import ClusterConfig, Message, MsgType, Options
-from zraft.server.replica import Replica, Settings
+from zraft.server.replica import Replica
+from zraft.server.settings import Settings
 from zraft.statemachine import kv
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk

@@ -14,7 +14,8 @@ from typing import Any
 import msgpack
 
 from zraft.core import ClusterConfig, Options, Role
-from zraft.server.replica import Replica, Settings
+from zraft.server.replica import Replica
+from zraft.server.settings import Settings
 from zraft.statemachine.kv import KVStore
 from zraft.statemachine.machine import StateMachine
 from zraft.storage import Storage

@@ -32,16 +32,16 @@ import zmq
 from zraft.core import ClusterConfig, EntryKind, Options
 from zraft.server.loop import Loop
 from zraft.server.redis import RespServer, Routing
-from zraft.server.replica import (
+from zraft.server.replica import Replica
+from zraft.server.settings import (
     ELECTION_TICKS,
     HEARTBEAT_TICKS,
+    MAX_SNAPSHOT_BYTES,
     SNAPSHOT_BYTES,
     SNAPSHOT_EVERY,
     TICK_MS,
-    Replica,
     Settings,
 )
-from zraft.server.snapshotting import MAX_SNAPSHOT_BYTES
 from zraft.statemachine import backup
 from zraft.statemachine.backup import BackupError
 from zraft.statemachine.kv import KVStore

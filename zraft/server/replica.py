@@ -45,7 +45,12 @@ from zraft.core import (
 from zraft.server.backups import Backups
 from zraft.server.membership import Membership
 from zraft.server.metrics import Runs, Stats
-from zraft.server.snapshotting import CHUNK_BYTES, MAX_SNAPSHOT_BYTES, STEP_BUDGET_S, Receiver, Sender, SnapshotJob
+from zraft.server.settings import (
+    DEFAULT_SETTINGS,
+    SNAPSHOT_JITTER,
+    Settings,
+)
+from zraft.server.snapshotting import STEP_BUDGET_S, Receiver, Sender, SnapshotJob
 from zraft.statemachine.machine import MachineType, StateMachine
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
@@ -56,29 +61,10 @@ from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.replica")
 
-TICK_MS = 50
-"""Milliseconds per Raft tick (the node's loop and the simulator's virtual time alike)."""
-ELECTION_TICKS = 10
-"""Election timeout: 10-20 ticks (0.5-1 s). A new leader is usually elected within a second of a leader's death."""
 RELEASE_PER_PASS = 1_000
 """Dropped log entries freed per loop pass (``RaftLog.release``): 0.1-0.4 ms in a running node (see
 ``zraft.core.log.RELEASE_AT_ONCE``). 5,000 a pass still made the leader's passes 4-6 ms long, instead of about
 1.5, for the 20 passes after each snapshot."""
-HEARTBEAT_TICKS = 2
-"""The leader sends heartbeats every 2 ticks (100 ms)."""
-SNAPSHOT_EVERY = 100_000
-"""Take a snapshot and compact the log after this many applied entries..."""
-SNAPSHOT_BYTES = 256 << 20
-"""... or once this many bytes have been written to the log since the last snapshot."""
-SNAPSHOT_JITTER = 0.2
-"""Each snapshot is due after a random 80-100% of ``snapshot_every`` entries (or ``snapshot_bytes``), drawn per
-node and per snapshot. The nodes of a cluster apply the same entries, so without it they all snapshot at the same
-index, at the same moment: on one machine, where they share the CPUs and the disk, a paced run's writes waited
-20-35 ms at each snapshot (1-2% of them, every 2.5 s at 40,000 writes/s)."""
-MAX_UNCOMMITTED = 65_536
-"""Entries a leader holds beyond its commit index at most (etcd's MaxUncommittedEntriesSize, by count): past it,
-writes are answered ``busy`` and the clients back off, so a leader that cannot commit (its followers cut off or
-slow, clients that keep retrying) does not grow its log without bound."""
 MAX_RETRY_WAITERS = 16
 """Copies of one write (same client and seq) waiting for its entry at once; more are answered ``busy`` (a client
 that keeps resending to a leader that cannot commit must not grow the leader's memory)."""
@@ -124,20 +110,6 @@ class Probe(Protocol):
     def applied(self, replica: Replica[Any], e: Entry) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    snapshot_every: int = SNAPSHOT_EVERY
-    snapshot_bytes: int = SNAPSHOT_BYTES
-    max_snapshot_bytes: int = MAX_SNAPSHOT_BYTES
-    chunk_bytes: int = CHUNK_BYTES
-    """Snapshot files are sent in chunks of this size."""
-    threads: bool = True
-    """A snapshot's file is fsynced by a thread and its serialization is bounded by real time per loop pass;
-    False (the simulator): by the loop, ``snapshot_pieces`` pieces per pass, so that a replay is exact."""
-    snapshot_pieces: int | None = None
-    max_uncommitted: int = MAX_UNCOMMITTED
-
-
 @dataclass(slots=True)
 class PendingWrite:
     identity: bytes
@@ -166,7 +138,7 @@ M = TypeVar("M", bound=StateMachine)
 
 class Replica(Generic[M]):
     def __init__(self, node_id: int, config: ClusterConfig, storage: Storage, transport: Transport, clock: Clock,
-                 rng: random.Random, options: Options, settings: Settings = Settings(),
+                 rng: random.Random, options: Options, settings: Settings = DEFAULT_SETTINGS,
                  addresses: dict[int, str] | None = None, probe: Probe | None = None,
                  keys: dict[int, str] | None = None, *, machine: MachineType[M]) -> None:
         """Recover from ``storage`` (its snapshot into the state machine, made by ``machine``; the committed log

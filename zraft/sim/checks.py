@@ -10,7 +10,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from zraft.core import ClusterConfig, Entry, EntryKind, Raft, Role
-from zraft.server.replica import TICK_MS
+from zraft.server.settings import TICK_MS
 from zraft.storage import records
 from zraft.storage.records import CorruptionError
 

@@ -35,7 +35,8 @@ from zraft.core import (
     Role,
 )
 from zraft.server.loop import Loop
-from zraft.server.replica import EARLY_TYPES, TICK_MS, Replica, Settings
+from zraft.server.replica import EARLY_TYPES, Replica
+from zraft.server.settings import TICK_MS, Settings
 from zraft.statemachine.kv import KVStore
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk

@@ -38,6 +38,12 @@ CLUSTER_FILE_VERSION = 1
 LAUNCHER_LOCK = "launcher.lock"
 DEFAULT_NODES = 5
 DEFAULT_BASE_PORT = 5551
+METRICS_PORT_OFFSET = 1000
+"""The port scheme of a launcher-made cluster on one machine: node i listens on base-port + i - 1 (peers and
+clients), serves metrics at that + ``METRICS_PORT_OFFSET``, the Redis protocol at that + ``RESP_PORT_OFFSET``; the
+dashboard is at base-port + ``WEB_PORT_OFFSET``."""
+WEB_PORT_OFFSET = 2000
+RESP_PORT_OFFSET = 3000
 DEFAULT_DATA_DIR = "./zraft-data"
 
 

@@ -78,18 +78,19 @@ def main(argv: list[str] | None = None) -> int:
                         "encrypted)")
     p.add_argument("--metrics-base-port", type=int,
                    help="node i serves Prometheus metrics at http://HOST:PORT/metrics with PORT = this + i - 1 "
-                        "(default: base-port + 1000)")
+                        f"(default: base-port + {launch.METRICS_PORT_OFFSET})")
     p.add_argument("--no-metrics", action="store_true", help="serve no metrics")
     p.add_argument("--resp-base-port", type=int,
                    help="node i serves the Redis protocol (redis-cli, redis-benchmark, any Redis client) on "
-                        "HOST:PORT with PORT = this + i - 1 (default: base-port + 3000)")
+                        f"HOST:PORT with PORT = this + i - 1 (default: base-port + {launch.RESP_PORT_OFFSET})")
     p.add_argument("--no-resp", action="store_true", help="no Redis-protocol ports")
     p.add_argument("--resp-password-file", metavar="FILE",
                    help="Redis clients must AUTH with the password in FILE (mode 0600); needed for a non-loopback "
                         "--host unless --insecure")
     p.add_argument("--web", type=int, metavar="PORT",
-                   help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + 2000); the URL "
-                        "printed at start carries the token that the page's buttons need")
+                   help="serve the live dashboard on http://127.0.0.1:PORT (default: base-port + "
+                        f"{launch.WEB_PORT_OFFSET}); the URL printed at start carries the token that the page's "
+                        "buttons need")
     p.add_argument("--no-web", action="store_true", help="no dashboard")
     p.add_argument("--restore", metavar="FILE",
                    help="start a NEW cluster from a backup (client_shell.py backup FILE) in an empty --data-dir: "
@@ -118,11 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         n = a.nodes or stored or launch.DEFAULT_NODES
         metrics_ports = None
         if not a.no_metrics:
-            first = a.metrics_base_port or a.base_port + 1000
+            first = a.metrics_base_port or a.base_port + launch.METRICS_PORT_OFFSET
             metrics_ports = [first + i for i in range(n)]
         resp_ports = None
         if not a.no_resp:
-            first = a.resp_base_port or a.base_port + 3000
+            first = a.resp_base_port or a.base_port + launch.RESP_PORT_OFFSET
             resp_ports = [first + i for i in range(n)]
         c = launch.start(a.nodes, a.data_dir, a.base_port, a.host, a.fresh, node_args=node_args,
                          secure=not a.insecure, metrics_ports=metrics_ports, restore=a.restore,
@@ -136,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         from zraft.tools.dashboard import Dashboard
 
         try:
-            board = Dashboard(c, a.web if a.web is not None else a.base_port + 2000)
+            board = Dashboard(c, a.web if a.web is not None else a.base_port + launch.WEB_PORT_OFFSET)
         except OSError as e:
             c.stop()
-            print(f"launcher: cannot serve the dashboard on port {a.web or a.base_port + 2000}: {e.strerror or e}; "
-                  "pass --web PORT or --no-web", file=sys.stderr)
+            web = a.web or a.base_port + launch.WEB_PORT_OFFSET
+            print(f"launcher: cannot serve the dashboard on port {web}: {e.strerror or e}; pass --web PORT or "
+                  "--no-web", file=sys.stderr)
             return 1
         board.start()
     stopping = False
