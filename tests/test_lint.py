@@ -68,3 +68,10 @@ def test_imports_point_down_the_layers() -> None:
             if pkg != own and (pkg not in level or level[pkg] >= level[own]):
                 wrong.append(f"zraft/{'/'.join(parts)}:{line} ({own}) imports {name}")
     assert not wrong, "imports that do not point down the layers:\n" + "\n".join(wrong)
+
+
+def test_every_module_says_what_it_owns() -> None:
+    """docs/ARCHITECTURE.md's rule for newcomers: each module's docstring says what it owns."""
+    missing = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "zraft").rglob("*.py"))
+               if not ast.get_docstring(ast.parse(p.read_text()))]
+    assert not missing, f"modules without a docstring: {missing}"

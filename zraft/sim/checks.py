@@ -36,7 +36,7 @@ def check_recovery(c: SimCluster, node: SimNode) -> None:
     lg = rep.raft.log
     c.cov["recovery_checks"] += 1
     try:
-        got = c._storage(node, node.disk.clone()).recovered
+        got = c.open_storage(node, node.disk.clone()).recovered
     except CorruptionError as e:
         raise Violation(f"node {node.id}: a restart now would fail: {e}") from None
     mark = (got.snapshot.index, got.snapshot.term) if got.snapshot is not None else (0, 0)
@@ -99,14 +99,14 @@ def damage_probe(c: SimCluster, node: SimNode) -> None:
         f.data[at] ^= 1 << c.rng.randrange(8)
     f.synced = bytes(f.data)
     try:
-        got = c._storage(node, disk).recovered
+        got = c.open_storage(node, disk).recovered
     except CorruptionError as e:
         if name not in str(e):
             raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}), "
                             f"and recovery blamed something else: {e}") from None
         c.cov["damage_detected"] += 1
         return
-    undamaged = c._storage(node, node.disk.clone()).recovered
+    undamaged = c.open_storage(node, node.disk.clone()).recovered
     raise Violation(f"node {node.id}: sealed log segment {name} damaged ({how} at byte {at} of {end}) was "
                     f"accepted: it recovers {len(got.entries)} entries up to "
                     f"{got.entries[-1].index if got.entries else '-'} (undamaged: {len(undamaged.entries)})")
@@ -128,8 +128,8 @@ def check_leader_contact(c: SimCluster) -> None:
             if (node.id in voters) + len(recent & voters) >= r.config.quorum:
                 break
             if window == timeout:
-                if recent - voters and (node.id, r.term) not in c._contact_reported:
-                    c._contact_reported.add((node.id, r.term))
+                if recent - voters and (node.id, r.term) not in c.contact_reported:
+                    c.contact_reported.add((node.id, r.term))
                     c.cov["learner_only_contact"] += 1
             elif c.options.check_quorum and c.now - max(c.lead_since[node.id],
                                                              c.config_since.get(node.id, 0.0)) >= window:
@@ -150,7 +150,7 @@ def check_new_leader(c: SimCluster, node_id: int, r: Raft) -> None:
         # the last leader acknowledged): it must wait, never be served at the old commit index.
         if r.log.commit < r.log.last_index:
             c.cov["read_at_new_leader"] += 1
-        c.at(0.0, functools.partial(c._read_now, node_id))
+        c.at(0.0, functools.partial(c.read_now, node_id))
     c.note(f"node {node_id} leads term {r.term}")
     if node_id not in r.config.voters:
         raise Violation(f"node {node_id} leads term {r.term} but is not a voter of its configuration "

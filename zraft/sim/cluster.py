@@ -209,7 +209,7 @@ class SimCluster:
         self.config_since: dict[int, float] = {}
         """node -> when the configuration in force on it last changed."""
         """node -> when it last became leader."""
-        self._contact_reported: set[tuple[int, int]] = set()
+        self.contact_reported: set[tuple[int, int]] = set()
         self.config_entries: dict[int, ClusterConfig] = {}
         """index -> the configuration a committed configuration entry there made."""
         self._rival: tuple[int, int, int] | None = None
@@ -471,7 +471,7 @@ class SimCluster:
         if self.crash_points and node.replica is None and node.started and self.rng.random() < 0.3:
             checks.damage_probe(self, node)
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
-        storage = self._storage(node, node.disk)
+        storage = self.open_storage(node, node.disk)
         node.started = True
         rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
@@ -488,7 +488,7 @@ class SimCluster:
             raise Violation(f"node {node.id} restarted with applied {rep.machine.applied} < {node.durable_commit}, "
                             "a commit index it had made durable")
 
-    def _storage(self, node: SimNode, disk: FaultDisk) -> Storage:
+    def open_storage(self, node: SimNode, disk: FaultDisk) -> Storage:
         """A node's storage opened (recovered) from ``disk``: its own, or a copy to try a restart on."""
         return Storage(node.path, disk=disk, segment_bytes=self.segment_bytes, background_prealloc=False)
 
@@ -703,7 +703,7 @@ class SimCluster:
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
 
-    def _read_now(self, node_id: int) -> None:
+    def read_now(self, node_id: int) -> None:
         self.client_read(7, node_id, "f8")
 
     # ------------------------------------------------------------------ direct requests (tests)
