@@ -85,25 +85,20 @@ def make_venv(venv: Path, fresh: bool = False, quiet: bool = True) -> Path:
     want = _digest()
     if not stamp.exists() or stamp.read_text().strip() != want:
         _say(f"installing {REQUIREMENTS.name} into {venv}")
-        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "-r", str(REQUIREMENTS)]
-        if quiet:
-            cmd.insert(4, "--quiet")
-        pip = subprocess.run(cmd, env=clean_env())
-        if pip.returncode != 0:
-            raise BootstrapError(f"pip could not install {REQUIREMENTS} into {venv} (exit code {pip.returncode}); "
-                                 "what it printed is above")
+        _pip_install(py, ["-r", str(REQUIREMENTS)], str(REQUIREMENTS), venv, quiet)
         # The package itself, editable: the ``zraft`` command, and ``import zraft`` from any directory, run this
-        # checkout's code.
-        cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "--no-build-isolation",
-               "-e", str(ROOT)]  # setuptools comes from requirements.txt: nothing more is fetched
-        if quiet:
-            cmd.insert(4, "--quiet")
-        pip = subprocess.run(cmd, env=clean_env())
-        if pip.returncode != 0:
-            raise BootstrapError(f"pip could not install zraft ({ROOT}) into {venv} (exit code {pip.returncode}); "
-                                 "what it printed is above")
+        # checkout's code. setuptools comes from requirements.txt: nothing more is fetched.
+        _pip_install(py, ["--no-deps", "--no-build-isolation", "-e", str(ROOT)], f"zraft ({ROOT})", venv, quiet)
         stamp.write_text(want + "\n")
     return py
+
+
+def _pip_install(py: Path, args: list[str], what: str, venv: Path, quiet: bool) -> None:
+    cmd = [str(py), "-m", "pip", "install", "--disable-pip-version-check", *(["--quiet"] if quiet else []), *args]
+    pip = subprocess.run(cmd, env=clean_env())
+    if pip.returncode != 0:
+        raise BootstrapError(f"pip could not install {what} into {venv} (exit code {pip.returncode}); what it "
+                             "printed is above")
 
 
 def _pip_from_pypi(py: Path) -> None:
