@@ -20,7 +20,7 @@ from zraft.client import Client, ZraftError
 from zraft.statemachine import backup
 from zraft.storage import OsDisk, snapshots
 from zraft.tools import chaos, launch
-from zraft.transport import codec
+from zraft.transport import codec, requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -171,7 +171,7 @@ def _small_backup(tmp_path: Path) -> Path:
             at = {"index": info.index, "term": info.term}
             assert ask({"op": "backup"})["ok"] is True  # opens it again (the client closed it when done)
             for req, error in (({**at, "offset": info.size + 1, "length": 10}, codec.Err.BAD_REQUEST),
-                               ({**at, "offset": 0, "length": codec.MAX_BACKUP_CHUNK + 1}, codec.Err.BAD_REQUEST),
+                               ({**at, "offset": 0, "length": requests.MAX_BACKUP_CHUNK + 1}, codec.Err.BAD_REQUEST),
                                ({"index": info.index + 1, "term": info.term, "offset": 0, "length": 10},
                                 codec.Err.BACKUP_GONE)):
                 r = ask({"op": "backup_chunk", **req})

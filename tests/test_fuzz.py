@@ -12,6 +12,7 @@ The number of examples is bounded for CI (derandomized: the same examples every 
 from __future__ import annotations
 
 import os
+import typing
 from typing import Any
 
 import msgpack
@@ -20,7 +21,7 @@ from hypothesis import strategies as st
 from raftutil import Network, new_raft
 
 from zraft.core import MAX_TERM, ClusterConfig, Entry, Message, MsgType, Raft, Role, Snapshot
-from zraft.transport import codec
+from zraft.transport import codec, requests
 
 EXAMPLES = int(os.environ.get("ZRAFT_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get("ZRAFT_FUZZ_RANDOM"),
@@ -31,12 +32,13 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ
 big_ints = st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([0, 1, 2, MAX_TERM, MAX_TERM + 1, 2**63 - 1,
                                                                      2**64 - 1, -1]))
 scalars = st.one_of(st.none(), st.booleans(), big_ints, st.floats(allow_nan=True), st.text(max_size=20),
-                    st.binary(max_size=40), st.sampled_from(["R", "C", "S", "A", "put", "get", "append", "delete",
-                                                             "status", "probe", "op", "id", "key", "value"]))
+                    st.binary(max_size=40), st.sampled_from(["R", "C", "S", "A", "op", "id", "key", "value",
+                                                             *requests.OPS]))
 values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=16),
-    st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from(["op", "id", "key", "value", "client", "seq",
-                                                                       "ack", "stale"])), inner, max_size=8)),
+    st.dictionaries(st.one_of(st.text(max_size=8), st.sampled_from([
+        "op", "id", "key", "value", "client", "seq", "ack", "stale", "len", "nx", "xx", "get", "by", "pairs", "node",
+        "address", "index", "term", "offset", "length"])), inner, max_size=8)),
     max_leaves=60)
 
 
@@ -49,9 +51,26 @@ def _decodes_or_protocol_error(payload: bytes) -> None:
     if kind == "raft":
         assert isinstance(msg, Message)
     elif kind == "client":
-        assert isinstance(msg, dict) and isinstance(msg["op"], str) and isinstance(msg["id"], int)
+        _assert_well_typed(msg)
     elif kind == "client_batch":
-        assert all(isinstance(r, codec.ProtocolError) or isinstance(r["op"], str) for r in msg)
+        for r in msg:
+            if not isinstance(r, codec.ProtocolError):
+                _assert_well_typed(r)
+
+
+def _assert_well_typed(r: object) -> None:
+    """A decoded request is one of the request records, each field of the type it declares (the node reads them
+    without checking again), its unsigned fields in range."""
+    assert type(r) in requests.OP_OF
+    assert isinstance(r, tuple)
+    hints = typing.get_type_hints(type(r))
+    for name, v in zip(type(r)._fields, r, strict=True):  # type: ignore[attr-defined]
+        want = typing.get_origin(hints[name]) or hints[name]
+        assert type(v) is want, (type(r).__name__, name, v)
+        if want is tuple:
+            assert all(type(x) is bytes for x in v)
+        if want is int and name != "by":
+            assert 0 <= v <= codec.MAX_INT, (name, v)
 
 
 def _replies_or_protocol_error(payload: bytes) -> None:
@@ -85,6 +104,24 @@ def test_codec_any_msgpack_value(v: Any) -> None:
         _replies_or_protocol_error(p2)
 
 
+REQUESTS = [
+    requests.Put(1, 5, 1, 1, b"k", b"v", nx=True, get=True), requests.Append(2, 5, 2, 1, b"k", b"v", length=True),
+    requests.Delete(3, 5, 3, 1, b"k"), requests.Incr(4, 5, 4, 1, b"n", -3), requests.GetDel(5, 5, 5, 1, b"k"),
+    requests.MSet(6, 5, 6, 1, (b"a", b"1", b"b", b"2")), requests.Get(7, b"k", stale=True), requests.Status(8),
+    requests.Probe(9), requests.Members(10), requests.AddLearner(11, 4, "127.0.0.1:7004"), requests.Promote(12, 4),
+    requests.Remove(13, 4), requests.Transfer(14, 2), requests.Backup(15), requests.BackupChunk(16, 9, 2, 0, 4096),
+    requests.BackupEnd(17, 9, 2)]
+"""One request of every kind, with its options set."""
+
+
+def test_every_request_kind_goes_to_the_wire_and_back_unchanged() -> None:
+    assert {type(r) for r in REQUESTS} == set(requests.OP_OF)
+    kind, got = codec.decode(codec.encode_requests(REQUESTS))
+    assert kind == "client_batch" and got == REQUESTS
+    for r in REQUESTS:
+        assert codec.decode(codec.encode_client(requests.to_wire(r))) == ("client", r)
+
+
 def _valid_bodies() -> list[list[Any]]:
     snap = Snapshot(5, 2, ClusterConfig((1, 2, 3)), b"data")
     raft = [msgpack.unpackb(codec.encode_raft(m)) for m in (
@@ -95,9 +132,10 @@ def _valid_bodies() -> list[list[Any]]:
     ack = msgpack.unpackb(codec.encode_ack(codec.SnapAck(2, 1, 3, 5, 2, 3, codec.ACK_OK)))
     put = ["C", {"id": 1, "op": "put", "client": 5, "seq": 1, "ack": 1, "key": b"k", "value": b"v"}]
     batch = ["C", [put[1], {"id": 2, "op": "get", "key": b"k"}, {"id": 3, "op": "status"}]]
+    every = ["C", [requests.to_wire(r) for r in REQUESTS]]
     reply = ["C", [{"id": 1, "ok": True}, {"id": 2, "ok": True, "value": b"v", "found": True},
                    {"id": 3, "ok": False, "error": "not_leader", "message": "x", "leader": 2, "leader_addr": "a:1"}]]
-    return [*raft, chunk, ack, put, batch, reply]
+    return [*raft, chunk, ack, put, batch, every, reply]
 
 
 VALID = _valid_bodies()

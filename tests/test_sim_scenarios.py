@@ -11,6 +11,7 @@ import pytest
 
 from zraft.core import Role
 from zraft.sim import TICK_MS, NetConfig, SimCluster
+from zraft.transport.requests import Append
 
 ELECTION_MS = 10 * TICK_MS  # the simulator's election timeout is 10 ticks (randomized up to 20)
 
@@ -474,9 +475,8 @@ def test_a_write_retried_while_its_first_copy_waits_is_logged_once() -> None:
     answers: list[dict[str, object]] = []
     c.clients[b"retrier"] = lambda node, reply: answers.append(reply)
     last = r.log.last_index
-    req = {"op": "append", "id": 1, "key": b"k", "value": b"x;", "client": 77, "seq": 1, "ack": 1}
     for rid in (1, 2, 3):
-        rep.receive("client", {**req, "id": rid}, b"retrier")
+        rep.receive("client", Append(rid, 77, 1, 1, b"k", b"x;"), b"retrier")
     rep.end_input()
     rep.process()
     assert r.log.last_index == last + 1
@@ -499,8 +499,7 @@ def test_copies_of_one_write_waiting_at_a_leader_that_cannot_commit_are_bounded(
     c.clients[b"resender"] = lambda node, reply: None
     last = r.log.last_index
     for rid in range(1, 101):
-        rep.receive("client", {"op": "append", "id": rid, "key": b"k", "value": b"x;", "client": 78, "seq": 1,
-                               "ack": 1}, b"resender")
+        rep.receive("client", Append(rid, 78, 1, 1, b"k", b"x;"), b"resender")
         rep.end_input()
         rep.process()
     assert r.log.last_index == last + 1

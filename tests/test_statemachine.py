@@ -7,7 +7,7 @@ requests, its answers are what the clients get, a refusal it makes is the client
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from zraft.statemachine.kv import KVStore
 from zraft.statemachine.machine import StateMachine
 from zraft.storage import Storage
 from zraft.transport import codec
+from zraft.transport.requests import Delete, Get, Put, Write
 
 
 class JournalImage:
@@ -42,10 +43,11 @@ class Journal:
         self.snapshots = 0
         self.restored_at = 0
 
-    def command(self, req: Mapping[str, Any]) -> bytes | tuple[str, str]:
-        if req["op"] != "put":
-            return "not_journaled", f"the journal takes puts, not {req['op']}"
-        return msgpack.packb([req["client"], req["seq"], req["key"]])
+    def command(self, req: Write) -> bytes | tuple[str, str]:
+        match req:
+            case Put(client=client, seq=seq, key=key):
+                return msgpack.packb([client, seq, key])
+        return "not_journaled", f"the journal takes puts, not {type(req).__name__}"
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         assert index == self.applied + 1
@@ -58,7 +60,7 @@ class Journal:
         assert index == self.applied + 1
         self.applied = index
 
-    def answer(self, req: Mapping[str, Any], status: int) -> dict[str, Any] | None:
+    def answer(self, req: Write, status: int) -> dict[str, Any] | None:
         return {"ok": True, "position": len(self.keys)}
 
     def get(self, key: bytes) -> bytes | None:
@@ -113,8 +115,8 @@ def _leader(path: Path, answers: Answers) -> Replica[Journal]:
     return rep
 
 
-def _put(seq: int, key: bytes, op: str = "put") -> dict[str, Any]:
-    return {"op": op, "id": seq, "client": 7, "seq": seq, "ack": seq, "key": key, "value": b"-"}
+def _put(seq: int, key: bytes) -> Put:
+    return Put(seq, 7, seq, seq, key, b"-")
 
 
 def _pass(rep: Replica[Journal]) -> None:
@@ -129,12 +131,12 @@ def test_the_replica_drives_a_state_machine_that_is_not_the_key_value_store(tmp_
     rep = _leader(tmp_path / "n1", answers)
     for seq, key in enumerate([b"a", b"b", b"a"], 1):
         rep.receive("client", _put(seq, key), b"c")
-    rep.receive("client", _put(4, b"x", op="delete"), b"c")
+    rep.receive("client", Delete(4, 7, 4, 4, b"x"), b"c")
     _pass(rep)
     assert [(r["id"], r.get("position")) for r in answers.got if r["ok"]] == [(1, 1), (2, 2), (3, 3)]
     assert [(r["id"], r["error"]) for r in answers.got if not r["ok"]] == [(4, "not_journaled")]
     answers.got.clear()
-    rep.receive("client", {"op": "get", "id": 5, "key": b"a"}, b"c")
+    rep.receive("client", Get(5, b"a"), b"c")
     _pass(rep)
     assert answers.got == [{"id": 5, "ok": True, "value": b"2", "found": True}]
     assert rep.status()["keys"] == 3
@@ -156,9 +158,10 @@ def test_its_snapshot_is_taken_and_restored_through_the_seam(tmp_path: Path) -> 
 
 def test_the_key_value_store_is_a_state_machine() -> None:
     store: StateMachine = KVStore()  # (statically: mypy --strict, where the node makes its replica)
-    cmd = store.command({"op": "put", "id": 1, "client": 3, "seq": 1, "ack": 1, "key": b"k", "value": b"v"})
+    put = Put(1, 3, 1, 1, b"k", b"v")
+    cmd = store.command(put)
     assert isinstance(cmd, bytes)
-    assert store.apply(1, cmd) == (3, 1, 0) and store.answer({"op": "put", "key": b"k"}, 0) is None
+    assert store.apply(1, cmd) == (3, 1, 0) and store.answer(put, 0) is None
     assert store.get(b"k") == b"v" and store.counts() == (1, 1)
-    assert store.command({"op": "put", "client": 3, "seq": 2, "ack": 1, "key": b"k" * 2000, "value": b""}) == \
+    assert store.command(Put(2, 3, 2, 1, b"k" * 2000, b"")) == \
         ("too_large", "key is 2000 bytes; the limit is 1024")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from zraft.transport import codec
+from zraft.transport import codec, requests
 from zraft.transport.security import ClientKeys, client_socket
 from zraft.transport.zmq_transport import tune_tcp
 
@@ -321,7 +321,7 @@ class Client:
 
         The leader confirms its leadership as for a linearizable read, so the backup holds every write
         acknowledged before this call; it takes a snapshot at least that new (or uses its newest), and this client
-        reads the snapshot's file from it in chunks of ``codec.MAX_BACKUP_CHUNK``, ``BACKUP_WINDOW`` at a time,
+        reads the snapshot's file from it in chunks of ``requests.MAX_BACKUP_CHUNK``, ``BACKUP_WINDOW`` at a time,
         into a new temporary file beside ``path`` (made by ``tempfile.mkstemp``: a name nobody else chose, mode
         0600, never a link planted in advance), fsyncs it, verifies its checksum over every byte and renames it into
         place. A damaged or incomplete download never takes the name ``path``. A ``path`` that is a symbolic link is
@@ -380,7 +380,7 @@ class Client:
         """Read bytes [0, size) of backup (index, term) from node ``node`` into ``fd``: a window of chunk requests
         in flight, answers written in order, requests unanswered for an attempt timeout sent again."""
         sock = self.socks[node]
-        step = codec.MAX_BACKUP_CHUNK
+        step = requests.MAX_BACKUP_CHUNK
         asked: dict[int, tuple[int, float]] = {}  # request id -> (offset, when sent)
         got: dict[int, bytes] = {}  # offset -> data, not yet written (answers may overtake each other)
         written, next_off = 0, 0

@@ -20,6 +20,7 @@ from zraft.core import Snapshot
 from zraft.storage import Storage
 from zraft.storage.snapshots import SnapshotFile
 from zraft.transport.codec import Err
+from zraft.transport.requests import BackupChunk, BackupEnd
 
 log = logging.getLogger("zraft.replica")
 
@@ -111,12 +112,12 @@ class Backups:
         self.waiting = waiting
         return bool(waiting)
 
-    def chunk(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
-        rid, offset = req["id"], req["offset"]
-        ob = self.open.get((req["index"], req["term"]))
+    def chunk(self, identity: bytes, req: BackupChunk, batched: bool) -> None:
+        rid, offset = req.id, req.offset
+        ob = self.open.get((req.index, req.term))
         if ob is None:
             self.reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
-                                  "message": f"no backup at index {req['index']} term {req['term']} is open on node "
+                                  "message": f"no backup at index {req.index} term {req.term} is open on node "
                                   f"{self.id} (idle over {BACKUP_IDLE_S:.0f} s, or the node restarted): start "
                                   "again"}, batched)
             return
@@ -126,7 +127,7 @@ class Backups:
                                   "bytes)"}, batched)
             return
         try:
-            data = ob.file.read_raw(offset, req["length"])
+            data = ob.file.read_raw(offset, req.length)
         except OSError as e:
             self.reply(identity, {"id": rid, "ok": False, "error": Err.BACKUP_GONE,
                                   "message": f"reading the snapshot file failed: {e}"}, batched)
@@ -134,12 +135,12 @@ class Backups:
         ob.last_used = self.clock()
         self.reply(identity, {"id": rid, "ok": True, "offset": offset, "data": data}, batched)
 
-    def end(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
+    def end(self, identity: bytes, req: BackupEnd, batched: bool) -> None:
         """The client has read it: unpin its file."""
-        ob = self.open.pop((req["index"], req["term"]), None)
+        ob = self.open.pop((req.index, req.term), None)
         if ob is not None:
             self.storage.unpin(ob.file.path)
-        self.reply(identity, {"id": req["id"], "ok": True}, batched)
+        self.reply(identity, {"id": req.id, "ok": True}, batched)
 
     def tick(self, now: float) -> None:
         for key, ob in list(self.open.items()):

@@ -19,6 +19,7 @@ from zraft.core import NONE, ClusterConfig, ConfigChangeError, NotLeader, Raft, 
 from zraft.transport import members
 from zraft.transport.codec import Err
 from zraft.transport.members import Member
+from zraft.transport.requests import AddLearner, MemberChange, Promote, Transfer
 
 log = logging.getLogger("zraft.replica")
 
@@ -82,14 +83,14 @@ class Membership:
             reply["transferee"] = raft.transferee
         self.reply(identity, reply, batched)
 
-    def change(self, identity: bytes, req: dict[str, Any], batched: bool) -> None:
+    def change(self, identity: bytes, req: MemberChange, batched: bool) -> None:
         """add_learner / promote / remove / transfer, at the leader (the caller checked). Answered when the change
         commits (or the new leader leads); at once when there is nothing to do or it is refused."""
-        raft, op, rid, node = self.raft, req["op"], req["id"], req["node"]
+        raft, rid, node = self.raft, req.id, req.node
         cfg = raft.config
         ok = {"id": rid, "ok": True}
         try:
-            if op == "transfer":
+            if isinstance(req, Transfer):
                 if node == self.id:
                     self.reply(identity, ok, batched)
                     return
@@ -99,8 +100,8 @@ class Membership:
                 log.info("node=%d event=transfer_leadership target=%d", self.id, node)
                 self.transfer = (node, self.ticks, Waiter(identity, rid, batched))
                 return
-            if op == "add_learner":
-                new = Member(node, req["address"], req.get("key", ""))
+            if isinstance(req, AddLearner):
+                new = Member(node, req.address, req.key)
                 if node in cfg.members:
                     cur = self.members.get(node)
                     if cur is not None and cur.address == new.address:
@@ -109,7 +110,7 @@ class Membership:
                     raise ConfigChangeError(f"node {node} is already a member, at {cur.address if cur else '?'}; "
                                             "remove it first to change its address")
                 target = members.with_change(cfg, self.bootstrap, cfg.voters, (*cfg.learners, node), new)
-            elif op == "promote":
+            elif isinstance(req, Promote):
                 if node in cfg.voters:
                     self.reply(identity, ok, batched)
                     return

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from zraft.core import (
@@ -57,6 +57,23 @@ from zraft.storage.snapshots import SnapshotFile
 from zraft.storage.store import NEWER_ADVICE
 from zraft.transport import codec
 from zraft.transport.codec import Err
+from zraft.transport.requests import (
+    OP_OF,
+    WRITES,
+    AddLearner,
+    Backup,
+    BackupChunk,
+    BackupEnd,
+    Get,
+    Members,
+    Promote,
+    Remove,
+    Request,
+    Status,
+    Transfer,
+    Write,
+)
+from zraft.transport.requests import Probe as ProbeRequest
 from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.replica")
@@ -114,11 +131,11 @@ class Probe(Protocol):
 class PendingWrite:
     identity: bytes
     req_id: int
-    batched: bool = False
-    op: str = ""
-    arrived: float = 0.0
+    batched: bool
+    op: str
+    arrived: float
     """Clock time of the loop pass it arrived in (request latency metrics)."""
-    req: dict[str, Any] = field(default_factory=dict)
+    req: Write
     """The write asked (the state machine reads it again to answer: ``StateMachine.answer``)."""
 
 
@@ -196,7 +213,7 @@ class Replica(Generic[M]):
         """The reads waiting for each read index asked (a loop pass's gets share one)."""
         self._read_group: list[PendingRead] = []
         """This pass's gets, until ``end_input`` asks their read index."""
-        self._writes: list[tuple[bytes, dict[str, Any], bool]] = []
+        self._writes: list[tuple[bytes, Write, bool]] = []
         self._outbox: dict[bytes, list[dict[str, Any]]] = {}
         self._next_read = 0
         self.sender = Sender(node_id, transport.send_chunk, clock, settings.chunk_bytes)
@@ -255,17 +272,18 @@ class Replica(Generic[M]):
                     ops["invalid"] = ops.get("invalid", 0) + 1
                     self.bad_request(identity, req, True)
                     continue
-                op = req["op"]
+                op = OP_OF[type(req)]
                 ops[op] = ops.get(op, 0) + 1
-                if op in codec.WRITE_OPS:
+                if isinstance(req, WRITES):
                     self._writes.append((identity, req, True))
                 else:
                     self._client_other(identity, req, True)
         elif kind == "client":
             ops = self.stats.requests
-            ops[msg["op"]] = ops.get(msg["op"], 0) + 1
+            op = OP_OF[type(msg)]
+            ops[op] = ops.get(op, 0) + 1
             self._arrived = self.clock()
-            if msg["op"] in codec.WRITE_OPS:
+            if isinstance(msg, WRITES):
                 self._writes.append((identity, msg, False))
             else:
                 self._client_other(identity, msg)
@@ -405,15 +423,15 @@ class Replica(Generic[M]):
         self._reply(identity, {"id": req_id, "ok": False, "error": Err.NOT_LEADER,
                                "message": "this node is not the leader", **self._leader_info()}, batched)
 
-    def _propose(self, writes: list[tuple[bytes, dict[str, Any], bool]]) -> None:
+    def _propose(self, writes: list[tuple[bytes, Write, bool]]) -> None:
         if self.raft.role != Role.LEADER:
             for identity, req, batched in writes:
-                self._not_leader(identity, req["id"], batched)
+                self._not_leader(identity, req.id, batched)
             return
         target = self.raft.transferee
         if target != NONE:  # diss. §3.10: no new entries while leadership moves; the client follows it there
             for identity, req, batched in writes:
-                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.NOT_LEADER,
+                self._reply(identity, {"id": req.id, "ok": False, "error": Err.NOT_LEADER,
                                        "message": f"leadership is being transferred to node {target}; retry there",
                                        "leader": target, "leader_addr": self.addresses.get(target, "")}, batched)
             return
@@ -423,22 +441,22 @@ class Replica(Generic[M]):
         lg = self.raft.log
         room = self.settings.max_uncommitted - (lg.last_index - lg.commit)
         for identity, req, batched in writes:
-            waiting = pending.get((req["client"], req["seq"]))
+            client, seq = req.client, req.seq
+            waiting = pending.get((client, seq))
             full = (f"the leader has {lg.last_index - lg.commit} uncommitted entries (at most "
                     f"{self.settings.max_uncommitted})" if waiting is None and room <= 0
                     else f"{MAX_RETRY_WAITERS} copies of this write wait already"
                     if waiting is not None and len(waiting) >= MAX_RETRY_WAITERS else "")
             if full:
-                self._reply(identity, {"id": req["id"], "ok": False, "error": Err.BUSY,
+                self._reply(identity, {"id": req.id, "ok": False, "error": Err.BUSY,
                                        "message": f"{full}; retry after a backoff", **self._leader_info()}, batched)
                 continue
             command = machine.command(req)
             if not isinstance(command, bytes):
                 error, why = command
-                self._reply(identity, {"id": req["id"], "ok": False, "error": error, "message": why}, batched)
+                self._reply(identity, {"id": req.id, "ok": False, "error": error, "message": why}, batched)
                 continue
-            client, seq = req["client"], req["seq"]
-            w = PendingWrite(identity, req["id"], batched, req["op"], now, req)
+            w = PendingWrite(identity, req.id, batched, OP_OF[type(req)], now, req)
             if waiting is None:
                 pending[(client, seq)] = [w]
             else:
@@ -452,42 +470,40 @@ class Replica(Generic[M]):
         if datas:
             self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
 
-    def _client_other(self, identity: bytes, req: dict[str, Any], batched: bool = False) -> None:
-        op, rid = req["op"], req["id"]
-        if op == "probe":
-            self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
-                                   "term": self.raft.term, **self._leader_info()}, batched)
-        elif op == "status":
-            self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
-        elif op == "members":
-            if self.raft.role != Role.LEADER:
-                self._not_leader(identity, rid, batched)
-            else:
-                self.membership.answer_members(identity, rid, batched)
-        elif op in codec.MEMBER_OPS:
-            if self.raft.role != Role.LEADER:
-                self._not_leader(identity, rid, batched)
-            else:
-                self.membership.change(identity, req, batched)
-        elif op == "backup":
-            if self.backups.begin(identity, rid, batched):
-                # Its read point is confirmed as for a linearizable read: every write acknowledged before it is
-                # in the snapshot it is served from.
-                self._next_read += 1
-                self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(),
-                                                                   backup=True)]
-                self.raft.read_index(self._next_read)
-        elif op == "backup_chunk":
-            self.backups.chunk(identity, req, batched)
-        elif op == "backup_end":
-            self.backups.end(identity, req, batched)
-        elif op == "get":
-            if req.get("stale"):
-                self._answer_get(identity, rid, req["key"], batched)
-                return
-            # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
-            # leader, one READ_INDEX message from a follower, whatever the number of reads.
-            self._read_group.append(PendingRead(identity, rid, req["key"], batched, self._arrived))
+    def _client_other(self, identity: bytes, req: Request, batched: bool = False) -> None:
+        rid = req.id
+        match req:
+            case Get(key=key, stale=stale):
+                if stale:
+                    self._answer_get(identity, rid, key, batched)
+                    return
+                # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
+                # leader, one READ_INDEX message from a follower, whatever the number of reads.
+                self._read_group.append(PendingRead(identity, rid, key, batched, self._arrived))
+            case ProbeRequest():
+                self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
+                                       "term": self.raft.term, **self._leader_info()}, batched)
+            case Status():
+                self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
+            case Members() | AddLearner() | Promote() | Remove() | Transfer():
+                if self.raft.role != Role.LEADER:
+                    self._not_leader(identity, rid, batched)
+                elif isinstance(req, Members):
+                    self.membership.answer_members(identity, rid, batched)
+                else:
+                    self.membership.change(identity, req, batched)
+            case Backup():
+                if self.backups.begin(identity, rid, batched):
+                    # Its read point is confirmed as for a linearizable read: every write acknowledged before it
+                    # is in the snapshot it is served from.
+                    self._next_read += 1
+                    self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(),
+                                                                       backup=True)]
+                    self.raft.read_index(self._next_read)
+            case BackupChunk():
+                self.backups.chunk(identity, req, batched)
+            case BackupEnd():
+                self.backups.end(identity, req, batched)
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
         v = self.machine.get(key)

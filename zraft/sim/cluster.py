@@ -40,7 +40,7 @@ from zraft.server.settings import TICK_MS, Settings
 from zraft.statemachine.kv import KVStore
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
-from zraft.transport import codec
+from zraft.transport import codec, requests
 from zraft.transport.codec import Err, SnapAck, SnapChunk
 
 from . import checks
@@ -600,10 +600,8 @@ class SimCluster:
             self.note(f"start spare node {target} (no configuration)")
             self._start(self.nodes[target])
         rid = self._new_id()
-        req: dict[str, Any] = {"op": kind, "id": rid, "node": target}
-        if kind == "add_learner":
-            req["address"] = self.addresses[target]
-        _, msg = codec.decode(codec.encode_client(req), peer=False)
+        msg: requests.MemberChange = (requests.AddLearner(rid, target, self.addresses[target])
+                                      if kind == "add_learner" else requests.KINDS[kind](rid, target))
         self._member_reqs[rid] = kind
         refused_before = self.membership_refused
         self._feed_now(node, "client", msg, b"members")
@@ -722,8 +720,7 @@ class SimCluster:
         rid = self._new_id()
         op = self.last_direct_op = f"{client}.{rid}"
         self._direct[rid] = DirectRequest(node_id, "append", key, op, start=self.now)
-        req = {"op": "append", "id": rid, "key": key.encode(), "value": f"{op};".encode(),
-               "client": (1 << 40) + rid, "seq": 1, "ack": 1}
+        req = requests.Append(rid, (1 << 40) + rid, 1, 1, key.encode(), f"{op};".encode())
         self._feed_now(node, "client", req, b"direct")
         if rid in self._direct:
             return True, node_id
@@ -738,8 +735,7 @@ class SimCluster:
         rid = self._new_id()
         self._direct[rid] = DirectRequest(node_id, "get", key, required=tuple(self.acked.get(key, ())),
                                           start=self.now)
-        req = {"op": "get", "id": rid, "key": key.encode()}
-        self._feed_now(node, "client", req, b"direct")
+        self._feed_now(node, "client", requests.Get(rid, key.encode()), b"direct")
         return True
 
     def _direct_reply(self, node_id: int, reply: dict[str, Any]) -> None:

@@ -16,13 +16,15 @@ dropped at a deterministic point -- never by a node's own clock. A request from 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from zlib import crc32
 
 import msgpack
 from msgpack import unpackb
+
+from zraft.transport.requests import Append, Delete, GetDel, Incr, MSet, Put, Write
 
 MAX_KEY_BYTES = 1024
 """Keys longer than this are refused."""
@@ -128,14 +130,11 @@ STATUS_TEXT: dict[int, str] = {
     RESULT_LOST: "the write was applied; its result was too large to keep for a retry",
 }
 """The message of an error answer, by status."""
-_OPS = {"put": PUT, "append": APPEND, "delete": DELETE, "incr": INCRBY, "getdel": GETDEL, "mset": MSET}
-"""The wire protocol's write ops -> the log's."""
 
 
-def _set_flags(req: Mapping[str, Any]) -> int:
+def _set_flags(req: Put) -> int:
     """A put's SET options as flags (``SET_NX`` ...)."""
-    return (SET_NX if req.get("nx") is True else 0) | (SET_XX if req.get("xx") is True else 0) \
-        | (SET_GET if req.get("get") is True else 0)
+    return (SET_NX if req.nx else 0) | (SET_XX if req.xx else 0) | (SET_GET if req.get else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,49 +313,64 @@ class KVStore:
 
     # ------------------------------------------------------------------ the StateMachine seam (machine.py)
 
-    def command(self, req: Mapping[str, Any]) -> bytes | tuple[str, str]:
+    def command(self, req: Write) -> bytes | tuple[str, str]:
         """The log command for a validated client write (put, append, delete, incr, getdel, mset; a put with
         ``nx``/``xx``/``get`` is a SET), or (error, message) when it is refused before it is logged."""
-        op = req["op"]
-        key, value = req.get("key", b""), req.get("value", b"")
-        kvop = _OPS[op]
-        why = check_limits(key, value) if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES else None
-        if op == "mset":
-            pairs = req["pairs"]
-            why = next((bad for i in range(0, len(pairs), 2) if (bad := check_limits(pairs[i], pairs[i + 1]))), None)
-            value = _pack(pairs)
-        elif op == "incr":
-            value = b"%d" % req["by"]
-        elif op == "put" and len(req) > 7:  # options (a plain put has 7 fields): a SET with flags
-            flags = _set_flags(req)
-            if flags:
-                kvop, value = SET, bytes([flags]) + value
-        if why:
-            return "too_large", why
-        return encode_command(kvop, req["client"], req["seq"], req["ack"], key, value)
+        value, flags = b"", 0
+        if type(req) is Put:  # the common cases first, read as tuples (C speed: this runs for every write)
+            _, client, seq, ack, key, value, nx, xx, get = req
+            flags = (SET_NX if nx else 0) | (SET_XX if xx else 0) | (SET_GET if get else 0)
+            kvop = SET if flags else PUT
+        elif type(req) is Append:
+            _, client, seq, ack, key, value, _ = req
+            kvop = APPEND
+        else:
+            client, seq, ack = req.client, req.seq, req.ack
+            match req:
+                case Delete(key=key):
+                    kvop = DELETE
+                case Incr(key=key, by=by):
+                    kvop, value = INCRBY, b"%d" % by
+                case GetDel(key=key):
+                    kvop = GETDEL
+                case MSet(pairs=pairs):
+                    why = next((bad for i in range(0, len(pairs), 2)
+                                if (bad := check_limits(pairs[i], pairs[i + 1]))), None)
+                    if why:
+                        return "too_large", why
+                    return encode_command(MSET, client, seq, ack, b"", _pack(pairs))
+                case _:
+                    return "bad_request", f"{type(req).__name__} is not a write"
+        if len(key) > MAX_KEY_BYTES or len(value) > MAX_VALUE_BYTES:
+            why = check_limits(key, value)
+            if why:
+                return "too_large", why
+        if flags:  # checked above without its flags byte
+            value = bytes([flags]) + value
+        return encode_command(kvop, client, seq, ack, key, value)
 
-    def answer(self, req: Mapping[str, Any], status: int) -> dict[str, Any] | None:
+    def answer(self, req: Write, status: int) -> dict[str, Any] | None:
         """What a write just applied did, for its answer: None for a bare success (a put or append without
-        options); a delete says whether the key was there; an append asked for it (``len``) the value's length
+        options); a delete says whether the key was there; an append asked for it (``length``) the value's length
         right after it; incr the new value; getdel the value removed; a put with options whether it set the value
         (and the old one, if asked)."""
-        op = req["op"]
-        if status == OK and ((op == "put" and (len(req) <= 7 or not _set_flags(req)))
-                             or (op == "append" and req.get("len") is not True)):
+        if status == OK and ((type(req) is Put and not (req[6] or req[7] or req[8]))  # nx, xx, get: none
+                             or (type(req) is Append and not req[6])):  # length: not asked
             return None
         if status not in (OK, NOT_FOUND, NOT_SET):
             return {"ok": False, "error": Status(status).name.lower(), "message": STATUS_TEXT[status]}
         r: dict[str, Any] = {"ok": True}
-        if op == "delete":
-            r["found"] = status == OK
-        elif op in ("incr", "getdel"):
-            r["value"] = self.result
-        elif op == "put":
-            r["done"] = status == OK
-            if _set_flags(req) & SET_GET:
+        match req:
+            case Delete():
+                r["found"] = status == OK
+            case Incr() | GetDel():
                 r["value"] = self.result
-        if req.get("len") is True:
-            r["length"] = len(self.get(req["key"]) or b"")
+            case Put(get=get):
+                r["done"] = status == OK
+                if get:
+                    r["value"] = self.result
+            case Append(key=key, length=True):
+                r["length"] = len(self.get(key) or b"")
         return r
 
     def counts(self) -> tuple[int, int]:

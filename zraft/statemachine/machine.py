@@ -23,8 +23,10 @@ The contract:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
+
+from zraft.transport.requests import Write
 
 
 class Image(Protocol):
@@ -48,10 +50,10 @@ class StateMachine(Protocol):
     applied: int
     """The index of the last entry applied (or restored from a snapshot)."""
 
-    def command(self, req: Mapping[str, Any]) -> bytes | tuple[str, str]:
-        """The log command for a client's write (a validated request of the wire protocol: ``op``, its fields,
-        ``client``, ``seq``, ``ack``), or (error, message) when it is refused before it is logged (a key or value
-        too large)."""
+    def command(self, req: Write) -> bytes | tuple[str, str]:
+        """The log command for a client's write (a ``requests`` record: its fields, with ``client``, ``seq``,
+        ``ack``), or (error, message) when it is refused before it is logged (a key or value too large, a write
+        this machine does not take)."""
         ...
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
@@ -62,7 +64,7 @@ class StateMachine(Protocol):
         """An entry without a command (a leader's no-op, a configuration change)."""
         ...
 
-    def answer(self, req: Mapping[str, Any], status: int) -> dict[str, Any] | None:
+    def answer(self, req: Write, status: int) -> dict[str, Any] | None:
         """The answer to ``req`` just applied with ``status`` (read right after its ``apply``): the fields beside
         the request id, or None for a plain success (``{"ok": True}``, the common case, built by the caller)."""
         ...

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from zraft.transport.codec import WRITE_OPS
+from zraft.transport.requests import WRITE_OPS
 
 WRITES = tuple(sorted(WRITE_OPS))
-"""The write operations a history holds: the client protocol's (``codec.WRITE_OPS``)."""
+"""The write operations a history holds: the client protocol's (``requests.WRITE_OPS``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,9 @@ from typing import Any, NamedTuple
 import msgpack
 
 from zraft.core import MAX_TERM, ClusterConfig, Entry, EntryKind, Message, MsgType, Snapshot
-from zraft.transport.members import check_address, check_key
+from zraft.transport.requests import MAX_INT as MAX_INT  # re-exported: codec users need one import
+from zraft.transport.requests import ProtocolError as ProtocolError
+from zraft.transport.requests import Request, from_wire, to_wire
 
 VERSION = 1
 MAX_PEER_MESSAGE = 64 << 20
@@ -30,8 +32,6 @@ MAX_CLIENT_BATCH_MESSAGE = 4 << 20
 """Largest client frame holding a batch of requests."""
 MAX_BATCH = 1024
 """Most requests (or answers) in one batch frame."""
-MAX_INT = (1 << 63) - 1
-"""Largest request id, client id, sequence number and read context."""
 HOOKED_CLIENT_FRAME = 256 << 10
 """Client frames larger than this are decoded counting their arrays and maps as they are built, so that a frame
 of nothing but tiny containers (each byte a Python object of 50-60) is refused early instead of growing the node's
@@ -47,15 +47,6 @@ _ENTRY_KINDS = frozenset(int(k) for k in EntryKind)
 _CLIENT_TAG = b"\xa1C"  # the msgpack string "C" right after a client message's array header
 CLIENT_TAG = _CLIENT_TAG
 """``payload[1:3] == CLIENT_TAG``: a client message (a request, or answers)."""
-
-
-class ProtocolError(Exception):
-    """A message that breaks the protocol. Its text says what was wrong, for the error reply or the log.
-    ``req_id`` is the request's id when it could be read (0 otherwise), for the error answer."""
-
-    def __init__(self, message: str, req_id: int = 0) -> None:
-        super().__init__(message)
-        self.req_id = req_id
 
 
 # ---------------------------------------------------------------------- Raft messages
@@ -207,21 +198,6 @@ def _decode_ack(body: list[Any]) -> SnapAck:
 
 # ---------------------------------------------------------------------- client requests and replies
 
-CLIENT_OPS = ("put", "append", "delete", "get", "status", "probe", "members", "add_learner", "promote", "remove",
-              "transfer", "backup", "backup_chunk", "backup_end", "incr", "getdel", "mset")
-WRITE_OPS = frozenset(("put", "append", "delete", "incr", "getdel", "mset"))
-_PLAIN_WRITES = frozenset(("put", "append", "delete"))
-"""The client operations that change the store: they go through the log (and a session)."""
-MEMBER_OPS = frozenset(("add_learner", "promote", "remove", "transfer"))
-"""The operations that change the membership or move leadership (leader only; ``node`` names the member)."""
-BACKUP_OPS = frozenset(("backup_chunk", "backup_end"))
-"""Reading a backup's file (``index``, ``term`` name it; ``backup_chunk`` adds ``offset`` and ``length``)."""
-MAX_MSET_PAIRS = 1024
-"""Most key/value pairs in one mset (a client frame's arrays hold at most 2,048 items)."""
-MAX_BACKUP_CHUNK = 1 << 20
-"""Most bytes of a backup file one ``backup_chunk`` answer carries."""
-
-
 class Err(enum.StrEnum):
     """The ``error`` codes of a failed reply (docs/PROTOCOL.md says what a client does with each). Members are
     ``str``: they go on the wire as the plain strings, and compare equal to them."""
@@ -248,7 +224,7 @@ class Err(enum.StrEnum):
 
 def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True) -> tuple[str, Any]:
     """Split an incoming payload: ("raft", Message), ("snap_chunk", SnapChunk), ("snap_ack", SnapAck),
-    ("client", request map) or ("client_batch", [request map or ProtocolError, ...]). Raises ``ProtocolError``
+    ("client", a ``requests`` record) or ("client_batch", [record or ProtocolError, ...]). Raises ``ProtocolError``
     for anything else, whatever the bytes. ``peer=False``: the sender is not a node of the cluster, and only
     client messages are taken from it (checked before decoding)."""
     n = len(payload)
@@ -283,7 +259,7 @@ def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True)
         raise ProtocolError(f"client request of {n} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
     if len(body) != 2 or not isinstance(body[1], dict):
         raise ProtocolError('a client message is ["C", {request map}] or ["C", [request map, ...]]')
-    return "client", validate_request(body[1])
+    return "client", from_wire(body[1])
 
 
 class _TooMany(Exception):
@@ -321,77 +297,16 @@ def _unpack_client(payload: bytes) -> Any:
         raise ProtocolError(f"message is not valid msgpack ({type(e).__name__})") from None
 
 
-def _validate_item(req: Any) -> dict[str, Any] | ProtocolError:
+def _validate_item(req: Any) -> Request | ProtocolError:
     """A batch's request, or the error to answer it with (the rest of the batch is still served)."""
     if not isinstance(req, dict):
         return ProtocolError("each request of a batch is a map")
     try:
-        return validate_request(req)
+        return from_wire(req)
     except ProtocolError as e:
         rid = req.get("id")
         e.req_id = rid if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid <= MAX_INT else 0
         return e
-
-
-def validate_request(req: dict[str, Any]) -> dict[str, Any]:
-    op = req.get("op")
-    if type(op) is not str:
-        raise ProtocolError("field op must be a string")
-    if op in _PLAIN_WRITES:  # the common case, checked in one expression; the slow path below says what is wrong
-        c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
-        if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
-                and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT
-                and type(req.get("key")) is bytes and (op == "delete" or type(req.get("value")) is bytes)
-                and "stale" not in req and "len" not in req):
-            return req
-    if op not in CLIENT_OPS:
-        raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(CLIENT_OPS)}")
-    _uint("id", req.get("id"))
-    if op in WRITE_OPS:
-        for f in ("client", "seq", "ack"):
-            _uint(f, req.get(f))
-        if req["client"] == 0 or req["seq"] == 0 or req["ack"] == 0:
-            raise ProtocolError("client, seq and ack start at 1")
-    if op in ("put", "append", "delete", "get", "incr", "getdel"):
-        if not isinstance(req.get("key"), bytes):
-            raise ProtocolError("field key must be bytes (msgpack bin)")
-    for flag in ("nx", "xx", "get"):
-        if flag in req and (op != "put" or not isinstance(req[flag], bool)):
-            raise ProtocolError(f"field {flag} is a boolean option of put")
-    if req.get("nx") is True and req.get("xx") is True:
-        raise ProtocolError("nx and xx exclude each other")
-    if op == "incr":
-        by = req.get("by")
-        if type(by) is not int or not -(1 << 63) <= by < 1 << 63:
-            raise ProtocolError("field by must be a 64-bit signed integer")
-    if op == "mset":
-        pairs = req.get("pairs")
-        if (not isinstance(pairs, list) or not 0 < len(pairs) <= 2 * MAX_MSET_PAIRS or len(pairs) % 2
-                or not all(isinstance(x, bytes) for x in pairs)):
-            raise ProtocolError(f"field pairs must be a list of 1 to {MAX_MSET_PAIRS} key, value pairs (bin)")
-    if op in ("put", "append") and not isinstance(req.get("value"), bytes):
-        raise ProtocolError("field value must be bytes (msgpack bin)")
-    if "stale" in req and not isinstance(req["stale"], bool):
-        raise ProtocolError("field stale must be a boolean")
-    if "len" in req and not isinstance(req["len"], bool):
-        raise ProtocolError("field len must be a boolean")
-    if op in BACKUP_OPS:
-        _uint("index", req.get("index"))
-        _uint("term", req.get("term"))
-        if op == "backup_chunk":
-            _uint("offset", req.get("offset"))
-            _uint("length", req.get("length"), MAX_BACKUP_CHUNK)
-    if op in MEMBER_OPS:
-        node = req.get("node")
-        if type(node) is not int or not 0 < node <= MAX_TERM:
-            raise ProtocolError("field node must be a positive node id")
-        if op == "add_learner":
-            try:
-                check_address(req.get("address"))
-                check_key(req.get("key", ""))
-            except ValueError as e:
-                raise ProtocolError(str(e)) from None
-    return req
 
 
 def encode_client(msg: dict[str, Any]) -> bytes:
@@ -401,6 +316,12 @@ def encode_client(msg: dict[str, Any]) -> bytes:
 
 def encode_client_batch(msgs: list[dict[str, Any]]) -> bytes:
     out: bytes = _pack(["C", msgs])
+    return out
+
+
+def encode_requests(reqs: list[Request]) -> bytes:
+    """A batch frame of request records, as a client sends it (``requests.to_wire``)."""
+    out: bytes = _pack(["C", [to_wire(r) for r in reqs]])
     return out
 
 

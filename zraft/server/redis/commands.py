@@ -25,8 +25,11 @@ from zraft.server.redis.conn import (
     Pending,
 )
 from zraft.statemachine import kv
-from zraft.transport import codec
+from zraft.transport import requests
 from zraft.transport.codec import Err
+
+UNSENT = (0, 0, 0, 0)
+"""A native request's id and session (client, seq, ack) as a command makes it: ``RespServer.native`` sets them."""
 
 if TYPE_CHECKING:
     from zraft.server.redis.server import RespServer
@@ -62,13 +65,6 @@ def blocked(c: Conn, name: bytes) -> bool:
     if name in WRITES:
         return c.reads > 0
     return False
-
-
-def _done_writes(s: RespServer, c: Conn, reqs: list[dict[str, Any]]) -> None:
-    for req in reqs:
-        c.unfinished.discard(req.get("seq", 0))
-    if c.deferred and not c.unfinished:
-        s.waiting_resume = True
 
 
 # ---------------------------------------------------------------------- the commands
@@ -362,10 +358,10 @@ def _scan(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    req: dict[str, Any] = {"op": "put", "key": a[1], "value": a[2]}
+    opts = set()
     for opt in (x.upper() for x in a[3:]):
         if opt in (b"NX", b"XX", b"GET"):
-            req[opt.decode().lower()] = True
+            opts.add(opt)
         elif opt in (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
             s.immediate(c, resp.error("ERR zraft keeps keys until they are deleted: SET options EX, PX, EXAT, PXAT "
                                        "and KEEPTTL are not supported"))
@@ -373,15 +369,14 @@ def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
         else:
             s.immediate(c, resp.error("ERR syntax error"))
             return
-    if req.get("nx") and req.get("xx"):
+    if b"NX" in opts and b"XX" in opts:
         s.immediate(c, resp.error("ERR syntax error"))
         return
-    reqs = [req]
-    conditional, get = "nx" in req or "xx" in req, "get" in req
+    conditional, get = b"NX" in opts or b"XX" in opts, b"GET" in opts
+    reqs: list[requests.Request] = [requests.Put(*UNSENT, a[1], a[2], b"NX" in opts, b"XX" in opts, get)]
     rr = c.r  # the protocol in use now: a HELLO later in the pipeline does not change this command's reply
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         r = ans[0]
         bad = failure(r, True)
         if bad is not None:
@@ -394,10 +389,9 @@ def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _setnx(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    reqs = [{"op": "put", "key": a[1], "value": a[2], "nx": True}]
+    reqs: list[requests.Request] = [requests.Put(*UNSENT, a[1], a[2], nx=True)]
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         return failure(ans[0], True) or resp.integer(1 if ans[0].get("done") else 0)
 
     s.native(c, reqs, finish)
@@ -407,10 +401,9 @@ def _incr_by(s: RespServer, c: Conn, key: bytes, by: int | None) -> None:
     if by is None:
         s.immediate(c, resp.error("ERR value is not an integer or out of range"))
         return
-    reqs = [{"op": "incr", "key": key, "by": by}]
+    reqs: list[requests.Request] = [requests.Incr(*UNSENT, key, by)]
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         r = ans[0]
         if r.get("error") == "not_integer":
             return resp.error("ERR value is not an integer or out of range")
@@ -447,11 +440,10 @@ def _decrby(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _getdel(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    reqs = [{"op": "getdel", "key": a[1]}]
+    reqs: list[requests.Request] = [requests.GetDel(*UNSENT, a[1])]
     bulk = c.r.bulk
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         return failure(ans[0], True) or bulk(ans[0].get("value"))
 
     s.native(c, reqs, finish)
@@ -461,33 +453,30 @@ def _mset(s: RespServer, c: Conn, a: list[bytes]) -> None:
     if len(a) % 2 == 0:
         s.immediate(c, resp.error("ERR wrong number of arguments for 'mset' command"))
         return
-    if len(a) - 1 > 2 * codec.MAX_MSET_PAIRS:
-        s.immediate(c, resp.error(f"ERR zraft's MSET takes at most {codec.MAX_MSET_PAIRS} pairs"))
+    if len(a) - 1 > 2 * requests.MAX_MSET_PAIRS:
+        s.immediate(c, resp.error(f"ERR zraft's MSET takes at most {requests.MAX_MSET_PAIRS} pairs"))
         return
-    reqs = [{"op": "mset", "pairs": a[1:]}]  # one log entry: every pair set at once, or none
+    reqs: list[requests.Request] = [requests.MSet(*UNSENT, tuple(a[1:]))]  # one log entry: all pairs, or none
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         return failure(ans[0], True) or resp.OK
 
     s.native(c, reqs, finish)
 
 
 def _append(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    reqs = [{"op": "append", "key": a[1], "value": a[2], "len": True}]
+    reqs: list[requests.Request] = [requests.Append(*UNSENT, a[1], a[2], length=True)]
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         return failure(ans[0], True) or resp.integer(ans[0].get("length", 0))
 
     s.native(c, reqs, finish)
 
 
 def _del(s: RespServer, c: Conn, a: list[bytes]) -> None:
-    reqs = [{"op": "delete", "key": k} for k in a[1:]]
+    reqs: list[requests.Request] = [requests.Delete(*UNSENT, k) for k in a[1:]]
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
-        _done_writes(s, c, reqs)
         return first_failure(ans, True) or resp.integer(sum(1 for r in ans if r.get("found", True)))
 
     s.native(c, reqs, finish)

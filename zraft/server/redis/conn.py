@@ -11,6 +11,7 @@ from typing import Any
 
 from zraft.server.redis import protocol as resp
 from zraft.statemachine import kv
+from zraft.transport import requests
 
 MAX_CLIENTS = 1024
 WRITE_DEADLINE_S = 10.0
@@ -59,21 +60,23 @@ Finish = Callable[[list[dict[str, Any]]], bytes]
 class Pending:
     """A command waiting for the answers to its native requests."""
 
-    __slots__ = ("answers", "data", "finish", "left", "read")
+    __slots__ = ("answers", "data", "finish", "left", "read", "seqs")
 
     def __init__(self, n: int, finish: Finish | None, data: bytes = b"", read: bool = False) -> None:
         self.answers: list[dict[str, Any]] = [{}] * n
         self.left = n
         self.finish = finish
         self.data = data
-        self.read = read
         """The reply, once known."""
+        self.read = read
+        self.seqs: list[int] = []
+        """The sequence numbers of its writes in the connection's session (``Conn.unfinished`` until answered)."""
 
 
 class Write:
     __slots__ = ("deadline", "due", "ident", "req", "sent", "target")
 
-    def __init__(self, req: dict[str, Any], ident: bytes, deadline: float) -> None:
+    def __init__(self, req: requests.Write, ident: bytes, deadline: float) -> None:
         self.req = req
         self.ident = ident
         self.deadline = deadline

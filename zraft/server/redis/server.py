@@ -69,7 +69,7 @@ from zraft.server.redis.conn import (
 from zraft.server.replica import Replica
 from zraft.statemachine import kv
 from zraft.statemachine.kv import KVStore
-from zraft.transport import codec
+from zraft.transport import codec, requests
 from zraft.transport.codec import Err
 from zraft.util.logutil import LogLimiter
 
@@ -117,10 +117,10 @@ class RespServer:
         self.forward = forward
         self.writes: dict[int, Write] = {}
         """Every write not yet answered for good, by request id (retried through elections and redirects)."""
-        self.outbox: dict[int, list[dict[str, Any]]] = {}
+        self.outbox: dict[int, list[requests.Request]] = {}
         """Writes to forward to the leader at the end of this loop pass."""
         self.local_writes = False
-        self.batch: dict[bytes, list[dict[str, Any]]] = {}
+        self.batch: dict[bytes, list[requests.Request]] = {}
         """Requests for the replica from this loop pass, by connection (``_hand_over``)."""
         self.barrier_reads: list[tuple[Conn, Pending, Callable[[kv.KVStore], bytes]]] = []
         """This pass's reads, waiting for the pass's read barrier to be sent (``_whole_store``)."""
@@ -180,7 +180,7 @@ class RespServer:
             rid = next(self._ids)
             self.barriers[rid] = self.barrier_reads
             self.barrier_reads = []
-            self.batch.setdefault(BARRIER, []).append({"op": "get", "key": b"", "id": rid})
+            self.batch.setdefault(BARRIER, []).append(requests.Get(rid, b""))
         receive = self.replica.receive
         for ident, reqs in self.batch.items():
             receive("client_batch", reqs, ident)
@@ -251,7 +251,7 @@ class RespServer:
         assert self.forward is not None
         for target, reqs in self.outbox.items():
             for lo in range(0, len(reqs), 256):
-                self.forward(target, codec.encode_client_batch(reqs[lo:lo + 256]))  # lost: resent after RESEND_S
+                self.forward(target, codec.encode_requests(reqs[lo:lo + 256]))  # lost: resent after RESEND_S
         self.outbox.clear()
 
     def close(self) -> None:
@@ -375,9 +375,10 @@ class RespServer:
         c.queue.append(Pending(0, None, data))
         c.built += len(data)
 
-    def native(self, c: Conn, reqs: list[dict[str, Any]], finish: Finish) -> None:
-        """Hand requests to the replica; ``finish(answers)`` makes the reply once all are answered."""
-        read = reqs[0]["op"] not in codec.WRITE_OPS
+    def native(self, c: Conn, reqs: list[requests.Request], finish: Finish) -> None:
+        """Hand requests to the replica, with their ids (and the connection's session for writes) set here;
+        ``finish(answers)`` makes the reply once all are answered."""
+        read = not isinstance(reqs[0], requests.WRITES)
         p = Pending(len(reqs), finish, read=read)
         c.queue.append(p)
         if read:
@@ -386,15 +387,16 @@ class RespServer:
         now = time.monotonic()
         for i, req in enumerate(reqs):
             rid = next(self._ids)
-            req["id"] = rid
             self.waiting[rid] = (c, p, i)
-            if req["op"] in codec.WRITE_OPS:
+            if isinstance(req, requests.WRITES):
                 c.seq += 1
                 c.unfinished.add(c.seq)
-                req.update(client=c.client, seq=c.seq, ack=min(c.unfinished))
+                p.seqs.append(c.seq)
+                req = req._replace(id=rid, client=c.client, seq=c.seq, ack=min(c.unfinished))
                 self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
                 self._submit_write(rid, now)
             else:
+                req = req._replace(id=rid)
                 q = batch.get(c.ident)
                 if q is None:
                     batch[c.ident] = [req]
@@ -495,6 +497,10 @@ class RespServer:
                 if p.read:
                     c.reads -= 1
                     if c.deferred and not c.reads:
+                        self.waiting_resume = True
+                if p.seqs:  # its writes are answered: the connection's reads held back for them may go
+                    c.unfinished.difference_update(p.seqs)
+                    if c.deferred and not c.unfinished:
                         self.waiting_resume = True
                 try:
                     p.data = p.finish(p.answers)

@@ -1,0 +1,307 @@
+"""Client requests as typed, immutable records: what a node reads from a client frame (docs/PROTOCOL.md).
+
+The wire carries a msgpack map per request (``{"op": "put", "id": 7, ...}``); ``from_wire`` checks one field by
+field and makes the record of its op, or raises ``ProtocolError`` saying what is wrong. Everything past the codec
+(the replica, the state machine, membership, backups, the Redis bridge) works on these records and dispatches on
+their type with ``match``: a field misspelt is a type error, not a silent ``None``. ``to_wire`` makes the map back
+(the same fields a client sends: ``from_wire(to_wire(r)) == r``), for the in-process clients that build records.
+
+The records are ``NamedTuple``s, as the core's ``Entry`` and ``Message`` are: immutable and typed like a frozen
+dataclass, and made in a fifth of the time (0.45 us against 2.6 us for nine fields, measured with timeit here),
+which matters on the path of every write. Unknown fields of a map are ignored, as they always were.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from zraft.core import MAX_TERM
+from zraft.transport.members import check_address, check_key
+
+MAX_INT = (1 << 63) - 1
+"""Largest request id, client id, sequence number, offset."""
+MAX_MSET_PAIRS = 1024
+"""Most key/value pairs in one mset (a client frame's arrays hold at most 2,048 items)."""
+MAX_BACKUP_CHUNK = 1 << 20
+"""Most bytes of a backup file one ``backup_chunk`` answer carries."""
+
+
+class ProtocolError(Exception):
+    """A message that breaks the protocol. Its text says what was wrong, for the error reply or the log.
+    ``req_id`` is the request's id when it could be read (0 otherwise), for the error answer."""
+
+    def __init__(self, message: str, req_id: int = 0) -> None:
+        super().__init__(message)
+        self.req_id = req_id
+
+
+# ---------------------------------------------------------------------- writes: through the log, in a session
+# Every write names its session: ``client`` (the session id), ``seq`` (this write's number in it) and ``ack``
+# (every write below it is answered). A retry carries the same three, and is answered without being applied again.
+
+
+class Put(NamedTuple):
+    """Set ``key`` to ``value``. With options it is Redis's SET: ``nx`` only if absent, ``xx`` only if present,
+    ``get`` answer the old value."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+    value: bytes
+    nx: bool = False
+    xx: bool = False
+    get: bool = False
+
+
+class Append(NamedTuple):
+    """Append ``value`` to ``key``'s value; ``length``: answer with the value's new length (wire field ``len``)."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+    value: bytes
+    length: bool = False
+
+
+class Delete(NamedTuple):
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+
+
+class Incr(NamedTuple):
+    """Add ``by`` (signed 64-bit) to the integer ``key`` holds (0 when absent)."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+    by: int
+
+
+class GetDel(NamedTuple):
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+
+
+class MSet(NamedTuple):
+    """Set every pair at once (one log entry): ``pairs`` is key, value, key, value, ..."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    pairs: tuple[bytes, ...]
+
+
+# ---------------------------------------------------------------------- reads and node operations
+
+
+class Get(NamedTuple):
+    """Read ``key``: linearizable, or at once from the receiving node's state when ``stale``."""
+
+    id: int
+    key: bytes
+    stale: bool = False
+
+
+class Status(NamedTuple):
+    id: int
+
+
+class Probe(NamedTuple):
+    id: int
+
+
+class Members(NamedTuple):
+    id: int
+
+
+class AddLearner(NamedTuple):
+    """Add ``node`` at ``address`` as a learner; ``key``: its CurveZMQ public key (Z85), ``""`` without one."""
+
+    id: int
+    node: int
+    address: str
+    key: str = ""
+
+
+class Promote(NamedTuple):
+    id: int
+    node: int
+
+
+class Remove(NamedTuple):
+    id: int
+    node: int
+
+
+class Transfer(NamedTuple):
+    id: int
+    node: int
+
+
+class Backup(NamedTuple):
+    id: int
+
+
+class BackupChunk(NamedTuple):
+    id: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as intended
+    term: int
+    offset: int
+    length: int
+
+
+class BackupEnd(NamedTuple):
+    id: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as intended
+    term: int
+
+
+Write = Put | Append | Delete | Incr | GetDel | MSet
+"""A request that changes the store: it goes through the log, in a session."""
+MemberChange = AddLearner | Promote | Remove | Transfer
+"""A request that changes the membership or moves leadership (leader only)."""
+Request = Write | Get | Status | Probe | Members | MemberChange | Backup | BackupChunk | BackupEnd
+WRITES = (Put, Append, Delete, Incr, GetDel, MSet)
+"""``isinstance(req, WRITES)``: a ``Write``."""
+KINDS: dict[str, type] = {
+    "put": Put, "append": Append, "delete": Delete, "get": Get, "status": Status, "probe": Probe, "members": Members,
+    "add_learner": AddLearner, "promote": Promote, "remove": Remove, "transfer": Transfer, "backup": Backup,
+    "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet}
+"""Every request type, by its wire ``op``."""
+OPS = tuple(KINDS)
+OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
+"""A request type's wire ``op``: ``OP_OF[type(req)]``."""
+WRITE_OPS = frozenset(OP_OF[t] for t in WRITES)
+
+_new = tuple.__new__
+"""``_new(Put, (...))``: a record made in C, its fields already checked (the named tuple's ``__new__`` is Python)."""
+
+
+# ---------------------------------------------------------------------- from and to the wire
+
+
+def from_wire(req: dict[str, Any]) -> Request:
+    """The record a request map asks for, or ``ProtocolError`` saying which field is wrong."""
+    op = req.get("op")
+    n = len(req)
+    # The common cases, checked in one expression each: exactly the fields of a plain get, put, append or delete.
+    if n == 3 and op == "get":
+        i, k = req.get("id"), req.get("key")
+        if type(i) is int and type(k) is bytes and 0 <= i <= MAX_INT:
+            return _new(Get, (i, k, False))
+    elif (n == 7 and (op == "put" or op == "append")) or (n == 6 and op == "delete"):
+        c, q, a, i, k = req.get("client"), req.get("seq"), req.get("ack"), req.get("id"), req.get("key")
+        if (type(c) is int and type(q) is int and type(a) is int and type(i) is int and type(k) is bytes
+                and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT):
+            if op == "delete":
+                return _new(Delete, (i, c, q, a, k))
+            v = req.get("value")
+            if type(v) is bytes:
+                return _new(Put, (i, c, q, a, k, v, False, False, False)) if op == "put" \
+                    else _new(Append, (i, c, q, a, k, v, False))
+    if type(op) is not str:
+        raise ProtocolError("field op must be a string")
+    kind: Any = KINDS.get(op)  # a request type: called below with the fields its op has
+    if kind is None:
+        raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(OPS)}")
+    rid = _uint(req, "id")
+    for flag in ("nx", "xx", "get"):
+        if flag in req and (op != "put" or type(req[flag]) is not bool):
+            raise ProtocolError(f"field {flag} is a boolean option of put")
+    if "stale" in req and (type(req["stale"]) is not bool):
+        raise ProtocolError("field stale must be a boolean")
+    if "len" in req and (type(req["len"]) is not bool):
+        raise ProtocolError("field len must be a boolean")
+    if kind in WRITES:
+        session = _uint(req, "client"), _uint(req, "seq"), _uint(req, "ack")
+        if 0 in session:
+            raise ProtocolError("client, seq and ack start at 1")
+        if kind is MSet:
+            pairs = req.get("pairs")
+            if (not isinstance(pairs, list) or not 0 < len(pairs) <= 2 * MAX_MSET_PAIRS or len(pairs) % 2
+                    or not all(type(x) is bytes for x in pairs)):
+                raise ProtocolError(f"field pairs must be a list of 1 to {MAX_MSET_PAIRS} key, value pairs (bin)")
+            return MSet(rid, *session, tuple(pairs))
+        key = _bin(req, "key")
+        if kind is Put:
+            if req.get("nx") is True and req.get("xx") is True:
+                raise ProtocolError("nx and xx exclude each other")
+            return Put(rid, *session, key, _bin(req, "value"), req.get("nx") is True, req.get("xx") is True,
+                       req.get("get") is True)
+        if kind is Append:
+            return Append(rid, *session, key, _bin(req, "value"), req.get("len") is True)
+        if kind is Incr:
+            by = req.get("by")
+            if type(by) is not int or not -(1 << 63) <= by < 1 << 63:
+                raise ProtocolError("field by must be a 64-bit signed integer")
+            return Incr(rid, *session, key, by)
+        return Delete(rid, *session, key) if kind is Delete else GetDel(rid, *session, key)
+    if kind is Get:
+        return Get(rid, _bin(req, "key"), req.get("stale") is True)
+    if kind in (Promote, Remove, Transfer, AddLearner):
+        node = req.get("node")
+        if type(node) is not int or not 0 < node <= MAX_TERM:
+            raise ProtocolError("field node must be a positive node id")
+        if kind is not AddLearner:
+            rec: Promote | Remove | Transfer = kind(rid, node)
+            return rec
+        try:
+            address, public = check_address(req.get("address")), check_key(req.get("key", ""))
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
+        return AddLearner(rid, node, address, public)
+    if kind is BackupChunk:
+        return BackupChunk(rid, _uint(req, "index"), _uint(req, "term"), _uint(req, "offset"),
+                           _uint(req, "length", MAX_BACKUP_CHUNK))
+    if kind is BackupEnd:
+        return BackupEnd(rid, _uint(req, "index"), _uint(req, "term"))
+    plain: Status | Probe | Members | Backup = kind(rid)  # nothing but the id
+    return plain
+
+
+_WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len"}
+"""Record fields named otherwise on the wire."""
+
+
+def to_wire(r: Request) -> dict[str, Any]:
+    """The request map a client sends for ``r``: its op and fields, options only when set."""
+    out: dict[str, Any] = {"op": OP_OF[type(r)]}
+    defaults = type(r)._field_defaults
+    for name, v in zip(r._fields, r, strict=True):
+        if name in defaults and v == defaults[name]:
+            continue
+        out[_WIRE_NAMES.get((type(r), name), name)] = list(v) if type(v) is tuple else v
+    return out
+
+
+def with_session(r: Write, client: int, seq: int, ack: int) -> Write:
+    """``r`` in session ``client`` as its write ``seq`` (every write below ``ack`` answered)."""
+    return r._replace(client=client, seq=seq, ack=ack)
+
+
+def _uint(req: dict[str, Any], name: str, limit: int = MAX_INT) -> int:
+    v = req.get(name)
+    if type(v) is not int or not 0 <= v <= limit:
+        what = type(v).__name__ if type(v) is not int else f"{v} (limit {limit})"
+        raise ProtocolError(f"field {name} must be an unsigned integer, got {what}")
+    return v
+
+
+def _bin(req: dict[str, Any], name: str) -> bytes:
+    v = req.get(name)
+    if type(v) is not bytes:
+        raise ProtocolError(f"field {name} must be bytes (msgpack bin)")
+    return v
