@@ -24,12 +24,12 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 BUGS: dict[int, tuple[str, str, str, str]] = {
-    1: ("a leader that removes itself still counts its own ack toward commit", "zraft/core/raft.py",
+    1: ("a leader that removes itself still counts its own ack toward commit", "zraft/core/leader.py",
         "        mci = matches[self.config.quorum - 1]\n",
         "        if self.id not in self.config.voters:\n"
         "            matches = sorted([*matches, lg.last_index], reverse=True)\n"
         "        mci = matches[self.config.quorum - 1]\n"),
-    2: ("learners' acks count toward the ReadIndex quorum", "zraft/core/raft.py",
+    2: ("learners' acks count toward the ReadIndex quorum", "zraft/core/leader.py",
         "(self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.voters),",
         "(self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.members),"),
     3: ("a vote answer is sent before the vote is durable", "zraft/server/replica.py",
@@ -37,7 +37,7 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
         "EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.VOTE_RESP))"),
     4: ("a session's trim drops the answer for seq == ack", "zraft/statemachine/kv.py",
         "{q: r for q, r in replies.items() if q >= ack}", "{q: r for q, r in replies.items() if q > ack}"),
-    5: ("an installed snapshot keeps the old log's configuration list", "zraft/core/raft.py",
+    5: ("an installed snapshot keeps the old log's configuration list", "zraft/core/follower.py",
         "            self._base_config = s.config\n            self._configs = []\n",
         "            self._base_config = s.config\n"),
     6: ("a local snapshot finishing after a newer install is saved", "zraft/server/replica.py",
@@ -50,21 +50,21 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
     9: ("entries behind a snapshot marker of another term survive a restart", "zraft/storage/store.py",
         "            or (index > self.base_index and self.entries[index - self.base_index - 1].term == term)",
         "            or (index > self.base_index)"),
-    10: ("a learner that never answered can be promoted", "zraft/core/raft.py",
+    10: ("a learner that never answered can be promoted", "zraft/core/membership.py",
          "if pr.state != ReplState.REPLICATE or match + self.opts.promote_lag < lg.last_index:",
          "if match + self.opts.promote_lag < lg.last_index:"),
-    11: ("CheckQuorum counts learners", "zraft/core/raft.py",
+    11: ("CheckQuorum counts learners", "zraft/core/leader.py",
          "sum(1 for v, pr in self.prs.items() if pr.recent_active and v in voters)",
          "sum(1 for v, pr in self.prs.items() if pr.recent_active)"),
     # Not from issue 32's list: bugs of the same classes, planted after the simulator's reach was built, to see
     # whether it aimed at classes or at lines (12 and 14 were caught at once; 13 needed reads at new leaders).
-    12: ("learners' acks count toward commit", "zraft/core/raft.py",
+    12: ("learners' acks count toward commit", "zraft/core/leader.py",
          "(lg.last_index if v == self.id else self.prs[v].match for v in self.config.voters), reverse=True",
          "(lg.last_index if v == self.id else self.prs[v].match for v in self.config.members), reverse=True"),
-    13: ("reads served before the leader's first entry of its term commits", "zraft/core/raft.py",
+    13: ("reads served before the leader's first entry of its term commits", "zraft/core/leader.py",
          "        if lg.term(lg.commit) != self.term:\n            # diss. §6.4 step 1",
          "        if False:\n            # diss. §6.4 step 1"),
-    14: ("a vote granted to a candidate whose log is behind", "zraft/core/raft.py",
+    14: ("a vote granted to a candidate whose log is behind", "zraft/core/election.py",
          "if can_vote and self.log.is_up_to_date(m.index, m.log_term):", "if can_vote:"),
     15: ("a stray duplicate below the client's ack applied", "zraft/statemachine/kv.py",
          "        if seq < s.ack:\n", "        if False:\n"),

@@ -43,10 +43,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .log import CompactedError, RaftLog
+from .election import ElectionRole
+from .follower import FollowerRole
+from .leader import LeaderRole
+from .log import RaftLog
+from .membership import MembershipRole
+from .options import Options
 from .progress import Progress, ReplState
 from .readindex import ReadIndex
 from .types import (
@@ -54,7 +58,6 @@ from .types import (
     MAX_TERM,
     NONE,
     ClusterConfig,
-    ConfigChangeError,
     Entry,
     EntryKind,
     HardState,
@@ -66,22 +69,16 @@ from .types import (
     Role,
     Snapshot,
     SoftState,
+    TransferInProgress,
 )
 
+__all__ = ["Options", "Raft", "TransferInProgress"]
+
 _TYPES = frozenset(int(t) for t in MsgType)
-_LEADER_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 _FROM_ANY_LEADER = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT, MsgType.TIMEOUT_NOW))
 """What a node accepts from a node outside its configuration: a leader of a configuration it has not seen yet (a
 lagging follower, or a node waiting to be added). Everything else from a non-member is dropped -- in particular
 vote requests, so a removed node cannot disrupt the cluster (diss. §4.2.3)."""
-
-
-class TransferInProgress(NotLeader):
-    """A proposal made while the leader hands leadership over to ``leader`` (retry there shortly)."""
-
-    def __init__(self, leader: int) -> None:
-        super().__init__(leader)
-        self.args = (f"leadership is being transferred to {leader}",)
 
 
 TERM_RESERVE = 1 << 40
@@ -97,41 +94,11 @@ TERM_STEP = 1 << 8
 apart at most). Running the reserve out takes 2**32 forged messages."""
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    election_ticks: int = 10
-    """A follower that hears no leader for a random number of ticks in [election_ticks, 2*election_ticks)
-    starts an election; a leader that has not heard from a quorum for election_ticks steps down."""
-    heartbeat_ticks: int = 1
-    pre_vote: bool = True
-    check_quorum: bool = True
-    max_msg_entries: int = 1024
-    max_msg_bytes: int = 1 << 20
-    max_inflight: int = 64
-    """Unanswered appends per follower in steady state (the pipelining window)."""
-    snapshot_timeout_ticks: int = 200
-    """A follower that neither acknowledges nor fails a snapshot within this many ticks is probed again."""
-    read_timeout_ticks: int = 0
-    """A read that no leader has confirmed (or answered, when forwarded) within this many ticks fails, so the
-    runtime can answer the client (0: twice the election timeout)."""
-    promote_lag: int = 4096
-    """A learner becomes a voter only once it has answered the leader (its progress is in steady replication) and
-    its log is within this many entries of the leader's (diss. §4.2.1: a new voter that is far behind, or not
-    reachable at all, would hold up commits while it catches up)."""
+class Raft(ElectionRole, FollowerRole, LeaderRole, MembershipRole):
+    """One Raft node's state and its inputs and outputs. The roles' parts of the algorithm are in the mixins:
+    ``election.py`` (§5.2), ``follower.py`` and ``leader.py`` (§5.3, §5.4, diss. §6), ``membership.py`` (diss. §3.10,
+    chapter 4)."""
 
-    def __post_init__(self) -> None:
-        if self.heartbeat_ticks < 1 or self.election_ticks <= self.heartbeat_ticks:
-            raise ValueError("need 1 <= heartbeat_ticks < election_ticks")
-        if self.promote_lag < 0:
-            raise ValueError("promote_lag must not be negative")
-        if self.max_msg_entries < 1 or self.max_msg_bytes < 1 or self.max_inflight < 1:
-            raise ValueError("message and window limits must be positive")
-
-
-_RESP = {MsgType.VOTE: MsgType.VOTE_RESP, MsgType.PRE_VOTE: MsgType.PRE_VOTE_RESP}
-
-
-class Raft:
     def __init__(
         self,
         node_id: int,
@@ -227,73 +194,6 @@ class Raft:
         if self.config.voters == (self.id,):
             self._maybe_commit()
         return first
-
-    def propose_config(self, new: ClusterConfig) -> int:
-        """Append a membership change (leader only); returns its index. It is in force at once and done when that
-        index commits. Raises ``NotLeader`` or ``ConfigChangeError`` (with the reason) when it may not be made
-        now: see the module docstring for the rules."""
-        if self.role != Role.LEADER:
-            raise NotLeader(self.lead)
-        if self.transferee != NONE:
-            raise TransferInProgress(self.transferee)
-        lg = self.log
-        if lg.term(lg.commit) != self.term:
-            raise ConfigChangeError("the leader has not committed an entry of its own term yet; retry shortly",
-                                    "busy")
-        if self.pending_config_index > lg.commit:
-            raise ConfigChangeError(f"the configuration change at index {self.pending_config_index} is not "
-                                    "committed yet; one change at a time", "busy")
-        old = self.config
-        if not new.voters:
-            raise ConfigChangeError("a configuration needs at least one voter")
-        if len(set(old.voters) ^ set(new.voters)) > 1:
-            raise ConfigChangeError(f"voters {list(old.voters)} -> {list(new.voters)} changes more than one voter; "
-                                    "add or remove one at a time")
-        for v in set(new.voters) - set(old.voters):
-            if v not in old.learners:
-                raise ConfigChangeError(f"node {v} must join as a learner and catch up before it can vote")
-            pr = self.prs[v]
-            match = pr.match
-            if pr.state != ReplState.REPLICATE or match + self.opts.promote_lag < lg.last_index:
-                raise ConfigChangeError(f"learner {v} is not caught up (it has {match} of {lg.last_index} "
-                                        f"entries; it may be at most {self.opts.promote_lag} behind)",
-                                        "not_caught_up")
-        index = lg.last_index + 1
-        lg.append([Entry(index, self.term, EntryKind.CONFIG, new.encode())])
-        self._configs.append((index, new))
-        self._bcast_new = True
-        self._set_config(new)
-        return index
-
-    def transfer_leadership(self, target: int) -> None:
-        """Hand leadership to voter ``target`` (diss. §3.10). Proposals are refused until it is done or abandoned
-        (after an election timeout). Raises ``NotLeader`` or ``ConfigChangeError``."""
-        if self.role != Role.LEADER:
-            raise NotLeader(self.lead)
-        if target == self.id:
-            return
-        if target not in self.config.voters:
-            what = "a learner" if target in self.config.learners else "not a member"
-            raise ConfigChangeError(f"node {target} is {what}: leadership can only go to a voter")
-        self.transferee = target
-        self._transfer_elapsed = 0
-        pr = self.prs[target]
-        if pr.match == self.log.last_index:
-            self._send(Message(MsgType.TIMEOUT_NOW, self.id, target, self.term))
-        else:
-            self._send_append(target, True)
-
-    @property
-    def pending_config_index(self) -> int:
-        """The index of the CONFIG entry in force (0 if it came from a snapshot or the bootstrap)."""
-        return self._configs[-1][0] if self._configs else 0
-
-    def config_at(self, index: int) -> ClusterConfig:
-        """The configuration in force at log index ``index`` (at or after the snapshot)."""
-        for i, cfg in reversed(self._configs):
-            if i <= index:
-                return cfg
-        return self._base_config
 
     def read_index(self, context: Any) -> None:
         """Ask for a linearizable read. ``context`` comes back in ``Ready.read_states`` (serve it) or
@@ -557,384 +457,11 @@ class Raft:
         if self.config.voters == (self.id,):
             self._maybe_commit()
 
-    def _set_config(self, cfg: ClusterConfig) -> None:
-        """Put ``cfg`` in force (appended, truncated back to, or installed with a snapshot)."""
-        if cfg == self.config:
-            return
-        self.config = cfg
-        self._members = frozenset(cfg.members)
-        self._config_changed = True
-        if self.role != Role.LEADER:
-            return
-        nxt, mi = self.log.last_index + 1, self.opts.max_inflight
-        for v in cfg.members:
-            if v != self.id and v not in self.prs:
-                self.prs[v] = Progress(nxt, mi)
-        for v in [v for v in self.prs if v not in self._members]:
-            del self.prs[v]
-        if self.transferee != NONE and self.transferee not in cfg.voters:
-            self.transferee = NONE
-        # Fewer voters may make a quorum of what is already replicated or confirmed.
-        if self._maybe_commit():
-            self._bcast_commit = True
-        if self.reads.pending:
-            self._check_read_quorum()
-
-    def _campaign(self, pre: bool, transfer: bool = False) -> None:
-        if pre:
-            # diss. §9.6: ask first whether we could win, without disturbing anyone's term.
-            self.role = Role.PRE_CANDIDATE
-            self.lead = NONE
-            self.votes = {}
-            term = self.term + 1
-            t = MsgType.PRE_VOTE
-        else:
-            self._reset(self.term + 1)
-            self.role = Role.CANDIDATE
-            self.vote = self.id
-            term = self.term
-            t = MsgType.VOTE
-        self.votes[self.id] = True
-        if self._poll():
-            return
-        li, lt = self.log.last_index, self.log.last_term
-        ctx = CAMPAIGN_TRANSFER if transfer else None
-        for v in self.config.voters:
-            if v != self.id:
-                self._send(Message(t, self.id, v, term, log_term=lt, index=li, context=ctx))
-
-    def _poll(self) -> bool:
-        """Count the votes; act on a decision. Returns True when the election is decided."""
-        granted = sum(1 for g in self.votes.values() if g)
-        q = self.config.quorum
-        if granted >= q:
-            if self.role == Role.PRE_CANDIDATE:
-                self._campaign(pre=False)
-            else:
-                self._become_leader()
-            return True
-        if len(self.votes) - granted > len(self.config.voters) - q:
-            self._become_follower(self.term, NONE)
-            return True
-        return False
-
-    def _handle_vote_request(self, m: Message) -> None:
-        if m.src not in self.config.voters:
-            return
-        # Figure 2, RequestVote: at most one vote per term, first come first served, and only for a log at
-        # least as up to date as ours (§5.4.1). A pre-vote for a later term does not bind us to anything.
-        can_vote = (
-            self.vote == m.src
-            or (self.vote == NONE and self.lead == NONE)
-            or (m.type == MsgType.PRE_VOTE and m.term > self.term)
-        )
-        resp = _RESP[MsgType(m.type)]
-        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
-            self._send(Message(resp, self.id, m.src, m.term))
-            if m.type == MsgType.VOTE:
-                self.election_elapsed = 0
-                self.vote = m.src
-        else:
-            self._send(Message(resp, self.id, m.src, self.term, reject=True))
-
-    def _step_candidate(self, m: Message) -> None:
-        t = m.type
-        if t == MsgType.APPEND or t == MsgType.HEARTBEAT or t == MsgType.SNAPSHOT:
-            # §5.2: a leader of our term exists; return to follower and serve it.
-            self._become_follower(self.term, m.src)
-            self._step_follower(m)
-        elif (t == MsgType.PRE_VOTE_RESP and self.role == Role.PRE_CANDIDATE) or (
-            t == MsgType.VOTE_RESP and self.role == Role.CANDIDATE
-        ):
-            if m.src in self.config.voters:
-                self.votes.setdefault(m.src, not m.reject)
-                self._poll()
-
-    def _step_follower(self, m: Message) -> None:
-        t = m.type
-        if t in _LEADER_TYPES and self.lead != NONE and m.src != self.lead:
-            self._drop(f"a second leader in term {self.term}", m)
-            return
-        if t == MsgType.APPEND:
-            self.election_elapsed = 0
-            self.lead = m.src
-            self._handle_append(m)
-        elif t == MsgType.HEARTBEAT:
-            self.election_elapsed = 0
-            self.lead = m.src
-            self.log.commit = max(self.log.commit, min(m.commit, self.log.last_index))
-            self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.src, self.term, context=m.context))
-        elif t == MsgType.SNAPSHOT:
-            self.election_elapsed = 0
-            self.lead = m.src
-            self._handle_snapshot(m)
-        elif t == MsgType.TIMEOUT_NOW:
-            # diss. §3.10: our leader hands over; campaign at once, without a pre-vote (it would be refused:
-            # everyone still hears from the leader).
-            if m.src == self.lead and self.id in self.config.voters:
-                self._campaign(pre=False, transfer=True)
-            else:
-                self._drop("a TIMEOUT_NOW not from our leader, or to a non-voter", m)
-
     # ------------------------------------------------------------------ follower: replication
-
-    def _handle_append(self, m: Message) -> None:
-        lg = self.log
-        ents = m.entries
-        configs: dict[int, ClusterConfig] = {}
-        if ents:
-            # Entries follow m.index one by one, with terms that never decrease, from m.log_term to m.term.
-            prev_term = m.log_term
-            for i, e in enumerate(ents):
-                if e.index != m.index + 1 + i or not prev_term <= e.term <= m.term:
-                    self._drop("entries that do not follow one another", m)
-                    return
-                prev_term = e.term
-                if e.kind == EntryKind.CONFIG:
-                    try:
-                        configs[e.index] = ClusterConfig.decode(e.data)
-                    except ValueError:
-                        self._drop("a configuration entry that does not decode", m)
-                        return
-        elif m.log_term > m.term:
-            self._drop("an entry from a future term", m)
-            return
-        if m.index < lg.commit:
-            # Everything up to our commit is settled; never touch it (a stale or duplicate append).
-            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
-            return
-        if lg.matches(m.index, m.log_term):
-            ents = m.entries
-            last_new = m.index + len(ents)
-            if ents:
-                ci = lg.find_conflict(ents)
-                if ci:
-                    # §5.3: delete the conflicting entry and all that follow it, then append the new ones.
-                    lg.truncate_and_append(list(ents[ci - ents[0].index :]))
-                    if configs or (self._configs and self._configs[-1][0] >= ci):
-                        # diss. §4.1: the last configuration in the log is in force, committed or not.
-                        self._configs = [c for c in self._configs if c[0] < ci]
-                        self._configs.extend((i, c) for i, c in configs.items() if i >= ci)
-                        self._set_config(self._configs[-1][1] if self._configs else self._base_config)
-            # Figure 2: commit = min(leaderCommit, index of last new entry).
-            c = min(m.commit, last_new)
-            if c > lg.commit:
-                lg.commit = c
-            self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=last_new))
-            return
-        # §5.3 with fast backtracking: tell the leader the last entry that could match, skipping a term per trip.
-        hint, hint_term = lg.find_conflict_by_term(min(m.index, lg.last_index), m.log_term)
-        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=m.index, reject=True,
-                           hint=hint, log_term=hint_term))
-
-    def _handle_snapshot(self, m: Message) -> None:
-        s = m.snapshot
-        if s is None or not 0 < s.index <= MAX_TERM or not 0 < s.term <= m.term:
-            self._drop("a snapshot without a valid index and term", m)
-            return
-        lg = self.log
-        if s.index <= lg.commit:
-            pass  # stale: we are already past it; committed entries stay
-        elif lg.matches(s.index, s.term):
-            lg.commit = s.index  # our log already holds it: just move commit forward
-        else:
-            lg.restore(s.index, s.term)
-            self.snapshot = s
-            self._base_config = s.config
-            self._configs = []
-            self._set_config(s.config)
-            self._restored = s
-        self._send(Message(MsgType.APPEND_RESP, self.id, m.src, self.term, index=lg.commit))
 
     # ------------------------------------------------------------------ leader
 
-    def _tick_leader(self) -> None:
-        self.heartbeat_elapsed += 1
-        self.election_elapsed += 1
-        if self.election_elapsed >= self.opts.election_ticks:
-            self.election_elapsed = 0
-            if self.opts.check_quorum:
-                # diss. §6.2: a leader that has not heard from a quorum in an election timeout steps down.
-                voters = self.config.voters
-                active = (self.id in voters) + sum(1 for v, pr in self.prs.items() if pr.recent_active and v in voters)
-                if active < self.config.quorum:
-                    self._become_follower(self.term, NONE)
-                    return
-                for pr in self.prs.values():
-                    pr.recent_active = False
-        if self.transferee != NONE:
-            self._transfer_elapsed += 1
-            if self._transfer_elapsed >= self.opts.election_ticks:
-                self.transferee = NONE  # diss. §3.10: the target did not take over in time; lead on
-        for _peer, pr in self.prs.items():
-            if pr.state == ReplState.SNAPSHOT:
-                pr.snapshot_ticks += 1
-                if pr.snapshot_ticks >= self.opts.snapshot_timeout_ticks:
-                    pr.become_probe()
-        # Reads no quorum confirmed in time: fail them (the client retries) rather than hold them forever.
-        for pr_ in self.reads.expired(self._ticks):
-            self._fail_read(pr_.context, pr_.origin)
-        if self.heartbeat_elapsed >= self.opts.heartbeat_ticks:
-            self.heartbeat_elapsed = 0
-            last = self.log.last_index
-            for pr in self.prs.values():
-                # A pipelined follower that made no progress over a whole heartbeat interval lost messages:
-                # probe it again from what it has acknowledged.
-                if pr.state == ReplState.REPLICATE and pr.inflight and pr.match < last:
-                    if pr.match == pr.match_at_last_heartbeat:
-                        pr.become_probe()
-                pr.match_at_last_heartbeat = pr.match
-            # Reads still waiting ask again for the current round: its first heartbeats may have been lost.
-            self._bcast_heartbeat(self.reads.round if self.reads.pending else 0)
-
-    def _bcast_heartbeat(self, context: int) -> None:
-        commit = self.log.commit
-        for peer, pr in self.prs.items():
-            self._send(Message(MsgType.HEARTBEAT, self.id, peer, self.term, commit=min(pr.match, commit),
-                               context=context))
-
-    def _step_leader(self, m: Message) -> None:
-        t = m.type
-        pr = self.prs.get(m.src)
-        if pr is None:
-            return
-        if t == MsgType.APPEND_RESP:
-            pr.recent_active = True
-            self._handle_append_resp(m, pr)
-        elif t == MsgType.HEARTBEAT_RESP:
-            if m.context and (type(m.context) is not int or m.context > self.reads.round):
-                self._drop("a confirmation of a read round we never started", m)
-                return
-            pr.recent_active = True
-            pr.probe_sent = False
-            if m.context and m.context > pr.read_ack:
-                pr.read_ack = m.context
-                self._check_read_quorum()
-            if pr.match < self.log.last_index:
-                self._send_append(m.src, True)
-        elif t in _LEADER_TYPES:
-            self._drop(f"a second leader in term {self.term} (we lead it)", m)
-
-    def _handle_append_resp(self, m: Message, pr: Progress) -> None:
-        if m.index > self.log.last_index:
-            self._drop("an answer about entries past our last index", m)
-            return
-        if m.reject:
-            hint = m.hint
-            if m.log_term > 0:
-                hint, _ = self.log.find_conflict_by_term(hint, m.log_term)
-            if pr.maybe_decrease_to(m.index, hint):
-                if pr.state == ReplState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.src, True)
-            return
-        was_paused = pr.is_paused()
-        if not (pr.maybe_update(m.index) or (pr.match == m.index and pr.state == ReplState.PROBE)):
-            return
-        if pr.state == ReplState.PROBE:
-            pr.become_replicate()
-        elif pr.state == ReplState.SNAPSHOT and pr.match >= pr.pending_snapshot:
-            pr.become_probe()
-            pr.become_replicate()
-        if self._maybe_commit():
-            self._bcast_commit = True
-        elif was_paused:
-            self._send_append(m.src, False)
-        # Pipelining: keep the window full while there is something to send.
-        while pr.next <= self.log.last_index and self._send_append(m.src, False):
-            pass
-        if m.src == self.transferee and pr.match == self.log.last_index:
-            self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.src, self.term))
-
-    def _send_append(self, to: int, send_if_empty: bool) -> bool:
-        pr = self.prs[to]
-        if pr.is_paused():
-            return False
-        lg = self.log
-        prev = pr.next - 1
-        try:
-            prev_term = lg.term(prev)
-            ents = lg.slice(pr.next, pr.next + self.opts.max_msg_entries, self.opts.max_msg_bytes) \
-                if pr.next <= lg.last_index else []
-        except CompactedError:
-            return self._send_snapshot(to, pr)
-        if not ents:
-            if not send_if_empty:
-                return False
-            if pr.state == ReplState.REPLICATE and pr.commit_sent >= lg.commit:
-                return False  # it has our commit index already: an empty append would tell it nothing
-
-        self._send(Message(MsgType.APPEND, self.id, to, self.term, log_term=prev_term, index=prev,
-                           entries=tuple(ents), commit=lg.commit))
-        pr.sent(ents[-1].index if ents else prev, lg.commit)
-        return True
-
-    def _send_snapshot(self, to: int, pr: Progress) -> bool:
-        if not pr.recent_active:
-            return False  # do not ship a snapshot to a node that may be down
-        snap = self.snapshot
-        assert snap is not None, "the log was compacted without a snapshot"
-        self._send(Message(MsgType.SNAPSHOT, self.id, to, self.term, snapshot=snap))
-        pr.become_snapshot(snap.index)
-        return True
-
-    def _maybe_commit(self) -> bool:
-        lg = self.log
-        # A leader outside the voters (removing itself) replicates but does not count itself (diss. §4.2.2).
-        matches = sorted(
-            (lg.last_index if v == self.id else self.prs[v].match for v in self.config.voters), reverse=True
-        )
-        mci = matches[self.config.quorum - 1]
-        # §5.4.2 (Figure 8): only an entry of the leader's own term commits by counting replicas.
-        if mci > lg.commit and lg.term(mci) == self.term:
-            lg.commit = mci
-            if self.reads.held:
-                for ctx, origin in self.reads.take_held():
-                    self._leader_read(ctx, origin)
-            return True
-        return False
-
     # ------------------------------------------------------------------ leader: reads (diss. §6.4)
-
-    def _leader_read(self, context: Any, origin: int) -> None:
-        lg, reads = self.log, self.reads
-        if reads.full():
-            self._fail_read(context, origin)
-            return
-        if lg.term(lg.commit) != self.term:
-            # diss. §6.4 step 1: until an entry of this term commits, our commit index may be behind.
-            reads.hold(context, origin)
-            return
-        if self.config.voters == (self.id,):
-            self._release_read(context, lg.commit, origin)
-            return
-        # One heartbeat round confirms leadership for every read that arrived before it was sent.
-        if reads.add(context, origin, lg.commit, self._ticks):
-            self._bcast_heartbeat(reads.round)
-
-    def _check_read_quorum(self) -> None:
-        acks = sorted(
-            (self.reads.round if v == self.id else self.prs[v].read_ack for v in self.config.voters),
-            reverse=True,
-        )
-        for r in self.reads.confirmed(acks[self.config.quorum - 1]):
-            self._release_read(r.context, r.index, r.origin)
-
-    def _release_read(self, context: Any, index: int, origin: int) -> None:
-        if origin == self.id:
-            self.reads.waiting_apply.append(ReadState(context, index))
-        else:
-            self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, index=index, context=context))
-
-    def _abort_leader_reads(self) -> None:
-        for ctx, origin in self.reads.abort():
-            self._fail_read(ctx, origin)
-
-    def _fail_read(self, context: Any, origin: int) -> None:
-        if origin == self.id:
-            self.reads.failed.append(context)
-        else:
-            self._send(Message(MsgType.READ_INDEX_RESP, self.id, origin, 0, reject=True, context=context))
 
     def _send(self, m: Message) -> None:
         self.msgs.append(m)

@@ -257,3 +257,15 @@ class NotLeader(Exception):
     def __init__(self, leader: int) -> None:
         super().__init__(f"not the leader; leader is {leader or 'unknown'}")
         self.leader = leader
+
+
+class TransferInProgress(NotLeader):
+    """A proposal made while the leader hands leadership over to ``leader`` (retry there shortly)."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(leader)
+        self.args = (f"leadership is being transferred to {leader}",)
+
+
+LEADER_MESSAGES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
+"""The messages only a leader sends (a follower drops them from anyone but the leader it follows)."""
