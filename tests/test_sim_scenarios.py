@@ -489,7 +489,7 @@ def test_copies_of_one_write_waiting_at_a_leader_that_cannot_commit_are_bounded(
     """A client resending one write (same client and seq) to a leader that cannot commit: at most
     ``MAX_RETRY_WAITERS`` copies wait for its entry; the rest are answered ``busy``, and the write is logged once."""
     from zraft.core import Options
-    from zraft.server.replica import MAX_RETRY_WAITERS
+    from zraft.server.clients import MAX_RETRY_WAITERS
 
     c = SimCluster(3, seed=7, options=Options(election_ticks=10, heartbeat_ticks=2, check_quorum=False))
     ld = elect(c)

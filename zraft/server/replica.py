@@ -26,13 +26,11 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from zraft.core import (
     NONE,
     ClusterConfig,
-    Entry,
     EntryKind,
     Message,
     MsgType,
@@ -43,8 +41,10 @@ from zraft.core import (
     Snapshot,
 )
 from zraft.server.backups import Backups
+from zraft.server.clients import ClientRequests, PendingRead, PendingWrite
 from zraft.server.membership import Membership
 from zraft.server.metrics import Runs, Stats
+from zraft.server.seams import Clock, Probe, Transport
 from zraft.server.settings import (
     DEFAULT_SETTINGS,
     SNAPSHOT_JITTER,
@@ -60,20 +60,8 @@ from zraft.transport.codec import Err
 from zraft.transport.requests import (
     OP_OF,
     WRITES,
-    AddLearner,
-    Backup,
-    BackupChunk,
-    BackupEnd,
-    Get,
-    Members,
-    Promote,
-    Remove,
-    Request,
-    Status,
-    Transfer,
     Write,
 )
-from zraft.transport.requests import Probe as ProbeRequest
 from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.replica")
@@ -82,78 +70,18 @@ RELEASE_PER_PASS = 1_000
 """Dropped log entries freed per loop pass (``RaftLog.release``): 0.1-0.4 ms in a running node (see
 ``zraft.core.log.RELEASE_AT_ONCE``). 5,000 a pass still made the leader's passes 4-6 ms long, instead of about
 1.5, for the 20 passes after each snapshot."""
-MAX_RETRY_WAITERS = 16
-"""Copies of one write (same client and seq) waiting for its entry at once; more are answered ``busy`` (a client
-that keeps resending to a leader that cannot commit must not grow the leader's memory)."""
 EARLY_TYPES = frozenset((MsgType.APPEND, MsgType.HEARTBEAT, MsgType.SNAPSHOT))
 """What a leader sends before its ready batch is durable: it writes its log in parallel with replicating it
 (diss. §10.2.1; the core counts the leader itself only once the batch is durable)."""
 
 
-class Clock(Protocol):
-    def __call__(self) -> float:
-        """Monotonic seconds."""
-        ...
-
-
-class Transport(Protocol):
-    """How a replica reaches its peers and its clients. Sends never block and may be lost: Raft retries."""
-
-    def send(self, m: Message) -> None:
-        """A Raft message to ``m.dst`` (never a SNAPSHOT: snapshot files travel in chunks)."""
-        ...
-
-    def send_chunk(self, peer: int, c: codec.SnapChunk) -> bool:
-        """A piece of a snapshot file; False if the peer's queue is full (the sender tries again later)."""
-        ...
-
-    def send_ack(self, peer: int, a: codec.SnapAck) -> None:
-        """A follower's acknowledgement of snapshot chunks."""
-        ...
-
-    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
-        """Replies to one client connection: one reply to a request that came alone (``batch=False``), or the
-        replies to requests that came in batches, in as many batch frames as they need."""
-        ...
-
-
-class Probe(Protocol):
-    """What the simulator watches as a replica works (production passes none). It may raise to crash the
-    replica at that point: the simulator then keeps only what the disk made durable."""
-
-    def ready(self, replica: Replica[Any], rd: Ready) -> None: ...
-    def persisting(self, replica: Replica[Any], rd: Ready) -> None: ...
-    def persisted(self, replica: Replica[Any], rd: Ready) -> None: ...
-    def applied(self, replica: Replica[Any], e: Entry) -> None: ...
-
-
-@dataclass(slots=True)
-class PendingWrite:
-    identity: bytes
-    req_id: int
-    batched: bool
-    op: str
-    arrived: float
-    """Clock time of the loop pass it arrived in (request latency metrics)."""
-    req: Write
-    """The write asked (the state machine reads it again to answer: ``StateMachine.answer``)."""
-
-
-@dataclass(slots=True)
-class PendingRead:
-    identity: bytes
-    req_id: int
-    key: bytes
-    batched: bool = False
-    arrived: float = 0.0
-    backup: bool = False
-    """A backup's read point, not a get."""
-
-
 M = TypeVar("M", bound=StateMachine)
 
 
-class Replica(Generic[M]):
+class Replica(ClientRequests[M]):
+    """A Raft core with its storage, state machine and clients (the module's docstring says how it is driven); its
+    clients' requests are handled by its part ``ClientRequests`` (``clients.py``)."""
+
     def __init__(self, node_id: int, config: ClusterConfig, storage: Storage, transport: Transport, clock: Clock,
                  rng: random.Random, options: Options, settings: Settings = DEFAULT_SETTINGS,
                  addresses: dict[int, str] | None = None, probe: Probe | None = None,
@@ -304,12 +232,6 @@ class Replica(Generic[M]):
                 elif outcome == "done":
                     self.stats.snapshots_sent += 1
 
-    def reads_waiting(self) -> int:
-        return sum(len(g) for g in self.pending_reads.values()) + len(self._read_group)
-
-    def bad_request(self, identity: bytes, e: codec.ProtocolError, batched: bool = False) -> None:
-        self._reply(identity, {"id": e.req_id, "ok": False, "error": Err.BAD_REQUEST, "message": str(e)}, batched)
-
     def end_input(self) -> None:
         """The messages that arrived together are in: ask one read index for their reads, and propose their
         writes as one batch. (Each read is served at a point after every one of them arrived.)"""
@@ -395,143 +317,6 @@ class Replica(Generic[M]):
         self.storage.close()
 
     # ------------------------------------------------------------------ clients
-
-    def _leader_info(self) -> dict[str, Any]:
-        ld = self.raft.lead
-        return {"leader": ld, "leader_addr": self.addresses.get(ld, "") if ld != NONE else ""}
-
-    def _reply(self, identity: bytes, msg: dict[str, Any], batched: bool = False) -> None:
-        outcome = "ok" if msg["ok"] else msg["error"]
-        responses = self.stats.responses
-        responses[outcome] = responses.get(outcome, 0) + 1
-        if batched:  # answered together with the identity's other answers at the end of the loop pass
-            box = self._outbox.get(identity)
-            if box is None:
-                self._outbox[identity] = [msg]
-            else:
-                box.append(msg)
-            return
-        self.transport.answer(identity, [msg], False)
-
-    def _flush_outbox(self) -> None:
-        answer = self.transport.answer
-        for identity, msgs in self._outbox.items():
-            answer(identity, msgs, True)
-        self._outbox.clear()
-
-    def _not_leader(self, identity: bytes, req_id: int, batched: bool = False) -> None:
-        self._reply(identity, {"id": req_id, "ok": False, "error": Err.NOT_LEADER,
-                               "message": "this node is not the leader", **self._leader_info()}, batched)
-
-    def _propose(self, writes: list[tuple[bytes, Write, bool]]) -> None:
-        if self.raft.role != Role.LEADER:
-            for identity, req, batched in writes:
-                self._not_leader(identity, req.id, batched)
-            return
-        target = self.raft.transferee
-        if target != NONE:  # diss. §3.10: no new entries while leadership moves; the client follows it there
-            for identity, req, batched in writes:
-                self._reply(identity, {"id": req.id, "ok": False, "error": Err.NOT_LEADER,
-                                       "message": f"leadership is being transferred to node {target}; retry there",
-                                       "leader": target, "leader_addr": self.addresses.get(target, "")}, batched)
-            return
-        datas = []
-        pending, machine = self.pending_writes, self.machine
-        now = self.clock()
-        lg = self.raft.log
-        room = self.settings.max_uncommitted - (lg.last_index - lg.commit)
-        for identity, req, batched in writes:
-            client, seq = req.client, req.seq
-            waiting = pending.get((client, seq))
-            full = (f"the leader has {lg.last_index - lg.commit} uncommitted entries (at most "
-                    f"{self.settings.max_uncommitted})" if waiting is None and room <= 0
-                    else f"{MAX_RETRY_WAITERS} copies of this write wait already"
-                    if waiting is not None and len(waiting) >= MAX_RETRY_WAITERS else "")
-            if full:
-                self._reply(identity, {"id": req.id, "ok": False, "error": Err.BUSY,
-                                       "message": f"{full}; retry after a backoff", **self._leader_info()}, batched)
-                continue
-            command = machine.command(req)
-            if not isinstance(command, bytes):
-                error, why = command
-                self._reply(identity, {"id": req.id, "ok": False, "error": error, "message": why}, batched)
-                continue
-            w = PendingWrite(identity, req.id, batched, OP_OF[type(req)], now, req)
-            if waiting is None:
-                pending[(client, seq)] = [w]
-            else:
-                # A retry of a write this leader proposed and has not applied yet: its entry is in our log (a leader
-                # never drops its own entries, and stepping down forgets every pending write), so it is answered
-                # with the first one, and not logged again.
-                waiting.append(w)
-                continue
-            room -= 1
-            datas.append(command)
-        if datas:
-            self.raft.propose(datas)  # we lead and transfer nothing: checked above, and nothing in between changes
-
-    def _client_other(self, identity: bytes, req: Request, batched: bool = False) -> None:
-        rid = req.id
-        match req:
-            case Get(key=key, stale=stale):
-                if stale:
-                    self._answer_get(identity, rid, key, batched)
-                    return
-                # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
-                # leader, one READ_INDEX message from a follower, whatever the number of reads.
-                self._read_group.append(PendingRead(identity, rid, key, batched, self._arrived))
-            case ProbeRequest():
-                self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
-                                       "term": self.raft.term, **self._leader_info()}, batched)
-            case Status():
-                self._reply(identity, {"id": rid, "ok": True, **self.status()}, batched)
-            case Members() | AddLearner() | Promote() | Remove() | Transfer():
-                if self.raft.role != Role.LEADER:
-                    self._not_leader(identity, rid, batched)
-                elif isinstance(req, Members):
-                    self.membership.answer_members(identity, rid, batched)
-                else:
-                    self.membership.change(identity, req, batched)
-            case Backup():
-                if self.backups.begin(identity, rid, batched):
-                    # Its read point is confirmed as for a linearizable read: every write acknowledged before it
-                    # is in the snapshot it is served from.
-                    self._next_read += 1
-                    self.pending_reads[self._next_read] = [PendingRead(identity, rid, b"", batched, self.clock(),
-                                                                       backup=True)]
-                    self.raft.read_index(self._next_read)
-            case BackupChunk():
-                self.backups.chunk(identity, req, batched)
-            case BackupEnd():
-                self.backups.end(identity, req, batched)
-
-    def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
-        v = self.machine.get(key)
-        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
-
-    def status(self) -> dict[str, Any]:
-        raft = self.raft
-        st = raft.status()
-        del st["id"]  # "id" is the request id in replies; the node's id goes in "node"
-        st.update(self._leader_info())
-        keys, sessions = self.machine.counts()
-        st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.machine.applied,
-                   "keys": keys, "sessions": sessions,
-                   "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
-                   "log_entries": raft.last_index - raft.snapshot_index,
-                   "last_snapshot": self.snap_stats, "snapshot_in_progress": self.snap_job is not None,
-                   "snapshot_sending": {str(p): [t.acked, t.file.size] for p, t in self.sender.transfers.items()},
-                   "peer_in": {str(p): list(c) for p, c in self.peer_in.items()},
-                   "sent": {str(p): n for p, n in self.stats.sent.items()}})
-        rc = self.receiver.current
-        if rc is not None:
-            st["snapshot_receiving"] = [rc.received, rc.size]
-        st.update(self.storage.disk_usage())
-        if "match" in st:
-            st["match"] = {str(k): v for k, v in st["match"].items()}
-        if self.status_extra is not None:
-            st.update(self.status_extra())
-        return st
 
     # ------------------------------------------------------------------ carrying out a ready batch
 
