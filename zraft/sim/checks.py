@@ -15,7 +15,8 @@ from zraft.storage import records
 from zraft.storage.records import CorruptionError
 
 if TYPE_CHECKING:
-    from .cluster import SimCluster, SimNode
+    from .cluster import SimCluster
+    from .node import SimNode
 
 CONTACT_CHECK_MS = 100.0
 CONTACT_WINDOWS = 3

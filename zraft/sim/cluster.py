@@ -19,19 +19,11 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from zraft.core import (
     ClusterConfig,
-    Entry,
-    EntryKind,
-    HardState,
-    Message,
-    MsgType,
     Options,
-    Raft,
-    Ready,
     Role,
 )
 from zraft.server.loop import Loop
@@ -40,12 +32,14 @@ from zraft.server.settings import TICK_MS, Settings
 from zraft.statemachine.kv import KVStore
 from zraft.storage import Storage
 from zraft.storage.faultdisk import FaultDisk
-from zraft.transport import codec, requests
-from zraft.transport.codec import Err, SnapAck, SnapChunk
+from zraft.transport import codec
 
 from . import checks
 from .checks import CONTACT_CHECK_MS, Violation
+from .direct import DirectRequest, DirectRequests
 from .network import NetConfig, SimNetwork
+from .node import SEGMENT_BYTES, Crash, SimNode, SimTransport
+from .probe import InvariantProbe
 
 __all__ = ["COVERAGE", "EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
 
@@ -71,107 +65,7 @@ COVERAGE = {
 32 needed; ``zraft sim`` prints the table."""
 
 
-class Crash(BaseException):
-    """Raised inside a replica (by a probe or the disk) to crash its node at that point. Not an ``Exception``:
-    like the process dying, nothing in the replica may catch it and carry on."""
-
-
-SEGMENT_BYTES = 16 << 10
-"""Small log segments, so that compaction deletes whole segments often."""
-
-
-class SimTransport:
-    """A replica's ``Transport`` in the simulator: everything goes through the cluster's network, encoded."""
-
-    def __init__(self, cluster: SimCluster, node_id: int) -> None:
-        self.c = cluster
-        self.id = node_id
-
-    def send(self, m: Message) -> None:
-        c = self.c
-        c.messages_sent += 1
-        if m.type == MsgType.VOTE_RESP and not m.reject and c.crash_after_vote and \
-                c.rng.random() < c.crash_after_vote:
-            # The classic test for an unpersisted vote: crash the voter right after it votes, bring it straight
-            # back, and let a rival ask in the same term.
-            c.at(0.0, lambda: c.crash_restart(self.id, 0.0))
-        c.send_peer(self.id, m.dst, codec.encode_raft(m))
-
-    def send_chunk(self, peer: int, ch: SnapChunk) -> bool:
-        self.c.chunks_sent += 1
-        self.c.send_peer(self.id, peer, codec.encode_chunk(ch))
-        return True
-
-    def send_ack(self, peer: int, a: SnapAck) -> None:
-        self.c.send_peer(self.id, peer, codec.encode_ack(a))
-
-    def answer(self, client: bytes, replies: list[dict[str, Any]], batch: bool) -> None:
-        if batch:
-            frames = [codec.encode_client_batch(replies[lo:lo + codec.MAX_BATCH])
-                      for lo in range(0, len(replies), codec.MAX_BATCH)]
-        else:
-            frames = [codec.encode_client(replies[0])]
-        for f in frames:
-            self.c.send_to_client(self.id, client, f)
-
-
-class SimNode:
-    def __init__(self, node_id: int, seed: int, bootstrap: ClusterConfig) -> None:
-        self.id = node_id
-        self.bootstrap = bootstrap
-        """The configuration it is started with the first time (a spare waits with none, to be added)."""
-        self.started = False
-        self.disk = FaultDisk(seed)
-        self.path = f"/sim/node-{node_id}"
-        self.replica: Replica[KVStore] | None = None
-        self.written_commit = 0
-        """The commit index of the hard state it last wrote (an fsync makes it durable)."""
-        self.durable_commit = 0
-        """A commit index its disk holds for sure: no restart may come back below it."""
-        self.last_hard_state: HardState | None = None
-        """The hard state it last wrote (its term and vote are durable: they are always synced)."""
-        self.up = False
-        self.loop: Loop | None = None
-        """Its event loop's pass order (``zraft.server.loop``), as the node process runs it."""
-        self.inbox: list[tuple[str, Any, bytes]] = []
-        """Messages delivered since its last loop pass: the next pass feeds them all (as a node's socket queues)."""
-        self.pass_at = math.inf
-        """When its next loop pass is scheduled."""
-        self.pass_gen = 0
-        """Which scheduled pass is the live one (an earlier one replaces a later one; a crash cancels it)."""
-
-    @property
-    def raft(self) -> Raft | None:
-        return self.replica.raft if self.up and self.replica is not None else None
-
-    @property
-    def kv(self) -> KVStore | None:
-        return self.replica.machine if self.up and self.replica is not None else None
-
-    @property
-    def applied(self) -> int:
-        return self.replica.machine.applied if self.up and self.replica is not None else 0
-
-    def ops(self, key: str) -> tuple[str, ...]:
-        """The op ids appended to ``key`` in this node's store, in order."""
-        store = self.kv
-        value = (store.get(key.encode()) or b"") if store is not None else b""
-        return tuple(value.decode().split(";")[:-1])
-
-
-@dataclass
-class DirectRequest:
-    """A request made through ``client_write``/``client_read`` (tests and the final write of a seed)."""
-
-    node: int
-    kind: str
-    key: str
-    op: str = ""
-    required: tuple[str, ...] = ()
-    start: float = 0.0
-
-
-class SimCluster:
+class SimCluster(DirectRequests):
     def __init__(self, n: int, seed: int, net: NetConfig | None = None, options: Options | None = None,
                  compact_every: int = 0, chunk_bytes: int = 4096, spares: int = 0,
                  max_uncommitted: int = 4096) -> None:
@@ -212,8 +106,10 @@ class SimCluster:
         self.contact_reported: set[tuple[int, int]] = set()
         self.config_entries: dict[int, ClusterConfig] = {}
         """index -> the configuration a committed configuration entry there made."""
-        self._rival: tuple[int, int, int] | None = None
+        self.rival: tuple[int, int, int] | None = None
         """(node, term, candidate) of a crash before a vote was durable, in the batch being carried out."""
+        self.probe = InvariantProbe(self)
+        """Every replica's probe: the invariants checked inside a ready batch, and crashes there (``probe.py``)."""
         self.nodes = {i: SimNode(i, self.rng.getrandbits(32), self.config) for i in self.config.voters}
         self.now = 0.0
         self._seq = 0
@@ -324,7 +220,7 @@ class SimCluster:
         try:
             fn()
         except Crash:
-            rival = self._rival
+            rival = self.rival
             if rival is not None and rival[0] == node.id:
                 # Back at once (before any message can reach it), and a rival asks for its vote in the same term.
                 self.crash(node.id, restart_after=0.0)
@@ -333,7 +229,7 @@ class SimCluster:
                 self.crash(node.id, restart_after=self.rng.uniform(20.0, 1500.0))
             return
         finally:
-            self._rival = None
+            self.rival = None
         rep = node.replica
         if before is not None and rep is not None and node.up:
             if rep.installs_during_snapshot > before[2]:
@@ -475,7 +371,7 @@ class SimCluster:
         node.started = True
         rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
-                      probe=self, machine=KVStore)
+                      probe=self.probe, machine=KVStore)
         node.replica = rep
         node.loop = Loop(rep, TICK_MS / 1000.0, (self.now + self.rng.uniform(0, TICK_MS)) / 1000.0)
         node.last_hard_state = storage.recovered.hard_state
@@ -583,212 +479,9 @@ class SimCluster:
     def note(self, text: str) -> None:
         self.log_lines.append(f"t={self.now:9.1f} {text}")
 
-    # ------------------------------------------------------------------ membership
-
-    def change_membership(self, kind: str, target: int) -> bool:
-        """Ask the leader, with a client request through the codec, for one change: ``add_learner`` (a spare,
-        started now if it never was), ``promote``, ``remove`` (voter or learner, the leader itself included) or
-        ``transfer`` (leadership to ``target``). Returns whether the leader took it (it refuses what the core's
-        rules forbid: see zraft.core.raft); its answer comes when the change commits."""
-        ld = self.leader()
-        if ld is None:
-            return False
-        node = self.nodes[ld]
-        rep = node.replica
-        assert rep is not None
-        if kind == "add_learner" and not self.nodes[target].started:
-            self.note(f"start spare node {target} (no configuration)")
-            self._start(self.nodes[target])
-        rid = self._new_id()
-        msg: requests.MemberChange = (requests.AddLearner(rid, target, self.addresses[target])
-                                      if kind == "add_learner" else requests.KINDS[kind](rid, target))
-        self._member_reqs[rid] = kind
-        refused_before = self.membership_refused
-        self._feed_now(node, "client", msg, b"members")
-        accepted = self.membership_refused == refused_before
-        if kind == "promote":
-            heard = self.last_heard.get((ld, target), -1.0) >= self.lead_since.get(ld, 0.0)
-            if not heard:
-                self.cov["promote_unheard"] += 1
-                if accepted:
-                    raise Violation(f"leader {ld} promoted learner {target}, which has not answered it in its term")
-        if accepted:
-            self.membership[kind] = self.membership.get(kind, 0) + 1
-            self.note(f"leader {ld} takes {kind} {target}")
-        return accepted
-
-    def _member_reply(self, node_id: int, reply: dict[str, Any]) -> None:
-        kind = self._member_reqs.pop(reply["id"], None)
-        if kind is None:
-            return
-        if reply["ok"]:
-            self.membership_acked[kind] = self.membership_acked.get(kind, 0) + 1
-            self.note(f"node {node_id} answers {kind}: done")
-        elif reply.get("error") in (Err.BUSY, Err.NOT_CAUGHT_UP, Err.CONFIG_REFUSED, Err.NOT_LEADER):
-            self.membership_refused += 1
-            self.note(f"node {node_id} refuses {kind}: {reply.get('message')}")
-        else:
-            self.note(f"node {node_id} answers {kind}: {reply.get('error')} ({reply.get('message')})")
-
-    # ------------------------------------------------------------------ the replicas' probe: invariants, crashes
-
-    def ready(self, replica: Replica[KVStore], rd: Ready) -> None:
-        r = replica.raft
-        if rd.soft_state is not None and rd.soft_state.role == Role.LEADER:
-            checks.check_new_leader(self, replica.id, r)
-        if rd.config is not None:
-            self.config_since[replica.id] = self.now
-        if rd.entries:
-            checks.check_entries(self, replica.id, r, rd.entries)
-            if r.role == Role.LEADER and sum(e.kind == EntryKind.NORMAL for e in rd.entries) > 1:
-                self.cov["batched_proposal"] += 1
-
-    def persisting(self, replica: Replica[KVStore], rd: Ready) -> None:
-        if not self.crash_points:
-            return
-        grant = self._grants_vote(replica, rd)
-        if self.rng.random() < (0.02 if rd.entries else 0.05 if grant else 0.0):
-            # A crash before the batch is durable: a leader has sent its entries already (they may commit
-            # without it); nothing else that promises this batch (a vote, an acknowledgement) may have left.
-            if grant and rd.hard_state is not None and self.rng.random() < 0.5:
-                self._rival = (replica.id, rd.hard_state.term, rd.hard_state.vote)
-            raise Crash
-
-    def _grants_vote(self, replica: Replica[KVStore], rd: Ready) -> bool:
-        """The batch records a vote for another node (a new one: a term or a vote that changed)."""
-        hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
-        return hs is not None and hs.vote not in (0, replica.id) and (
-            last is None or (hs.term, hs.vote) != (last.term, last.vote))
-
-    def _vote_only(self, replica: Replica[KVStore], rd: Ready) -> bool:
-        """The batch changes only the vote, in the same term (a vote granted after a term was already seen)."""
-        hs, last = rd.hard_state, self.nodes[replica.id].last_hard_state
-        return hs is not None and not rd.entries and last is not None and hs.term == last.term \
-            and hs.vote != last.vote
-
-    def persisted(self, replica: Replica[KVStore], rd: Ready) -> None:
-        node = self.nodes[replica.id]
-        vote_only = self._vote_only(replica, rd)
-        if rd.hard_state is not None:
-            if rd.hard_state.commit < node.durable_commit:
-                raise Violation(f"node {node.id}: commit went back from {node.durable_commit} (durable) to "
-                                f"{rd.hard_state.commit}")
-            node.written_commit = rd.hard_state.commit
-            node.last_hard_state = rd.hard_state
-        if rd.must_sync:  # everything written before is durable now, whichever batch wrote it
-            node.durable_commit = node.written_commit
-        if self.crash_points and self.rng.random() < (
-                0.3 if rd.soft_state is not None and rd.soft_state.role == Role.LEADER else 0.1 if vote_only
-                else 0.001):
-            # Durable but nothing sent or applied: often right after winning an election, so that a new leader's
-            # no-op never leaves it (the Figure 8 pattern), or right after a vote-only change (the restarted
-            # node must remember whom it voted for in this term).
-            raise Crash
-
-    def applied(self, replica: Replica[KVStore], e: Entry) -> None:
-        node = self.nodes[replica.id]
-        if e.index != replica.machine.applied:
-            raise Violation(f"node {node.id} applied {e.index} but its store is at {replica.machine.applied}")
-        r = replica.raft
-        if r.term < self.commit_term.get(e.index, r.term + 1):
-            self.commit_term[e.index] = r.term
-        seen = self.committed.get(e.index)
-        if seen is None:
-            self.committed[e.index] = (e.term, e.data)
-            if e.kind == EntryKind.CONFIG:
-                self.committed_configs += 1
-                self.config_entries[e.index] = ClusterConfig.decode(e.data)
-        elif seen != (e.term, e.data):
-            raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
-
-    def read_now(self, node_id: int) -> None:
-        self.client_read(7, node_id, "f8")
-
-    # ------------------------------------------------------------------ direct requests (tests)
-
-    def _new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
-
-    def client_write(self, client: int, node_id: int, key: str) -> tuple[bool, int]:
-        """Ask ``node_id`` to append a fresh op id to ``key`` (a request of its own session, answered without
-        network delay). Returns (accepted, leader hint): not accepted when the node is down or not the leader."""
-        node = self.nodes[node_id]
-        rep = node.replica
-        if not node.up or rep is None:
-            return False, 0
-        rid = self._new_id()
-        op = self.last_direct_op = f"{client}.{rid}"
-        self._direct[rid] = DirectRequest(node_id, "append", key, op, start=self.now)
-        req = requests.Append(rid, (1 << 40) + rid, 1, 1, key.encode(), f"{op};".encode())
-        self._feed_now(node, "client", req, b"direct")
-        if rid in self._direct:
-            return True, node_id
-        return False, self._refused.pop(rid, 0)
-
-    def client_read(self, client: int, node_id: int, key: str) -> bool:
-        """A linearizable read of ``key`` at ``node_id``; its result must hold every op acknowledged before."""
-        node = self.nodes[node_id]
-        rep = node.replica
-        if not node.up or rep is None:
-            return False
-        rid = self._new_id()
-        self._direct[rid] = DirectRequest(node_id, "get", key, required=tuple(self.acked.get(key, ())),
-                                          start=self.now)
-        self._feed_now(node, "client", requests.Get(rid, key.encode()), b"direct")
-        return True
-
-    def _direct_reply(self, node_id: int, reply: dict[str, Any]) -> None:
-        d = self._direct.pop(reply["id"], None)
-        if d is None:
-            return
-        if not reply["ok"]:
-            if reply.get("error") == Err.NOT_LEADER:
-                self.stats["not_leader"] += 1
-                self._refused[reply["id"]] = reply.get("leader", 0)
-            self._direct_failed(d)
-            return
-        if d.kind == "append":
-            self.stats["writes_ok"] += 1
-            self.acked.setdefault(d.key, []).append(d.op)
-            self.acked_ops.add(d.op)
-            return
-        value = reply.get("value") or b""
-        ops = tuple(value.decode().split(";")[:-1])
-        missing = set(d.required) - set(ops)
-        if missing:
-            raise Violation(f"stale read of {d.key!r} on node {node_id}: missing acknowledged {sorted(missing)}")
-        self.stats["reads_ok"] += 1
-        self.read_results.append((d.key, ops))
-
-    def _direct_failed(self, d: DirectRequest) -> None:
-        self.stats["writes_unknown" if d.kind == "append" else "reads_failed"] += 1
-
-    @property
-    def pending_direct(self) -> int:
-        return len(self._direct)
-
-    def write(self, key: str, max_ms: float = 3000.0, client: int = 0) -> str | None:
-        """Append a fresh op id to ``key`` through the current leader and wait for the acknowledgement.
-        Returns the op id, or None if there was no leader or it was not acknowledged in time."""
-        ld = self.leader()
-        if ld is None:
-            return None
-        before = len(self.acked.get(key, ()))
-        ok, _ = self.client_write(client, ld, key)
-        if not ok or not self.run_until(lambda: len(self.acked.get(key, ())) > before, max_ms):
-            return None
-        return self.acked[key][before]
-
     def check_converged(self) -> None:
         """After the heal: every member holds the same store and sessions (``checks.check_converged``)."""
         checks.check_converged(self)
-
-    def expire_clients(self, timeout_ms: float) -> None:
-        """Give up on direct requests older than ``timeout_ms`` (their outcome stays unknown)."""
-        old = self.now - timeout_ms
-        for rid in [rid for rid, d in self._direct.items() if d.start < old]:
-            self._direct_failed(self._direct.pop(rid))
 
     # ------------------------------------------------------------------ end-of-run checks
 
