@@ -45,7 +45,7 @@ def stop_cluster(c: launch.Cluster) -> None:
     """Stop every node of ``c`` and check that none is left running."""
     c.stop()
     for n in c.nodes:
-        assert not launch._alive(n.pid) or zombie(n.pid), f"node {n.id} still running"
+        assert not launch.alive(n.pid) or zombie(n.pid), f"node {n.id} still running"
 
 
 def consecutive_free_ports(n: int) -> int:

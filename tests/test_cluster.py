@@ -291,10 +291,10 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
         assert any(line.startswith(f"dashboard: http://127.0.0.1:{web}/?token=") for line in seen), seen
         c = launch.load(str(tmp_path / "d"))
         pid = c.nodes[0].pid
-        assert launch._alive(pid)
+        assert launch.alive(pid)
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 0
-        wait_until(lambda: not launch._alive(pid) or zombie(pid), what="node stopped")
+        wait_until(lambda: not launch.alive(pid) or zombie(pid), what="node stopped")
     finally:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)  # the launcher stops its nodes
@@ -305,7 +305,7 @@ def test_launcher_runs_and_stops_on_sigterm(tmp_path: Path) -> None:
                 p.wait()
         try:  # whatever failed above, no node of this test is left running
             for n in launch.load(str(tmp_path / "d")).nodes:
-                launch._signal(n.pid, signal.SIGKILL)
+                launch.signal_pid(n.pid, signal.SIGKILL)
         except launch.LaunchError:
             pass
 
@@ -356,7 +356,7 @@ def test_tour_kill_and_get_return_within_three_seconds(tmp_path: Path) -> None:
         _stop_launcher(p)
         try:
             for n in launch.load(str(data)).nodes:
-                launch._signal(n.pid, signal.SIGKILL)
+                launch.signal_pid(n.pid, signal.SIGKILL)
         except launch.LaunchError:
             pass
 
@@ -421,7 +421,7 @@ def test_the_launcher_follows_the_shells_add_and_remove_and_stops_the_added_node
             p.send_signal(signal.SIGTERM)
             p.wait(20)
         for n in launch.load(str(data)).nodes:
-            launch._signal(n.pid, signal.SIGKILL)
+            launch.signal_pid(n.pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("script", ["launcher.py", "client_shell.py"])

@@ -75,7 +75,7 @@ class Launcher:
             self.p.wait()
         try:
             for n in launch.load(str(self.data)).nodes:
-                launch._signal(n.pid, signal.SIGKILL)
+                launch.signal_pid(n.pid, signal.SIGKILL)
         except launch.LaunchError:
             pass
 

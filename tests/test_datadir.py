@@ -58,7 +58,7 @@ def test_second_node_on_a_locked_directory_is_refused_and_the_first_is_untouched
                  f"3={cluster.node(3).address}", "--data-dir", spec.data_dir)
     assert r.returncode == 2
     assert f"data directory {spec.data_dir} is in use by process {spec.pid}" in r.stderr
-    assert launch._alive(spec.pid)
+    assert launch.alive(spec.pid)
     with cluster.client() as cl:
         after = cl.status(0)
         assert cl.get(b"canary") == b"1"
@@ -103,7 +103,7 @@ def test_second_launcher_on_a_running_cluster_is_refused_and_cluster_json_unchan
     assert code == 1 and "in use by launcher" in err
     assert Path(cluster.file).read_bytes() == before
     for n in cluster.nodes:
-        assert launch._alive(n.pid)
+        assert launch.alive(n.pid)
     with cluster.client() as cl:
         cl.put(b"still", b"serving")
 

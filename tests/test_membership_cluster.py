@@ -144,7 +144,7 @@ def test_transfer_leadership_and_a_removed_node_cannot_disrupt(cluster: launch.C
     with c.client() as cl:
         term = cl.status(0)["term"]
     proc = subprocess.Popen(removed.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=launch._node_env())
+                            start_new_session=True, env=launch.node_env())
     try:
         with c.client() as cl:
             end = time.monotonic() + 3.0  # several of its election timeouts

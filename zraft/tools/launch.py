@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,14 +27,30 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from zraft.storage import CorruptionError, datadir
+from zraft.tools.launchdir import (
+    CLUSTER_FILE,
+    LaunchError,
+    clear,
+    lock_launcher,
+    make_keys,
+    node_dirs,
+    running_nodes,
+    stored_size,
+)
+from zraft.tools.procs import alive, free_ports, node_env, port_free, reap, signal_pid, tail
+
+__all__ = [
+    "CLUSTER_FILE", "CLUSTER_FILE_VERSION", "DEFAULT_BASE_PORT", "DEFAULT_DATA_DIR", "DEFAULT_NODES",
+    "METRICS_PORT_OFFSET", "RESP_PORT_OFFSET", "WEB_PORT_OFFSET", "Cluster", "LaunchError", "NodeSpec", "alive",
+    "free_ports", "load", "node_env", "running_nodes", "signal_pid", "start", "statuses", "stored_size",
+    "wait_ready",
+]
 from zraft.transport.security import ClientKeys, KeysError, create_keypair, load_public
 
 if TYPE_CHECKING:
     from zraft.client import Client
 
-CLUSTER_FILE = "cluster.json"
 CLUSTER_FILE_VERSION = 1
-LAUNCHER_LOCK = "launcher.lock"
 DEFAULT_NODES = 5
 DEFAULT_BASE_PORT = 5551
 METRICS_PORT_OFFSET = 1000
@@ -45,10 +60,6 @@ dashboard is at base-port + ``WEB_PORT_OFFSET``."""
 WEB_PORT_OFFSET = 2000
 RESP_PORT_OFFSET = 3000
 DEFAULT_DATA_DIR = "./zraft-data"
-
-
-class LaunchError(Exception):
-    pass
 
 
 _SAVE_LOCK = threading.Lock()
@@ -133,7 +144,7 @@ class Cluster:
         # its own copy of the descriptor
         try:
             p = subprocess.Popen(n.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True, env=_node_env())
+                                 start_new_session=True, env=node_env())
         finally:
             logf.close()
         self.procs[node_id] = p
@@ -147,7 +158,7 @@ class Cluster:
         (``Client.add_node``). ``cluster.json`` names it from the start, so ``stop``, ``kill`` and ``restart`` know
         it."""
         if node_id is None:  # never an id used before (a removed node's data directory keeps its id)
-            used = [int(os.path.basename(d)[5:]) for d in _node_dirs(self.data_dir) if d.rsplit("-", 1)[-1].isdigit()]
+            used = [int(os.path.basename(d)[5:]) for d in node_dirs(self.data_dir) if d.rsplit("-", 1)[-1].isdigit()]
             node_id = max([n.id for n in self.nodes] + used) + 1
         nid = node_id
         if nid < 1 or any(n.id == nid for n in self.nodes):
@@ -187,7 +198,7 @@ class Cluster:
         any free port. Ports in order stay out of the range the kernel hands out to outgoing connections."""
         used = [int(n.address.rsplit(":", 1)[1]) for n in self.nodes]
         for port in range(max(used, default=0) + 1, min(max(used, default=0) + 64, 65536)):
-            if port not in used and _port_free(host, port):
+            if port not in used and port_free(host, port):
                 return port
         return free_ports(1, host)[0]
 
@@ -199,7 +210,7 @@ class Cluster:
         if len(offsets) != 1 or any(not getattr(n, what) for n in self.nodes):
             return ""
         mport = port + offsets.pop()
-        return f"{host}:{mport}" if 0 < mport < 65536 and _port_free(host, mport) else ""
+        return f"{host}:{mport}" if 0 < mport < 65536 and port_free(host, mport) else ""
 
     def remove_node(self, node_id: int, timeout: float = 5.0) -> None:
         """Remove node ``node_id`` from the configuration (the leader too), then stop its process and forget it:
@@ -211,9 +222,9 @@ class Cluster:
             raise LaunchError("cannot remove the last node of a cluster")
         with self.client() as cl:
             cl.remove_node(node_id)
-        _signal(spec.pid, signal.SIGCONT)
-        _signal(spec.pid, signal.SIGTERM)
-        _reap(spec.pid, self.procs.pop(node_id, None), time.monotonic() + timeout)
+        signal_pid(spec.pid, signal.SIGCONT)
+        signal_pid(spec.pid, signal.SIGTERM)
+        reap(spec.pid, self.procs.pop(node_id, None), time.monotonic() + timeout)
         self.nodes = others
         self.reconfigured = True
         if self.keys_dir is not None:
@@ -263,11 +274,11 @@ class Cluster:
         self.sync()  # a node restarted (or added) by another process (the shell, the chaos module) is in the file
         live = [n for n in self.nodes if n.pid not in self.reaped]
         for n in live:
-            _signal(n.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
-            _signal(n.pid, signal.SIGTERM)
+            signal_pid(n.pid, signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            signal_pid(n.pid, signal.SIGTERM)
         end = time.monotonic() + timeout
         for n in live:
-            _reap(n.pid, self.procs.get(n.id), end)
+            reap(n.pid, self.procs.get(n.id), end)
         self.release()
 
     def release(self) -> None:
@@ -275,29 +286,6 @@ class Cluster:
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
-
-
-def _reap(pid: int, proc: subprocess.Popen[bytes] | None, end: float) -> None:
-    """Wait until ``end`` for a node told to stop to exit (our child ``proc``, or any process ``pid``), then
-    SIGKILL it."""
-    if proc is not None:
-        try:
-            proc.wait(max(0.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        return
-    while _alive(pid) and time.monotonic() < end:
-        time.sleep(0.05)
-    _signal(pid, signal.SIGKILL)
-
-
-def _node_env() -> dict[str, str]:
-    """The environment for a node process: this zraft package importable wherever the launcher runs from."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def load(data_dir_or_file: str) -> Cluster:
@@ -330,30 +318,6 @@ def load(data_dir_or_file: str) -> Cluster:
                    reconfigured=doc.get("reconfigured") is True, cluster_id=cid)
 
 
-_HANDED_OUT: set[int] = set()
-"""Ports ``free_ports`` returned in this process: the OS may offer a port again as soon as its probe socket is
-closed, and two calls (a cluster's node ports, then its Redis ports) must not share one."""
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports the OS says are free now, none of them returned by an earlier call in this process (for tests)."""
-    socks = []
-    ports: list[int] = []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind((host, 0))
-            socks.append(s)  # held until the end, so the OS offers another port next
-            port = s.getsockname()[1]
-            if port not in _HANDED_OUT:
-                ports.append(port)
-        _HANDED_OUT.update(ports)
-        return ports
-    finally:
-        for s in socks:
-            s.close()
-
-
 def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFAULT_BASE_PORT,
           host: str = "127.0.0.1", fresh: bool = False, ports: list[int] | None = None,
           node_args: list[str] | None = None, wait: float = 15.0, secure: bool = True,
@@ -376,7 +340,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         raise LaunchError("a cluster needs at least one node")
     data_dir = os.path.abspath(data_dir)
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
-    lock_fd = _lock_launcher(data_dir)
+    lock_fd = lock_launcher(data_dir)
 
     def plan(n: int | None, ports: list[int] | None) -> Cluster:
         running = running_nodes(data_dir)
@@ -388,7 +352,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
                 "stop it first (Ctrl-C in its launcher" + (f", or kill {pids}" if pids else "") + ") or use another "
                 "--data-dir")
         if fresh:
-            _clear(data_dir)
+            clear(data_dir)
         if restore is not None and (stored_size(data_dir) or os.path.exists(os.path.join(data_dir, CLUSTER_FILE))):
             raise LaunchError(f"--restore starts a new cluster, and {data_dir} already holds one: give an empty "
                               "--data-dir (or --fresh to delete this one first)")
@@ -399,7 +363,7 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
                                   f"removed); start it without -n, or with -n {len(prev.nodes)}")
             for spec in prev.nodes:
                 h, port_text = spec.address.rsplit(":", 1)
-                if not _port_free(h, int(port_text)):
+                if not port_free(h, int(port_text)):
                     raise LaunchError(f"port {port_text} on {h} (node {spec.id}) is in use; stop what listens "
                                       "there")
             c = Cluster(data_dir, prev.nodes, lock_fd=lock_fd, keys_dir=prev.keys_dir, node_args=prev.node_args,
@@ -422,16 +386,16 @@ def start(n: int | None, data_dir: str = DEFAULT_DATA_DIR, base_port: int = DEFA
         if metrics_ports is not None and len(metrics_ports) != n:
             raise LaunchError(f"{n} nodes need {n} metrics ports, got {len(metrics_ports)}")
         for h, p in zip(where, ports, strict=True):
-            if wrap is None and not _port_free(h, p):
+            if wrap is None and not port_free(h, p):
                 raise LaunchError(f"port {p} on {h} is in use; stop what listens there or pass --base-port")
         if resp_ports is not None and len(resp_ports) != n:
             raise LaunchError(f"{n} nodes need {n} Redis ports, got {len(resp_ports)}")
         for h, p in zip(where, resp_ports or [], strict=False):
-            if wrap is None and not _port_free(h, p):
+            if wrap is None and not port_free(h, p):
                 raise LaunchError(f"Redis port {p} on {h} is in use; stop what listens there, pass another "
                                   "--base-port, or --no-resp")
         for h, p in zip(where, metrics_ports or [], strict=False):
-            if wrap is None and not _port_free(h, p):
+            if wrap is None and not port_free(h, p):
                 raise LaunchError(f"metrics port {p} on {h} is in use; stop what listens there, pass another "
                                   "--base-port, or --no-metrics")
         peers = ",".join(f"{i + 1}={where[i]}:{ports[i]}" for i in range(n))
@@ -494,111 +458,6 @@ def _start_all(c: Cluster, wait: float) -> Cluster:
     return c
 
 
-def _cluster_id(data_dir: str) -> str:
-    """The identity of the cluster in ``data_dir``: from its cluster.json, else from a node's data directory,
-    else a new one (a new cluster)."""
-    try:
-        cid = load(data_dir).cluster_id
-        if cid:
-            return cid
-    except LaunchError:
-        pass
-    for d in _node_dirs(data_dir):
-        try:
-            meta = datadir.read_meta(d)
-        except CorruptionError:
-            continue  # the node itself will say what is wrong when it starts
-        if meta is not None and meta.cluster:
-            return meta.cluster
-    return secrets.token_hex(8)
-
-
-def _reconfigured(data_dir: str) -> Cluster | None:
-    """The cluster described in ``data_dir``'s cluster.json if nodes were added or removed since its launch."""
-    if not os.path.exists(os.path.join(data_dir, CLUSTER_FILE)):
-        return None
-    c = load(data_dir)
-    return c if c.reconfigured else None
-
-
-def make_keys(data_dir: str, n: int) -> str:
-    """The cluster's key directory, with a pair for each of nodes 1..n and for the local client (made when
-    missing; existing keys are kept), and that client allowed. Returns its path."""
-    keys = os.path.join(data_dir, "keys")
-    for name in [f"node-{i}" for i in range(1, n + 1)] + ["client"]:
-        if not os.path.exists(os.path.join(keys, f"{name}.key_secret")):
-            create_keypair(keys, name)
-    allowed = os.path.join(keys, "clients")
-    if not os.path.exists(os.path.join(allowed, "client.key")):
-        os.makedirs(allowed, mode=0o700, exist_ok=True)
-        shutil.copyfile(os.path.join(keys, "client.key"), os.path.join(allowed, "client.key"))
-        os.chmod(os.path.join(allowed, "client.key"), 0o600)
-    return keys
-
-
-def _lock_launcher(data_dir: str) -> int:
-    try:
-        return datadir.take_lock(os.path.join(data_dir, LAUNCHER_LOCK))
-    except datadir.FileLocked as e:
-        who = f"launcher pid {e.pid}" if e.pid else "another launcher"
-        raise LaunchError(f"the cluster in {data_dir} is in use by {who}; stop it first (Ctrl-C in that "
-                          "launcher) or use another --data-dir") from None
-
-
-def _node_dirs(data_dir: str) -> list[str]:
-    try:
-        names = os.listdir(data_dir)
-    except FileNotFoundError:
-        return []
-    return sorted(os.path.join(data_dir, d) for d in names
-                  if d.startswith("node-") and os.path.isdir(os.path.join(data_dir, d)))
-
-
-def running_nodes(data_dir: str) -> list[tuple[str, int]]:
-    """The node directories under ``data_dir`` that a running process holds, with its pid (0 if unknown)."""
-    out = []
-    for d in _node_dirs(data_dir):
-        pid = datadir.holder(d)
-        if pid is not None:
-            out.append((os.path.basename(d), pid))
-    return out
-
-
-def stored_size(data_dir: str) -> int:
-    """How many voters the cluster stored in ``data_dir`` has (0: no node has a stored configuration yet).
-    Raises ``LaunchError`` if its nodes disagree or the configuration is not the launcher's 1..n."""
-    found: dict[tuple[int, ...], str] = {}
-    for d in _node_dirs(data_dir):
-        try:
-            m = datadir.read_meta(d)
-        except CorruptionError as e:
-            raise LaunchError(str(e)) from None
-        if m is not None:
-            found.setdefault(m.voters, d)
-    if not found:
-        return 0
-    if len(found) > 1:
-        raise LaunchError(f"the nodes in {data_dir} disagree about the cluster's members: " + "; ".join(
-            f"{d} has voters {list(v)}" for v, d in found.items()))
-    voters = next(iter(found))
-    if voters != tuple(range(1, len(voters) + 1)):
-        raise LaunchError(f"the cluster in {data_dir} has voters {list(voters)}, not 1..{len(voters)} as the "
-                          "launcher makes them; start its nodes with zraft node")
-    return len(voters)
-
-
-def _clear(data_dir: str) -> None:
-    """Delete everything in ``data_dir`` but the launcher's lock (which the caller holds)."""
-    for name in os.listdir(data_dir):
-        if name == LAUNCHER_LOCK:
-            continue
-        p = os.path.join(data_dir, name)
-        if os.path.isdir(p) and not os.path.islink(p):
-            shutil.rmtree(p)
-        else:
-            os.remove(p)
-
-
 def wait_ready(c: Cluster, timeout: float) -> None:
     """Wait until every node answers a status request; a node that exits is reported with its log's end."""
     from zraft.client import Client, Unavailable
@@ -610,7 +469,7 @@ def wait_ready(c: Cluster, timeout: float) -> None:
                 p = c.procs.get(spec.id)
                 if p is not None and p.poll() is not None:
                     raise LaunchError(f"node {spec.id} exited with code {p.returncode} at start:\n"
-                                      f"{_tail(spec.log)}")
+                                      f"{tail(spec.log)}")
                 try:
                     cl.status(i)
                     break
@@ -636,40 +495,28 @@ def statuses(c: Cluster, timeout: float = 0.5) -> dict[int, dict[str, Any] | Non
         return {spec.id: st for spec, st in zip(nodes, cl.status_many(timeout), strict=True)}
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def _cluster_id(data_dir: str) -> str:
+    """The identity of the cluster in ``data_dir``: from its cluster.json, else from a node's data directory,
+    else a new one (a new cluster)."""
     try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _port_free(host: str, port: int) -> bool:
-    s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds: TIME_WAIT leftovers do not count
-    try:
-        s.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def _signal(pid: int, sig: int) -> None:
-    if pid <= 0:
-        return
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
+        cid = load(data_dir).cluster_id
+        if cid:
+            return cid
+    except LaunchError:
         pass
+    for d in node_dirs(data_dir):
+        try:
+            meta = datadir.read_meta(d)
+        except CorruptionError:
+            continue  # the node itself will say what is wrong when it starts
+        if meta is not None and meta.cluster:
+            return meta.cluster
+    return secrets.token_hex(8)
 
 
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
+def _reconfigured(data_dir: str) -> Cluster | None:
+    """The cluster described in ``data_dir``'s cluster.json if nodes were added or removed since its launch."""
+    if not os.path.exists(os.path.join(data_dir, CLUSTER_FILE)):
+        return None
+    c = load(data_dir)
+    return c if c.reconfigured else None
