@@ -8,7 +8,7 @@ import zlib
 import msgpack
 import pytest
 
-from zraft.statemachine import kv
+from zraft.statemachine import kv, kvsnapshot
 from zraft.statemachine.kv import Command, KVStore, Op, Status
 
 
@@ -152,7 +152,7 @@ def test_snapshot_image_is_its_moment_whatever_writes_land_between_its_pieces(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Small pieces, so that writes land between the listing of one shard and the next, and inside a shard's keys:
     # keys made, deleted, deleted and made again, in shards listed and not yet listed.
-    monkeypatch.setattr(kv, "SNAPSHOT_CHUNK_PAIRS", 2)
+    monkeypatch.setattr(kvsnapshot, "SNAPSHOT_CHUNK_PAIRS", 2)
     for seed in range(25):
         rng = random.Random(seed)
         s = KVStore()

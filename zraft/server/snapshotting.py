@@ -3,7 +3,7 @@ snapshot files between nodes in chunks with flow control.
 
 Taking a snapshot (``SnapshotJob``): the event loop takes an image of the KV store (its key count and a
 list of its sessions; the store then saves old values of keys and sessions it changes, see
-``zraft.statemachine.kv.SnapshotImage``),
+``zraft.statemachine.kvsnapshot.SnapshotImage``),
 serializes it a few milliseconds per pass (listing one of the store's shards at a time) into the snapshot file,
 and a thread fsyncs the file. The loop finds the job finished on a later pass and only then records the snapshot
 and compacts the log.

@@ -1,0 +1,179 @@
+"""The key-value store's snapshots (format in ``kv.SNAPSHOT_FORMAT``): the image taken while the store goes on,
+serialized in chunks, and a store rebuilt from a snapshot's bytes (every format this version reads)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+from zlib import crc32
+
+import msgpack
+
+from zraft.statemachine.kv import (
+    SHARD_SHIFT,
+    SHARDS,
+    SNAPSHOT_FORMAT,
+    KVStore,
+    Session,
+)
+
+SNAPSHOT_CHUNK_SESSIONS = 1024
+SNAPSHOT_CHUNK_PAIRS = 1024
+SNAPSHOT_CHUNK_BYTES = 4 << 20
+"""The most sessions, key/value pairs and (about) bytes in one msgpack array of a snapshot."""
+_pack = msgpack.Packer(use_bin_type=True).pack
+"""As ``kv._pack``: the same bytes, without a Packer made per call."""
+
+
+class SnapshotImage:
+    """The store as it was at one log index, serialized in chunks while the store goes on changing.
+
+    Taking it costs the event loop a list of the session ids and a count of the keys. Afterwards the store saves
+    the old value of each key the first time a write touches it (copy-on-write, per key: ``None`` for a key that
+    did not exist), in ``before[shard]``. ``chunks()`` -- a generator the event loop advances between applies, on
+    the same thread -- lists one shard's keys when it reaches that shard: the keys there now, plus the keys deleted
+    since the image's moment (saved with a value but gone). For each it reads the live value and then prefers the
+    saved one; a saved ``None`` means the key was made after the moment and is left out.
+    """
+
+    def __init__(self, kv: KVStore) -> None:
+        self.applied = kv.applied
+        self.clients = list(kv.sessions)
+        self.results = kv.results
+        self._sessions = kv.sessions
+        self.sessions_before: dict[int, list[Any] | None] = {}
+        """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
+        for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
+        self._shards = kv.shards
+        self.key_count = len(kv)
+        self.before: list[dict[bytes, bytes | None]] = [{} for _ in range(SHARDS)]
+
+    def leftovers(self, small: int) -> list[Any]:
+        before = self.before
+        if sum(map(len, before)) <= small:
+            return []
+        self.before = []
+        return [[d] for d in before]
+
+    def save_session(self, client: int, s: Session | None) -> None:
+        """The store is about to change (or create, or drop) ``client``'s session: keep it as it is now."""
+        if client not in self.sessions_before:
+            self.sessions_before[client] = None if s is None else [s.last_index, s.ack, dict(s.replies)]
+
+    def chunks(self) -> Iterator[bytes]:
+        # Format 3 (statuses only) until the store has kept a result: the release before this one reads it, so a
+        # rolling upgrade works as long as the new commands wait until every node runs this release.
+        fmt = SNAPSHOT_FORMAT if self.results else 3
+        yield _pack([fmt, self.applied, self.key_count, len(self.clients)])
+        live, saved = self._sessions, self.sessions_before
+        sess: list[Any] = []
+        for c in self.clients:
+            s = live.get(c)
+            sv = None if s is None else [s.last_index, s.ack, dict(s.replies)]
+            if c in saved:  # after reading the live session (see the class docstring)
+                sv = saved[c]
+            assert sv is not None, "a session of the image was lost"
+            sess += (c, sv[0], sv[1], sv[2])
+            if len(sess) >= 4 * SNAPSHOT_CHUNK_SESSIONS:
+                yield _pack(sess)
+                sess = []
+        if sess:
+            yield _pack(sess)
+        # Pairs are gathered across shards, so that the pieces (and the file's size) do not depend on how keys
+        # fall into shards, which differs between processes (bytes hashes are salted per process).
+        out: list[bytes] = []
+        size = 0
+        count = 0
+        for shard, before in zip(self._shards, self.before, strict=True):
+            keys = list(shard)  # one shard, now: the store does not change while this generator runs
+            keys += [k for k, v in before.items() if v is not None and k not in shard]
+            for k in keys:
+                v = shard.get(k)
+                if k in before:
+                    v = before[k]
+                    if v is None:  # made after the image's moment
+                        continue
+                assert v is not None, "a key of the image lost its value"
+                out.append(k)
+                out.append(v)
+                size += len(k) + len(v)
+                if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
+                    count += len(out) >> 1
+                    yield _pack(out)
+                    out = []
+                    size = 0
+        count += len(out) >> 1
+        if count != self.key_count:
+            raise RuntimeError(f"snapshot image: {count} keys serialized, {self.key_count} at its moment")
+        if out:
+            yield _pack(out)
+
+
+def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
+    """Fill the empty ``kv`` from a snapshot's bytes, given in pieces of any size (``ValueError`` if they do not
+    decode)."""
+    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+    it = iter(chunks)
+
+    def objects() -> Iterator[Any]:
+        for piece in it:
+            up.feed(piece)
+            yield from up
+
+    try:
+        objs = objects()
+        head = next(objs)
+        if head[0] == 1:  # format 1: everything in one object
+            _, kv.applied, data1, sessions = head
+            if not isinstance(data1, dict) or any(type(k) is not bytes or type(v) is not bytes
+                                                  for k, v in data1.items()):
+                raise ValueError("bad header or data")
+            kv.set_data(data1)
+        elif head[0] in (2, 3, SNAPSHOT_FORMAT):
+            if head[0] == 2:
+                _, kv.applied, count, sessions = head
+            else:
+                _, kv.applied, count, n_sessions = head
+                sessions = {}
+                while len(sessions) < _int(n_sessions):
+                    arr = next(objs)
+                    for i in range(0, len(arr), 4):
+                        sessions[arr[i]] = arr[i + 1 : i + 4]
+                if len(sessions) != n_sessions:
+                    raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
+            shards = kv.shards
+            for arr in objs:
+                for i in range(0, len(arr), 2):
+                    k, v = arr[i], arr[i + 1]
+                    if type(k) is not bytes or type(v) is not bytes:
+                        raise ValueError("a key or value is not bytes")
+                    shards[crc32(k) >> SHARD_SHIFT][k] = v
+            if len(kv) != count:
+                raise ValueError(f"it holds {len(kv)} keys, its header says {count}")
+        else:
+            raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
+                             f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
+        kv.results = head[0] >= 4
+        kv.sessions = {_int(c): Session(_int(v[0]), _int(v[1]), {_int(q): _reply(r) for q, r in v[2].items()})
+                       for c, v in sessions.items()}
+        if type(kv.applied) is not int:
+            raise ValueError("bad header or data")
+    except ValueError as e:
+        if "format" in str(e):
+            raise
+        raise ValueError(f"state machine snapshot does not decode ({e})") from None
+    except Exception as e:
+        raise ValueError(f"state machine snapshot does not decode ({e!r})") from None
+
+
+def _reply(r: Any) -> Any:
+    """A session's recorded reply from a snapshot: a status, or [status, result]."""
+    if type(r) is list and len(r) == 2 and (r[1] is None or type(r[1]) is bytes):
+        return [_int(r[0]), r[1]]
+    return _int(r)
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise ValueError(f"expected an integer, got {type(v).__name__}")
+    return v
