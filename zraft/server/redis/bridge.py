@@ -10,7 +10,6 @@ declared at the top of ``ReplicaBridge``.
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +42,7 @@ class ReplicaBridge:
     waiting_resume: bool
     """A connection with held-back commands had its last write answered."""
     limiter: LogLimiter
+    clock: Callable[[], float]
     _ids: itertools.count[int]
 
     def native(self, c: Conn, reqs: list[requests.Request], finish: Finish) -> None:
@@ -54,7 +54,7 @@ class ReplicaBridge:
         if read:
             c.reads += 1
         batch = self.batch
-        now = time.monotonic()
+        now = self.clock()
         for i, req in enumerate(reqs):
             rid = next(self._ids)
             self.waiting[rid] = (c, p, i)
@@ -97,7 +97,7 @@ class ReplicaBridge:
         """The answers to a Redis connection's requests (the replica's, or the leader's for forwarded writes). A
         write that no leader took (a follower's, an election) is tried again, up to its deadline."""
         waiting = self.waiting
-        now = time.monotonic()
+        now = self.clock()
         for r in replies:
             rid = r.get("id", -1)
             readers = self.barriers.pop(rid, None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import os
-import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -108,7 +107,7 @@ def _check(s: RespServer, c: Conn, user: bytes, password: bytes) -> bytes | None
     Wrong passwords are rate-limited: ``MAX_AUTH_FAILURES`` close the connection, and a source address past its
     allowance (``AUTH_BURST``, ``AUTH_PER_S``) is refused unchecked until the allowance grows back."""
     assert s.password is not None
-    now = time.monotonic()
+    now = s.clock()
     left, then = s.auth_allowance.get(c.peer, (float(AUTH_BURST), now))
     left = min(float(AUTH_BURST), left + (now - then) * AUTH_PER_S)
     if left < 1.0:

@@ -4,10 +4,9 @@ explains them)."""
 from __future__ import annotations
 
 import random
-import socket
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from zraft.server.redis import protocol as resp
 from zraft.statemachine import kv
@@ -87,12 +86,33 @@ class Write:
         """Where it went: 0 this node (the leader), a node id (forwarded), -1 nowhere yet."""
 
 
+class Stream(Protocol):
+    """A connection's socket as the server uses it: a non-blocking ``socket.socket``, or the simulator's in-memory
+    stream (``zraft.sim.redis``)."""
+
+    def fileno(self) -> int: ...
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def send(self, data: bytes | bytearray, /) -> int: ...
+    def setblocking(self, flag: bool, /) -> None: ...
+    def getpeername(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class Listener(Protocol):
+    """The listening socket: ``accept`` gives a new connection or raises ``BlockingIOError``."""
+
+    def fileno(self) -> int: ...
+    def accept(self) -> tuple[Any, Any]: ...
+    def close(self) -> None: ...
+
+
 class Conn:
     __slots__ = ("auth_failures", "authed", "built", "client", "closing", "deferred", "events", "fd", "ident",
                  "last_rx", "name", "num", "out", "parser", "peer", "queue", "r", "reads", "seq", "since", "sock",
                  "started", "unbuilt", "unfinished")
 
-    def __init__(self, sock: socket.socket, num: int, authed: bool, peer: str = "", now: float = 0.0) -> None:
+    def __init__(self, sock: Stream, num: int, authed: bool, peer: str = "", now: float = 0.0,
+                 client: int = 0) -> None:
         self.sock = sock
         self.peer = peer
         """The source address (the host, without the port)."""
@@ -110,7 +130,7 @@ class Conn:
         self.out = bytearray()
         self.queue: deque[Pending] = deque()
         self.ident = TAG + num.to_bytes(8, "big")
-        self.client = random.SystemRandom().randrange(1, 1 << 62)
+        self.client = client or random.SystemRandom().randrange(1, 1 << 62)
         """The session id of this connection's writes (exactly-once, as a native client's)."""
         self.seq = 0
         self.unfinished: set[int] = set()
@@ -129,5 +149,11 @@ class Conn:
         """Reads whose barrier was served while the connection had ``OUT_CAP`` unsent: made as it drains."""
         self.r = resp.RESP2
         """The reply encoders of the protocol the connection asked for (HELLO 3: RESP3); RESP2 until then."""
+
+    def __hash__(self) -> int:
+        return self.num  # not the object's address: sets of connections iterate in the same order every run
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import itertools
 import logging
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from zraft.server.redis.conn import (
     TAG,
     WRITE_DEADLINE_S,
     Conn,
+    Listener,
     Pending,
     Write,
 )
@@ -76,10 +78,14 @@ _IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.P
 
 class RespServer(ReplicaBridge):
     def __init__(self, replica: Replica[KVStore], bind: str, max_clients: int = MAX_CLIENTS,
-                 forward: Callable[[int, bytes], bool] | None = None, password: bytes | None = None) -> None:
+                 forward: Callable[[int, bytes], bool] | None = None, password: bytes | None = None,
+                 clock: Callable[[], float] = time.monotonic, listener: Listener | None = None,
+                 rng: random.Random | None = None) -> None:
         """``forward(node, frame)``: send a frame of client requests to a node over the peer connection (its
         answers come back to ``on_replies``). ``password``: what AUTH must give before anything but AUTH, HELLO,
-        PING and QUIT is served (None: no authentication)."""
+        PING and QUIT is served (None: no authentication). The seams the simulator replaces: ``clock`` (every
+        time the server reads), ``listener`` (a listening socket on ``bind`` when None), ``rng`` (the connections'
+        session ids; the OS's randomness when None)."""
         self.password = password
         host, _, port = bind.rpartition(":")
         if not host or not port.isdigit():
@@ -87,9 +93,14 @@ class RespServer(ReplicaBridge):
         self.replica = replica
         self.address = bind
         self.max_clients = max_clients
-        self.listener = socket.create_server((host.strip("[]"), int(port)), backlog=128,
-                                             family=socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.listener.setblocking(False)
+        self.clock = clock
+        self._session_ids = rng or random.SystemRandom()
+        if listener is None:
+            sock = socket.create_server((host.strip("[]"), int(port)), backlog=128,
+                                        family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+            sock.setblocking(False)
+            listener = sock
+        self.listener: Listener = listener
         self.lfd = self.listener.fileno()
         self.conns: dict[int, Conn] = {}
         self.by_ident: dict[bytes, Conn] = {}
@@ -140,7 +151,7 @@ class RespServer(ReplicaBridge):
         events = (_IN if len(c.queue) < MAX_QUEUED and not c.closing and len(c.out) + c.built <= OUT_CAP else 0) | \
             (_OUT if c.out else 0)
         if events & _IN and not c.events & _IN:
-            c.last_rx = time.monotonic()  # reading again: its silence counts from now
+            c.last_rx = self.clock()  # reading again: its silence counts from now
         if events != c.events and self.poller is not None:
             if events:
                 self.poller.register(c.fd, events)  # registers or modifies
@@ -285,12 +296,14 @@ class RespServer(ReplicaBridge):
                 sock.close()
                 continue
             sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if isinstance(sock, socket.socket):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 peer = str(sock.getpeername()[0])
             except OSError:
                 peer = ""
-            c = Conn(sock, next(self._nums), self.password is None, peer, time.monotonic())
+            c = Conn(sock, next(self._nums), self.password is None, peer, self.clock(),
+                     self._session_ids.randrange(1, 1 << 62))
             if not c.authed:
                 self.unauthed[c.fd] = c
             self.conns[c.fd] = c
@@ -324,7 +337,7 @@ class RespServer(ReplicaBridge):
         if not data:
             self._close(c)
             return
-        c.last_rx = time.monotonic()
+        c.last_rx = self.clock()
         try:
             commands = c.parser.feed(data)
         except resp.RespError as e:
