@@ -1,5 +1,6 @@
 """Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds
-(1-11), and four more of the same classes (12-15). Each is a one-line change to the source; ``plant`` writes it
+(1-11), four more of the same classes (12-15), and two in the Redis server (16-17, caught by seeds with Redis
+clients). Each is a one-line change to the source; ``plant`` writes it
 into a copy of the package. The named test of each of 1-11 (``NAMED``) fails with it planted, and so does the
 simulator seed listed in ``SEEDS`` for each (test_sim_reach.py runs those); this tool finds which seeds of a range
 catch each bug:
@@ -68,12 +69,25 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
          "if can_vote and self.log.is_up_to_date(m.index, m.log_term):", "if can_vote:"),
     15: ("a stray duplicate below the client's ack applied", "zraft/statemachine/kv.py",
          "        if seq < s.ack:\n", "        if False:\n"),
+    # The Redis server's own mistakes, caught since the simulator runs it (seeds with Redis clients: ``REDIS``).
+    16: ("the Redis server retries a write as a new one (a new sequence number)", "zraft/server/redis/bridge.py",
+         "                    w.target = -1\n                    continue\n",
+         "                    w.target = -1\n"
+         "                    w.req = w.req._replace(seq=w.req.seq + 1000000, ack=w.req.seq + 1000000)\n"
+         "                    continue\n"),
+    17: ("the Redis server answers reads from its node's store without a read barrier", "zraft/server/redis/server.py",
+         "        if self.barrier_reads:\n            rid = next(self._ids)\n",
+         "        if self.barrier_reads:\n"
+         "            self._serve_reads(self.barrier_reads, {\"id\": 0, \"ok\": True})\n"
+         "            self.barrier_reads = []\n        if self.barrier_reads:\n            rid = next(self._ids)\n"),
 }
 """number -> (what it breaks, file, the correct text, the planted text)."""
 
 SEEDS: dict[int, int] = {1: 11, 2: 137, 3: 372, 4: 162, 5: 4, 6: 25, 7: 22, 8: 22, 9: 156, 10: 3, 11: 5, 12: 4,
-                         13: 66, 14: 2, 15: 350}
+                         13: 66, 14: 2, 15: 350, 16: 16, 17: 0}
 """A simulator seed that fails with each bug planted (and passes without it)."""
+REDIS: dict[int, int] = {16: 2, 17: 2}
+"""Bugs whose seeds run with that many Redis clients (``zraft sim --redis N``: every node runs its Redis server)."""
 
 NAMED = {
     1: "test_quorum_rules.py", 2: "test_quorum_rules.py", 3: "test_durability_rules.py",
@@ -95,10 +109,11 @@ def plant(n: int, dest: pathlib.Path) -> pathlib.Path:
     return dest
 
 
-def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2) -> list[int]:
+def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2, redis: int = 0) -> list[int]:
     """The seeds of ``first`` .. ``first + count - 1`` that fail, run with the package under ``where``."""
     r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seeds", str(count), "--first-seed", str(first),
-                        "--jobs", str(jobs), "-q"], cwd=where, capture_output=True, text=True, timeout=3600)
+                        "--jobs", str(jobs), "-q", "--redis", str(redis)], cwd=where, capture_output=True, text=True,
+                       timeout=3600)
     return [int(m) for m in re.findall(r"^FAIL seed (\d+)", r.stdout, re.M)]
 
 
@@ -113,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = 0
     for n in a.bug or sorted(BUGS):
         with tempfile.TemporaryDirectory(prefix=f"zraft-bug{n}-") as tmp:
-            failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs)
+            failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs, REDIS.get(n, 0))
         missed += not failing
         print(f"bug {n} ({BUGS[n][0]}): {len(failing)} of seeds {a.first_seed}-{a.first_seed + a.seeds - 1} "
               f"fail: {failing[:10]}", flush=True)

@@ -9,6 +9,7 @@ import collections
 import os
 
 from zraft.sim.cluster import COVERAGE
+from zraft.sim.redis import REDIS_COVERAGE
 from zraft.sim.runner import PROFILES, pick, run_many, run_seed
 
 SEEDS = 2000
@@ -55,6 +56,28 @@ def test_many_seeds() -> None:
     assert configs > SEEDS
 
 
+REDIS_SEEDS = 60
+
+
+def test_seeds_with_redis_clients() -> None:
+    """Every node also runs the production Redis server (its sockets in memory, its clock virtual), and Redis
+    clients append and read through any node while the faults happen: their history joins the native clients' and
+    the same checks decide it. Reach: writes forwarded from followers to the leader and answered, connections lost
+    with their node, and outcomes left unknown (tests/planted.py bugs 16 and 17 are the Redis server's own)."""
+    failures = []
+    reach: collections.Counter[str] = collections.Counter()
+    redis_ops = 0
+    for r in run_many(range(REDIS_SEEDS), jobs=max(2, os.cpu_count() or 1), redis=2):
+        reach.update(k for k, v in r.coverage.items() if v)
+        redis_ops += r.coverage.get("redis_forwarded", 0)
+        if not r.ok:
+            failures.append(f"seed {r.seed}: {r.error}\n  replay: {r.replay_command()}")
+    assert not failures, "\n".join(failures[:10])
+    missing = {k: reach[k] for k in REDIS_COVERAGE if reach[k] < REDIS_SEEDS // 10}
+    assert not missing, f"situations reached in fewer than {REDIS_SEEDS // 10} of {REDIS_SEEDS} seeds: {missing}"
+    assert redis_ops > REDIS_SEEDS * 10
+
+
 def test_replay_is_deterministic() -> None:
     a = run_seed(4242)
     b = run_seed(4242)
@@ -65,6 +88,29 @@ def test_replay_is_deterministic() -> None:
     b = run_seed(4242, membership=True)
     assert a.changes and (a.steps, a.messages, a.changes, a.configs_committed) == (
         b.steps, b.messages, b.changes, b.configs_committed)
+    a = run_seed(4242, redis=2)
+    b = run_seed(4242, redis=2)
+    assert a.coverage.get("redis_forwarded") and (a.steps, a.messages, a.writes_ok, a.reads_ok, a.unknown) == (
+        b.steps, b.messages, b.writes_ok, b.reads_ok, b.unknown)
+
+
+def test_a_replay_command_runs_the_same_schedule_in_another_process() -> None:
+    """What ``replay_command`` prints (size, profile, membership, pipeline, Redis clients given explicitly) runs the
+    seed's schedule again, in a fresh interpreter with another hash seed (no order may come from ``hash``)."""
+    import random
+    import subprocess
+    import sys
+
+    from zraft.sim.runner import PIPELINE_SHARE
+
+    seed = next(s for s in range(1000) if random.Random(f"pipe-{s}").random() < PIPELINE_SHARE and pick(s)[2])
+    r = run_seed(seed, redis=2)
+    assert r.window and r.membership
+    for hash_seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-m", *r.replay_command().split()],
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,
+                             timeout=300)
+        assert f"seeds=1 steps={r.steps} " in out.stdout, (hash_seed, r.steps, out.stdout[-500:], out.stderr[-500:])
 
 
 def test_cli_prints_summary_last_and_replays_one_seed() -> None:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from .cluster import COVERAGE
+from .redis import REDIS_COVERAGE
 from .runner import PROFILES, SeedResult, run_many, run_seed
 
 
@@ -39,12 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", type=int, metavar="N",
                    help="with --seed: also run a client keeping N appends in flight in one session, 0 for none "
                         "(default: chosen by the seed; about one seed in twelve has one)")
+    p.add_argument("--redis", type=int, default=0, metavar="N",
+                   help="every node also runs its Redis server, and N simulated Redis clients append and read "
+                        "through them (any node: followers forward writes); their history is checked with the "
+                        "others' (default 0: no Redis servers)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"
 
     if a.seed is not None:
-        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership, pipeline=a.pipeline)
+        r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership, pipeline=a.pipeline,
+                     redis=a.redis)
         print(f"seed {r.seed}: {r.nodes} production replicas, profile {r.profile}, {r.steps} steps, {r.faults} "
               f"faults ({r.crashes} crashes), {r.messages} messages; {r.sessions} client sessions, {r.writes_ok} "
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "
@@ -66,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     changes: dict[str, int] = {}  # kind -> seeds in which the leader answered OK to at least one
     member_seeds = configs = 0
     results: list[SeedResult] = []
-    for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership):
+    for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership, a.redis):
         done += 1
-        results.append(SeedResult(r.seed, r.nodes, r.profile, coverage=r.coverage))
+        results.append(SeedResult(r.seed, r.nodes, r.profile, coverage=r.coverage, redis=r.redis))
         total_steps += r.steps
         total_faults += r.faults
         for k, v in (("crashes", r.crashes), ("sessions", r.sessions), ("appends", r.writes_ok),
@@ -100,7 +106,8 @@ def coverage_table(results: list[SeedResult]) -> str:
     """How often the seeds reached each situation the simulator aims at (``cluster.COVERAGE``), and in how many
     seeds: a row at 0 is a class of bugs these seeds cannot find."""
     lines = [f"{'times':>8} {'seeds':>6}  situation"]
-    for key, text in COVERAGE.items():
+    rows = {**COVERAGE, **REDIS_COVERAGE} if any(r.redis for r in results) else COVERAGE
+    for key, text in rows.items():
         times = sum(r.coverage.get(key, 0) for r in results)
         seeds = sum(1 for r in results if r.coverage.get(key, 0))
         lines.append(f"{times:>8} {seeds:>6}  {text}")

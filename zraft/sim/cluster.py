@@ -27,6 +27,7 @@ from zraft.core import (
     Role,
 )
 from zraft.server.loop import Loop
+from zraft.server.redis import RespServer, Routing
 from zraft.server.replica import EARLY_TYPES, Replica
 from zraft.server.settings import TICK_MS, Settings
 from zraft.statemachine.kv import KVStore
@@ -40,6 +41,7 @@ from .direct import DirectRequest, DirectRequests
 from .network import NetConfig, SimNetwork
 from .node import SEGMENT_BYTES, Crash, SimNode, SimTransport
 from .probe import InvariantProbe
+from .redis import RedisSimClient, SimListener, SimPoller, SimStream
 
 __all__ = ["COVERAGE", "EARLY_TYPES", "TICK_MS", "Crash", "NetConfig", "SimCluster", "SimNode", "Violation"]
 
@@ -68,7 +70,8 @@ COVERAGE = {
 class SimCluster(DirectRequests):
     def __init__(self, n: int, seed: int, net: NetConfig | None = None, options: Options | None = None,
                  compact_every: int = 0, chunk_bytes: int = 4096, spares: int = 0,
-                 max_uncommitted: int = 4096) -> None:
+                 max_uncommitted: int = 4096, redis: bool = False) -> None:
+        """``redis``: every node runs the Redis server too (``redis.py``), for ``RedisSimClient``s."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.network = SimNetwork(net or NetConfig(), self.rng)
@@ -150,6 +153,11 @@ class SimCluster(DirectRequests):
         self.committed_configs = 0
         self.clients[b"direct"] = self._direct_reply
         self.clients[b"members"] = self._member_reply
+        self.redis = redis
+        self.redis_rng = random.Random(f"redis-{seed}")
+        """The Redis connections' delays and the servers' session ids: a generator of their own, so that a seed
+        without Redis runs exactly as it did before there was any."""
+        self._next_fd = 1000
         for name in ("zraft.replica", "zraft.node", "zraft.storage"):
             lg = logging.getLogger(name)
             if lg.level == logging.NOTSET:
@@ -271,8 +279,15 @@ class SimCluster(DirectRequests):
         inbox, node.inbox = node.inbox, []
         if len(inbox) > 1:
             self.cov["batched_pass"] += 1
+        resp = node.resp
         for kind, msg, identity in inbox:
+            if kind == "client_replies":  # answers to the writes its Redis server forwarded to the leader
+                if resp is not None:
+                    resp.on_replies(b"", msg)
+                continue
             rep.receive(kind, msg, identity)
+        if resp is not None and node.poller is not None and node.listener is not None:
+            resp.handle(node.poller.ready(node.listener))  # the Redis commands of this pass join its proposal
         loop.run_pass(self.now / 1000.0)
 
     def _feed(self, node: SimNode, kind: str, msg: Any, identity: bytes) -> None:
@@ -374,6 +389,8 @@ class SimCluster(DirectRequests):
                       probe=self.probe, machine=KVStore)
         node.replica = rep
         node.loop = Loop(rep, TICK_MS / 1000.0, (self.now + self.rng.uniform(0, TICK_MS)) / 1000.0)
+        if self.redis:
+            self._start_redis(node, rep, node.loop)
         node.last_hard_state = storage.recovered.hard_state
         node.written_commit = node.last_hard_state.commit if node.last_hard_state is not None else 0
         node.up = True
@@ -383,6 +400,72 @@ class SimCluster(DirectRequests):
         if node.up and rep.machine.applied < node.durable_commit:
             raise Violation(f"node {node.id} restarted with applied {rep.machine.applied} < {node.durable_commit}, "
                             "a commit index it had made durable")
+
+    # ------------------------------------------------------------------ the Redis server (redis.py)
+
+    def _start_redis(self, node: SimNode, rep: Replica[KVStore], loop: Loop) -> None:
+        """The node's Redis server, as ``zraft node --resp`` runs it: a source of its loop, its answers routed from
+        the replica's transport, its writes forwarded to the leader over the peer links."""
+        self._next_fd += 1
+        node.listener = SimListener(self._next_fd)
+        node.poller = SimPoller()
+        src = node.id
+        resp = node.resp = RespServer(rep, f"sim-node-{src}:6379",
+                                      forward=lambda target, frame: self._redis_forward(src, target, frame),
+                                      clock=lambda: self.now / 1000.0, listener=node.listener,
+                                      rng=random.Random(self.redis_rng.getrandbits(64)))
+        rep.transport = Routing(rep.transport, resp)
+        resp.attach(node.poller)
+        loop.sources.append(resp)
+        self.clients[b"fwd-%d" % src] = lambda leader, reply: self._redis_replies(src, leader, reply)
+
+    def redis_connect(self, node_id: int, client: RedisSimClient) -> SimStream:
+        """A client opens a connection to ``node_id``'s Redis server: accepted there a moment later, or closed
+        under the client if the node is down by then."""
+        self._next_fd += 1
+        stream = SimStream(self, node_id, self._next_fd, client)
+        node = self.nodes[node_id]
+        listener = node.listener
+
+        def arrive() -> None:
+            if node.up and node.listener is listener and listener is not None:
+                listener.pending.append(stream)
+                self.redis_wake(node_id)
+            else:
+                stream.close()  # refused: nobody listens there now
+
+        self.at(self.redis_rng.uniform(self.net.min_delay, self.net.max_delay), arrive)
+        return stream
+
+    def redis_wake(self, node_id: int) -> None:
+        node = self.nodes[node_id]
+        if node.up:
+            self._wake(node, self.now + self.pass_ms)
+
+    def _redis_forward(self, src: int, target: int, frame: bytes) -> bool:
+        """A follower's Redis server sends writes to the leader over the peer link (cut by partitions, lost with
+        the network's loss rate: the server resends them)."""
+        network = self.network
+        if network.lost():
+            return True
+
+        def arrive() -> None:
+            node = self.nodes[target]
+            if (src, target) in network.blocked or not node.up or node.replica is None:
+                return
+            kind, msg = codec.decode(frame)
+            self._feed(node, kind, msg, b"fwd-%d" % src)
+
+        self._schedule(network.arrival((src, target), self.now), _CALL, arrive)
+        return True
+
+    def _redis_replies(self, src: int, leader: int, reply: dict[str, Any]) -> None:
+        node = self.nodes[src]
+        if (leader, src) in self.network.blocked or not node.up or node.resp is None:
+            return
+        if reply.get("ok"):
+            self.cov["redis_forwarded"] += 1
+        self._feed(node, "client_replies", [reply], b"")
 
     def open_storage(self, node: SimNode, disk: FaultDisk) -> Storage:
         """A node's storage opened (recovered) from ``disk``: its own, or a copy to try a restart on."""
@@ -401,6 +484,10 @@ class SimCluster(DirectRequests):
         node.replica = None
         node.loop = None
         node.inbox = []
+        if node.listener is not None:  # its Redis connections die with it
+            for stream in [*node.listener.pending, *node.listener.streams.values()]:
+                stream.close()
+            node.resp = node.listener = node.poller = None
         node.pass_at = math.inf
         node.pass_gen += 1  # its scheduled pass is cancelled
         node.disk.on_sync = None

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from zraft.core import ClusterConfig, HardState, Message, MsgType, Raft
 from zraft.server.loop import Loop
+from zraft.server.redis import RespServer
 from zraft.server.replica import Replica
 from zraft.statemachine.kv import KVStore
 from zraft.storage.faultdisk import FaultDisk
@@ -16,6 +17,7 @@ from zraft.transport.codec import SnapAck, SnapChunk
 
 if TYPE_CHECKING:
     from .cluster import SimCluster
+    from .redis import SimListener, SimPoller
 
 
 class Crash(BaseException):
@@ -86,6 +88,10 @@ class SimNode:
         """When its next loop pass is scheduled."""
         self.pass_gen = 0
         """Which scheduled pass is the live one (an earlier one replaces a later one; a crash cancels it)."""
+        self.resp: RespServer | None = None
+        """Its Redis server, when the cluster runs them (``redis.py``), with its listening socket and poller."""
+        self.listener: SimListener | None = None
+        self.poller: SimPoller | None = None
 
     @property
     def raft(self) -> Raft | None:

@@ -17,6 +17,7 @@ from zraft.tools import check
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, SimCluster, Violation
 from .network import NetConfig
+from .redis import CLIENT_TIMEOUT_MS, RedisSimClient
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
 """Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
@@ -52,6 +53,8 @@ class SeedResult:
     configs_committed: int = 0
     window: int = 0
     """Appends a pipelined client kept in flight (0: none in this seed)."""
+    redis: int = 0
+    """Redis clients (each node ran its Redis server; 0: none, and no servers)."""
     pipelined: int = 0
     """Appends of the pipelined client acknowledged."""
     coverage: dict[str, int] = field(default_factory=dict)
@@ -65,7 +68,8 @@ class SeedResult:
 
     def replay_command(self) -> str:
         return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
-                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window}")
+                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window}"
+                + (f" --redis {self.redis}" if self.redis else ""))
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -90,12 +94,14 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
              compact_every: int | None = None, membership: bool | None = None,
-             pipeline: int | None = None) -> SeedResult:
+             pipeline: int | None = None, redis: int = 0) -> SeedResult:
     """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
-    none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256)."""
+    none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256). ``redis``: every node also runs its Redis
+    server, and that many Redis clients append and read through them (``redis.RedisSimClient``)."""
     prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
-    if pipeline is None:
-        pipeline = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
+    drawn = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
+    if pipeline is None:  # (drawn either way: a replay with the seed's choice given runs the same schedule)
+        pipeline = drawn
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -125,7 +131,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     )
     segment_bytes = rng.choice((1 << 10, 4 << 10, 16 << 10))  # small segments: compactions end at every kind
     c = SimCluster(n, seed, net, options, compact_every=compact_every, chunk_bytes=chunk_bytes,
-                   spares=SPARES if members else 0, max_uncommitted=rng.choice((64, 512, 4096)))
+                   spares=SPARES if members else 0, max_uncommitted=rng.choice((64, 512, 4096)), redis=redis > 0)
     c.segment_bytes = segment_bytes
     c.work_ms = rng.choice((1.0, 5.0, 25.0))
     c.pass_ms = rng.choice((0.0, 0.2, 1.0, 3.0))
@@ -134,11 +140,16 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
-    clients: list[SimClient | SimPipeClient] = []
+    clients: list[SimClient | SimPipeClient | RedisSimClient] = []
     if pipeline:
         clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=PIPELINE_BUDGET))
         clients[-1].start(prng.uniform(0, 200))
     res.window = pipeline
+    res.redis = redis
+    rrng = random.Random(f"redis-clients-{seed}")  # of its own too: the other clients' schedules do not change
+    for number in range(redis):
+        clients.append(RedisSimClient(c, number, random.Random(rrng.getrandbits(64)), KEYS, history))
+        clients[-1].start(rrng.uniform(0, 200))
     try:
         _drive(c, rng, prof, duration_ms, history, clients, members)
         _check_history(c, history)
@@ -168,7 +179,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
 
 
 def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
-           clients: list[SimClient | SimPipeClient], membership: bool = False) -> None:
+           clients: list[SimClient | SimPipeClient | RedisSimClient], membership: bool = False) -> None:
     for number in range(rng.choice((2, 3, 5))):
         sc = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
         clients.append(sc)
@@ -277,8 +288,11 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
         c.run_until(lambda: c.stable_leader() is not None, LEADER_BOUND_MS)
     for cl in clients:
         cl.stopped = True
+    # Each client gives up on a request by its deadline; a Redis client's waits for the server's (a node that was
+    # removed, or never added, retries its writes until then: it hears from no leader).
+    give_up = max(CLIENT_TIMEOUT_MS if isinstance(cl, RedisSimClient) else DEADLINE_MS for cl in clients)
     if not c.run_until(lambda: not any(cl.busy for cl in clients) and not c.pending_direct,
-                       DEADLINE_MS + COMMIT_BOUND_MS):
+                       give_up + COMMIT_BOUND_MS):
         raise Violation("liveness: client requests still pending after the clients stopped")
 
     def settled() -> bool:
@@ -483,16 +497,16 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool
     return False
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None]) -> SeedResult:
-    seed, nodes, profile, duration, compact, membership = args
-    return run_seed(seed, nodes, profile, duration, compact, membership)
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int]) -> SeedResult:
+    seed, nodes, profile, duration, compact, membership, redis = args
+    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
              duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
-             membership: bool | None = None) -> Iterator[SeedResult]:
+             membership: bool | None = None, redis: int = 0) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
-    work = [(s, nodes, profile, duration_ms, compact_every, membership) for s in seeds]
+    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
         return
