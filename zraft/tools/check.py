@@ -19,149 +19,36 @@ Wing-Gong-Lowe search, within a time and memory budget.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
-from typing import Any
 
-from zraft.transport.requests import WRITE_OPS
+from zraft.tools.history import (
+    COMPACT_OVER,
+    FP_PRIME,
+    WRITES,
+    Budget,
+    Digest,
+    KeyResult,
+    Loader,
+    Op,
+    State,
+    fingerprint,
+    strong_hash,
+)
 
-WRITES = tuple(sorted(WRITE_OPS))
-"""The write operations a history holds: the client protocol's (``requests.WRITE_OPS``)."""
+__all__ = ["COMPACT_OVER", "WRITES", "Budget", "Digest", "KeyResult", "Loader", "Op", "check", "check_key",
+           "check_list_key", "check_register_key", "fingerprint", "load", "main", "report", "verdict"]
 
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """A long read output kept as a summary (``compact``): a history of whole-list reads holds far more bytes
-    in its outputs than in anything else. Enough to check: its length, how many list elements it holds (and
-    whether it ends like a list), a strong hash for prefix comparisons and the search's fingerprint."""
-
-    length: int
-    elements: int
-    is_list: bool
-    digest: bytes
-    fp: tuple[int, int]
-    tail: bytes
-
-    @staticmethod
-    def of(data: bytes, sep: bytes = b";") -> Digest:
-        return Digest(len(data), data.count(sep), data.endswith(sep), _hash(data), fingerprint(data), data[-40:])
-
-    def __repr__(self) -> str:
-        return f"<{self.length} bytes ending {self.tail!r}>"
-
-
-def _hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-COMPACT_OVER = 1024
-"""Read outputs longer than this are kept as a ``Digest`` (but for the longest of each key, kept whole)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Op:
-    client: int
-    kind: str  # put, append, delete, get
-    key: str
-    value: bytes | None  # the argument of put/append
-    output: bytes | Digest | None  # what a get returned (None: the key was missing)
-    call: float
-    ret: float | None  # None: outcome unknown
-
-    @staticmethod
-    def from_json(d: dict[str, Any]) -> Op:
-        """{"client": 1, "op": "append", "key": "k", "value": "x", "output": null, "call": 1.0, "return": 1.5}
-        Values are UTF-8 strings; "return": null (or "status": "unknown") marks an unknown outcome."""
-
-        def b(x: Any) -> bytes | None:
-            return None if x is None else (x.encode() if isinstance(x, str) else bytes(x))
-
-        ret = d.get("return")
-        if d.get("status") == "unknown":
-            ret = None
-        kind = d["op"]
-        if kind not in (*WRITES, "get"):
-            raise ValueError(f"unknown operation {kind!r}")
-        return Op(int(d.get("client", 0)), kind, str(d["key"]), b(d.get("value")), b(d.get("output")),
-                  float(d["call"]), None if ret is None else float(ret))
-
-    def to_json(self) -> dict[str, Any]:
-        def s(x: bytes | None) -> str | None:
-            return None if x is None else x.decode(errors="replace")
-
-        if isinstance(self.output, Digest):
-            raise ValueError("a compacted read output cannot be written back")
-        return {"client": self.client, "op": self.kind, "key": self.key, "value": s(self.value),
-                "output": s(self.output), "call": self.call, "return": self.ret}
-
-
-class Loader:
-    """Builds a history operation by operation, keeping long read outputs as digests (``Digest``) except the
-    longest of each key, so that memory grows with the number of operations, not with the bytes reads returned."""
-
-    def __init__(self) -> None:
-        self.ops: list[Op] = []
-        self._longest: dict[str, tuple[int, int]] = {}  # key -> (index in ops, length)
-
-    def add(self, op: Op) -> None:
-        out = op.output
-        if isinstance(out, bytes) and len(out) > COMPACT_OVER:
-            cur = self._longest.get(op.key)
-            if cur is None or len(out) > cur[1]:
-                if cur is not None:
-                    old = self.ops[cur[0]]
-                    assert isinstance(old.output, bytes)
-                    self.ops[cur[0]] = replace(old, output=Digest.of(old.output))
-                self._longest[op.key] = (len(self.ops), len(out))
-            else:
-                op = replace(op, output=Digest.of(out))
-        self.ops.append(op)
-
-
-@dataclass
-class KeyResult:
-    key: str
-    ok: bool | None
-    """True: linearizable; False: a definite violation (``explanation`` says which operations); None: unknown,
-    the search ran out of its time or memory budget (``explanation`` says which)."""
-    ops: int
-    explanation: str = ""
-    method: str = "wgl"
-    """``list`` (the append-only list check, linear time) or ``wgl`` (search)."""
-    seconds: float = 0.0
-
-
-class Budget:
-    """How long the whole check may take and how much memory the search's cache of visited states may use."""
-
-    def __init__(self, seconds: float = 60.0, max_bytes: int = 512 << 20) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.seconds = seconds
-        self.max_bytes = max_bytes
-
-    def expired(self) -> bool:
-        return time.monotonic() > self.deadline
 
 
 # States are fingerprints, not bytes: (length, the value as a big-endian integer mod the prime 2^127 - 1). An
 # append updates the fingerprint from the old one and the appended bytes alone (F(s + v) = F(s) * 256^len(v) +
 # F(v)), so long append-only values cost no memory per state; two different values of one length collide only
 # if their difference is a multiple of 2^127 - 1.
-_P = (1 << 127) - 1
-
-State = tuple[int, int] | None
-
-
-def fingerprint(data: bytes) -> tuple[int, int]:
-    return len(data), int.from_bytes(data, "big") % _P
-
-
 def _step(state: State, op: Op, fp_value: tuple[int, int] | None, fp_output: State) -> tuple[bool, State]:
     k = op.kind
     if k == "get":
@@ -172,7 +59,7 @@ def _step(state: State, op: Op, fp_value: tuple[int, int] | None, fp_output: Sta
         assert fp_value is not None
         n, h = state or (0, 0)
         vn, vh = fp_value
-        return True, (n + vn, (h * pow(256, vn, _P) + vh) % _P)
+        return True, (n + vn, (h * pow(256, vn, FP_PRIME) + vh) % FP_PRIME)
     return True, None  # delete
 
 
@@ -366,7 +253,7 @@ def check_list_key(ops: list[Op], key: str = "", sep: bytes = LIST_SEP) -> KeyRe
         if isinstance(out, Digest):
             h = prefix_hash.get(out.length)
             if h is None:
-                h = prefix_hash[out.length] = _hash(longest_out[: out.length])
+                h = prefix_hash[out.length] = strong_hash(longest_out[: out.length])
             if out.length > len(longest_out) or h != out.digest:
                 return fail(f"client {r.client}'s read at {r.call:.6f} ({out.elements} elements, ending "
                             f"{out.tail!r}) is not a prefix of the longest read: the reads disagree on the order "
