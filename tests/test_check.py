@@ -35,7 +35,65 @@ def test_concurrent_write_may_be_seen_or_not() -> None:
                   op("get", 3, 4, output=None, client=3))
 
 
-def test_stale_read_is_caught() -> None:
+def cas(call: float, ret: float | None, expect: str | None, value: str, swapped: bool | None, client: int = 1,
+        key: str = "k") -> Op:
+    return Op(client, "cas", key, value.encode(), None, call, ret, None if expect is None else expect.encode(),
+              None if ret is None else swapped)
+
+
+def test_compare_and_swap_sequential() -> None:
+    assert ok(op("put", 0, 1, "a"), cas(2, 3, "a", "b", True), cas(4, 5, "a", "c", False), op("get", 6, 7, output="b"),
+              cas(8, 9, None, "d", False), op("delete", 10, 11), cas(12, 13, None, "e", True),
+              op("get", 14, 15, output="e"))
+    assert not ok(op("put", 0, 1, "a"), cas(2, 3, "a", "b", False))  # it should have swapped
+    assert not ok(op("put", 0, 1, "a"), cas(2, 3, "b", "c", True))  # it should not have
+
+
+def test_two_concurrent_swaps_from_one_value_cannot_both_succeed() -> None:
+    assert ok(op("put", 0, 1, "a"), cas(2, 5, "a", "b", True, client=2), cas(2, 5, "a", "c", False, client=3))
+    assert not ok(op("put", 0, 1, "a"), cas(2, 5, "a", "b", True, client=2), cas(2, 5, "a", "c", True, client=3))
+
+
+def test_a_swap_of_unknown_outcome_that_a_later_one_depends_on_is_kept() -> None:
+    # Nothing read "b", but the second swap expected it and succeeded: the first one happened.
+    assert ok(op("put", 0, 1, "a"), cas(2, None, "a", "b", None), cas(3, 4, "b", "c", True, client=2),
+              op("get", 5, 6, output="c", client=3))
+    assert ok(op("put", 0, 1, "a"), cas(2, None, "a", "b", None), op("get", 3, 4, output="a", client=2))
+
+
+def test_a_cas_goes_to_json_and_back() -> None:
+    o = cas(1.0, 2.0, None, "v", True)
+    assert Op.from_json(json.loads(json.dumps(o.to_json()))) == o
+    assert Op.from_json({"op": "cas", "key": "k", "expect": "x", "value": "y", "output": None, "call": 1,
+                         "return": None}).swapped is None
+
+
+def test_a_random_cas_register_history_is_decided() -> None:
+    """Clients swap a register at random, each operation taking effect at one instant inside its interval (an
+    atomic register): linearizable. With one sequential swap's answer flipped: not."""
+    rng = random.Random(11)
+    value: bytes | None = None
+    ops: list[Op] = []
+    t = 0.0
+    for i in range(400):
+        t += 1.0
+        c = rng.randrange(8)
+        start, end = t - rng.uniform(0, 0.9), t + rng.uniform(0, 0.9)
+        if rng.random() < 0.3:
+            ops.append(Op(c, "get", "k", None, value, start, end))
+            continue
+        expect = value if rng.random() < 0.6 else rng.choice([None, b"v1", b"v2"])
+        new = f"v{i}".encode()
+        swapped = expect == value
+        if swapped:
+            value = new
+        ops.append(Op(c, "cas", "k", new, None, start, end, expect, swapped))
+    assert check_key(ops).ok
+    flipped = list(ops)
+    flipped.append(Op(99, "cas", "k", b"last", None, t + 2, t + 3, value, False))  # alone in time: must swap
+    assert check_key(flipped).ok is False
+
+
     assert not ok(op("put", 0, 1, "a"), op("put", 2, 3, "b"), op("get", 4, 5, output="a", client=2))
 
 

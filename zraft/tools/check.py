@@ -50,9 +50,16 @@ __all__ = ["COMPACT_OVER", "WRITES", "Budget", "Digest", "KeyResult", "Loader", 
 # F(v)), so long append-only values cost no memory per state; two different values of one length collide only
 # if their difference is a multiple of 2^127 - 1.
 def _step(state: State, op: Op, fp_value: tuple[int, int] | None, fp_output: State) -> tuple[bool, State]:
+    """Whether ``op`` can take effect on a register in ``state`` (what it returned agrees), and the state after.
+    For a cas, ``fp_output`` is the expected value's fingerprint."""
     k = op.kind
     if k == "get":
         return fp_output == state, state
+    if k == "cas":
+        matches = state == fp_output
+        if op.swapped is None:  # outcome unknown: it did whatever the state made it do
+            return True, fp_value if matches else state
+        return matches == op.swapped, fp_value if matches else state
     if k == "put":
         return True, fp_value
     if k == "append":
@@ -95,8 +102,9 @@ def check_register_key(ops: list[Op], key: str = "", budget: Budget | None = Non
     # everything else (it has no result of its own and nothing saw it), so leave it out: each such operation
     # would otherwise double the states the search must consider.
     seen = [o.output for o in ops if o.kind == "get" and isinstance(o.output, bytes)]
+    seen += [o.expect for o in ops if o.kind == "cas" and o.expect is not None]  # a cas that saw it, too
     digests = any(isinstance(o.output, Digest) for o in ops)  # their contents are unknown: keep every write
-    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append") and o.value and not digests
+    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append", "cas") and o.value and not digests
                                   and not any(o.value in out for out in seen))]
     n = len(ops)
     if n == 0:
@@ -144,7 +152,8 @@ def check_register_key(ops: list[Op], key: str = "", budget: Budget | None = Non
             c.next.prev = c
 
     fp_value = [None if o.value is None else fingerprint(o.value) for o in ops]
-    fp_output: list[State] = [None if o.output is None else o.output.fp if isinstance(o.output, Digest)
+    fp_output: list[State] = [(None if o.expect is None else fingerprint(o.expect)) if o.kind == "cas"
+                              else None if o.output is None else o.output.fp if isinstance(o.output, Digest)
                               else fingerprint(o.output) for o in ops]
     state: State = None
     linearized = 0
@@ -321,7 +330,8 @@ def _list_explain(x: Op, y: Op, position: dict[bytes, int]) -> str:
 def _explain(ops: list[Op], depth: int, stuck: _Node) -> str:
     o = stuck.op
     assert o is not None
-    what = f"{o.kind}({o.value!r})" if o.kind in ("put", "append") else (
+    what = f"{o.kind}({o.value!r})" if o.kind in ("put", "append") else \
+        f"cas({o.expect!r} -> {o.value!r}) = {o.swapped}" if o.kind == "cas" else (
         f"get -> {o.output!r}" if o.kind == "get" else o.kind)
     return (f"no order of the {len(ops)} operations fits their real-time order: at most {depth} could be "
             f"linearized; stuck at client {o.client}'s {what} called at {o.call:.6f}")

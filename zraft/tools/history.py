@@ -48,17 +48,23 @@ COMPACT_OVER = 1024
 @dataclass(frozen=True, slots=True)
 class Op:
     client: int
-    kind: str  # put, append, delete, get
+    kind: str  # put, append, delete, get, cas (and the protocol's other writes)
     key: str
-    value: bytes | None  # the argument of put/append
+    value: bytes | None  # the argument of put/append; the new value of a cas
     output: bytes | Digest | None  # what a get returned (None: the key was missing)
     call: float
     ret: float | None  # None: outcome unknown
+    expect: bytes | None = None
+    """A cas's expected value (None: the key must be missing)."""
+    swapped: bool | None = None
+    """Whether a cas set its value (None: the outcome is unknown)."""
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Op:
         """{"client": 1, "op": "append", "key": "k", "value": "x", "output": null, "call": 1.0, "return": 1.5}
-        Values are UTF-8 strings; "return": null (or "status": "unknown") marks an unknown outcome."""
+        Values are UTF-8 strings; "return": null (or "status": "unknown") marks an unknown outcome. A
+        compare-and-swap: {"op": "cas", "key": "k", "expect": "old" or null (missing), "value": "new", "output":
+        true or false (whether it set the value), ...}."""
 
         def b(x: Any) -> bytes | None:
             return None if x is None else (x.encode() if isinstance(x, str) else bytes(x))
@@ -67,8 +73,16 @@ class Op:
         if d.get("status") == "unknown":
             ret = None
         kind = d["op"]
-        if kind not in (*WRITES, "get"):
+        if ret is not None and float(ret) < float(d["call"]):
+            raise ValueError(f"an operation returns ({ret}) before it was called ({d['call']})")
+        if kind not in (*WRITES, "get", "cas"):
             raise ValueError(f"unknown operation {kind!r}")
+        if kind == "cas":
+            out = d.get("output")
+            if out is not None and not isinstance(out, bool):
+                raise ValueError("a cas's output is true, false or null")
+            return Op(int(d.get("client", 0)), kind, str(d["key"]), b(d.get("value")), None, float(d["call"]),
+                      None if ret is None else float(ret), b(d.get("expect")), None if ret is None else out)
         return Op(int(d.get("client", 0)), kind, str(d["key"]), b(d.get("value")), b(d.get("output")),
                   float(d["call"]), None if ret is None else float(ret))
 
@@ -78,6 +92,9 @@ class Op:
 
         if isinstance(self.output, Digest):
             raise ValueError("a compacted read output cannot be written back")
+        if self.kind == "cas":
+            return {"client": self.client, "op": "cas", "key": self.key, "expect": s(self.expect),
+                    "value": s(self.value), "output": self.swapped, "call": self.call, "return": self.ret}
         return {"client": self.client, "op": self.kind, "key": self.key, "value": s(self.value),
                 "output": s(self.output), "call": self.call, "return": self.ret}
 

@@ -50,6 +50,8 @@ class Txn:
     @staticmethod
     def from_json(d: dict[str, Any]) -> Txn:
         ops = tuple((str(o[0]), str(o[1]), tuple(o[2]) if isinstance(o[2], list) else o[2]) for o in d["ops"])
+        if d.get("ret") is not None and float(d["ret"]) < float(d["call"]):
+            raise ValueError(f"a transaction returns ({d['ret']}) before it was called ({d['call']})")
         return Txn(int(d.get("client", 0)), float(d["call"]), None if d.get("ret") is None else float(d["ret"]),
                    str(d.get("status", OK if d.get("ret") is not None else INFO)), ops)
 
