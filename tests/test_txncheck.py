@@ -5,6 +5,7 @@ serializable."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from zraft.tools.txncheck import FAIL, INFO, OK, Txn, check
 
@@ -134,3 +135,28 @@ def test_a_random_serial_execution_passes_and_a_swapped_read_fails() -> None:
     bad = check(h)
     assert not bad.ok and any(x.kind.endswith("realtime") or x.kind in ("G-single", "G2") for x in bad.anomalies)
     assert i in {t for x in bad.anomalies for t in x.txns}
+
+
+def test_zraft_check_txn_decides_a_history_file_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    good, bad, broken = tmp_path / "good.jsonl", tmp_path / "bad.jsonl", tmp_path / "broken.jsonl"
+    good.write_text("\n".join(json.dumps(x) for x in (
+        {"client": 1, "call": 0, "ret": 1, "status": "ok", "ops": [["append", "x", 1], ["r", "y", []]]},
+        {"client": 2, "call": 2, "ret": 3, "status": "ok", "ops": [["r", "x", [1]]]})))
+    bad.write_text("\n".join(json.dumps(x) for x in (
+        {"call": 0, "ret": 1, "ops": [["append", "x", 1]]}, {"call": 2, "ret": 3, "ops": [["r", "x", []]]})))
+    broken.write_text(json.dumps({"call": 0, "ret": 1, "ops": [["append", "x", {"not": "hashable"}]]}))
+
+    def run(p: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "zraft", "check", "--txn", str(p)], capture_output=True,
+                              text=True, timeout=60)
+
+    r = run(good)
+    assert r.returncode == 0 and "verdict=strictly-serializable" in r.stdout, r.stdout + r.stderr
+    r = run(bad)
+    assert r.returncode == 1 and "G-single-realtime" in r.stdout, r.stdout + r.stderr
+    r = run(broken)
+    assert r.returncode == 2 and "broken.jsonl:1: not a transaction" in r.stderr and "Traceback" not in r.stderr

@@ -393,7 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-memory", type=int, default=512,
                    help="MiB the search's cache of states may use; past it that key is unknown (default 512)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only violations and the summary")
+    p.add_argument("--txn", action="store_true",
+                   help="the history holds list-append transactions, one per line: {\"client\": 1, \"call\": 1.0, "
+                        "\"ret\": 1.5 (null: unknown), \"status\": \"ok\"|\"fail\"|\"info\", \"ops\": [[\"append\", "
+                        "\"k\", 3], [\"r\", \"k\", [1, 2, 3]]]}; they are checked for strict serializability "
+                        "(zraft.tools.txncheck, after Elle)")
     a = p.parse_args(argv)
+    if a.txn:
+        return _check_txns(a.history)
     try:
         ops = load(a.history)
     except (OSError, ValueError) as e:
@@ -401,6 +408,29 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     results = check(ops, Budget(a.timeout, a.max_memory << 20), None if a.quiet else print_progress)
     return report(results, len(ops))
+
+
+def _check_txns(path: str) -> int:
+    from zraft.tools import txncheck
+
+    txns = []
+    try:
+        with open(path) as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        txns.append(txncheck.Txn.from_json(json.loads(line)))
+                    except (ValueError, KeyError, TypeError, IndexError) as e:
+                        raise ValueError(f"{path}:{lineno}: not a transaction ({e})") from None
+    except (OSError, ValueError) as e:
+        print(f"zraft.tools.check: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    result = txncheck.check(txns)
+    for x in result.anomalies[:20]:
+        print(f"{x.kind}: {x.explanation}")
+    print(f"transactions={len(txns)} anomalies={len(result.anomalies)} verdict="
+          f"{'strictly-serializable' if result.ok else 'NOT-strictly-serializable'}", flush=True)
+    return EXIT_OK if result.ok else EXIT_VIOLATION
 
 
 def print_progress(r: KeyResult, done: int, total: int) -> None:

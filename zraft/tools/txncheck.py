@@ -49,11 +49,24 @@ class Txn:
 
     @staticmethod
     def from_json(d: dict[str, Any]) -> Txn:
-        ops = tuple((str(o[0]), str(o[1]), tuple(o[2]) if isinstance(o[2], list) else o[2]) for o in d["ops"])
+        ops = tuple(_mop(o) for o in d["ops"])
         if d.get("ret") is not None and float(d["ret"]) < float(d["call"]):
             raise ValueError(f"a transaction returns ({d['ret']}) before it was called ({d['call']})")
         return Txn(int(d.get("client", 0)), float(d["call"]), None if d.get("ret") is None else float(d["ret"]),
                    str(d.get("status", OK if d.get("ret") is not None else INFO)), ops)
+
+
+def _mop(o: Any) -> tuple[str, str, Any]:
+    """A micro-operation from JSON: ``["append", key, element]`` or ``["r", key, [elements] or null]``, elements
+    being integers or strings."""
+    if not isinstance(o, list) or len(o) != 3 or o[0] not in ("append", "r") or not isinstance(o[1], str):
+        raise ValueError(f"a micro-operation is [\"append\"|\"r\", key, value], not {o!r:.60}")
+    f, k, v = o
+    if f == "append" and type(v) not in (int, str):
+        raise ValueError(f"an appended element is an integer or a string, not {v!r:.60}")
+    if f == "r" and v is not None and (not isinstance(v, list) or any(type(e) not in (int, str) for e in v)):
+        raise ValueError(f"a read returns a list of elements or null, not {v!r:.60}")
+    return f, k, tuple(v) if isinstance(v, list) else v
 
 
 @dataclass(frozen=True, slots=True)
