@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pipeline", type=int, metavar="N",
                    help="with --seed: also run a client keeping N appends in flight in one session, 0 for none "
                         "(default: chosen by the seed; about one seed in twelve has one)")
-    p.add_argument("--redis", type=int, default=0, metavar="N",
+    p.add_argument("--redis", type=int, metavar="N",
                    help="every node also runs its Redis server, and N simulated Redis clients append and read "
                         "through them (any node: followers forward writes); their history is checked with the "
-                        "others' (default 0: no Redis servers)")
+                        "others' (0: no Redis servers; default: chosen by each seed, about one in ten has 1-3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"

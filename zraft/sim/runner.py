@@ -68,8 +68,7 @@ class SeedResult:
 
     def replay_command(self) -> str:
         return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
-                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window}"
-                + (f" --redis {self.redis}" if self.redis else ""))
+                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window} --redis {self.redis}")
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -80,6 +79,9 @@ SPARES = 2
 PIPELINE_SHARE = 0.08
 """The share of seeds with a pipelined client (64-256 appends in flight in one session: its session trims its
 answers while retries come and go), against leaders that take at most 64-4,096 uncommitted entries."""
+REDIS_SHARE = 0.1
+"""The share of seeds in which every node also runs its Redis server and 1-3 Redis clients use it (the rest run
+as they did before the simulator ran Redis: their schedules are unchanged)."""
 PIPELINE_BUDGET = 300
 """Appends a seed's pipelined client issues in all (what bounds the cost of a pipelined seed)."""
 
@@ -94,14 +96,19 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
              compact_every: int | None = None, membership: bool | None = None,
-             pipeline: int | None = None, redis: int = 0) -> SeedResult:
+             pipeline: int | None = None, redis: int | None = None) -> SeedResult:
     """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
     none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256). ``redis``: every node also runs its Redis
-    server, and that many Redis clients append and read through them (``redis.RedisSimClient``)."""
+    server, and that many Redis clients append and read through them (``redis.RedisSimClient``; 0 for none; None:
+    ``REDIS_SHARE`` of the seeds choose 1 to 3)."""
     prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
     drawn = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
     if pipeline is None:  # (drawn either way: a replay with the seed's choice given runs the same schedule)
         pipeline = drawn
+    rrng = random.Random(f"redis-clients-{seed}")  # of its own too: the other clients' schedules do not change
+    drawn = rrng.choice((1, 2, 3)) if rrng.random() < REDIS_SHARE else 0
+    if redis is None:
+        redis = drawn
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -146,7 +153,6 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         clients[-1].start(prng.uniform(0, 200))
     res.window = pipeline
     res.redis = redis
-    rrng = random.Random(f"redis-clients-{seed}")  # of its own too: the other clients' schedules do not change
     for number in range(redis):
         clients.append(RedisSimClient(c, number, random.Random(rrng.getrandbits(64)), KEYS, history))
         clients[-1].start(rrng.uniform(0, 200))
@@ -497,14 +503,14 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool
     return False
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int]) -> SeedResult:
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None]) -> SeedResult:
     seed, nodes, profile, duration, compact, membership, redis = args
     return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
              duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
-             membership: bool | None = None, redis: int = 0) -> Iterator[SeedResult]:
+             membership: bool | None = None, redis: int | None = None) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
     work = [(s, nodes, profile, duration_ms, compact_every, membership, redis) for s in seeds]
     if jobs <= 1:
