@@ -218,7 +218,8 @@ class ClientRequests(Generic[M]):
 
     def _answer_get(self, identity: bytes, rid: int, key: bytes, batched: bool = False) -> None:
         v = self.machine.get(key)
-        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None}, batched)
+        self._reply(identity, {"id": rid, "ok": True, "value": v, "found": v is not None,
+                               "rev": self.machine.revision}, batched)
 
     def status(self) -> dict[str, Any]:
         raft = self.raft
@@ -227,6 +228,7 @@ class ClientRequests(Generic[M]):
         st.update(self._leader_info())
         keys, sessions = self.machine.counts()
         st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.machine.applied,
+                   "revision": self.machine.revision,
                    "keys": keys, "sessions": sessions,
                    "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,

@@ -326,6 +326,7 @@ class Replica(ClientRequests[M]):
         stats = self.stats
         if probe is not None:
             probe.ready(self, rd)
+        elected = False
         # 1. A leader's AppendEntries, heartbeats and snapshots go out first (see EARLY_TYPES).
         late = []
         for m in rd.messages:
@@ -359,6 +360,7 @@ class Replica(ClientRequests[M]):
                 stats.elections_started += 1  # (a leader straight from follower: its candidacy fell between two)
             if role == Role.LEADER and self._last_role != Role.LEADER:
                 stats.elections_won += 1
+                elected = True
             if leader != NONE and leader != self._last_leader:
                 stats.leader_changes += 1
                 self._last_leader = leader
@@ -387,8 +389,8 @@ class Replica(ClientRequests[M]):
                     for w in answer:
                         runs.add(w.op, w.arrived)
                         fields = store.answer(w.req, status)
-                        self._reply(w.identity, {"id": w.req_id, "ok": True} if fields is None
-                                    else {"id": w.req_id, **fields}, w.batched)
+                        self._reply(w.identity, {"id": w.req_id, "ok": True, "rev": store.rev} if fields is None
+                                    else {"id": w.req_id, "rev": store.rev, **fields}, w.batched)
             else:
                 store.apply_noop(e.index)
                 if e.kind == EntryKind.CONFIG and self.membership.pending:
@@ -415,6 +417,10 @@ class Replica(ClientRequests[M]):
             self.membership.check_transfer()
         if self.backups.waiting:
             self._serve_backups()
+        if elected and self.raft.role == Role.LEADER and self.raft.transferee == NONE:
+            commands = self.machine.leader_commands()  # (the next ready batch carries them)
+            if commands:
+                self.raft.propose(commands)
         self._maybe_snapshot()
 
     def _send(self, m: Message) -> None:

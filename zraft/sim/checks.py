@@ -191,9 +191,10 @@ def check_converged(c: SimCluster) -> None:
     for n in live[1:]:
         rep = n.replica
         assert rep is not None
-        if rep.machine.applied != ref.machine.applied or rep.machine.to_dict() != ref.machine.to_dict():
+        if (rep.machine.applied != ref.machine.applied or rep.machine.revision != ref.machine.revision
+                or rep.machine.to_dict(meta=True) != ref.machine.to_dict(meta=True)):
             raise Violation(f"nodes {live[0].id} and {n.id} differ at the end (applied {ref.machine.applied} vs "
-                            f"{rep.machine.applied})")
+                            f"{rep.machine.applied}, revision {ref.machine.revision} vs {rep.machine.revision})")
         if rep.machine.sessions != ref.machine.sessions:
             raise Violation(f"nodes {live[0].id} and {n.id} hold different client sessions at the end")
     for key, ops in c.acked.items():

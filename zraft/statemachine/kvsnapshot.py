@@ -8,11 +8,13 @@ from typing import Any
 from zlib import crc32
 
 import msgpack
+from sortedcontainers import SortedList
 
 from zraft.statemachine.kv import (
     SHARD_SHIFT,
     SHARDS,
     SNAPSHOT_FORMAT,
+    Entry,
     KVStore,
     Session,
 )
@@ -38,6 +40,7 @@ class SnapshotImage:
 
     def __init__(self, kv: KVStore) -> None:
         self.applied = kv.applied
+        self.revision = kv.revision
         self.clients = list(kv.sessions)
         self.results = kv.results
         self._sessions = kv.sessions
@@ -46,7 +49,7 @@ class SnapshotImage:
         for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
         self._shards = kv.shards
         self.key_count = len(kv)
-        self.before: list[dict[bytes, bytes | None]] = [{} for _ in range(SHARDS)]
+        self.before: list[dict[bytes, Entry | None]] = [{} for _ in range(SHARDS)]
 
     def leftovers(self, small: int) -> list[Any]:
         before = self.before
@@ -61,10 +64,13 @@ class SnapshotImage:
             self.sessions_before[client] = None if s is None else [s.last_index, s.ack, dict(s.replies)]
 
     def chunks(self) -> Iterator[bytes]:
-        # Format 3 (statuses only) until the store has kept a result: the release before this one reads it, so a
-        # rolling upgrade works as long as the new commands wait until every node runs this release.
-        fmt = SNAPSHOT_FORMAT if self.results else 3
-        yield _pack([fmt, self.applied, self.key_count, len(self.clients)])
+        # Format 5 once revisions began, else 4 once the store has kept a result, else 3: the releases before read
+        # the older two, so a rolling upgrade works as long as the new commands wait until every node runs this
+        # release (and revisions begin once a leader of this release is elected).
+        if self.revision:
+            yield _pack([SNAPSHOT_FORMAT, self.applied, self.key_count, len(self.clients), self.revision])
+        else:
+            yield _pack([4 if self.results else 3, self.applied, self.key_count, len(self.clients)])
         live, saved = self._sessions, self.sessions_before
         sess: list[Any] = []
         for c in self.clients:
@@ -81,7 +87,7 @@ class SnapshotImage:
             yield _pack(sess)
         # Pairs are gathered across shards, so that the pieces (and the file's size) do not depend on how keys
         # fall into shards, which differs between processes (bytes hashes are salted per process).
-        out: list[bytes] = []
+        out: list[Any] = []
         size = 0
         count = 0
         for shard, before in zip(self._shards, self.before, strict=True):
@@ -96,7 +102,7 @@ class SnapshotImage:
                 assert v is not None, "a key of the image lost its value"
                 out.append(k)
                 out.append(v)
-                size += len(k) + len(v)
+                size += len(k) + len(v[0] if isinstance(v, tuple) else v)
                 if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
                     count += len(out) >> 1
                     yield _pack(out)
@@ -129,11 +135,16 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
                                                   for k, v in data1.items()):
                 raise ValueError("bad header or data")
             kv.set_data(data1)
-        elif head[0] in (2, 3, SNAPSHOT_FORMAT):
+        elif head[0] in (2, 3, 4, SNAPSHOT_FORMAT):
             if head[0] == 2:
                 _, kv.applied, count, sessions = head
             else:
-                _, kv.applied, count, n_sessions = head
+                if head[0] == SNAPSHOT_FORMAT:
+                    _, kv.applied, count, n_sessions, kv.revision = head
+                    if type(kv.revision) is not int or kv.revision < 1:
+                        raise ValueError(f"bad revision {kv.revision!r:.20}")
+                else:
+                    _, kv.applied, count, n_sessions = head
                 sessions = {}
                 while len(sessions) < _int(n_sessions):
                     arr = next(objs)
@@ -142,14 +153,19 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
                 if len(sessions) != n_sessions:
                     raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
             shards = kv.shards
+            keys = []
             for arr in objs:
                 for i in range(0, len(arr), 2):
                     k, v = arr[i], arr[i + 1]
-                    if type(k) is not bytes or type(v) is not bytes:
-                        raise ValueError("a key or value is not bytes")
+                    if type(k) is not bytes:
+                        raise ValueError("a key is not bytes")
+                    if type(v) is not bytes:
+                        v = _entry(v, kv.revision)
                     shards[crc32(k) >> SHARD_SHIFT][k] = v
-            if len(kv) != count:
-                raise ValueError(f"it holds {len(kv)} keys, its header says {count}")
+                    keys.append(k)
+            kv.index = SortedList(keys)
+            if len(kv.index) != count or sum(map(len, shards)) != count:
+                raise ValueError(f"it holds {sum(map(len, shards))} keys, its header says {count}")
         else:
             raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
                              f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")
@@ -164,6 +180,15 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
         raise ValueError(f"state machine snapshot does not decode ({e})") from None
     except Exception as e:
         raise ValueError(f"state machine snapshot does not decode ({e!r})") from None
+
+
+def _entry(v: Any, revision: int) -> Entry:
+    """A key's entry with its revisions, from a snapshot (format 5)."""
+    if (type(v) is not list or len(v) != 4 or type(v[0]) is not bytes
+            or not all(type(n) is int and 0 < n <= revision for n in v[1:3]) or type(v[3]) is not int or v[3] < 1
+            or v[1] > v[2]):
+        raise ValueError("a value is neither bytes nor [value, create_revision, mod_revision, version]")
+    return v[0], v[1], v[2], v[3]
 
 
 def _reply(r: Any) -> Any:

@@ -49,6 +49,10 @@ class Image(Protocol):
 class StateMachine(Protocol):
     applied: int
     """The index of the last entry applied (or restored from a snapshot)."""
+    revision: int
+    """The store's revision (every answer says the one it was served at)."""
+    rev: int
+    """The revision to answer the last command applied with (read right after its ``apply``)."""
 
     def command(self, req: Write) -> bytes | tuple[str, str]:
         """The log command for a client's write (a ``requests`` record: its fields, with ``client``, ``seq``,
@@ -58,6 +62,11 @@ class StateMachine(Protocol):
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``: (client, seq, status) of the write it was, to answer."""
+        ...
+
+    def leader_commands(self) -> list[bytes]:
+        """Commands a new leader proposes at the start of its term (the state machine's own, without a session:
+        applying one answers no client)."""
         ...
 
     def apply_noop(self, index: int) -> None:
