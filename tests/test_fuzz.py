@@ -12,10 +12,12 @@ The number of examples is bounded for CI (derandomized: the same examples every 
 from __future__ import annotations
 
 import os
+import types
 import typing
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from raftutil import Network, new_raft
@@ -66,6 +68,9 @@ def _assert_well_typed(r: object) -> None:
     hints = typing.get_type_hints(type(r))
     for name, v in zip(type(r)._fields, r, strict=True):  # type: ignore[attr-defined]
         want = typing.get_origin(hints[name]) or hints[name]
+        if want is types.UnionType:  # an optional field (bytes | None)
+            assert type(v) in typing.get_args(hints[name]), (type(r).__name__, name, v)
+            continue
         assert type(v) is want, (type(r).__name__, name, v)
         if want is tuple:
             assert all(type(x) is bytes for x in v)
@@ -110,7 +115,7 @@ REQUESTS = [
     requests.MSet(6, 5, 6, 1, (b"a", b"1", b"b", b"2")), requests.Get(7, b"k", stale=True), requests.Status(8),
     requests.Probe(9), requests.Members(10), requests.AddLearner(11, 4, "127.0.0.1:7004"), requests.Promote(12, 4),
     requests.Remove(13, 4), requests.Transfer(14, 2), requests.Backup(15), requests.BackupChunk(16, 9, 2, 0, 4096),
-    requests.BackupEnd(17, 9, 2)]
+    requests.BackupEnd(17, 9, 2), requests.Range(18, b"a", b"b", 5, keys_only=True, count_only=True, stale=True)]
 """One request of every kind, with its options set."""
 
 
@@ -133,7 +138,8 @@ def _valid_bodies() -> list[list[Any]]:
     put = ["C", {"id": 1, "op": "put", "client": 5, "seq": 1, "ack": 1, "key": b"k", "value": b"v"}]
     batch = ["C", [put[1], {"id": 2, "op": "get", "key": b"k"}, {"id": 3, "op": "status"}]]
     every = ["C", [requests.to_wire(r) for r in REQUESTS]]
-    reply = ["C", [{"id": 1, "ok": True}, {"id": 2, "ok": True, "value": b"v", "found": True},
+    reply = ["C", [{"id": 1, "ok": True, "rev": 7}, {"id": 2, "ok": True, "value": b"v", "found": True, "rev": 7},
+                   {"id": 4, "ok": True, "rev": 9, "kvs": [[b"k", b"v", 2, 9, 3]], "count": 4, "more": True},
                    {"id": 3, "ok": False, "error": "not_leader", "message": "x", "leader": 2, "leader_addr": "a:1"}]]
     return [*raft, chunk, ack, put, batch, every, reply]
 
@@ -273,3 +279,18 @@ def test_entries_packed_once_for_several_followers_give_the_same_bytes() -> None
                 assert packed == codec.encode_raft(m)
                 assert codec.decode(packed) == ("raft", m)
     assert len(cache) == 4  # one packing per distinct run of entries, not per follower
+
+
+def test_a_range_is_a_prefix_or_has_an_end_and_its_fields_are_checked() -> None:
+    def wire(**fields: Any) -> Any:
+        return requests.from_wire({"op": "range", "id": 1, "key": b"cfg/", **fields})
+
+    assert wire(prefix=True) == requests.Range(1, b"cfg/", b"cfg0")
+    assert wire(prefix=True, key=b"a\xff\xff") == requests.Range(1, b"a\xff\xff", b"b")
+    assert wire(prefix=True, key=b"") == requests.Range(1, b"", None)  # every key
+    assert wire(end=b"cfh", limit=requests.MAX_RANGE_KEYS) == requests.Range(1, b"cfg/", b"cfh", 10_000)
+    for bad, why in [({"prefix": True, "end": b"x"}, "not both"), ({"end": "x"}, "end must be bytes"),
+                     ({"limit": requests.MAX_RANGE_KEYS + 1}, "limit must be"), ({"limit": -1}, "limit must be"),
+                     ({"keys_only": 1}, "keys_only must be a boolean"), ({"key": None}, "key must be bytes")]:
+        with pytest.raises(requests.ProtocolError, match=why):
+            wire(**bad)

@@ -20,7 +20,7 @@ from zraft.statemachine.kv import KVStore
 from zraft.statemachine.machine import StateMachine
 from zraft.storage import Storage
 from zraft.transport import codec
-from zraft.transport.requests import Delete, Get, Put, Write
+from zraft.transport.requests import Delete, Get, Put, Range, Write
 
 
 class JournalImage:
@@ -39,6 +39,7 @@ class JournalImage:
 class Journal:
     def __init__(self) -> None:
         self.applied = 0
+        self.revision = self.rev = 0  # a journal has no revisions
         self.keys: list[bytes] = []
         self.snapshots = 0
         self.restored_at = 0
@@ -65,6 +66,12 @@ class Journal:
 
     def get(self, key: bytes) -> bytes | None:
         return b"%d" % self.keys.count(key) if key in self.keys else None
+
+    def query(self, req: Range) -> dict[str, Any]:
+        return {"ok": False, "error": "not_journaled", "message": "a journal has no ranges"}
+
+    def leader_commands(self) -> list[bytes]:
+        return []
 
     def counts(self) -> tuple[int, int]:
         return len(self.keys), 0

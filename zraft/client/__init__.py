@@ -4,11 +4,13 @@ from .client import (
     ATTEMPT_TIMEOUT,
     DEFAULT_DEADLINE,
     Client,
+    KeyValue,
     OutcomeUnknown,
+    RangeResult,
     RequestRefused,
     Unavailable,
     ZraftError,
 )
 
-__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "OutcomeUnknown", "RequestRefused", "Unavailable",
-           "ZraftError"]
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "KeyValue", "OutcomeUnknown", "RangeResult",
+           "RequestRefused", "Unavailable", "ZraftError"]

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zraft.client.admin import AdminCalls
+from zraft.client.data import DataCalls, KeyValue, RangeResult
 from zraft.client.errors import OutcomeUnknown, RequestRefused, Unavailable, ZraftError
 from zraft.transport import codec
 from zraft.transport.security import ClientKeys, client_socket
@@ -37,8 +38,8 @@ from zraft.transport.zmq_transport import tune_tcp
 if TYPE_CHECKING:
     pass
 
-__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "OutcomeUnknown", "RequestRefused", "Unavailable",
-           "ZraftError"]
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "KeyValue", "OutcomeUnknown", "RangeResult",
+           "RequestRefused", "Unavailable", "ZraftError"]
 
 DEFAULT_DEADLINE = 10.0
 ATTEMPT_TIMEOUT = 1.0
@@ -58,7 +59,7 @@ def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
 
-class Client(AdminCalls):
+class Client(AdminCalls, DataCalls):
     def __init__(self, nodes: Iterable[str], deadline: float = DEFAULT_DEADLINE,
                  attempt_timeout: float = ATTEMPT_TIMEOUT, client_id: int | None = None,
                  keys: ClientKeys | None = None) -> None:
@@ -123,14 +124,17 @@ class Client(AdminCalls):
 
     # ------------------------------------------------------------------ operations
 
-    def put(self, key: bytes | str, value: bytes | str) -> None:
-        self._write("put", _b(key), _b(value))
+    def put(self, key: bytes | str, value: bytes | str) -> int:
+        """Set ``key`` to ``value``; returns the revision of the write (the key's new ``mod_revision``)."""
+        return self._write("put", _b(key), _b(value))
 
-    def append(self, key: bytes | str, value: bytes | str) -> None:
-        self._write("append", _b(key), _b(value))
+    def append(self, key: bytes | str, value: bytes | str) -> int:
+        """Append ``value`` to ``key``'s value (a missing key is empty); returns the revision of the write."""
+        return self._write("append", _b(key), _b(value))
 
-    def delete(self, key: bytes | str) -> None:
-        self._write("delete", _b(key), b"")
+    def delete(self, key: bytes | str) -> int:
+        """Delete ``key`` (nothing to do if it is not there); returns the revision the store was left at."""
+        return self._write("delete", _b(key), b"")
 
     def get(self, key: bytes | str, stale: bool = False) -> bytes | None:
         """A linearizable read; with ``stale=True`` any node answers from its own state, possibly out of date."""
@@ -326,14 +330,18 @@ class Client(AdminCalls):
 
     # ------------------------------------------------------------------ machinery
 
-    def _write(self, op: str, key: bytes, value: bytes) -> None:
+    def _write(self, op: str, key: bytes, value: bytes) -> int:
+        """A write in this session, retried until answered; returns its revision (0 from a cluster that has not
+        begun revisions)."""
         self._seq += 1
         seq = self._seq
         self._unfinished.add(seq)
         ack = min(self._unfinished)
         try:
-            self._call({"op": op, "key": key, "value": value, "client": self.client_id, "seq": seq, "ack": ack},
-                       write=True)
+            r = self._call({"op": op, "key": key, "value": value, "client": self.client_id, "seq": seq, "ack": ack},
+                           write=True)
+            rev: int = r.get("rev", 0)
+            return rev
         except OutcomeUnknown:
             self.new_session()
             raise

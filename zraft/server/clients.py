@@ -33,6 +33,7 @@ from zraft.transport.requests import (
     Get,
     Members,
     Promote,
+    Range,
     Remove,
     Request,
     Status,
@@ -67,6 +68,8 @@ class PendingRead:
     arrived: float = 0.0
     backup: bool = False
     """A backup's read point, not a get."""
+    query: Range | None = None
+    """A range read, not a get (answered by ``StateMachine.query``)."""
 
 
 M = TypeVar("M", bound=StateMachine)
@@ -191,6 +194,11 @@ class ClientRequests(Generic[M]):
                 # Every get of this loop pass shares one read index (``end_input``): one leadership round at a
                 # leader, one READ_INDEX message from a follower, whatever the number of reads.
                 self._read_group.append(PendingRead(identity, rid, key, batched, self._arrived))
+            case Range(stale=stale):
+                if stale:
+                    self._reply(identity, {"id": rid, **self.machine.query(req)}, batched)
+                    return
+                self._read_group.append(PendingRead(identity, rid, b"", batched, self._arrived, query=req))
             case ProbeRequest():
                 self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
                                        "term": self.raft.term, **self._leader_info()}, batched)

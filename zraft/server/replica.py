@@ -403,6 +403,10 @@ class Replica(ClientRequests[M]):
                 if pr.backup:
                     self.backups.confirmed(pr.identity, pr.req_id, pr.batched, rs.index)
                     continue
+                if pr.query is not None:
+                    self._reply(pr.identity, {"id": pr.req_id, **self.machine.query(pr.query)}, pr.batched)
+                    runs.add("range", pr.arrived)
+                    continue
                 self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
                 runs.add("get", pr.arrived)
         runs.flush()

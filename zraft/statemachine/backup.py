@@ -65,9 +65,12 @@ def inspect(path: str, full: bool = False) -> BackupInfo:
     try:
         head = msgpack.Unpacker(raw=False, strict_map_key=False)
         head.feed(disk.read_range(f.path, f.data_offset, min(f.data_len, 64)))
-        fmt, applied, keys, sessions = next(head)
-        if fmt not in (3, kv.SNAPSHOT_FORMAT):  # what backups were written in (1 and 2 only ever in old snapshots)
-            raise ValueError(f"store format {fmt}; this zraft reads backups in formats 3 and {kv.SNAPSHOT_FORMAT}")
+        first = next(head)
+        if type(first) is not list or len(first) < 4:
+            raise ValueError("no header")
+        fmt, applied, keys, sessions = first[:4]
+        if fmt not in (3, 4, kv.SNAPSHOT_FORMAT):  # what backups were written in (1 and 2 only in old snapshots)
+            raise ValueError(f"store format {fmt}; this zraft reads backups in formats 3 to {kv.SNAPSHOT_FORMAT}")
         if applied != snap.index or type(keys) is not int or type(sessions) is not int:
             raise ValueError("its header disagrees with its metadata")
     except (ValueError, TypeError, StopIteration, msgpack.UnpackException) as e:

@@ -35,7 +35,18 @@ import msgpack
 from msgpack import unpackb
 from sortedcontainers import SortedList
 
-from zraft.transport.requests import Append, Delete, GetDel, Incr, MSet, Put, Write
+from zraft.transport.requests import (
+    MAX_RANGE_BYTES,
+    MAX_RANGE_KEYS,
+    Append,
+    Delete,
+    GetDel,
+    Incr,
+    MSet,
+    Put,
+    Range,
+    Write,
+)
 
 if TYPE_CHECKING:
     from zraft.statemachine.kvsnapshot import SnapshotImage
@@ -285,9 +296,11 @@ class KVStore:
             self.shards[crc32(k) >> SHARD_SHIFT][k] = v
         self.index = SortedList(data)
 
-    def range(self, start: bytes, end: bytes | None, limit: int, max_bytes: int) -> tuple[list[bytes], int]:
+    def range(self, start: bytes, end: bytes | None, limit: int, max_bytes: int,
+              values: bool = True) -> tuple[list[bytes], int]:
         """The keys in ``[start, end)`` in order (``end`` None: to the last key), at most ``limit`` of them and
-        about ``max_bytes`` of keys and values (at least one), and how many keys the range holds in all."""
+        about ``max_bytes`` of keys and values (of keys alone if not ``values``; at least one key), and how many
+        keys the range holds in all."""
         index = self.index
         lo = index.bisect_left(start)
         hi = len(index) if end is None else index.bisect_left(end)
@@ -297,8 +310,10 @@ class KVStore:
         size = 0
         shards = self.shards
         for k in index.islice(lo, min(hi, lo + limit)):
-            e = shards[crc32(k) >> SHARD_SHIFT][k]
-            size += len(k) + len(e[0] if isinstance(e, tuple) else e)
+            size += len(k)
+            if values:
+                e = shards[crc32(k) >> SHARD_SHIFT][k]
+                size += len(e[0] if isinstance(e, tuple) else e)
             if keys and size > max_bytes:
                 break
             keys.append(k)
@@ -366,6 +381,17 @@ class KVStore:
             case Append(key=key, length=True):
                 r["length"] = len(self.get(key) or b"")
         return r
+
+    def query(self, req: Range) -> dict[str, Any]:
+        """The answer to a read other than a get (a range), as of ``applied``: its fields beside the request id."""
+        keys, count = self.range(req.start, req.end, 0 if req.count_only else req.limit or MAX_RANGE_KEYS,
+                                 MAX_RANGE_BYTES, not req.keys_only)
+        shards = self.shards
+        kvs = []
+        for k in keys:
+            v, c, m, ver = meta_of(shards[crc32(k) >> SHARD_SHIFT][k])
+            kvs.append([k, None if req.keys_only else v, c, m, ver])
+        return {"ok": True, "rev": self.revision, "kvs": kvs, "count": count, "more": count > len(kvs)}
 
     def leader_commands(self) -> list[bytes]:
         """What a new leader proposes at the start of its term: the start of revisions, if they have not begun."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
-from zraft.transport.requests import Write
+from zraft.transport.requests import Range, Write
 
 
 class Image(Protocol):
@@ -80,6 +80,11 @@ class StateMachine(Protocol):
 
     def get(self, key: bytes) -> bytes | None:
         """A key's value as of ``applied`` (a read the replica has made linearizable, or a stale read)."""
+        ...
+
+    def query(self, req: Range) -> dict[str, Any]:
+        """The answer to a read other than a get (a range) as of ``applied`` (a read the replica has made
+        linearizable, or a stale read): its fields beside the request id."""
         ...
 
     def counts(self) -> tuple[int, int]:

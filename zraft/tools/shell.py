@@ -5,12 +5,12 @@
     python client_shell.py get mykey          # run one command and exit
     printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
 
-Commands: put K V, append K V, get K, delete K, status (status --json for scripts), leader, members, transfer N,
-backup FILE, help, quit; and for a
-launcher-made cluster kill N, pause N, resume N, restart N (process faults: watch an election happen) and add N,
-remove N (membership: start a node and make it a voter; remove a node and stop it). Keys and values are UTF-8
-text; a value is the rest of the line. put/append/delete/add/remove/transfer print OK, get prints the value or
-(nil), leader prints the leader's node id. Errors go to stderr and make the exit code non-zero.
+Commands: put K V, append K V, get K, delete K, range PREFIX, status (status --json for scripts), leader,
+members, transfer N, backup FILE, help, quit; and for a launcher-made cluster kill N, pause N, resume N, restart N
+(process faults: watch an election happen) and add N, remove N (membership: start a node and make it a voter;
+remove a node and stop it). Keys and values are UTF-8 text; a value is the rest of the line.
+put/append/delete/add/remove/transfer print OK, get prints the value or (nil), range the keys found and how many,
+leader prints the leader's node id. Errors go to stderr and make the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from zraft.transport.security import ClientKeys, KeysError, load_public
 HELP = """commands:
   put K V        store V under K                  append K V   append V to K's value
   get K          read K (linearizable)            delete K     remove K
+  range PREFIX   the keys that start with PREFIX ("" for all), in order: KEY: VALUE lines, then how many and
+                 the revision; range --from START [--to END] for the keys in [START, END); --limit N: the first N
   status         a table of every node            leader       the leader's node id
   status --json  every node's status as JSON (one line, for scripts)
   kill N         SIGKILL node N                   pause N      SIGSTOP node N
@@ -46,6 +48,33 @@ class Shell:
     def __init__(self, client: Client, cluster: launch.Cluster | None) -> None:
         self.client = client
         self.cluster = cluster
+
+    def _range(self, args: list[str]) -> str:
+        usage = "usage: range PREFIX [--limit N] or range --from START [--to END] [--limit N]"
+        opts: dict[str, str] = {}
+        rest: list[str] = []
+        it = iter(args)
+        for a in it:
+            if a in ("--from", "--to", "--limit"):
+                v = next(it, None)
+                if v is None or a in opts:
+                    raise ValueError(usage)
+                opts[a] = v
+            else:
+                rest.append(a)
+        limit = opts.get("--limit", "0")
+        if not limit.isdigit():
+            raise ValueError(usage)
+        if len(rest) == 1 and "--from" not in opts and "--to" not in opts:
+            r = self.client.range(prefix=rest[0], limit=int(limit))
+        elif not rest and "--from" in opts:
+            r = self.client.range(opts["--from"], opts.get("--to"), limit=int(limit))
+        else:
+            raise ValueError(usage)
+        lines = [f"{kv.key.decode(errors='replace')}: {(kv.value or b'').decode(errors='replace')}" for kv in r.kvs]
+        more = f", {r.count - len(r.kvs)} more not listed" if r.more else ""
+        lines.append(f"({len(r.kvs)} keys{more}; revision {r.revision})")
+        return "\n".join(lines)
 
     def _reconnect(self) -> None:
         """The cluster's nodes changed (add/remove): a client that knows the new list."""
@@ -77,6 +106,8 @@ class Shell:
             self._arity(cmd, args, 1, "KEY")
             v = self.client.get(args[0].encode())
             return "(nil)" if v is None else v.decode(errors="replace")
+        if cmd == "range":
+            return self._range(args)
         if cmd == "delete":
             self._arity(cmd, args, 1, "KEY")
             self.client.delete(args[0].encode())

@@ -24,6 +24,11 @@ MAX_MSET_PAIRS = 1024
 """Most key/value pairs in one mset (a client frame's arrays hold at most 2,048 items)."""
 MAX_BACKUP_CHUNK = 1 << 20
 """Most bytes of a backup file one ``backup_chunk`` answer carries."""
+MAX_RANGE_KEYS = 10_000
+"""Most keys one range answer lists (a ``limit`` of 0 means this many)."""
+MAX_RANGE_BYTES = 4 << 20
+"""About the most bytes of keys and values one range answer carries (always at least one key): past it the answer
+stops early and says ``more``."""
 
 
 class ProtocolError(Exception):
@@ -115,6 +120,27 @@ class Get(NamedTuple):
     stale: bool = False
 
 
+class Range(NamedTuple):
+    """The keys in ``[start, end)`` in key order (``end`` None: to the last key), with their values and revisions:
+    at most ``limit`` (0: ``MAX_RANGE_KEYS``); ``keys_only`` without values, ``count_only`` just how many.
+    Linearizable, or at once from the receiving node's state when ``stale``. On the wire ``prefix: true`` asks for
+    the keys that start with ``key`` (``end`` is then ``prefix_end(key)``)."""
+
+    id: int
+    start: bytes
+    end: bytes | None = None
+    limit: int = 0
+    keys_only: bool = False
+    count_only: bool = False
+    stale: bool = False
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The first key after every key that starts with ``prefix`` (None: there is none, the range goes to the end)."""
+    p = prefix.rstrip(b"\xff")
+    return p[:-1] + bytes([p[-1] + 1]) if p else None
+
+
 class Status(NamedTuple):
     id: int
 
@@ -173,13 +199,14 @@ Write = Put | Append | Delete | Incr | GetDel | MSet
 """A request that changes the store: it goes through the log, in a session."""
 MemberChange = AddLearner | Promote | Remove | Transfer
 """A request that changes the membership or moves leadership (leader only)."""
-Request = Write | Get | Status | Probe | Members | MemberChange | Backup | BackupChunk | BackupEnd
+Request = Write | Get | Range | Status | Probe | Members | MemberChange | Backup | BackupChunk | BackupEnd
 WRITES = (Put, Append, Delete, Incr, GetDel, MSet)
 """``isinstance(req, WRITES)``: a ``Write``."""
 KINDS: dict[str, type] = {
     "put": Put, "append": Append, "delete": Delete, "get": Get, "status": Status, "probe": Probe, "members": Members,
     "add_learner": AddLearner, "promote": Promote, "remove": Remove, "transfer": Transfer, "backup": Backup,
-    "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet}
+    "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet,
+    "range": Range}
 """Every request type, by its wire ``op``."""
 OPS = tuple(KINDS)
 OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
@@ -251,6 +278,8 @@ def from_wire(req: dict[str, Any]) -> Request:
         return Delete(rid, *session, key) if kind is Delete else GetDel(rid, *session, key)
     if kind is Get:
         return Get(rid, _bin(req, "key"), req.get("stale") is True)
+    if kind is Range:
+        return _range(req, rid)
     if kind in (Promote, Remove, Transfer, AddLearner):
         node = req.get("node")
         if type(node) is not int or not 0 < node <= MAX_TERM:
@@ -272,7 +301,7 @@ def from_wire(req: dict[str, Any]) -> Request:
     return plain
 
 
-_WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len"}
+_WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len", (Range, "start"): "key"}
 """Record fields named otherwise on the wire."""
 
 
@@ -290,6 +319,24 @@ def to_wire(r: Request) -> dict[str, Any]:
 def with_session(r: Write, client: int, seq: int, ack: int) -> Write:
     """``r`` in session ``client`` as its write ``seq`` (every write below ``ack`` answered)."""
     return r._replace(client=client, seq=seq, ack=ack)
+
+
+def _range(req: dict[str, Any], rid: int) -> Range:
+    start = _bin(req, "key")
+    for flag in ("keys_only", "count_only", "prefix"):
+        if type(req.get(flag, False)) is not bool:
+            raise ProtocolError(f"field {flag} must be a boolean")
+    if req.get("prefix"):
+        if req.get("end") is not None:
+            raise ProtocolError("a range is a prefix or has an end, not both")
+        end = prefix_end(start)
+    else:
+        end = req.get("end")
+        if end is not None and type(end) is not bytes:
+            raise ProtocolError("field end must be bytes (msgpack bin) or nil")
+    limit = _uint(req, "limit", MAX_RANGE_KEYS) if "limit" in req else 0
+    return Range(rid, start, end, limit, req.get("keys_only") is True, req.get("count_only") is True,
+                 req.get("stale") is True)
 
 
 def _uint(req: dict[str, Any], name: str, limit: int = MAX_INT) -> int:

@@ -1,0 +1,89 @@
+"""The client's calls on the data model beyond a key's value: range reads with revisions (and, on the same model,
+compare-and-swap and transactions).
+
+A part of ``Client`` (``client.py``): its methods run on the one client object; what they use of the rest is
+declared at the top of ``DataCalls``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from zraft.client.errors import ZraftError
+from zraft.transport.requests import prefix_end
+
+
+class KeyValue(NamedTuple):
+    """A key as a read found it: its value (None when only keys were asked for), the revision that made it, the
+    revision that last changed it, and how many times it was written since it was made."""
+
+    key: bytes
+    value: bytes | None
+    create_revision: int
+    mod_revision: int
+    version: int
+
+
+class RangeResult(NamedTuple):
+    kvs: list[KeyValue]
+    """The keys found, in key order."""
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as intended
+    """How many keys the range holds in all (more than ``len(kvs)`` when a limit cut the answer short)."""
+    more: bool
+    """Whether keys past the last one listed are in the range (ask again from just after it)."""
+    revision: int
+    """The store's revision the answer was read at."""
+
+
+def _b(x: bytes | str) -> bytes:
+    return x.encode() if isinstance(x, str) else x
+
+
+class DataCalls:
+    def _call(self, req: dict[str, Any], write: bool, any_node: bool = False,
+              attempt_timeout: float | None = None, deadline: float | None = None) -> dict[str, Any]:
+        raise NotImplementedError  # client.py
+
+    def range(self, start: bytes | str = b"", end: bytes | str | None = None, *, prefix: bytes | str | None = None,
+              limit: int = 0, keys_only: bool = False, count_only: bool = False,
+              stale: bool = False) -> RangeResult:
+        """The keys in ``[start, end)`` in key order (``end`` None: to the last key), or those that start with
+        ``prefix``, with their values and revisions. At most ``limit`` keys (0: as many as one answer carries,
+        ``requests.MAX_RANGE_KEYS``, and about 4 MiB); ``keys_only`` leaves the values out, ``count_only`` lists
+        nothing and says how many. Linearizable, or from any node's own state with ``stale=True``.
+
+            r = client.range(prefix="cfg/")
+            for kv in r.kvs: print(kv.key, kv.value, kv.mod_revision)
+        """
+        if prefix is not None:
+            if start or end is not None:
+                raise ValueError("give a prefix, or start and end, not both")
+            start, end = _b(prefix), prefix_end(_b(prefix))
+        req: dict[str, Any] = {"op": "range", "key": _b(start), "end": None if end is None else _b(end),
+                               "limit": limit, "keys_only": keys_only, "count_only": count_only, "stale": stale}
+        r = self._call(req, write=False, any_node=stale)
+        kvs = r.get("kvs", [])
+        count, rev = r.get("count"), r.get("rev")
+        if type(count) is not int or type(rev) is not int:
+            raise ZraftError(f"malformed range answer {r!r:.200}")
+        out = []
+        for item in kvs:
+            if (type(item) is not list or len(item) != 5 or type(item[0]) is not bytes
+                    or not (item[1] is None or type(item[1]) is bytes) or not all(type(n) is int for n in item[2:])):
+                raise ZraftError(f"malformed key in a range answer {item!r:.200}")
+            out.append(KeyValue(*item))
+        return RangeResult(out, count, r.get("more") is True, rev)
+
+    def prefix(self, prefix: bytes | str, stale: bool = False) -> dict[bytes, bytes]:
+        """Every key that starts with ``prefix`` and its value (read in as many answers as it takes, each
+        linearizable: the keys are not all read at one revision when it takes more than one)."""
+        out: dict[bytes, bytes] = {}
+        start, end = _b(prefix), prefix_end(_b(prefix))
+        while True:
+            r = self.range(start, end, stale=stale)
+            for kv in r.kvs:
+                assert kv.value is not None
+                out[kv.key] = kv.value
+            if not r.more or not r.kvs:
+                return out
+            start = r.kvs[-1].key + b"\0"
