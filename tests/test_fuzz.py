@@ -115,7 +115,10 @@ REQUESTS = [
     requests.MSet(6, 5, 6, 1, (b"a", b"1", b"b", b"2")), requests.Get(7, b"k", stale=True), requests.Status(8),
     requests.Probe(9), requests.Members(10), requests.AddLearner(11, 4, "127.0.0.1:7004"), requests.Promote(12, 4),
     requests.Remove(13, 4), requests.Transfer(14, 2), requests.Backup(15), requests.BackupChunk(16, 9, 2, 0, 4096),
-    requests.BackupEnd(17, 9, 2), requests.Range(18, b"a", b"b", 5, keys_only=True, count_only=True, stale=True)]
+    requests.BackupEnd(17, 9, 2), requests.Range(18, b"a", b"b", 5, keys_only=True, count_only=True, stale=True),
+    requests.Txn(19, 5, 7, 1, (requests.Compare(b"k", "value", "=", b"v"), requests.Compare(b"k", "version", ">", 2)),
+                 (requests.TxnOp("put", b"k", b"w"), requests.TxnOp("delete_range", b"a", None),
+                  requests.TxnOp("range", b"a", b"b", 3)), (requests.TxnOp("get", b"k"),))]
 """One request of every kind, with its options set."""
 
 
@@ -292,5 +295,24 @@ def test_a_range_is_a_prefix_or_has_an_end_and_its_fields_are_checked() -> None:
     for bad, why in [({"prefix": True, "end": b"x"}, "not both"), ({"end": "x"}, "end must be bytes"),
                      ({"limit": requests.MAX_RANGE_KEYS + 1}, "limit must be"), ({"limit": -1}, "limit must be"),
                      ({"keys_only": 1}, "keys_only must be a boolean"), ({"key": None}, "key must be bytes")]:
+        with pytest.raises(requests.ProtocolError, match=why):
+            wire(**bad)
+
+
+def test_a_transaction_s_compares_and_operations_are_checked() -> None:
+    def wire(**fields: Any) -> Any:
+        return requests.from_wire({"op": "txn", "id": 1, "client": 2, "seq": 3, "ack": 1, **fields})
+
+    assert wire() == requests.Txn(1, 2, 3, 1, (), ())  # nothing asked: an empty transaction, applied as one
+    assert wire(then=[["delete", b"k"]]).then == (requests.TxnOp("delete", b"k"),)
+    for bad, why in [
+            ({"if": [[b"k", "value", "=", 3]]}, "value compare's operand must be bytes"),
+            ({"if": [[b"k", "version", "=", b"3"]]}, "operand must be an unsigned integer"),
+            ({"if": [[b"k", "size", "=", 3]]}, "target is one of"), ({"if": [[b"k", "mod_revision", ">=", 3]]}, "cmp"),
+            ({"if": [[b"k", "value", "="]]}, "a compare is"), ({"if": "x"}, "field if must be a list"),
+            ({"then": [["put", b"k"]]}, "a put in a transaction"), ({"then": [["get", b"k", b"x"]]}, "a get in"),
+            ({"then": [["incr", b"k"]]}, "kind one of"), ({"else": [["range", b"a", None, -1]]}, "limit"),
+            ({"then": [["delete", b"k", None, 3]]}, "only a range has one"),
+            ({"then": [["get", b"k"]] * (requests.MAX_TXN_OPS + 1)}, "at most 128")]:
         with pytest.raises(requests.ProtocolError, match=why):
             wire(**bad)

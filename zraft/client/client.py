@@ -333,15 +333,18 @@ class Client(AdminCalls, DataCalls):
     def _write(self, op: str, key: bytes, value: bytes) -> int:
         """A write in this session, retried until answered; returns its revision (0 from a cluster that has not
         begun revisions)."""
+        rev: int = self._session_call({"op": op, "key": key, "value": value}).get("rev", 0)
+        return rev
+
+    def _session_call(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Send the write ``req`` as this session's next one, retried (with the same sequence number) until it is
+        answered; returns the answer."""
         self._seq += 1
         seq = self._seq
         self._unfinished.add(seq)
         ack = min(self._unfinished)
         try:
-            r = self._call({"op": op, "key": key, "value": value, "client": self.client_id, "seq": seq, "ack": ack},
-                           write=True)
-            rev: int = r.get("rev", 0)
-            return rev
+            return self._call({**req, "client": self.client_id, "seq": seq, "ack": ack}, write=True)
         except OutcomeUnknown:
             self.new_session()
             raise

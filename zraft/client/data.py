@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from zraft.client.errors import ZraftError
-from zraft.transport.requests import prefix_end
+from zraft.transport.requests import Compare, TxnOp, prefix_end
 
 
 class KeyValue(NamedTuple):
@@ -35,6 +35,16 @@ class RangeResult(NamedTuple):
     """The store's revision the answer was read at."""
 
 
+class TxnResult(NamedTuple):
+    succeeded: bool
+    """Whether every compare held (then the ``then`` operations ran, else the ``else`` ones)."""
+    results: list[Any]
+    """One per operation run: None (put), keys removed (delete, delete_range), ``KeyValue`` or None (get),
+    ``RangeResult`` (range)."""
+    revision: int
+    """The revision the transaction was applied at (the store's, if it changed nothing)."""
+
+
 def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
@@ -43,6 +53,30 @@ class DataCalls:
     def _call(self, req: dict[str, Any], write: bool, any_node: bool = False,
               attempt_timeout: float | None = None, deadline: float | None = None) -> dict[str, Any]:
         raise NotImplementedError  # client.py
+
+    def _session_call(self, req: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError  # client.py
+
+    def txn(self, compares: list[Compare], then: list[TxnOp], otherwise: list[TxnOp] | None = None) -> TxnResult:
+        """If every compare holds, run ``then``, else ``otherwise``: atomically, as one write, applied once even
+        when retried. Build the compares and operations with ``zraft.client.txn`` (its docstring has an
+        example)."""
+        r = self._session_call({"op": "txn", "if": [list(c) for c in compares], "then": [list(o) for o in then],
+                                "else": [list(o) for o in otherwise or []]})
+        ops = then if r.get("succeeded") else otherwise or []
+        results = r.get("results")
+        rev = r.get("rev")
+        if type(results) is not list or len(results) != len(ops) or type(rev) is not int:
+            raise ZraftError(f"malformed transaction answer {r!r:.200}")
+        return TxnResult(r.get("succeeded") is True, [_result(o, x, rev) for o, x in zip(ops, results, strict=True)],
+                         rev)
+
+    def cas(self, key: bytes | str, expect: bytes | str | None, new: bytes | str) -> bool:
+        """Compare-and-swap: set ``key`` to ``new`` if its value is ``expect`` (None: if it is absent); whether it
+        did."""
+        k = _b(key)
+        cond = Compare(k, "version", "=", 0) if expect is None else Compare(k, "value", "=", _b(expect))
+        return self.txn([cond], [TxnOp("put", k, _b(new))]).succeeded
 
     def range(self, start: bytes | str = b"", end: bytes | str | None = None, *, prefix: bytes | str | None = None,
               limit: int = 0, keys_only: bool = False, count_only: bool = False,
@@ -66,13 +100,9 @@ class DataCalls:
         count, rev = r.get("count"), r.get("rev")
         if type(count) is not int or type(rev) is not int:
             raise ZraftError(f"malformed range answer {r!r:.200}")
-        out = []
-        for item in kvs:
-            if (type(item) is not list or len(item) != 5 or type(item[0]) is not bytes
-                    or not (item[1] is None or type(item[1]) is bytes) or not all(type(n) is int for n in item[2:])):
-                raise ZraftError(f"malformed key in a range answer {item!r:.200}")
-            out.append(KeyValue(*item))
-        return RangeResult(out, count, r.get("more") is True, rev)
+        if type(kvs) is not list:
+            raise ZraftError(f"malformed range answer {r!r:.200}")
+        return RangeResult([_kv(item) for item in kvs], count, r.get("more") is True, rev)
 
     def prefix(self, prefix: bytes | str, stale: bool = False) -> dict[bytes, bytes]:
         """Every key that starts with ``prefix`` and its value (read in as many answers as it takes, each
@@ -87,3 +117,23 @@ class DataCalls:
             if not r.more or not r.kvs:
                 return out
             start = r.kvs[-1].key + b"\0"
+
+
+def _kv(item: Any) -> KeyValue:
+    if (type(item) is not list or len(item) != 5 or type(item[0]) is not bytes
+            or not (item[1] is None or type(item[1]) is bytes) or not all(type(n) is int for n in item[2:])):
+        raise ZraftError(f"malformed key in an answer {item!r:.200}")
+    return KeyValue(*item)
+
+
+def _result(op: TxnOp, x: Any, rev: int) -> Any:
+    """One operation's result in a transaction's answer, checked and made readable."""
+    if op.kind == "put" and x is None:
+        return None
+    if op.kind in ("delete", "delete_range") and type(x) is int:
+        return x
+    if op.kind == "get":
+        return None if x is None else _kv([op.key, *x]) if type(x) is list else _kv(x)
+    if op.kind == "range" and type(x) is list and len(x) == 3 and type(x[0]) is list and type(x[1]) is int:
+        return RangeResult([_kv(i) for i in x[0]], x[1], x[2] is True, rev)
+    raise ZraftError(f"malformed {op.kind} result in a transaction answer {x!r:.200}")

@@ -259,23 +259,32 @@ def decode(payload: bytes, max_bytes: int = MAX_PEER_MESSAGE, peer: bool = True)
         raise ProtocolError(f"client request of {n} bytes is over the limit of {MAX_CLIENT_MESSAGE}")
     if len(body) != 2 or not isinstance(body[1], dict):
         raise ProtocolError('a client message is ["C", {request map}] or ["C", [request map, ...]]')
-    return "client", from_wire(body[1])
+    req = _validate_item(body[1])
+    if isinstance(req, ProtocolError):
+        raise req  # with the request's id, when it has one: the answer names it
+    return "client", req
 
 
 class _TooMany(Exception):
     pass
 
 
+MAX_CLIENT_ARRAYS = 8192
+"""Most arrays in one client frame over ``HOOKED_CLIENT_FRAME`` bytes: the envelope, a batch, an mset's pairs, a
+transaction's compares and operations (one transaction holds at most 3 + 3 * ``MAX_TXN_OPS``); a batch of larger
+transactions than that is sent in several frames."""
+
+
 def _unpack_client(payload: bytes) -> Any:
-    """Decode a client frame: at most two arrays (the envelope and a batch) and MAX_BATCH maps (no valid request
-    holds more), strings and binaries no longer than a frame may be."""
+    """Decode a client frame: at most ``MAX_CLIENT_ARRAYS`` arrays and MAX_BATCH maps (no valid request holds more),
+    strings and binaries no longer than a frame may be."""
     kw: dict[str, Any] = {}
     if len(payload) > HOOKED_CLIENT_FRAME:
         counts = [0, 0]
 
         def on_list(x: list[Any]) -> list[Any]:
             counts[0] += 1
-            if counts[0] > 2:
+            if counts[0] > MAX_CLIENT_ARRAYS:
                 raise _TooMany("arrays")
             return x
 

@@ -109,6 +109,50 @@ class MSet(NamedTuple):
     pairs: tuple[bytes, ...]
 
 
+class Compare(NamedTuple):
+    """A transaction's condition on ``key``: its ``target`` (``value``, ``version``, ``create_revision`` or
+    ``mod_revision``; 0 for a key that is not there, whose value compares false whatever the operator) against
+    ``operand`` (bytes for a value, an integer for the others) with ``cmp`` (``=``, ``!=``, ``<``, ``>``; values
+    compare bytewise). On the wire: ``[key, target, cmp, operand]``."""
+
+    key: bytes
+    target: str
+    cmp: str
+    operand: bytes | int
+
+
+class TxnOp(NamedTuple):
+    """One operation of a transaction. On the wire: ``["put", key, value]``, ``["delete", key]``, ``["delete_range",
+    start, end]`` (``end`` nil: to the last key), ``["get", key]`` or ``["range", start, end, limit]``."""
+
+    kind: str
+    key: bytes
+    arg: bytes | None = None
+    """The value of a put; the end of a range or delete_range."""
+    limit: int = 0
+    """A range's limit (0: ``MAX_RANGE_KEYS``)."""
+
+
+class Txn(NamedTuple):
+    """If every compare holds, ``then``'s operations, else ``otherwise``'s (wire fields ``if``, ``then``, ``else``),
+    in order (each sees the ones before), as one write: atomically, at one revision, once."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    compares: tuple[Compare, ...]
+    then: tuple[TxnOp, ...]
+    otherwise: tuple[TxnOp, ...] = ()
+
+
+TARGETS = ("value", "version", "create_revision", "mod_revision")
+CMPS = ("=", "!=", "<", ">")
+TXN_OPS = ("put", "delete", "delete_range", "get", "range")
+MAX_TXN_OPS = 128
+"""Most compares, and most operations in each branch, of one transaction."""
+
+
 # ---------------------------------------------------------------------- reads and node operations
 
 
@@ -195,18 +239,18 @@ class BackupEnd(NamedTuple):
     term: int
 
 
-Write = Put | Append | Delete | Incr | GetDel | MSet
+Write = Put | Append | Delete | Incr | GetDel | MSet | Txn
 """A request that changes the store: it goes through the log, in a session."""
 MemberChange = AddLearner | Promote | Remove | Transfer
 """A request that changes the membership or moves leadership (leader only)."""
 Request = Write | Get | Range | Status | Probe | Members | MemberChange | Backup | BackupChunk | BackupEnd
-WRITES = (Put, Append, Delete, Incr, GetDel, MSet)
+WRITES = (Put, Append, Delete, Incr, GetDel, MSet, Txn)
 """``isinstance(req, WRITES)``: a ``Write``."""
 KINDS: dict[str, type] = {
     "put": Put, "append": Append, "delete": Delete, "get": Get, "status": Status, "probe": Probe, "members": Members,
     "add_learner": AddLearner, "promote": Promote, "remove": Remove, "transfer": Transfer, "backup": Backup,
     "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet,
-    "range": Range}
+    "range": Range, "txn": Txn}
 """Every request type, by its wire ``op``."""
 OPS = tuple(KINDS)
 OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
@@ -262,6 +306,9 @@ def from_wire(req: dict[str, Any]) -> Request:
                     or not all(type(x) is bytes for x in pairs)):
                 raise ProtocolError(f"field pairs must be a list of 1 to {MAX_MSET_PAIRS} key, value pairs (bin)")
             return MSet(rid, *session, tuple(pairs))
+        if kind is Txn:
+            return Txn(rid, *session, tuple(_compare(c) for c in _list(req, "if")),
+                       tuple(_txn_op(o) for o in _list(req, "then")), tuple(_txn_op(o) for o in _list(req, "else")))
         key = _bin(req, "key")
         if kind is Put:
             if req.get("nx") is True and req.get("xx") is True:
@@ -301,7 +348,8 @@ def from_wire(req: dict[str, Any]) -> Request:
     return plain
 
 
-_WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len", (Range, "start"): "key"}
+_WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len", (Range, "start"): "key", (Txn, "compares"): "if",
+                                            (Txn, "otherwise"): "else"}
 """Record fields named otherwise on the wire."""
 
 
@@ -312,13 +360,51 @@ def to_wire(r: Request) -> dict[str, Any]:
     for name, v in zip(r._fields, r, strict=True):
         if name in defaults and v == defaults[name]:
             continue
-        out[_WIRE_NAMES.get((type(r), name), name)] = list(v) if type(v) is tuple else v
+        out[_WIRE_NAMES.get((type(r), name), name)] = (
+            [list(x) if isinstance(x, tuple) else x for x in v] if type(v) is tuple else v)
     return out
 
 
 def with_session(r: Write, client: int, seq: int, ack: int) -> Write:
     """``r`` in session ``client`` as its write ``seq`` (every write below ``ack`` answered)."""
     return r._replace(client=client, seq=seq, ack=ack)
+
+
+def _list(req: dict[str, Any], name: str) -> list[Any]:
+    v = req.get(name, [])
+    if type(v) is not list or len(v) > MAX_TXN_OPS:
+        raise ProtocolError(f"field {name} must be a list of at most {MAX_TXN_OPS} items")
+    return v
+
+
+def _compare(c: Any) -> Compare:
+    if type(c) is not list or len(c) != 4 or type(c[0]) is not bytes:
+        raise ProtocolError("a compare is [key, target, cmp, operand]")
+    key, target, cmp, operand = c
+    if target not in TARGETS or cmp not in CMPS:
+        raise ProtocolError(f"a compare's target is one of {', '.join(TARGETS)}; its cmp one of {' '.join(CMPS)}")
+    if target == "value" and type(operand) is not bytes:
+        raise ProtocolError("a value compare's operand must be bytes (msgpack bin)")
+    if target != "value" and (type(operand) is not int or not 0 <= operand <= MAX_INT):
+        raise ProtocolError(f"a {target} compare's operand must be an unsigned integer")
+    return Compare(key, target, cmp, operand)
+
+
+def _txn_op(o: Any) -> TxnOp:
+    if type(o) is not list or not 2 <= len(o) <= 4 or o[0] not in TXN_OPS or type(o[1]) is not bytes:
+        raise ProtocolError(f"a transaction operation is [kind, key, ...] with kind one of {', '.join(TXN_OPS)}")
+    kind, key = o[0], o[1]
+    arg = o[2] if len(o) > 2 else None
+    limit = o[3] if len(o) > 3 else 0
+    if kind == "put" and type(arg) is not bytes:
+        raise ProtocolError("a put in a transaction is [\"put\", key, value]")
+    if arg is not None and type(arg) is not bytes:
+        raise ProtocolError(f"the third item of a {kind} is bytes or nil")
+    if kind in ("delete", "get") and arg is not None:
+        raise ProtocolError(f"a {kind} in a transaction is [\"{kind}\", key]")
+    if type(limit) is not int or not 0 <= limit <= MAX_RANGE_KEYS or (limit and kind != "range"):
+        raise ProtocolError(f"a range's limit is 0 to {MAX_RANGE_KEYS}, and only a range has one")
+    return TxnOp(kind, key, arg, limit)
 
 
 def _range(req: dict[str, Any], rid: int) -> Range:

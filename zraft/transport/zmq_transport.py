@@ -265,8 +265,8 @@ class ZmqTransport:
                 kind, msg = codec.decode(payload, peer=user is None or user.startswith("node-"))
             except codec.ProtocolError as e:
                 self.refused("bad_message", "node=%d event=bad_message from=%r error=%s", self.id, identity[:32], e)
-                self.answer(identity, [{"id": 0, "ok": False, "error": codec.Err.BAD_REQUEST, "message": str(e)}],
-                            False)
+                self.answer(identity, [{"id": e.req_id, "ok": False, "error": codec.Err.BAD_REQUEST,
+                                        "message": str(e)}], False)
                 continue
             if secure and kind in PEER_KINDS and user != f"node-{msg.src}":
                 self.refused("impersonation", "node=%d event=bad_message error=%s sent a message as node %d",

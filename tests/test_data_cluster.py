@@ -1,13 +1,14 @@
-"""Revisions and range reads through a running cluster: what a client sees (every answer's revision, a key's
-revisions, keys in order by prefix or range, limits, counts), from followers too, and after every node restarts
-(from snapshots and the log)."""
+"""Revisions, range reads and transactions through a running cluster: what a client sees (every answer's revision,
+a key's revisions, keys in order by prefix or range, limits, counts; compare-and-swap and transactions, once each
+when retried), from followers too, and after every node restarts (from snapshots and the log)."""
 
 from __future__ import annotations
 
 import pytest
 from clusterutil import stop_cluster, wait_until
 
-from zraft.client import RequestRefused
+from zraft.client import KeyValue, RequestRefused
+from zraft.client import txn as t
 from zraft.tools import launch
 from zraft.tools.shell import Shell
 
@@ -57,3 +58,32 @@ def test_revisions_and_range_reads_through_a_cluster_and_a_restart(cluster: laun
     finally:
         stop_cluster(again)
 
+
+
+def test_compare_and_swap_and_transactions_through_a_cluster(cluster: launch.Cluster) -> None:
+    with cluster.client() as cl, cluster.client() as other:
+        assert cl.cas("lock", None, "me") is True  # absent: taken
+        assert other.cas("lock", None, "you") is False
+        assert other.cas("lock", "me", "you") is True
+        assert cl.get("lock") == b"you"
+        rev = cl.put("config", "v1")
+        r = cl.txn([t.value("config") == b"v1", t.mod_revision("config") == rev],
+                   [t.put("config", "v2"), t.put("config/changed", "yes"), t.get("config")],
+                   [t.get("config")])
+        assert r.succeeded and r.revision == rev + 1
+        assert r.results == [None, None, KeyValue(b"config", b"v2", rev, rev + 1, 2)]
+        r = other.txn([t.mod_revision("config") == rev], [t.put("config", "stale")], [t.get_range(prefix="config")])
+        assert not r.succeeded and r.revision == rev + 1
+        assert [kv.key for kv in r.results[0].kvs] == [b"config", b"config/changed"] and r.results[0].count == 2
+        r = cl.txn([], [t.delete_range(prefix="config"), t.delete("lock")])
+        assert r.results == [2, 1] and cl.range(prefix="", count_only=True).count == 0
+        with pytest.raises(RequestRefused, match="kind one of"):
+            cl._session_call({"op": "txn", "then": [["incr", b"k"]]})
+        # A transaction whose answer was lost is retried with the same sequence number: applied once.
+        cl._seq += 1
+        req = {"op": "txn", "if": [[b"n", "version", "=", 0]], "then": [["put", b"n", b"1"]],
+               "else": [["get", b"n"]], "client": cl.client_id, "seq": cl._seq, "ack": cl._seq}
+        first = cl._call(dict(req), write=True)
+        again = cl._call(dict(req), write=True)
+        assert first["succeeded"] is True and again["succeeded"] is True and again["rev"] == first["rev"]
+        assert cl.range("n", "o").kvs[0].version == 1
