@@ -60,20 +60,24 @@ def _decodes_or_protocol_error(payload: bytes) -> None:
                 _assert_well_typed(r)
 
 
-def _assert_well_typed(r: object) -> None:
+def _assert_well_typed(r: object, top: bool = True) -> None:
     """A decoded request is one of the request records, each field of the type it declares (the node reads them
-    without checking again), its unsigned fields in range."""
-    assert type(r) in requests.OP_OF
+    without checking again; a transaction's compares and operations too), its unsigned fields in range."""
+    assert not top or type(r) in requests.OP_OF
     assert isinstance(r, tuple)
     hints = typing.get_type_hints(type(r))
     for name, v in zip(type(r)._fields, r, strict=True):  # type: ignore[attr-defined]
         want = typing.get_origin(hints[name]) or hints[name]
-        if want is types.UnionType:  # an optional field (bytes | None)
+        if want is types.UnionType:  # bytes | None, bytes | int
             assert type(v) in typing.get_args(hints[name]), (type(r).__name__, name, v)
             continue
         assert type(v) is want, (type(r).__name__, name, v)
         if want is tuple:
-            assert all(type(x) is bytes for x in v)
+            item = typing.get_args(hints[name])[0]
+            for x in v:
+                assert type(x) is item, (name, x)
+                if item is not bytes:
+                    _assert_well_typed(x, top=False)
         if want is int and name != "by":
             assert 0 <= v <= codec.MAX_INT, (name, v)
 

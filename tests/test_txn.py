@@ -127,3 +127,13 @@ def test_a_big_read_in_a_transaction_is_bounded_and_not_kept_for_a_retry(monkeyp
     a = _txn(s, [], [t.get_range(prefix="r/")], seq=5001)
     assert a["succeeded"] is True
     assert _txn(s, [], [t.get_range(prefix="r/")], seq=5001)["status"] == kv.RESULT_LOST
+
+
+def test_append_in_a_transaction_and_one_past_the_limit_undoes_the_rest() -> None:
+    s = _store()
+    a = _txn(s, [], [t.append("l", "1;"), t.append("l", "2;"), t.get("l")])
+    assert a["results"][:2] == [None, None] and a["results"][2][0] == b"1;2;"
+    _put(s, b"big", b"v" * (kv.MAX_VALUE_BYTES - 1))
+    before = s.state()
+    a = _txn(s, [], [t.append("l", "3;"), t.append("big", "vv")])
+    assert a["status"] == kv.TOO_LARGE and s.state()[1:3] == before[1:3]

@@ -39,7 +39,7 @@ class TxnResult(NamedTuple):
     succeeded: bool
     """Whether every compare held (then the ``then`` operations ran, else the ``else`` ones)."""
     results: list[Any]
-    """One per operation run: None (put), keys removed (delete, delete_range), ``KeyValue`` or None (get),
+    """One per operation run: None (put, append), keys removed (delete, delete_range), ``KeyValue`` or None (get),
     ``RangeResult`` (range)."""
     revision: int
     """The revision the transaction was applied at (the store's, if it changed nothing)."""
@@ -128,7 +128,7 @@ def _kv(item: Any) -> KeyValue:
 
 def _result(op: TxnOp, x: Any, rev: int) -> Any:
     """One operation's result in a transaction's answer, checked and made readable."""
-    if op.kind == "put" and x is None:
+    if op.kind in ("put", "append") and x is None:
         return None
     if op.kind in ("delete", "delete_range") and type(x) is int:
         return x

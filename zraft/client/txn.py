@@ -12,8 +12,8 @@ A comparison's left side is one of ``value``, ``version``, ``create_revision``, 
 operator one of ``==``, ``!=``, ``<``, ``>``. A key that is not there has version, create and mod revision 0 (so
 ``t.version(k) == 0`` means "absent"), and its value compares false whatever the operator. The operations run in
 order, each seeing the ones before, all at one revision, atomically, once (a retried transaction is not applied
-twice). ``results`` has one item per operation run: None for a put, the number of keys removed for a delete and a
-delete_range, a ``KeyValue`` (or None) for a get, a ``RangeResult`` for a range.
+twice). ``results`` has one item per operation run: None for a put or an append, the number of keys removed for a
+delete and a delete_range, a ``KeyValue`` (or None) for a get, a ``RangeResult`` for a range.
 """
 
 from __future__ import annotations
@@ -78,6 +78,11 @@ def mod_revision(key: bytes | str) -> _Side:
 
 def put(key: bytes | str, val: bytes | str) -> TxnOp:
     return TxnOp("put", _b(key), _b(val))
+
+
+def append(key: bytes | str, val: bytes | str) -> TxnOp:
+    """Append ``val`` to ``key``'s value (a missing key is empty)."""
+    return TxnOp("append", _b(key), _b(val))
 
 
 def delete(key: bytes | str) -> TxnOp:

@@ -130,7 +130,7 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 MAX_DELETE_RANGE = 10_000
 """Most keys one delete_range of a transaction removes: a transaction whose delete_range holds more is refused
 (``TOO_LARGE``, nothing changed), so that no one entry stalls every node's loop (delete in pieces instead)."""
-T_PUT, T_DELETE, T_DELETE_RANGE, T_GET, T_RANGE = range(5)
+T_PUT, T_DELETE, T_DELETE_RANGE, T_GET, T_RANGE, T_APPEND = range(6)
 """A transaction operation's kind in the log (its index in ``requests.TXN_OPS``)."""
 V_VALUE, V_VERSION, V_CREATE, V_MOD = range(4)
 C_EQ, C_NE, C_LT, C_GT = range(4)
@@ -386,8 +386,8 @@ class KVStore:
         for ops in (req.then, req.otherwise):
             out = []
             for o in ops:
-                why = check_limits(o.key, o.arg or b"") if o.kind == "put" else check_limits(o.key)
-                if why or (o.arg is not None and len(o.arg) > MAX_KEY_BYTES and o.kind != "put"):
+                why = check_limits(o.key, o.arg or b"") if o.kind in ("put", "append") else check_limits(o.key)
+                if why or (o.arg is not None and len(o.arg) > MAX_KEY_BYTES and o.kind not in ("put", "append")):
                     return "too_large", why or f"a range's end is {len(o.arg or b'')} bytes; the limit is " \
                                                f"{MAX_KEY_BYTES}"
                 out.append([_TXN_OPS.index(o.kind), o.key, o.arg, o.limit])
@@ -663,14 +663,15 @@ class KVStore:
     def _apply_txn(self, value: bytes, img: SnapshotImage | None) -> int:
         """A transaction (``TXN``): its compares, then one branch's operations in order, at one revision (the next,
         if any of them changed the store); ``self.result`` its packed ``[succeeded, results]``. All or nothing: a
-        delete_range over ``MAX_DELETE_RANGE`` keys undoes the operations before it."""
+        delete_range over ``MAX_DELETE_RANGE`` keys, or an append past ``MAX_VALUE_BYTES``, undoes the operations
+        before it, and the transaction is refused (``TOO_LARGE``)."""
         try:
             cmps, then, otherwise = unpackb(value)
             ok = all(type(c) is list and len(c) == 4 and type(c[0]) is bytes and c[1] in (0, 1, 2, 3)
                      and c[2] in (0, 1, 2, 3) and type(c[3]) is (bytes if c[1] == V_VALUE else int) for c in cmps)
-            ok = ok and all(type(o) is list and len(o) == 4 and o[0] in (0, 1, 2, 3, 4) and type(o[1]) is bytes
+            ok = ok and all(type(o) is list and len(o) == 4 and o[0] in (0, 1, 2, 3, 4, 5) and type(o[1]) is bytes
                             and (o[2] is None or type(o[2]) is bytes) and type(o[3]) is int
-                            and len(o[1]) <= MAX_KEY_BYTES and (o[0] != T_PUT or type(o[2]) is bytes)
+                            and len(o[1]) <= MAX_KEY_BYTES and (o[0] not in (T_PUT, T_APPEND) or type(o[2]) is bytes)
                             for o in (*then, *otherwise))
         except Exception:
             ok = False
@@ -695,6 +696,17 @@ class KVStore:
                 undo.append((h, key, old))
                 self._put(h, key, arg if kind == T_PUT else None, img)
                 results.append(None if kind == T_PUT else 1)
+            elif kind == T_APPEND:
+                h = crc32(key) >> SHARD_SHIFT
+                old = shards[h].get(key)
+                old_value = b"" if old is None else old[0] if isinstance(old, tuple) else old
+                if len(old_value) + len(arg) > MAX_VALUE_BYTES:
+                    self._undo(undo)
+                    self.rev = before
+                    return TOO_LARGE
+                undo.append((h, key, old))
+                self._put(h, key, old_value + arg, img)
+                results.append(None)
             elif kind == T_DELETE_RANGE:
                 keys, count = self.range(key, arg, MAX_DELETE_RANGE + 1, 1 << 62, values=False)
                 if count > MAX_DELETE_RANGE:

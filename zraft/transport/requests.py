@@ -122,13 +122,14 @@ class Compare(NamedTuple):
 
 
 class TxnOp(NamedTuple):
-    """One operation of a transaction. On the wire: ``["put", key, value]``, ``["delete", key]``, ``["delete_range",
-    start, end]`` (``end`` nil: to the last key), ``["get", key]`` or ``["range", start, end, limit]``."""
+    """One operation of a transaction. On the wire: ``["put", key, value]``, ``["append", key, value]``, ``["delete",
+    key]``, ``["delete_range", start, end]`` (``end`` nil: to the last key), ``["get", key]`` or ``["range", start,
+    end, limit]``."""
 
     kind: str
     key: bytes
     arg: bytes | None = None
-    """The value of a put; the end of a range or delete_range."""
+    """The value of a put or append; the end of a range or delete_range."""
     limit: int = 0
     """A range's limit (0: ``MAX_RANGE_KEYS``)."""
 
@@ -148,7 +149,7 @@ class Txn(NamedTuple):
 
 TARGETS = ("value", "version", "create_revision", "mod_revision")
 CMPS = ("=", "!=", "<", ">")
-TXN_OPS = ("put", "delete", "delete_range", "get", "range")
+TXN_OPS = ("put", "delete", "delete_range", "get", "range", "append")
 MAX_TXN_OPS = 128
 """Most compares, and most operations in each branch, of one transaction."""
 
@@ -396,8 +397,8 @@ def _txn_op(o: Any) -> TxnOp:
     kind, key = o[0], o[1]
     arg = o[2] if len(o) > 2 else None
     limit = o[3] if len(o) > 3 else 0
-    if kind == "put" and type(arg) is not bytes:
-        raise ProtocolError("a put in a transaction is [\"put\", key, value]")
+    if kind in ("put", "append") and type(arg) is not bytes:
+        raise ProtocolError(f"a{'n' if kind == 'append' else ''} {kind} in a transaction is [\"{kind}\", key, value]")
     if arg is not None and type(arg) is not bytes:
         raise ProtocolError(f"the third item of a {kind} is bytes or nil")
     if kind in ("delete", "get") and arg is not None:
