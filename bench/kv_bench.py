@@ -7,7 +7,9 @@ Keys of 16 bytes, values of 32, as PUT commands through ``KVStore.apply`` (the c
 session, the garbage collector set up as a node sets it. Reported at each ``--report-every`` keys: the longest
 single apply so far; at the end: ns per apply (overwriting existing keys), ns per get, the time ``begin_snapshot``
 takes, and the longest stretch between two pieces of the image's serialization (what ``SnapshotJob.step`` may
-spend in one go beyond its budget).
+spend in one go beyond its budget); the process's resident memory once the keys are in (revisions on: every key
+an entry with its revisions, and in the ordered index); a range read of 1,000 keys in the middle (what one read
+costs the loop); and the store rebuilt from the snapshot's pieces (what a restart or an install costs).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+
+import psutil
 
 from zraft.server.node import GC_THRESHOLDS
 from zraft.statemachine import kv
@@ -29,6 +33,9 @@ def main() -> None:
     ap.add_argument("--gets", type=int, default=1_000_000)
     a = ap.parse_args()
     store = kv.KVStore()
+    for c in store.leader_commands():  # revisions begin, as a new leader of this release makes them
+        store.apply(store.applied + 1, c)
+    base = store.applied
     gc.set_threshold(*GC_THRESHOLDS)  # as a node does, freezing survivors between batches (it does once a second)
     clock = time.perf_counter
     worst = 0.0
@@ -41,7 +48,7 @@ def main() -> None:
         cmds = [enc(kv.PUT, 1, i + j + 1, i + j + 1, b"key%013d" % (i + j), VALUE) for j in range(batch)]
         t = clock()
         for j, c in enumerate(cmds):
-            store.apply(i + j + 1, c)
+            store.apply(base + i + j + 1, c)
             u = clock()
             if u - t > worst:
                 worst, worst_at = u - t, i + j
@@ -56,8 +63,11 @@ def main() -> None:
     cmds = [enc(kv.PUT, 1, i + j + 1, i + j + 1, b"key%013d" % ((j * 7919) % a.keys), VALUE) for j in range(n)]
     t = clock()
     for j, c in enumerate(cmds):
-        store.apply(i + j + 1, c)
+        store.apply(base + i + j + 1, c)
     apply_ns = (clock() - t) / n * 1e9
+    del cmds
+    gc.collect()
+    rss = psutil.Process().memory_info().rss
     i += n
     keys = [b"key%013d" % ((j * 104729) % a.keys) for j in range(a.gets)]
     get = store.get
@@ -65,6 +75,10 @@ def main() -> None:
     for k in keys:
         get(k)
     get_ns = (clock() - t) / len(keys) * 1e9
+    start = b"key%013d" % (a.keys // 2)
+    t = clock()
+    keys_read, count = store.range(start, None, 1000, 4 << 20)
+    range_ms = (clock() - t) * 1000
     t = clock()
     img = store.begin_snapshot()
     begin_ms = (clock() - t) * 1000
@@ -73,18 +87,26 @@ def main() -> None:
     size = 0
     it = img.chunks()
     t = t_all = clock()
+    kept = []
     for piece in it:
         u = clock()
         longest = max(longest, u - t)
         pieces += 1
         size += len(piece)
+        kept.append(piece)
         t = clock()
     serialize_s = clock() - t_all
     store.end_snapshot()
+    t = clock()
+    again = kv.KVStore.restore_chunks(kept)
+    restore_s = clock() - t
+    assert len(again) == len(store) and again.revision == store.revision
     print(f"\nkeys {a.keys:,}: apply (overwrite) {apply_ns:.0f} ns, get {get_ns:.0f} ns; longest single apply while "
           f"growing {worst * 1000:.1f} ms (at key {worst_at:,})")
     print(f"snapshot image: begin {begin_ms:.1f} ms; longest stretch between pieces {longest * 1000:.1f} ms; "
-          f"{pieces:,} pieces, {size / 1e6:.0f} MB, serialized in {serialize_s:.2f} s")
+          f"{pieces:,} pieces, {size / 1e6:.0f} MB, serialized in {serialize_s:.2f} s; restored in {restore_s:.2f} s")
+    print(f"resident memory {rss / 2**20:,.0f} MiB ({rss / a.keys:.0f} bytes per key); a range read of "
+          f"{len(keys_read)} keys of {count:,} in {range_ms:.2f} ms")
 
 
 if __name__ == "__main__":

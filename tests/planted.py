@@ -1,9 +1,9 @@
 """Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds
-(1-11), four more of the same classes (12-15), and two in the Redis server (16-17, caught by seeds with Redis
-clients). Each is a one-line change to the source; ``plant`` writes it
-into a copy of the package. The named test of each of 1-11 (``NAMED``) fails with it planted, and so does the
-simulator seed listed in ``SEEDS`` for each (test_sim_reach.py runs those); this tool finds which seeds of a range
-catch each bug:
+(1-11), four more of the same classes (12-15), two in the Redis server (16-17, caught by seeds with Redis
+clients) and two in transactions (18-19, caught by seeds with transaction clients). Each is a one-line change to
+the source; ``plant`` writes it into a copy of the package. The named test of each of 1-11 (``NAMED``) fails with
+it planted, and so does the simulator seed listed in ``SEEDS`` for each (test_sim_reach.py runs those); this tool
+finds which seeds of a range catch each bug:
 
     python tests/planted.py --seeds 400            # all bugs, seeds 0-399
     python tests/planted.py --bug 4 --seeds 1000   # one bug
@@ -80,14 +80,23 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
          "        if self.barrier_reads:\n"
          "            self._serve_reads(self.barrier_reads, {\"id\": 0, \"ok\": True})\n"
          "            self.barrier_reads = []\n        if self.barrier_reads:\n            rid = next(self._ids)\n"),
+    # Transactions' own mistakes, caught by the seeds' transaction clients (``TXN``) and their checkers.
+    18: ("a transaction's compares are not evaluated (every compare-and-swap succeeds)", "zraft/statemachine/kv.py",
+         "        succeeded = all(self._holds(c) for c in cmps)\n",
+         "        succeeded = all(self._holds(c) for c in cmps[:0])\n"),
+    19: ("a retried transaction is applied again", "zraft/statemachine/kv.py",
+         "        if cached is not None:  # a retry: answer again, apply nothing\n",
+         "        if cached is not None and op != TXN:  # a retry: answer again, apply nothing\n"),
 }
 """number -> (what it breaks, file, the correct text, the planted text)."""
 
-SEEDS: dict[int, int] = {1: 11, 2: 137, 3: 372, 4: 162, 5: 4, 6: 25, 7: 22, 8: 22, 9: 156, 10: 3, 11: 5, 12: 4,
-                         13: 66, 14: 2, 15: 350, 16: 3, 17: 0}
+SEEDS: dict[int, int] = {1: 11, 2: 278, 3: 580, 4: 162, 5: 4, 6: 38, 7: 25, 8: 59, 9: 188, 10: 3, 11: 5, 12: 4,
+                         13: 136, 14: 2, 15: 67, 16: 7, 17: 0, 18: 0, 19: 0}
 """A simulator seed that fails with each bug planted (and passes without it)."""
 REDIS: dict[int, int] = {16: 2, 17: 2}
 """Bugs whose seeds run with that many Redis clients (``zraft sim --redis N``: every node runs its Redis server)."""
+TXN: dict[int, int] = {18: 2, 19: 2}
+"""Bugs whose seeds run with that many transaction clients (``zraft sim --txn N``); the others' run with none."""
 
 NAMED = {
     1: "test_quorum_rules.py", 2: "test_quorum_rules.py", 3: "test_durability_rules.py",
@@ -109,11 +118,11 @@ def plant(n: int, dest: pathlib.Path) -> pathlib.Path:
     return dest
 
 
-def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2, redis: int = 0) -> list[int]:
+def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2, redis: int = 0, txn: int = 0) -> list[int]:
     """The seeds of ``first`` .. ``first + count - 1`` that fail, run with the package under ``where``."""
     r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seeds", str(count), "--first-seed", str(first),
-                        "--jobs", str(jobs), "-q", "--redis", str(redis)], cwd=where, capture_output=True, text=True,
-                       timeout=3600)
+                        "--jobs", str(jobs), "-q", "--redis", str(redis), "--txn", str(txn)], cwd=where,
+                       capture_output=True, text=True, timeout=3600)
     return [int(m) for m in re.findall(r"^FAIL seed (\d+)", r.stdout, re.M)]
 
 
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     missed = 0
     for n in a.bug or sorted(BUGS):
         with tempfile.TemporaryDirectory(prefix=f"zraft-bug{n}-") as tmp:
-            failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs, REDIS.get(n, 0))
+            failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs, REDIS.get(n, 0),
+                                TXN.get(n, 0))
         missed += not failing
         print(f"bug {n} ({BUGS[n][0]}): {len(failing)} of seeds {a.first_seed}-{a.first_seed + a.seeds - 1} "
               f"fail: {failing[:10]}", flush=True)

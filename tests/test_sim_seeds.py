@@ -78,6 +78,23 @@ def test_seeds_with_redis_clients() -> None:
     assert redis_ops > REDIS_SEEDS * 10
 
 
+TXN_SEEDS = 60
+
+
+def test_seeds_with_transaction_clients() -> None:
+    """Transaction clients run Elle's list-append transactions and compare-and-swap on registers while the faults
+    happen: the transactions must be strictly serializable (``zraft.tools.txncheck``), the registers linearizable,
+    every acknowledged append there once (tests/planted.py bugs 18 and 19 are transactions' own)."""
+    failures = []
+    txns = 0
+    for r in run_many(range(TXN_SEEDS), jobs=max(2, os.cpu_count() or 1), txn=2):
+        txns += r.txns
+        if not r.ok:
+            failures.append(f"seed {r.seed}: {r.error}\n  replay: {r.replay_command()}")
+    assert not failures, "\n".join(failures[:10])
+    assert txns > TXN_SEEDS * 30
+
+
 def test_replay_is_deterministic() -> None:
     a = run_seed(4242)
     b = run_seed(4242)
@@ -92,10 +109,13 @@ def test_replay_is_deterministic() -> None:
     b = run_seed(4242, redis=2)
     assert a.coverage.get("redis_forwarded") and (a.steps, a.messages, a.writes_ok, a.reads_ok, a.unknown) == (
         b.steps, b.messages, b.writes_ok, b.reads_ok, b.unknown)
+    a = run_seed(4242, txn=2)
+    b = run_seed(4242, txn=2)
+    assert a.txns and (a.steps, a.messages, a.txns, a.unknown) == (b.steps, b.messages, b.txns, b.unknown)
 
 
 def test_a_replay_command_runs_the_same_schedule_in_another_process() -> None:
-    """What ``replay_command`` prints (size, profile, membership, pipeline, Redis clients given explicitly) runs the
+    """What ``replay_command`` prints (size, profile, membership, pipeline, Redis and transaction clients) runs the
     seed's schedule again, in a fresh interpreter with another hash seed (no order may come from ``hash``)."""
     import random
     import subprocess
@@ -104,8 +124,8 @@ def test_a_replay_command_runs_the_same_schedule_in_another_process() -> None:
     from zraft.sim.runner import PIPELINE_SHARE
 
     seed = next(s for s in range(1000) if random.Random(f"pipe-{s}").random() < PIPELINE_SHARE and pick(s)[2])
-    r = run_seed(seed, redis=2)
-    assert r.window and r.membership
+    r = run_seed(seed, redis=2, txn=1)
+    assert r.window and r.membership and r.txn
     for hash_seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-m", *r.replay_command().split()],
                              env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True, text=True,

@@ -4,7 +4,9 @@
    connections, each its own client session (a random client id, sequence numbers from 1, the ack field the lowest
    unanswered one), each keeping D requests in flight in a closed loop: the answers read from a socket in one pass
    are followed by as many new requests, sent as one batch frame ["C", [request, ...]] (of at most 1,024). Writes
-   are puts; the mixed workload makes 90% of the requests linearizable gets, the read workload all of them. Keys "key0000".."key<K-1>", values of V bytes.
+   are puts; the mixed workload makes 90% of the requests linearizable gets, the read workload all of them; the txn
+   workload's writes are one-compare-one-put transactions (if the key's mod_revision < 2^62, which always holds,
+   then put). Keys "key0000".."key<K-1>", values of V bytes.
    With -rate R, each connection sends at most R/N requests a second (a paced run: latency at a given load).
    With -trace FILE, every request of the measured window slower than -trace-ms (default 8) is written to FILE as
    "<sent> <latency>" in seconds, sent on CLOCK_MONOTONIC (the clock of the nodes' time.monotonic), then a last line
@@ -193,7 +195,7 @@ static void skip(Rd *r, int depth) {
 
 #define MAX_BATCH 1024 /* requests in one frame, at most (the node's limit) */
 
-static int keys = 1000, value_len = 64, mixed = 0; /* mixed: 1 for 90% gets, 2 for gets only */
+static int keys = 1000, value_len = 64, mixed = 0; /* mixed: 1 for 90% gets, 2 for gets only, 3 for txns */
 static unsigned char *value;
 static uint64_t next_id = 1;
 static uint64_t rng = 88172645463325252ULL;
@@ -225,13 +227,25 @@ static void send_batch(Conn *c, int n, double t) {
         Req *q = &c->open[c->n_open++];
         q->id = next_id++;
         q->sent = t;
-        int get = mixed == 2 || (mixed && rand64() % 10 != 0);
+        int get = mixed == 2 || (mixed == 1 && rand64() % 10 != 0);
         if (get) {
             q->seq = 0;
             put1(&b, 0x83);
             put_str(&b, "op"); put_str(&b, "get");
             put_str(&b, "key"); put_bin(&b, key, (size_t)kl);
             put_str(&b, "id"); put_uint(&b, q->id);
+        } else if (mixed == 3) {
+            q->seq = ++c->seq;
+            put1(&b, 0x87);
+            put_str(&b, "op"); put_str(&b, "txn");
+            put_str(&b, "id"); put_uint(&b, q->id);
+            put_str(&b, "if"); put_array(&b, 1); put_array(&b, 4);
+            put_bin(&b, key, (size_t)kl); put_str(&b, "mod_revision"); put_str(&b, "<"); put_uint(&b, 1ULL << 62);
+            put_str(&b, "then"); put_array(&b, 1); put_array(&b, 3);
+            put_str(&b, "put"); put_bin(&b, key, (size_t)kl); put_bin(&b, value, (size_t)value_len);
+            put_str(&b, "client"); put_uint(&b, c->client);
+            put_str(&b, "seq"); put_uint(&b, q->seq);
+            put_str(&b, "ack"); put_uint(&b, ack);
         } else {
             q->seq = ++c->seq;
             put1(&b, 0x87);
@@ -335,7 +349,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "-rate")) rate = atof(v);
         else if (!strcmp(k, "-keys")) keys = atoi(v);
         else if (!strcmp(k, "-value")) value_len = atoi(v);
-        else if (!strcmp(k, "-workload")) mixed = !strcmp(v, "mixed") ? 1 : !strcmp(v, "read") ? 2 : 0;
+        else if (!strcmp(k, "-workload")) mixed = !strcmp(v, "mixed") ? 1 : !strcmp(v, "read") ? 2 : !strcmp(v, "txn") ? 3 : 0;
         else if (!strcmp(k, "-trace")) {
             trace = fopen(v, "w");
             if (!trace) {
@@ -350,7 +364,7 @@ int main(int argc, char **argv) {
     }
     if (!endpoint || conns < 1 || depth < 1 || keys < 1 || value_len < 0) {
         fprintf(stderr, "usage: zload -endpoint HOST:PORT [-conns N] [-depth D] [-warmup S] [-seconds S] "
-                        "[-rate OPS] [-keys K] [-value BYTES] [-workload write|mixed|read] [-trace FILE] "
+                        "[-rate OPS] [-keys K] [-value BYTES] [-workload write|mixed|read|txn] [-trace FILE] "
                         "[-trace-ms MS]\n");
         return 2;
     }

@@ -12,12 +12,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from zraft.core import Options, Role
-from zraft.tools import check
+from zraft.tools import check, txncheck
 
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, SimCluster, Violation
 from .network import NetConfig
 from .redis import CLIENT_TIMEOUT_MS, RedisSimClient
+from .txnclients import SimTxnClient, check_txns
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
 """Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
@@ -55,6 +56,10 @@ class SeedResult:
     """Appends a pipelined client kept in flight (0: none in this seed)."""
     redis: int = 0
     """Redis clients (each node ran its Redis server; 0: none, and no servers)."""
+    txn: int = 0
+    """Transaction clients (``txnclients.SimTxnClient``; 0: none)."""
+    txns: int = 0
+    """Transactions (list-append and compare-and-swap) acknowledged."""
     pipelined: int = 0
     """Appends of the pipelined client acknowledged."""
     coverage: dict[str, int] = field(default_factory=dict)
@@ -68,7 +73,8 @@ class SeedResult:
 
     def replay_command(self) -> str:
         return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
-                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window} --redis {self.redis}")
+                f"--membership {'on' if self.membership else 'off'} --pipeline {self.window} --redis {self.redis} "
+                f"--txn {self.txn}")
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -82,6 +88,9 @@ answers while retries come and go), against leaders that take at most 64-4,096 u
 REDIS_SHARE = 0.1
 """The share of seeds in which every node also runs its Redis server and 1-3 Redis clients use it (the rest run
 as they did before the simulator ran Redis: their schedules are unchanged)."""
+TXN_SHARE = 0.15
+"""The share of seeds with 1-2 transaction clients (list-append transactions and a compare-and-swap register,
+``txnclients``), drawn from a generator of their own: the other seeds' schedules are unchanged."""
 PIPELINE_BUDGET = 300
 """Appends a seed's pipelined client issues in all (what bounds the cost of a pipelined seed)."""
 
@@ -96,11 +105,12 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
              compact_every: int | None = None, membership: bool | None = None,
-             pipeline: int | None = None, redis: int | None = None) -> SeedResult:
+             pipeline: int | None = None, redis: int | None = None, txn: int | None = None) -> SeedResult:
     """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
     none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256). ``redis``: every node also runs its Redis
     server, and that many Redis clients append and read through them (``redis.RedisSimClient``; 0 for none; None:
-    ``REDIS_SHARE`` of the seeds choose 1 to 3)."""
+    ``REDIS_SHARE`` of the seeds choose 1 to 3). ``txn``: that many transaction clients
+    (``txnclients.SimTxnClient``; None: ``TXN_SHARE`` of the seeds choose 1 or 2)."""
     prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
     drawn = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
     if pipeline is None:  # (drawn either way: a replay with the seed's choice given runs the same schedule)
@@ -109,6 +119,10 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     drawn = rrng.choice((1, 2, 3)) if rrng.random() < REDIS_SHARE else 0
     if redis is None:
         redis = drawn
+    trng = random.Random(f"txn-clients-{seed}")
+    drawn = trng.choice((1, 2)) if trng.random() < TXN_SHARE else 0
+    if txn is None:
+        txn = drawn
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -147,7 +161,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
-    clients: list[SimClient | SimPipeClient | RedisSimClient] = []
+    clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient] = []
     if pipeline:
         clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=PIPELINE_BUDGET))
         clients[-1].start(prng.uniform(0, 200))
@@ -156,9 +170,16 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     for number in range(redis):
         clients.append(RedisSimClient(c, number, random.Random(rrng.getrandbits(64)), KEYS, history))
         clients[-1].start(rrng.uniform(0, 200))
+    txns: list[txncheck.Txn] = []
+    res.txn = txn
+    for number in range(txn):
+        clients.append(SimTxnClient(c, number, random.Random(trng.getrandbits(64)), txns, history))
+        clients[-1].start(trng.uniform(0, 200))
     try:
         _drive(c, rng, prof, duration_ms, history, clients, members)
         _check_history(c, history)
+        if txn:
+            check_txns(c, txns)
     except Violation as e:
         res.error = str(e)
     except Exception:  # a crash inside the core is a failure too, with its traceback
@@ -167,6 +188,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.faults = c.faults
     res.messages = c.messages_sent
     res.writes_ok = sum(1 for o in history if o.kind != "get" and o.ret is not None)
+    res.txns = sum(1 for t in txns if t.ret is not None) + sum(1 for o in history if o.kind == "cas" and o.ret)
     res.reads_ok = sum(1 for o in history if o.kind == "get")
     res.unknown = sum(1 for o in history if o.ret is None)
     res.sessions = sum(cl.sessions for cl in clients)
@@ -185,7 +207,8 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
 
 
 def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
-           clients: list[SimClient | SimPipeClient | RedisSimClient], membership: bool = False) -> None:
+           clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient],
+           membership: bool = False) -> None:
     for number in range(rng.choice((2, 3, 5))):
         sc = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
         clients.append(sc)
@@ -503,16 +526,18 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool
     return False
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None]) -> SeedResult:
-    seed, nodes, profile, duration, compact, membership, redis = args
-    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis)
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None, int | None]
+         ) -> SeedResult:
+    seed, nodes, profile, duration, compact, membership, redis, txn = args
+    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis, txn=txn)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
              duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
-             membership: bool | None = None, redis: int | None = None) -> Iterator[SeedResult]:
+             membership: bool | None = None, redis: int | None = None,
+             txn: int | None = None) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
-    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis) for s in seeds]
+    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis, txn) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
         return
