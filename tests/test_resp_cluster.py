@@ -585,3 +585,59 @@ def test_unauthenticated_connections_and_password_guessing_are_bounded(tmp_path:
             s.close()
         stop_cluster(c)
 
+
+
+def test_watch_multi_exec_discard_getset_and_msetnx(cluster: launch.Cluster, kind: tuple[int, str]) -> None:
+    tag = f"tx{kind[0]}{kind[1]}"
+    for spec in (leader(cluster), follower(cluster)):  # a follower forwards the transaction to the leader
+        r = client(spec, kind)
+        other = client(spec, kind)
+        k, n = f"{tag}{spec.id}:k", f"{tag}{spec.id}:n"
+        assert r.getset(k, "1") is None and r.getset(k, "2") == b"1"
+        assert r.msetnx({n: "a", f"{n}2": "b"}) is True
+        assert r.msetnx({n: "c", f"{n}3": "d"}) is False and r.get(f"{n}3") is None  # all or none
+        # MULTI/EXEC: every command queued, then run as one transaction.
+        with r.pipeline(transaction=True) as p:
+            p.set(k, "x").get(k).append(k, "yz").getset(k, "new").delete(k, "missing").mget(n, f"{n}2").exists(n)
+            assert p.execute() == [True, b"x", 3, b"xyz", 1, [b"a", b"b"], 1]
+        # WATCH: a watched key changed by another client before EXEC: EXEC is nil, nothing done.
+        with r.pipeline(transaction=True) as p:
+            p.watch(n)
+            assert p.get(n) == b"a"  # (immediate mode after WATCH)
+            other.set(n, "changed")
+            p.multi()
+            p.set(n, "mine")
+            with pytest.raises(redis.WatchError):
+                p.execute()
+        assert r.get(n) == b"changed"
+        # Unchanged since WATCH (a write by the watcher's own transaction is fine): applied.
+        with r.pipeline(transaction=True) as p:
+            p.watch(n, f"{tag}{spec.id}:absent")
+            p.multi()
+            p.set(n, "mine").set(f"{tag}{spec.id}:absent", "now")
+            assert p.execute() == [True, True]
+        assert r.get(n) == b"mine"
+        # A command a transaction cannot run: refused when queued, and EXEC aborts; nothing applied.
+        raw = socket.create_connection(("127.0.0.1", port(spec)), timeout=10)
+        try:
+            raw.sendall(resp.command("MULTI") + resp.command("SET", n, "no") + resp.command("INCR", n)
+                        + resp.command("EXEC") + resp.command("EXEC") + resp.command("DISCARD")
+                        + resp.command("MULTI") + resp.command("SET", n, "no") + resp.command("DISCARD")
+                        + resp.command("MULTI") + resp.command("MULTI") + resp.command("WATCH", n)
+                        + resp.command("EXEC"))
+            want = (b"+OK\r\n+QUEUED\r\n-ERR zraft does not run INCR inside MULTI (a transaction runs GET, SET, "
+                    b"GETSET, GETDEL, APPEND, DEL, MSET, MGET, EXISTS, STRLEN and PING)\r\n"
+                    b"-EXECABORT Transaction discarded because of previous errors.\r\n-ERR EXEC without MULTI\r\n"
+                    b"-ERR DISCARD without MULTI\r\n+OK\r\n+QUEUED\r\n+OK\r\n+OK\r\n"
+                    b"-ERR MULTI calls can not be nested\r\n-ERR WATCH inside MULTI is not allowed\r\n*0\r\n")
+            got = b""
+            while len(got) < len(want):
+                chunk = raw.recv(65536)
+                assert chunk, got
+                got += chunk
+            assert got == want
+        finally:
+            raw.close()
+        assert r.get(n) == b"mine"
+        r.close()
+        other.close()

@@ -493,9 +493,9 @@ COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None]
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
 BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"PING", b"QUIT"))
 RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER, Err.BUSY))
-READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN"))
+READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN", b"WATCH"))
 WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
-                     b"MSET"))
+                     b"MSET", b"EXEC", b"GETSET", b"MSETNX"))
 """The commands that read the store (held back after a write of the same connection until it is answered)."""
 
 

@@ -108,8 +108,8 @@ class Listener(Protocol):
 
 class Conn:
     __slots__ = ("auth_failures", "authed", "built", "client", "closing", "deferred", "events", "fd", "ident",
-                 "last_rx", "name", "num", "out", "parser", "peer", "queue", "r", "reads", "seq", "since", "sock",
-                 "started", "unbuilt", "unfinished")
+                 "last_rx", "multi", "multi_failed", "name", "num", "out", "parser", "peer", "queue", "r", "reads",
+                 "seq", "since", "sock", "started", "unbuilt", "unfinished", "watched")
 
     def __init__(self, sock: Stream, num: int, authed: bool, peer: str = "", now: float = 0.0,
                  client: int = 0) -> None:
@@ -149,6 +149,12 @@ class Conn:
         """Reads whose barrier was served while the connection had ``OUT_CAP`` unsent: made as it drains."""
         self.r = resp.RESP2
         """The reply encoders of the protocol the connection asked for (HELLO 3: RESP3); RESP2 until then."""
+        self.multi: list[list[bytes]] | None = None
+        """The commands queued since MULTI (None: not in a transaction)."""
+        self.multi_failed = False
+        """A command after MULTI was refused: EXEC answers EXECABORT."""
+        self.watched: dict[bytes, int] = {}
+        """WATCHed keys and the mod_revision each had when watched (0: absent)."""
 
     def __hash__(self) -> int:
         return self.num  # not the object's address: sets of connections iterate in the same order every run

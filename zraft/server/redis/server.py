@@ -65,6 +65,7 @@ from zraft.server.redis.conn import (
     Pending,
     Write,
 )
+from zraft.server.redis.multi import IN_MULTI, TXN_COMMANDS, queue
 from zraft.server.replica import Replica
 from zraft.statemachine import kv
 from zraft.statemachine.kv import KVStore
@@ -73,6 +74,7 @@ from zraft.transport.codec import Err
 from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.resp")
+COMMANDS.update(TXN_COMMANDS)  # (one table: COMMAND COUNT and DOCS read it too)
 _IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.Poller's flags, for plain fds too
 
 
@@ -437,6 +439,7 @@ class RespServer(ReplicaBridge):
             shown = args[0][:128].decode(errors="replace")
             rest = " ".join(f"'{a[:64].decode(errors='replace')}'" for a in args[1:8])
             self.immediate(c, resp.error(f"ERR unknown command '{shown}', with args beginning with: {rest}"))
+            c.multi_failed = c.multi is not None
             return
         arity, fn = handler
         if not c.authed and name not in BEFORE_AUTH:
@@ -444,6 +447,10 @@ class RespServer(ReplicaBridge):
             return
         if (arity > 0 and len(args) != arity) or (arity < 0 and len(args) < -arity):
             self.immediate(c, resp.error(f"ERR wrong number of arguments for '{name.decode().lower()}' command"))
+            c.multi_failed = c.multi is not None
+            return
+        if c.multi is not None and name not in IN_MULTI:
+            queue(self, c, args)  # after MULTI: queued for EXEC (multi.py)
             return
         fn(self, c, args)
 
