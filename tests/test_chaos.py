@@ -81,3 +81,25 @@ def test_chaos_run_through_the_redis_protocol_passes(tmp_path: Path) -> None:
     assert last.startswith("summary:") and "verdict=PASS" in last and "violations=0" in last
     assert int(last.split("faults=")[1].split()[0]) >= 2
     assert all(n["resp"] for n in json.loads((out / "data" / "cluster.json").read_text())["nodes"])
+
+
+def test_chaos_run_of_transactions_passes(tmp_path: Path) -> None:
+    """--workload txn: list-append transactions (checked strictly serializable by the transaction checker) and
+    compare-and-swap on registers (checked linearizable) under kills, pauses and partitions; the history file
+    checks again on its own, both kinds."""
+    out = tmp_path / "chaos"
+    r = subprocess.run([sys.executable, "-m", "zraft", "chaos", "--nodes", "3", "--duration", "15", "--seed", "4",
+                        "--clients", "6", "--workload", "txn", "--snapshot-every", "300", "--quiet", "--out",
+                        str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    last = r.stdout.strip().splitlines()[-1]
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert last.startswith("summary:") and "verdict=PASS" in last and "violations=0" in last
+    assert int(last.split("faults=")[1].split()[0]) >= 2
+    summary = next(x for x in r.stdout.splitlines() if x.startswith("transactions: "))
+    assert "strictly serializable" in summary and int(summary.split(": ")[2].split()[0]) > 200, summary
+    lines = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert sum(1 for h in lines if h["op"] == "cas" and h["status"] == "ok" and h["output"]) > 20
+    assert sum(1 for h in lines if h["op"] == "cas" and h["status"] == "ok" and not h["output"]) > 20
+    r = subprocess.run([sys.executable, "-m", "zraft", "check", "-q", str(out / "history.jsonl")],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and "verdict=linearizable" in r.stdout and "verdict=strictly-serializable" in r.stdout

@@ -61,6 +61,14 @@ def test_a_swap_of_unknown_outcome_that_a_later_one_depends_on_is_kept() -> None
     assert ok(op("put", 0, 1, "a"), cas(2, None, "a", "b", None), op("get", 3, 4, output="a", client=2))
 
 
+def test_a_failed_swap_may_be_explained_by_a_write_of_unknown_outcome_nobody_read() -> None:
+    # Found by the simulator's transaction clients: a put whose answer was lost, then a cas(absent -> x) that
+    # failed. Nothing ever read the put's value, but the failed cas saw that something was there: the put happened.
+    assert ok(op("put", 0, None, "a"), cas(2, 3, None, "x", False, client=2))
+    assert ok(cas(0, None, None, "a", None), cas(2, 3, "b", "x", False, client=2))  # (any value but "b")
+    assert not ok(op("get", 0, 1, output=None), cas(2, 3, None, "x", False, client=2))  # nothing could explain it
+
+
 def test_a_cas_goes_to_json_and_back() -> None:
     o = cas(1.0, 2.0, None, "v", True)
     assert Op.from_json(json.loads(json.dumps(o.to_json()))) == o

@@ -87,3 +87,22 @@ def test_compare_and_swap_and_transactions_through_a_cluster(cluster: launch.Clu
         again = cl._call(dict(req), write=True)
         assert first["succeeded"] is True and again["succeeded"] is True and again["rev"] == first["rev"]
         assert cl.range("n", "o").kvs[0].version == 1
+
+
+def test_the_shell_s_cas_and_txn(cluster: launch.Cluster) -> None:
+    with cluster.client() as cl:
+        sh = Shell(cl, cluster)
+        assert sh.run("cas lock (nil) me") == "OK"
+        assert sh.run("cas lock (nil) you") == "(not swapped)"
+        assert sh.run("cas lock me you") == "OK"
+        rev = cl.put("j", "1")
+        out = sh.run(f"txn if value(lock) = you mod(j) = {rev} version(none) = 0 then put k 2 append j +1 get j "
+                     f"del lock range k else get k")
+        assert out == f"then (revision {rev + 1})\nk: OK\nj: OK\nj: 1+1\nlock: 1 deleted\nk: 2", out
+        assert sh.run(f"txn if mod(j) < {rev} then put k 3 else get k get none") == \
+            f"else (revision {rev + 1})\nk: 2\nnone: (nil)"
+        assert sh.run("txn then put solo 1").startswith("then (revision ")
+        for bad in ("txn", "txn if value(k) = then get k", "txn if size(k) = 1 then get k", "txn then put k",
+                    "txn if mod(k) < x then get k", "txn else get k", "txn then get k then get k", "cas k v"):
+            with pytest.raises(ValueError, match="usage"):
+                sh.run(bad)

@@ -160,3 +160,26 @@ def test_zraft_check_txn_decides_a_history_file_and_refuses_a_bad_one(tmp_path: 
     assert r.returncode == 1 and "G-single-realtime" in r.stdout, r.stdout + r.stderr
     r = run(broken)
     assert r.returncode == 2 and "broken.jsonl:1: not a transaction" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_mixed_history_file_is_checked_both_ways(tmp_path: Path) -> None:
+    """A chaos run's ``--workload txn`` history: register operations and ``{"type": "txn"}`` lines in one file
+    (``return`` and ``unknown`` as the other histories write them); ``zraft check`` decides both."""
+    import json
+    import subprocess
+    import sys
+
+    reg = {"client": 1, "op": "cas", "key": "r", "expect": None, "value": "a", "output": True, "call": 0,
+           "return": 1, "status": "ok"}
+    txn = {"type": "txn", "op": "txn", "client": 2, "call": 2, "return": 3, "status": "ok",
+           "ops": [["append", "x", "2.1.0"], ["r", "x", ["2.1.0"]]]}
+    lost = {"type": "txn", "op": "txn", "client": 3, "call": 4, "return": 5, "status": "ok", "ops": [["r", "x", []]]}
+    unknown = {**txn, "return": None, "status": "unknown", "ops": [["append", "x", "3.1.0"], ["r", "x", None]]}
+    assert Txn.from_json(unknown | {"status": "info"}).ret is None
+    for name, lines, code, verdict in [("good", [reg, txn, unknown], 0, "verdict=strictly-serializable"),
+                                        ("bad", [reg, txn, lost], 1, "verdict=NOT-strictly-serializable")]:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+        r = subprocess.run([sys.executable, "-m", "zraft", "check", "-q", str(path)], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == code and verdict in r.stdout and "verdict=linearizable" in r.stdout, r.stdout

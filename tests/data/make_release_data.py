@@ -4,6 +4,11 @@ zraft of today. Rerun only to add a fixture from a new release (under a new name
 it was written by the old code.
 
     python tests/data/make_release_data.py OUT.tar.gz
+    PYTHONPATH=/path/to/a/worktree/of/the/release python tests/data/make_release_data.py OUT.tar.gz --results
+
+``release-0.2.tar.gz`` was made the second way from commit 583763e (zraft 0.2, the last before revisions), with
+``--results``: the session of client 4243 then also keeps results (``incr`` of ``counter`` five times, sequences
+1-5), so that its snapshots and backup are in store format 4.
 
 What it holds: keys ``k0``..``k149`` (``v<i>``), ``gone0``..``gone9`` deleted, ``log`` appended 30 times
 (``a0`` .. ``a29``), a session (client id 4242) whose append ``session`` = ``s`` has sequence 1, and a backup
@@ -43,6 +48,12 @@ def main() -> int:
             s = Client(c.addresses, client_id=SESSION)
             s.append("session", "s")
             s.close()
+            if "--results" in sys.argv:
+                r = Client(c.addresses, client_id=SESSION + 1)
+                for seq in range(1, 6):
+                    r._call({"op": "incr", "key": b"counter", "by": 1, "client": SESSION + 1, "seq": seq,
+                             "ack": seq}, write=True)
+                r.close()
             with c.client() as cl:
                 cl.backup(os.path.join(tmp, "backup.zbak"))
         finally:

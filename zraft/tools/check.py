@@ -25,6 +25,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from zraft.tools.history import (
     COMPACT_OVER,
@@ -103,8 +104,10 @@ def check_register_key(ops: list[Op], key: str = "", budget: Budget | None = Non
     # would otherwise double the states the search must consider.
     seen = [o.output for o in ops if o.kind == "get" and isinstance(o.output, bytes)]
     seen += [o.expect for o in ops if o.kind == "cas" and o.expect is not None]  # a cas that saw it, too
-    digests = any(isinstance(o.output, Digest) for o in ops)  # their contents are unknown: keep every write
-    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append", "cas") and o.value and not digests
+    # Their contents are unknown (digests), or a cas failed -- it saw the value differ from the one it expected,
+    # which any write may explain, without saying which: keep every write.
+    keep = any(isinstance(o.output, Digest) for o in ops) or any(o.kind == "cas" and o.swapped is False for o in ops)
+    ops = [o for o in ops if not (o.ret is None and o.kind in ("put", "append", "cas") and o.value and not keep
                                   and not any(o.value in out for out in seen))]
     n = len(ops)
     if n == 0:
@@ -370,16 +373,25 @@ def verdict(results: list[KeyResult]) -> str:
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
-def load(path: str) -> list[Op]:
-    """A history file's operations (long read outputs compacted, see ``Loader``)."""
+def load(path: str, txns: list[Any] | None = None) -> list[Op]:
+    """A history file's operations (long read outputs compacted, see ``Loader``). Lines ``{"type": "txn", ...}``
+    (a chaos run's ``--workload txn``) are transactions: appended to ``txns`` as ``txncheck.Txn``s (refused when
+    ``txns`` is None); their "status" "unknown" is the checker's "info"."""
+    from zraft.tools import txncheck
+
     out = Loader()
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                out.add(Op.from_json(json.loads(line)))
-            except (ValueError, KeyError, TypeError) as e:
+                d = json.loads(line)
+                if isinstance(d, dict) and d.get("type") == "txn" and txns is not None:
+                    txns.append(txncheck.Txn.from_json({**d, "status": "info" if d.get("status") == "unknown"
+                                                        else d.get("status")}))
+                else:
+                    out.add(Op.from_json(d))
+            except (ValueError, KeyError, TypeError, IndexError) as e:
                 raise ValueError(f"{path}:{lineno}: not an operation ({e})") from None
     return out.ops
 
@@ -401,13 +413,17 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.txn:
         return _check_txns(a.history)
+    txns: list[Any] = []
     try:
-        ops = load(a.history)
+        ops = load(a.history, txns)
     except (OSError, ValueError) as e:
         print(f"zraft.tools.check: {e}", file=sys.stderr)
         return EXIT_USAGE
     results = check(ops, Budget(a.timeout, a.max_memory << 20), None if a.quiet else print_progress)
-    return report(results, len(ops))
+    code = report(results, len(ops))
+    if txns:  # a chaos run's --workload txn: its transactions too
+        code = max(code, _report_txns(txns))
+    return code
 
 
 def _check_txns(path: str) -> int:
@@ -425,6 +441,12 @@ def _check_txns(path: str) -> int:
     except (OSError, ValueError) as e:
         print(f"zraft.tools.check: {e}", file=sys.stderr)
         return EXIT_USAGE
+    return _report_txns(txns)
+
+
+def _report_txns(txns: list[Any]) -> int:
+    from zraft.tools import txncheck
+
     result = txncheck.check(txns)
     for x in result.anomalies[:20]:
         print(f"{x.kind}: {x.explanation}")

@@ -5,12 +5,13 @@
     python client_shell.py get mykey          # run one command and exit
     printf 'put a 1\\nget a\\n' | python client_shell.py   # one command per line, one result per line
 
-Commands: put K V, append K V, get K, delete K, range PREFIX, status (status --json for scripts), leader,
-members, transfer N, backup FILE, help, quit; and for a launcher-made cluster kill N, pause N, resume N, restart N
-(process faults: watch an election happen) and add N, remove N (membership: start a node and make it a voter;
-remove a node and stop it). Keys and values are UTF-8 text; a value is the rest of the line.
+Commands: put K V, append K V, get K, delete K, range PREFIX, cas K OLD NEW, txn ..., status (status --json
+for scripts), leader, members, transfer N, backup FILE, help, quit; and for a launcher-made cluster kill N, pause N,
+resume N, restart N (process faults: watch an election happen) and add N, remove N (membership: start a node and
+make it a voter; remove a node and stop it). Keys and values are UTF-8 text; a value is the rest of the line.
 put/append/delete/add/remove/transfer print OK, get prints the value or (nil), range the keys found and how many,
-leader prints the leader's node id. Errors go to stderr and make the exit code non-zero.
+cas OK or (not swapped), txn the branch taken and each result, leader the leader's node id. Errors go to stderr
+and make the exit code non-zero.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ HELP = """commands:
   get K          read K (linearizable)            delete K     remove K
   range PREFIX   the keys that start with PREFIX ("" for all), in order: KEY: VALUE lines, then how many and
                  the revision; range --from START [--to END] for the keys in [START, END); --limit N: the first N
+  cas K OLD NEW  set K to NEW if its value is OLD ((nil): if K is absent): OK, or (not swapped)
+  txn [if COMPARE...] then OP... [else OP...]   one atomic transaction, e.g.
+                 txn if value(k) = 1 mod(j) < 9 then put k 2 get j else get k
+                 COMPARE: value(K) = V, version(K) > N, create(K) < N, mod(K) != N (=, !=, <, >);
+                 OP: put K V, append K V, del K, get K, range PREFIX. Prints then/else and each result
   status         a table of every node            leader       the leader's node id
   status --json  every node's status as JSON (one line, for scripts)
   kill N         SIGKILL node N                   pause N      SIGSTOP node N
@@ -76,6 +82,58 @@ class Shell:
         lines.append(f"({len(r.kvs)} keys{more}; revision {r.revision})")
         return "\n".join(lines)
 
+    def _txn(self, args: list[str]) -> str:
+        from zraft.client import txn as t
+
+        usage = ("usage: txn [if COMPARE...] then OP... [else OP...]; COMPARE: value(K) = V, version(K) > N, "
+                 "create(K) < N, mod(K) != N; OP: put K V, append K V, del K, get K, range PREFIX")
+        targets = {"value": t.value, "version": t.version, "create": t.create_revision, "mod": t.mod_revision}
+        words = list(args)
+        compares = []
+        if words[:1] == ["if"]:
+            words.pop(0)
+            while words and words[0] not in ("then", "else"):
+                if len(words) < 3 or "(" not in words[0] or not words[0].endswith(")"):
+                    raise ValueError(usage)
+                target, _, key = words[0][:-1].partition("(")
+                side, cmp, operand = targets.get(target), words[1], words[2]
+                if side is None or cmp not in ("=", "!=", "<", ">") or not (target == "value" or operand.isdigit()):
+                    raise ValueError(usage)
+                x: str | int = operand if target == "value" else int(operand)
+                compares.append({"=": side(key).__eq__, "!=": side(key).__ne__, "<": side(key).__lt__,
+                                 ">": side(key).__gt__}[cmp](x))
+                del words[:3]
+        branches: dict[str, list[Any]] = {"then": [], "else": []}
+        current = None
+        arity = {"put": 2, "append": 2, "del": 1, "get": 1, "range": 1}
+        while words:
+            w = words.pop(0)
+            if w in branches and not branches[w] and (w == "then" or current == "then"):
+                current = w
+                continue
+            if current is None or w not in arity or len(words) < arity[w]:
+                raise ValueError(usage)
+            a = [words.pop(0) for _ in range(arity[w])]
+            branches[current].append(t.put(*a) if w == "put" else t.append(*a) if w == "append" else
+                                     t.delete(a[0]) if w == "del" else t.get(a[0]) if w == "get" else
+                                     t.get_range(prefix=a[0]))
+        if current is None:
+            raise ValueError(usage)
+        r = self.client.txn(compares, branches["then"], branches["else"])
+        lines = [f"{'then' if r.succeeded else 'else'} (revision {r.revision})"]
+        for op, res in zip(branches["then" if r.succeeded else "else"], r.results, strict=True):
+            key = op.key.decode(errors="replace")
+            if op.kind == "get":
+                lines.append(f"{key}: {'(nil)' if res is None else res.value.decode(errors='replace')}")
+            elif op.kind == "range":
+                lines += [f"{kv.key.decode(errors='replace')}: {(kv.value or b'').decode(errors='replace')}"
+                          for kv in res.kvs]
+            elif op.kind in ("delete", "delete_range"):
+                lines.append(f"{key}: {res} deleted")
+            else:
+                lines.append(f"{key}: OK")
+        return "\n".join(lines)
+
     def _reconnect(self) -> None:
         """The cluster's nodes changed (add/remove): a client that knows the new list."""
         assert self.cluster is not None
@@ -108,6 +166,12 @@ class Shell:
             return "(nil)" if v is None else v.decode(errors="replace")
         if cmd == "range":
             return self._range(args)
+        if cmd == "cas":
+            self._arity(cmd, args, 3, "KEY EXPECTED NEW  (EXPECTED (nil): only if KEY is absent)")
+            expect = None if args[1] == "(nil)" else args[1].encode()
+            return "OK" if self.client.cas(args[0].encode(), expect, args[2].encode()) else "(not swapped)"
+        if cmd == "txn":
+            return self._txn(args)
         if cmd == "delete":
             self._arity(cmd, args, 1, "KEY")
             self.client.delete(args[0].encode())

@@ -50,10 +50,13 @@ class Txn:
     @staticmethod
     def from_json(d: dict[str, Any]) -> Txn:
         ops = tuple(_mop(o) for o in d["ops"])
-        if d.get("ret") is not None and float(d["ret"]) < float(d["call"]):
-            raise ValueError(f"a transaction returns ({d['ret']}) before it was called ({d['call']})")
-        return Txn(int(d.get("client", 0)), float(d["call"]), None if d.get("ret") is None else float(d["ret"]),
-                   str(d.get("status", OK if d.get("ret") is not None else INFO)), ops)
+        ret = d.get("ret", d.get("return"))  # ("return", as the other histories name it, is taken too)
+        if ret is not None and float(ret) < float(d["call"]):
+            raise ValueError(f"a transaction returns ({ret}) before it was called ({d['call']})")
+        status = str(d.get("status", OK if ret is not None else INFO))
+        if status not in (OK, FAIL, INFO):
+            raise ValueError(f"a transaction's status is ok, fail or info, not {status!r:.20}")
+        return Txn(int(d.get("client", 0)), float(d["call"]), None if ret is None else float(ret), status, ops)
 
 
 def _mop(o: Any) -> tuple[str, str, Any]:

@@ -43,12 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resp", action="store_true",
                    help="drive the clients through the Redis protocol (redis-py, at any node) instead of zraft's "
                         "own, so that the Redis path is checked for linearizability too")
+    p.add_argument("--workload", choices=("kv", "txn"), default="kv",
+                   help="kv: appends, puts, deletes and gets (the default); txn: list-append transactions after "
+                        "Elle's, checked strictly serializable (zraft.tools.txncheck: G0, G1a-c, G-single, G2, "
+                        "lost or duplicated appends), and compare-and-swap on registers, checked linearizable")
     p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
         p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
+    if a.workload == "txn" and a.resp:
+        p.error("--workload txn runs through zraft's own client (Client.txn); not with --resp")
     if a.netns:
         from zraft.tools import netns
 
@@ -59,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--netns --membership: at most {99 - SPARE_NAMESPACES} nodes")
     return run(a.nodes, a.duration, a.seed, a.clients, a.out or f"./zraft-chaos-{a.seed}", a.rate, a.keys,
                a.snapshot_every, a.quiet, a.pipeline, a.reads, a.check_timeout, a.check_memory, a.membership,
-               a.netns, a.resp)
+               a.netns, a.resp, a.workload)
 
 

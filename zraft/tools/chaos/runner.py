@@ -16,7 +16,7 @@ from typing import Any
 from zraft.tools.chaos.faults import LanNetwork, Network, best_effort, restart, resume
 from zraft.tools.chaos.nemesis import LEADER_AFTER_HEAL_S, SPARE_NAMESPACES, membership_nemesis, run_nemesis
 from zraft.tools.chaos.timeline import report_progress, watch_leaders, write_timeline
-from zraft.tools.chaos.workload import client_proc, resp_client_proc
+from zraft.tools.chaos.workload import client_proc, resp_client_proc, txn_client_proc
 from zraft.tools.launch import Cluster
 
 EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
@@ -27,10 +27,12 @@ EXIT_PASS, EXIT_VIOLATION, EXIT_UNKNOWN = 0, 1, 3
 def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate: float = 1.0,
         keys: int = 3, snapshot_every: int | None = None, quiet: bool = False, pipeline: int = 4,
         read_share: float = 0.35, check_timeout: float = 120.0, check_memory_mib: int = 1024,
-        membership: bool = False, use_netns: bool = False, resp: bool = False) -> int:
+        membership: bool = False, use_netns: bool = False, resp: bool = False, workload: str = "kv") -> int:
     """A chaos run: returns the process exit code: 0 when every check passed, 1 on a definite violation, 3 when
-    the checker's budget ran out before it could decide (unknown). See ``main``."""
-    from zraft.tools import check, launch
+    the checker's budget ran out before it could decide (unknown). ``workload``: ``kv`` (appends, puts, deletes,
+    gets) or ``txn`` (list-append transactions and compare-and-swap, ``workload.txn_client_proc``). See ``main``."""
+    from zraft.client import txn
+    from zraft.tools import check, launch, txncheck
 
     def say(line: str) -> None:
         if not quiet:
@@ -84,7 +86,11 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
     try:
         # Half the clients pipeline (several requests in flight each), half send one at a time.
-        if resp:  # every client through the Redis protocol, at any node
+        if workload == "txn":
+            procs = [ctx.Process(target=txn_client_proc, args=(
+                c.addresses, i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i], c.client_keys(),
+                lan.clients if lan is not None else None)) for i in range(clients)]
+        elif resp:  # every client through the Redis protocol, at any node
             procs = [ctx.Process(target=resp_client_proc, args=(
                 [n.resp for n in c.nodes], i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i],
                 pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None, password))
@@ -94,9 +100,10 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                 c.addresses, i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i], c.client_keys(),
                 pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None))
                 for i in range(clients)]
-        say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({clients // 2} pipelining "
-            f"{pipeline} requests{', through the Redis protocol' if resp else ''}), {keys} list keys and {keys} "
-            f"register keys, out {out_dir}")
+        what = ("transactions: list-append and compare-and-swap" if workload == "txn" else
+                f"{clients // 2} pipelining {pipeline} requests{', through the Redis protocol' if resp else ''}")
+        say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({what}), {keys} list keys "
+            f"and {keys} register keys, out {out_dir}")
         for p in procs:
             p.start()
         stop_watch = threading.Event()
@@ -138,9 +145,19 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             for k in append_keys + register_keys:
                 call = time.monotonic()
                 final[k] = cl.get(k)
+                if workload == "txn" and k in append_keys:
+                    continue  # read again below, as the transaction checker reads lists
                 finals.append(json.dumps({"client": 0, "op": "get", "key": k, "value": None, "output": None if
                                           final[k] is None else (final[k] or b"").decode(), "call": call,
                                           "return": time.monotonic(), "status": "ok"}) + "\n")
+            if workload == "txn":  # the final lists, as one read-only transaction the checker places last
+                call = time.monotonic()
+                got = cl.txn([], [txn.get(k) for k in append_keys]).results
+                finals.append(json.dumps({"type": "txn", "op": "txn", "client": 0, "call": call,
+                                          "return": time.monotonic(), "status": "ok", "ops": [
+                                              ["r", k, [] if kv is None else [
+                                                  x for x in (kv.value or b"").decode().split(";") if x]]
+                                              for k, kv in zip(append_keys, got, strict=True)]}) + "\n")
     finally:
         c.stop()
         if lan is not None:
@@ -151,6 +168,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     hist_path = os.path.join(out_dir, "history.jsonl")
     history: list[dict[str, Any]] = []
     loader = check.Loader()
+    txns: list[txncheck.Txn] = []
     with open(hist_path, "w") as hf:
         for path in [*paths, None]:
             lines = _read_lines(path) if path else finals
@@ -159,7 +177,12 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                     continue
                 hf.write(line)
                 h = json.loads(line)
-                if h["status"] != "fail":
+                if h.get("type") == "txn":
+                    txns.append(txncheck.Txn.from_json({**h, "status": {"ok": txncheck.OK, "fail": txncheck.FAIL}
+                                                        .get(h["status"], txncheck.INFO)}))
+                    history.append(h)
+                    continue
+                elif h["status"] != "fail":
                     loader.add(check.Op.from_json(h))
                 h["output"] = None
                 history.append(h)
@@ -172,6 +195,9 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                           None if quiet else check.print_progress)
     check_s = time.monotonic() - t_check
     problems = [f"key {r.key!r} is not linearizable: {r.explanation}" for r in results if r.ok is False]
+    txn_result = txncheck.check(txns) if txns else None
+    if txn_result is not None and not txn_result.ok:
+        problems += [f"transactions: {a.kind}: {a.explanation}" for a in txn_result.anomalies[:10]]
     unknowns = [f"key {r.key!r}: {r.explanation}" for r in results if r.ok is None]
     # Every acknowledged append is in the final value exactly once; no append appears twice.
     for k in append_keys:
@@ -181,6 +207,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             problems.append(f"{k}: appended more than once: {sorted(dup)[:5]}")
         acked = {h["value"].rstrip(";") for h in history if h["op"] == "append" and h["key"] == k
                  and h["status"] == "ok"}
+        acked |= {str(e) for tx in txns if tx.status == txncheck.OK for f, key, e in tx.ops
+                  if f == "append" and key == k}
         lost = acked - set(parts)
         if lost:
             problems.append(f"{k}: acknowledged appends missing at the end: {sorted(lost)[:5]}")
@@ -218,6 +246,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     print(f"timeline (leaders, faults, latency): {picture}")
     print(f"checker: {check_s:.1f} s, " + ", ".join(f"{m} {sum(1 for r in results if r.method == m)} keys"
                                                    for m in ("list", "wgl")))
+    if txn_result is not None:
+        print(f"transactions: {txn_result.summary()}")
     for problem in problems:
         print(f"VIOLATION: {problem}")
     for u in unknowns:

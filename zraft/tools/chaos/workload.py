@@ -149,3 +149,74 @@ def resp_client_proc(addresses: list[str], cid: int, seed: int, until: float, ap
                 r = connect()
             out.write("".join(json.dumps(rec) + "\n" for rec in recs))
             out.flush()
+
+
+def txn_client_proc(addresses: list[str], cid: int, seed: int, until: float, append_keys: list[str],
+                    register_keys: list[str], path: str, keys: ClientKeys | None = None,
+                    namespace: str | None = None) -> None:
+    """``--workload txn``: transactions through ``Client.txn`` until ``until``. Most are list-append transactions
+    after Elle's (1-4 micro-operations on the list keys: appends of unique elements, and reads), recorded as
+    ``{"type": "txn", "ops": [["append", k, e] | ["r", k, [elements] or null], ...], ...}`` for
+    ``zraft.tools.txncheck``; the rest compare-and-swap, put and get on the register keys, recorded as the
+    linearizability checker's operations (a cas: ``{"op": "cas", "expect", "value", "output": swapped}``)."""
+    if namespace is not None:
+        from zraft.tools import netns
+
+        netns.enter(namespace)
+    from zraft.client import Client, OutcomeUnknown, RequestRefused, Unavailable
+    from zraft.client import txn as t
+
+    rng = random.Random(seed)
+    n = 0
+    seen: dict[str, list[str]] = {k: [] for k in register_keys}
+    deadline = 1.0 if cid == 1 else 5.0
+    with Client(addresses, deadline=deadline, attempt_timeout=0.5, keys=keys) as cl, open(path, "w") as out:
+        while time.monotonic() < until:
+            n += 1
+            rec: dict[str, Any]
+            if rng.random() < 0.6:
+                mops: list[list[Any]] = []
+                for j in range(rng.randint(1, 4)):
+                    key = rng.choice(append_keys)
+                    mops.append(["append", key, f"{cid}.{n}.{j}"] if rng.random() < 0.5 else ["r", key, None])
+                ops = [t.append(k, f"{e};") if f == "append" else t.get(k) for f, k, e in mops]
+                rec = {"type": "txn", "op": "txn", "client": cid, "ops": mops, "call": time.monotonic()}
+                try:
+                    r = cl.txn([], ops)
+                    rec["return"], rec["status"] = time.monotonic(), "ok"
+                    for m, res in zip(mops, r.results, strict=True):
+                        if m[0] == "r":
+                            m[2] = [] if res is None else [x for x in (res.value or b"").decode().split(";") if x]
+                except (OutcomeUnknown, Unavailable):
+                    rec["return"], rec["status"] = None, "unknown"
+                except RequestRefused:
+                    rec["return"], rec["status"] = time.monotonic(), "fail"
+            else:
+                key = rng.choice(register_keys)
+                kind = rng.choice(("cas", "cas", "put", "get"))
+                value = f"{cid}.{n}"
+                rec = {"client": cid, "op": kind, "key": key, "value": None if kind == "get" else value,
+                       "output": None, "call": time.monotonic()}
+                try:
+                    if kind == "cas":
+                        expect = rng.choice([*seen[key][-3:], None])
+                        rec["expect"] = expect
+                        rec["output"] = cl.cas(key, expect, value)
+                        if rec["output"]:
+                            seen[key].append(value)
+                    elif kind == "put":
+                        cl.put(key, value)
+                        seen[key].append(value)
+                    else:
+                        v = cl.get(key)
+                        rec["output"] = None if v is None else v.decode()
+                        if v is not None:
+                            seen[key].append(v.decode())
+                    rec["return"], rec["status"] = time.monotonic(), "ok"
+                except (OutcomeUnknown, Unavailable):
+                    rec["return"] = None
+                    rec["status"] = "unknown" if kind != "get" else "fail"
+                except RequestRefused:
+                    rec["return"], rec["status"] = time.monotonic(), "fail"
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
