@@ -6,7 +6,9 @@ at the same concurrency, several rounds. The issue's bar: a transaction at least
     sh bench/build.sh                       # bench/bin/zload
     python bench/txn_bench.py [--seconds 10] [--warmup 3] [--rounds 3] [--conns 4] [--depth 250]
 
-Prints one line per run (ops/s, p50 / p99 ms) and the mean ratio of txn to write.
+Prints one line per run (ops/s, p50 / p99 ms) and the mean ratio of txn to write. ``--workloads write`` runs the
+plain writes alone: with an older zraft on ``PYTHONPATH`` (a git worktree; run from its directory, so that its
+nodes import it), it compares plain writes before and after a change in one sitting.
 """
 
 from __future__ import annotations
@@ -25,14 +27,16 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--conns", type=int, default=4)
     ap.add_argument("--depth", type=int, default=250)
+    ap.add_argument("--workloads", default="write,txn", help="comma-separated: write, txn (default both)")
     a = ap.parse_args()
+    workloads = a.workloads.split(",")
     compare.ZLOAD = compare.compiled_driver("zload", True, "the C load generator", "")
-    rates: dict[str, list[float]] = {"write": [], "txn": []}
+    rates: dict[str, list[float]] = {w: [] for w in workloads}
     with tempfile.TemporaryDirectory(prefix="zraft-txn-bench-") as tmp:
         run = compare.start_zraft(tmp)
         try:
             for i in range(a.rounds):
-                for workload in ("write", "txn"):
+                for workload in workloads:
                     r = compare.zload_run(run, workload, a.conns, a.depth, a.warmup, a.seconds, 64, None)
                     rates[workload].append(r.ops)
                     print(f"round {i + 1} {workload:>5}: {r.ops:>9,.0f} ops/s  p50 {r.p50:.1f} ms  p99 {r.p99:.1f} ms"
@@ -40,8 +44,8 @@ def main() -> int:
         finally:
             run.stop()
     mean = {w: sum(v) / len(v) for w, v in rates.items()}
-    print(f"mean: write {mean['write']:,.0f} ops/s, txn {mean['txn']:,.0f} ops/s: txn/write = "
-          f"{mean['txn'] / mean['write']:.2f}")
+    print("mean: " + ", ".join(f"{w} {m:,.0f} ops/s" for w, m in mean.items())
+          + (f": txn/write = {mean['txn'] / mean['write']:.2f}" if len(mean) == 2 else ""))
     return 0
 
 
