@@ -107,8 +107,12 @@ def test_too_large_parts_are_refused_before_the_log_and_a_bad_command_applies_as
         out = s.command(req)
         assert isinstance(out, tuple) and out[0] == "too_large", req
     before = s.state()
-    for value in (msgpack.packb([[], [[9, b"k", None, 0]], []]), msgpack.packb([[[b"k", 0, 0, 3]], [], []]),
-                  msgpack.packb([[], [[0, b"k", None, 0]], []]), b"\xc1", msgpack.packb([1, 2])):
+    for value in (msgpack.packb([[], [["incr", b"k", None, 0]], []]), msgpack.packb([[[b"k", [], "=", 3]], [], []]),
+                  msgpack.packb([[[b"k", "value", "=", 3]], [], []]), msgpack.packb([[[b"k", "size", "=", 3]], [], []]),
+                  msgpack.packb([[[b"k", "version", "~", 3]], [], []]),
+                  msgpack.packb([[], [["put", b"k", None, 0]], []]), msgpack.packb([[], [["put", b"k", b"v"]], []]),
+                  msgpack.packb([[], [["put", b"a", b"1", 0], ["range", b"a", None, -1]], []]),
+                  b"\xc1", msgpack.packb([1, 2])):
         cmd = kv.encode_command(kv.TXN, 7, next(_seq), 1, b"", value)
         assert s.apply(s.applied + 1, cmd)[2] == kv.BAD_COMMAND
     assert s.state()[1:3] == before[1:3]

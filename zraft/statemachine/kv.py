@@ -49,7 +49,6 @@ from zraft.transport.requests import (
     Txn,
     Write,
 )
-from zraft.transport.requests import TARGETS as _TARGETS
 from zraft.transport.requests import TXN_OPS as _TXN_OPS
 
 if TYPE_CHECKING:
@@ -111,8 +110,8 @@ class Op(enum.IntEnum):
     """No session (client 0): revisions begin here, at revision 1, if they had not (see the module docstring)."""
     TXN = 9
     """``key`` empty, ``value`` the msgpack array [compares, then, else]: a compare ``[key, target, cmp, operand]``
-    with target and cmp as their index in ``requests.TARGETS`` and ``requests.CMPS``; an operation ``[kind, key,
-    arg, limit]`` with kind its index in ``requests.TXN_OPS``. The result: msgpack ``[succeeded, results]``."""
+    and an operation ``[kind, key, arg, limit]`` as the request has them (``requests.Compare``, ``requests.TxnOp``).
+    The result: msgpack ``[succeeded, results]``."""
 
 
 PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN = 1, 2, 3, 4, 5, 6, 7, 8, 9
@@ -130,12 +129,12 @@ INT64 = (-(1 << 63), (1 << 63) - 1)
 MAX_DELETE_RANGE = 10_000
 """Most keys one delete_range of a transaction removes: a transaction whose delete_range holds more is refused
 (``TOO_LARGE``, nothing changed), so that no one entry stalls every node's loop (delete in pieces instead)."""
-T_PUT, T_DELETE, T_DELETE_RANGE, T_GET, T_RANGE, T_APPEND = range(6)
-"""A transaction operation's kind in the log (its index in ``requests.TXN_OPS``)."""
-V_VALUE, V_VERSION, V_CREATE, V_MOD = range(4)
-C_EQ, C_NE, C_LT, C_GT = range(4)
-_META_INDEX = {V_VERSION: 3, V_CREATE: 1, V_MOD: 2}
-"""Where a compare's target is in an entry's (value, create, mod, version)."""
+T_PUT, T_DELETE, T_DELETE_RANGE, T_GET, T_RANGE, T_APPEND = _TXN_OPS
+"""A transaction operation's kind, as the log holds it."""
+V_VALUE = "value"
+C_EQ, C_NE, C_LT, C_GT = CMPS
+_META_INDEX = {"version": 3, "create_revision": 1, "mod_revision": 2}
+"""Where a compare's target (other than the value) is in an entry's (value, create, mod, version)."""
 _pack = msgpack.Packer(use_bin_type=True).pack
 """``msgpack.packb`` without making a Packer per call (463 ns -> 180 ns for a command). The Packer keeps no state
 between calls (it resets, after errors too) and packs with the GIL held, so threads may share it."""
@@ -274,6 +273,9 @@ class KVStore:
         self._image: SnapshotImage | None = None
         self.result: bytes | None = None
         """The result of the last command applied (``RESULT_OPS``; None for the others)."""
+        self.txn_out: list[Any] | None = None
+        """The last transaction applied's ``[succeeded, results]`` (its ``result`` unpacked, for its answer); None
+        when the last command was a retry answered from the session."""
         self.results = False
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
         self.trims = 0
@@ -377,22 +379,18 @@ class KVStore:
         return encode_command(kvop, client, seq, ack, key, value)
 
     def _txn_command(self, req: Txn) -> bytes | tuple[str, str]:
-        cmps = []
-        for c in req.compares:
-            if (type(c.operand) is bytes and len(c.operand) > MAX_VALUE_BYTES) or len(c.key) > MAX_KEY_BYTES:
-                return "too_large", check_limits(c.key, c.operand if type(c.operand) is bytes else b"") or ""
-            cmps.append([c.key, _TARGETS.index(c.target), CMPS.index(c.cmp), c.operand])
-        branches = []
+        for key, _, _, operand in req.compares:
+            if len(key) > MAX_KEY_BYTES or (type(operand) is bytes and len(operand) > MAX_VALUE_BYTES):
+                return "too_large", check_limits(key, operand if type(operand) is bytes else b"") or ""
         for ops in (req.then, req.otherwise):
-            out = []
-            for o in ops:
-                why = check_limits(o.key, o.arg or b"") if o.kind in ("put", "append") else check_limits(o.key)
-                if why or (o.arg is not None and len(o.arg) > MAX_KEY_BYTES and o.kind not in ("put", "append")):
-                    return "too_large", why or f"a range's end is {len(o.arg or b'')} bytes; the limit is " \
-                                               f"{MAX_KEY_BYTES}"
-                out.append([_TXN_OPS.index(o.kind), o.key, o.arg, o.limit])
-            branches.append(out)
-        return encode_command(TXN, req.client, req.seq, req.ack, b"", _pack([cmps, *branches]))
+            for kind, key, arg, _ in ops:
+                value = kind == "put" or kind == "append"
+                if len(key) > MAX_KEY_BYTES or (arg is not None and len(arg) > (
+                        MAX_VALUE_BYTES if value else MAX_KEY_BYTES)):
+                    why = check_limits(key, arg or b"") if value else check_limits(key)
+                    return "too_large", why or f"a range's end is {len(arg or b'')} bytes; the limit is {MAX_KEY_BYTES}"
+        # The records as they are (msgpack writes a named tuple as an array): no copy on the path of every one.
+        return encode_command(TXN, req.client, req.seq, req.ack, b"", _pack([req.compares, req.then, req.otherwise]))
 
     def answer(self, req: Write, status: int) -> dict[str, Any] | None:
         """What a write just applied did, for its answer (beside ``rev``, the revision it was applied at, which the
@@ -412,8 +410,10 @@ class KVStore:
             case Incr() | GetDel():
                 r["value"] = self.result
             case Txn():
-                if status == OK and self.result is not None:
-                    r["succeeded"], r["results"] = unpackb(self.result)
+                out = self.txn_out if self.txn_out is not None else \
+                    unpackb(self.result) if self.result is not None else None  # (a retry: from the session)
+                if out is not None:
+                    r["succeeded"], r["results"] = out
             case Put(get=get):
                 r["done"] = status == OK
                 if get:
@@ -498,6 +498,7 @@ class KVStore:
             if type(cached) is list:
                 self.result = cached[1]
                 cached = cached[0]
+                self.txn_out = None
             self.rev = (cached >> 4) or self.revision  # (0: recorded before revisions began)
             return client, seq, cached & 15
         # The operation.
@@ -644,75 +645,107 @@ class KVStore:
             return OK
         return BAD_COMMAND
 
-    def _holds(self, c: list[Any]) -> bool:
-        """Whether a transaction's compare holds now."""
+    def _holds(self, c: Any) -> bool | None:
+        """Whether a transaction's compare holds now; None if it is malformed."""
+        if type(c) is not list or len(c) != 4:
+            return None
         key, target, cmp, operand = c
+        if type(key) is not bytes or type(target) is not str or type(operand) is not (
+                bytes if target == V_VALUE else int):
+            return None
         e = self.shards[crc32(key) >> SHARD_SHIFT].get(key)
         if target == V_VALUE:
             if e is None:
                 return False  # a missing key's value compares false, whatever the operator (as etcd)
-            have: Any = e[0] if isinstance(e, tuple) else e
+            have: Any = e[0] if type(e) is tuple else e
+        elif target in _META_INDEX:
+            have = 0 if e is None else (e[_META_INDEX[target]] if type(e) is tuple else 1)
         else:
-            have = 0 if e is None else meta_of(e)[_META_INDEX[target]]
+            return None
         if cmp == C_EQ:
             return bool(have == operand)
         if cmp == C_NE:
             return bool(have != operand)
-        return bool(have < operand) if cmp == C_LT else bool(have > operand)
+        if cmp == C_LT:
+            return bool(have < operand)
+        return bool(have > operand) if cmp == C_GT else None
 
     def _apply_txn(self, value: bytes, img: SnapshotImage | None) -> int:
         """A transaction (``TXN``): its compares, then one branch's operations in order, at one revision (the next,
-        if any of them changed the store); ``self.result`` its packed ``[succeeded, results]``. All or nothing: a
-        delete_range over ``MAX_DELETE_RANGE`` keys, or an append past ``MAX_VALUE_BYTES``, undoes the operations
-        before it, and the transaction is refused (``TOO_LARGE``)."""
+        if any of them changed the store); ``self.result`` its packed ``[succeeded, results]`` (and ``self.txn_out``
+        the same unpacked, for the answer). All or nothing: a delete_range over ``MAX_DELETE_RANGE`` keys, or an
+        append past ``MAX_VALUE_BYTES``, undoes the operations before it, and the transaction is refused
+        (``TOO_LARGE``); so does a malformed operation (``BAD_COMMAND``: never proposed by a correct node)."""
         try:
             cmps, then, otherwise = unpackb(value)
-            ok = all(type(c) is list and len(c) == 4 and type(c[0]) is bytes and c[1] in (0, 1, 2, 3)
-                     and c[2] in (0, 1, 2, 3) and type(c[3]) is (bytes if c[1] == V_VALUE else int) for c in cmps)
-            ok = ok and all(type(o) is list and len(o) == 4 and o[0] in (0, 1, 2, 3, 4, 5) and type(o[1]) is bytes
-                            and (o[2] is None or type(o[2]) is bytes) and type(o[3]) is int
-                            and len(o[1]) <= MAX_KEY_BYTES and (o[0] not in (T_PUT, T_APPEND) or type(o[2]) is bytes)
-                            for o in (*then, *otherwise))
         except Exception:
-            ok = False
-        if not ok:
             return BAD_COMMAND
-        succeeded = all(self._holds(c) for c in cmps)
+        if type(cmps) is not list or type(then) is not list or type(otherwise) is not list:
+            return BAD_COMMAND
+        succeeded = True
+        for c in cmps:
+            held = self._holds(c)
+            if held is None:
+                return BAD_COMMAND
+            succeeded = succeeded and held
         ops = then if succeeded else otherwise
         before = self.revision
-        if before:
-            self.rev = before + 1  # what its writes are made at; kept only if one changes something
+        rev = before + 1 if before else 0  # what its writes are made at; kept only if one changes something
+        self.rev = rev
         undo: list[tuple[int, bytes, Entry | None]] = []
         results: list[Any] = []
         budget = MAX_RANGE_BYTES
         shards = self.shards
-        for kind, key, arg, limit in ops:
-            if kind == T_PUT or kind == T_DELETE:
+        status = OK
+        for o in ops:
+            if type(o) is not list or len(o) != 4:
+                status = BAD_COMMAND
+                break
+            kind, key, arg, limit = o
+            if type(key) is not bytes or len(key) > MAX_KEY_BYTES or not (arg is None or type(arg) is bytes):
+                status = BAD_COMMAND
+                break
+            if kind == T_PUT or kind == T_APPEND or kind == T_DELETE:
                 h = crc32(key) >> SHARD_SHIFT
-                old = shards[h].get(key)
-                if kind == T_DELETE and old is None:
-                    results.append(0)
-                    continue
+                data = shards[h]
+                old = data.get(key)
+                if kind == T_DELETE:
+                    if old is None:
+                        results.append(0)
+                        continue
+                    new = None
+                    results.append(1)
+                elif arg is None:
+                    status = BAD_COMMAND
+                    break
+                elif kind == T_PUT:
+                    new = arg
+                    results.append(None)
+                else:
+                    old_value = b"" if old is None else old[0] if isinstance(old, tuple) else old
+                    if len(old_value) + len(arg) > MAX_VALUE_BYTES:
+                        status = TOO_LARGE
+                        break
+                    new = old_value + arg
+                    results.append(None)
+                if len(new or b"") > MAX_VALUE_BYTES:
+                    status = TOO_LARGE
+                    break
                 undo.append((h, key, old))
-                self._put(h, key, arg if kind == T_PUT else None, img)
-                results.append(None if kind == T_PUT else 1)
-            elif kind == T_APPEND:
-                h = crc32(key) >> SHARD_SHIFT
-                old = shards[h].get(key)
-                old_value = b"" if old is None else old[0] if isinstance(old, tuple) else old
-                if len(old_value) + len(arg) > MAX_VALUE_BYTES:
-                    self._undo(undo)
-                    self.rev = before
-                    return TOO_LARGE
-                undo.append((h, key, old))
-                self._put(h, key, old_value + arg, img)
-                results.append(None)
+                if img is not None and key not in img.before[h]:
+                    img.before[h][key] = old
+                if new is None:
+                    del data[key]
+                    self.index.remove(key)
+                else:
+                    data[key] = _written(old, new, rev)
+                    if old is None:
+                        self.index.add(key)
             elif kind == T_DELETE_RANGE:
                 keys, count = self.range(key, arg, MAX_DELETE_RANGE + 1, 1 << 62, values=False)
                 if count > MAX_DELETE_RANGE:
-                    self._undo(undo)
-                    self.rev = before
-                    return TOO_LARGE
+                    status = TOO_LARGE
+                    break
                 for k in keys:
                     h = crc32(k) >> SHARD_SHIFT
                     undo.append((h, k, shards[h][k]))
@@ -721,17 +754,25 @@ class KVStore:
             elif kind == T_GET:
                 e = shards[crc32(key) >> SHARD_SHIFT].get(key)
                 results.append(None if e is None else list(meta_of(e)))
-                budget -= 0 if e is None else len(e[0] if isinstance(e, tuple) else e)
-            else:
+                budget -= 0 if e is None else len(e[0] if type(e) is tuple else e)
+            elif kind == T_RANGE and type(limit) is int and 0 <= limit <= MAX_RANGE_KEYS:
                 keys, count = self.range(key, arg, limit or MAX_RANGE_KEYS, max(budget, 0))
                 kvs: list[list[Any]] = [[k, *meta_of(shards[crc32(k) >> SHARD_SHIFT][k])] for k in keys]
                 budget -= sum(len(k) + len(kv[1]) for k, kv in zip(keys, kvs, strict=True))
                 results.append([kvs, count, count > len(kvs)])
+            else:
+                status = BAD_COMMAND
+                break
+        if status != OK:
+            self._undo(undo)
+            self.rev = before
+            return status
         if undo and before:
-            self.revision = self.rev
+            self.revision = rev
         else:
             self.rev = before
-        self.result = _pack([succeeded, results])
+        out = self.txn_out = [succeeded, results]
+        self.result = _pack(out)
         return OK
 
     def _undo(self, undo: list[tuple[int, bytes, Entry | None]]) -> None:

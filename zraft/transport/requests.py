@@ -150,6 +150,7 @@ class Txn(NamedTuple):
 TARGETS = ("value", "version", "create_revision", "mod_revision")
 CMPS = ("=", "!=", "<", ">")
 TXN_OPS = ("put", "delete", "delete_range", "get", "range", "append")
+_TARGET_SET, _CMP_SET, _TXN_OP_SET = frozenset(TARGETS), frozenset(CMPS), frozenset(TXN_OPS)
 MAX_TXN_OPS = 128
 """Most compares, and most operations in each branch, of one transaction."""
 
@@ -284,6 +285,13 @@ def from_wire(req: dict[str, Any]) -> Request:
             if type(v) is bytes:
                 return _new(Put, (i, c, q, a, k, v, False, False, False)) if op == "put" \
                     else _new(Append, (i, c, q, a, k, v, False))
+    elif op == "txn":
+        c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
+        if (type(c) is int and type(q) is int and type(a) is int and type(i) is int
+                and 0 < c <= MAX_INT and 0 < q <= MAX_INT and 0 < a <= MAX_INT and 0 <= i <= MAX_INT):
+            return _new(Txn, (i, c, q, a, tuple([_compare(x) for x in _list(req, "if")]),
+                              tuple([_txn_op(x) for x in _list(req, "then")]),
+                              tuple([_txn_op(x) for x in _list(req, "else")])))
     if type(op) is not str:
         raise ProtocolError("field op must be a string")
     kind: Any = KINDS.get(op)  # a request type: called below with the fields its op has
@@ -382,17 +390,18 @@ def _compare(c: Any) -> Compare:
     if type(c) is not list or len(c) != 4 or type(c[0]) is not bytes:
         raise ProtocolError("a compare is [key, target, cmp, operand]")
     key, target, cmp, operand = c
-    if target not in TARGETS or cmp not in CMPS:
+    if target not in _TARGET_SET or cmp not in _CMP_SET:
         raise ProtocolError(f"a compare's target is one of {', '.join(TARGETS)}; its cmp one of {' '.join(CMPS)}")
-    if target == "value" and type(operand) is not bytes:
-        raise ProtocolError("a value compare's operand must be bytes (msgpack bin)")
-    if target != "value" and (type(operand) is not int or not 0 <= operand <= MAX_INT):
+    if target == "value":
+        if type(operand) is not bytes:
+            raise ProtocolError("a value compare's operand must be bytes (msgpack bin)")
+    elif type(operand) is not int or not 0 <= operand <= MAX_INT:
         raise ProtocolError(f"a {target} compare's operand must be an unsigned integer")
-    return Compare(key, target, cmp, operand)
+    return _new(Compare, (key, target, cmp, operand))
 
 
 def _txn_op(o: Any) -> TxnOp:
-    if type(o) is not list or not 2 <= len(o) <= 4 or o[0] not in TXN_OPS or type(o[1]) is not bytes:
+    if type(o) is not list or not 2 <= len(o) <= 4 or o[0] not in _TXN_OP_SET or type(o[1]) is not bytes:
         raise ProtocolError(f"a transaction operation is [kind, key, ...] with kind one of {', '.join(TXN_OPS)}")
     kind, key = o[0], o[1]
     arg = o[2] if len(o) > 2 else None
@@ -405,7 +414,7 @@ def _txn_op(o: Any) -> TxnOp:
         raise ProtocolError(f"a {kind} in a transaction is [\"{kind}\", key]")
     if type(limit) is not int or not 0 <= limit <= MAX_RANGE_KEYS or (limit and kind != "range"):
         raise ProtocolError(f"a range's limit is 0 to {MAX_RANGE_KEYS}, and only a range has one")
-    return TxnOp(kind, key, arg, limit)
+    return _new(TxnOp, (kind, key, arg, limit))
 
 
 def _range(req: dict[str, Any], rid: int) -> Range:
