@@ -551,6 +551,8 @@ class KVStore:
             else:
                 del data_[key]
                 self.index.remove(key)
+                if img is not None:
+                    img.deleted(key)
                 if rev:
                     self.revision = self.rev = rev + 1
         if op <= DELETE:
@@ -574,6 +576,8 @@ class KVStore:
             if old is not None:
                 del data[key]
                 self.index.remove(key)
+                if img is not None:
+                    img.deleted(key)
             return
         data[key] = _written(old, value, self.rev)
         if old is None:
@@ -737,6 +741,8 @@ class KVStore:
                 if new is None:
                     del data[key]
                     self.index.remove(key)
+                    if img is not None:
+                        img.deleted(key)
                 else:
                     data[key] = _written(old, new, rev)
                     if old is None:

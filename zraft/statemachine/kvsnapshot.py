@@ -3,6 +3,7 @@ serialized in chunks, and a store rebuilt from a snapshot's bytes (every format 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 from zlib import crc32
@@ -23,6 +24,8 @@ SNAPSHOT_CHUNK_SESSIONS = 1024
 SNAPSHOT_CHUNK_PAIRS = 1024
 SNAPSHOT_CHUNK_BYTES = 4 << 20
 """The most sessions, key/value pairs and (about) bytes in one msgpack array of a snapshot."""
+WALK_KEYS = 1024
+"""Keys the image takes from the index at a time."""
 _pack = msgpack.Packer(use_bin_type=True).pack
 """As ``kv._pack``: the same bytes, without a Packer made per call."""
 
@@ -33,9 +36,12 @@ class SnapshotImage:
     Taking it costs the event loop a list of the session ids and a count of the keys. Afterwards the store saves
     the old value of each key the first time a write touches it (copy-on-write, per key: ``None`` for a key that
     did not exist), in ``before[shard]``. ``chunks()`` -- a generator the event loop advances between applies, on
-    the same thread -- lists one shard's keys when it reaches that shard: the keys there now, plus the keys deleted
-    since the image's moment (saved with a value but gone). For each it reads the live value and then prefers the
-    saved one; a saved ``None`` means the key was made after the moment and is left out.
+    the same thread -- walks the store's ordered index (``KVStore.index``), a batch of keys at a time from just
+    after the last key it wrote (``passed``), so that the keys go out in key order and a restore sorts them in
+    linear time. For each it reads the live value and then prefers the saved one; a saved ``None`` means the key
+    was made after the moment and is left out. A key deleted ahead of the walk (``deleted``) is not in the index
+    when the walk gets there: it is kept in ``ahead`` and written at the end, with its saved value, unless the walk
+    met it (made again).
     """
 
     def __init__(self, kv: KVStore) -> None:
@@ -48,8 +54,18 @@ class SnapshotImage:
         """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
         for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
         self._shards = kv.shards
+        self._index = kv.index
         self.key_count = len(kv)
         self.before: list[dict[bytes, Entry | None]] = [{} for _ in range(SHARDS)]
+        self.passed: bytes | None = None
+        """The last key the walk wrote (None: none yet)."""
+        self.ahead: set[bytes] = set()
+        """Keys deleted ahead of the walk since the image's moment (see the class docstring)."""
+
+    def deleted(self, key: bytes) -> None:
+        """The store just deleted ``key`` (after saving its old value, if it was the first change)."""
+        if self.passed is None or key > self.passed:
+            self.ahead.add(key)
 
     def leftovers(self, small: int) -> list[Any]:
         before = self.before
@@ -85,29 +101,41 @@ class SnapshotImage:
                 sess = []
         if sess:
             yield _pack(sess)
-        # Pairs are gathered across shards, so that the pieces (and the file's size) do not depend on how keys
-        # fall into shards, which differs between processes (bytes hashes are salted per process).
         out: list[Any] = []
         size = 0
         count = 0
-        for shard, before in zip(self._shards, self.before, strict=True):
-            keys = list(shard)  # one shard, now: the store does not change while this generator runs
-            keys += [k for k, v in before.items() if v is not None and k not in shard]
-            for k in keys:
-                v = shard.get(k)
-                if k in before:
-                    v = before[k]
-                    if v is None:  # made after the image's moment
-                        continue
-                assert v is not None, "a key of the image lost its value"
+        shards, before, index, ahead = self._shards, self.before, self._index, self.ahead
+        while True:
+            if self.passed is None:
+                batch = list(index.islice(0, WALK_KEYS))
+            else:
+                batch = list(itertools.islice(index.irange(self.passed, inclusive=(False, True)), WALK_KEYS))
+            if not batch:
+                break
+            for k in batch:  # (a yield below lets the store change: a key of the batch may be gone by its turn)
+                h = crc32(k) >> SHARD_SHIFT
+                kept = before[h]
+                if k in kept:
+                    e = kept[k]
+                    ahead.discard(k)
+                else:
+                    e = shards[h].get(k)
+                self.passed = k
+                if e is None:  # made after the image's moment
+                    continue
                 out.append(k)
-                out.append(v)
-                size += len(k) + len(v[0] if isinstance(v, tuple) else v)
+                out.append(e)
+                size += len(k) + len(e[0] if isinstance(e, tuple) else e)
                 if len(out) >= 2 * SNAPSHOT_CHUNK_PAIRS or size >= SNAPSHOT_CHUNK_BYTES:
                     count += len(out) >> 1
                     yield _pack(out)
                     out = []
                     size = 0
+        for k in sorted(ahead):  # deleted ahead of the walk and not met again: as they were
+            e = before[crc32(k) >> SHARD_SHIFT].get(k)
+            if e is not None:
+                out.append(k)
+                out.append(e)
         count += len(out) >> 1
         if count != self.key_count:
             raise RuntimeError(f"snapshot image: {count} keys serialized, {self.key_count} at its moment")
@@ -159,8 +187,13 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
                     k, v = arr[i], arr[i + 1]
                     if type(k) is not bytes:
                         raise ValueError("a key is not bytes")
-                    if type(v) is not bytes:
-                        v = _entry(v, kv.revision)
+                    if type(v) is not bytes:  # (inline: this runs for every key of a store of millions)
+                        if (type(v) is not list or len(v) != 4 or type(v[0]) is not bytes or type(v[1]) is not int
+                                or type(v[2]) is not int or type(v[3]) is not int
+                                or not 0 < v[1] <= v[2] <= kv.revision or v[3] < 1):
+                            raise ValueError("a value is neither bytes nor [value, create_revision, mod_revision, "
+                                             "version]")
+                        v = tuple(v)
                     shards[crc32(k) >> SHARD_SHIFT][k] = v
                     keys.append(k)
             kv.index = SortedList(keys)
@@ -180,15 +213,6 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
         raise ValueError(f"state machine snapshot does not decode ({e})") from None
     except Exception as e:
         raise ValueError(f"state machine snapshot does not decode ({e!r})") from None
-
-
-def _entry(v: Any, revision: int) -> Entry:
-    """A key's entry with its revisions, from a snapshot (format 5)."""
-    if (type(v) is not list or len(v) != 4 or type(v[0]) is not bytes
-            or not all(type(n) is int and 0 < n <= revision for n in v[1:3]) or type(v[3]) is not int or v[3] < 1
-            or v[1] > v[2]):
-        raise ValueError("a value is neither bytes nor [value, create_revision, mod_revision, version]")
-    return v[0], v[1], v[2], v[3]
 
 
 def _reply(r: Any) -> Any:
