@@ -158,7 +158,8 @@ def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
 
 
 def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
-    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
+    # Arrays as tuples: a key's [value, create, mod, version] is then its entry as it is, not copied.
+    up = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30, use_list=False)
     it = iter(chunks)
 
     def objects() -> Iterator[Any]:
@@ -193,21 +194,23 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
                 if len(sessions) != n_sessions:
                     raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
             shards = kv.shards
-            keys = []
+            keys: list[bytes] = []
+            revision = kv.revision
             for arr in objs:
-                for i in range(0, len(arr), 2):
-                    k, v = arr[i], arr[i + 1]
+                if type(arr) is not tuple:
+                    raise ValueError("keys and values are not an array")
+                ks = arr[0::2]
+                for k, v in zip(ks, arr[1::2], strict=True):  # (inline: this runs for every key of millions)
                     if type(k) is not bytes:
                         raise ValueError("a key is not bytes")
-                    if type(v) is not bytes:  # (inline: this runs for every key of a store of millions)
-                        if (type(v) is not list or len(v) != 4 or type(v[0]) is not bytes or type(v[1]) is not int
-                                or type(v[2]) is not int or type(v[3]) is not int
-                                or not 0 < v[1] <= v[2] <= kv.revision or v[3] < 1):
-                            raise ValueError("a value is neither bytes nor [value, create_revision, mod_revision, "
-                                             "version]")
-                        v = tuple(v)
+                    if type(v) is not bytes and (
+                            type(v) is not tuple or len(v) != 4 or type(v[0]) is not bytes or type(v[1]) is not int
+                            or type(v[2]) is not int or type(v[3]) is not int
+                            or not 0 < v[1] <= v[2] <= revision or v[3] < 1):
+                        raise ValueError("a value is neither bytes nor [value, create_revision, mod_revision, "
+                                         "version]")
                     shards[crc32(k) >> SHARD_SHIFT][k] = v
-                    keys.append(k)
+                keys += ks
             kv.index = SortedList(keys)
             if len(kv.index) != count or sum(map(len, shards)) != count:
                 raise ValueError(f"it holds {sum(map(len, shards))} keys, its header says {count}")
@@ -229,7 +232,7 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
 
 def _reply(r: Any) -> Any:
     """A session's recorded reply from a snapshot: a status, or [status, result]."""
-    if type(r) is list and len(r) == 2 and (r[1] is None or type(r[1]) is bytes):
+    if type(r) is tuple and len(r) == 2 and (r[1] is None or type(r[1]) is bytes):
         return [_int(r[0]), r[1]]
     return _int(r)
 
