@@ -82,8 +82,8 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
          "            self.barrier_reads = []\n        if self.barrier_reads:\n            rid = next(self._ids)\n"),
     # Transactions' own mistakes, caught by the seeds' transaction clients (``TXN``) and their checkers.
     18: ("a transaction's compares are not evaluated (every compare-and-swap succeeds)", "zraft/statemachine/kv.py",
-         "        succeeded = all(self._holds(c) for c in cmps)\n",
-         "        succeeded = all(self._holds(c) for c in cmps[:0])\n"),
+         "            succeeded = succeeded and held\n",
+         "            succeeded = True\n"),
     19: ("a retried transaction is applied again", "zraft/statemachine/kv.py",
          "        if cached is not None:  # a retry: answer again, apply nothing\n",
          "        if cached is not None and op != TXN:  # a retry: answer again, apply nothing\n"),
