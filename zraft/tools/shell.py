@@ -79,7 +79,7 @@ class Shell:
             raise ValueError(usage)
         lines = [f"{kv.key.decode(errors='replace')}: {(kv.value or b'').decode(errors='replace')}" for kv in r.kvs]
         more = f", {r.count - len(r.kvs)} more not listed" if r.more else ""
-        lines.append(f"({len(r.kvs)} keys{more}; revision {r.revision})")
+        lines.append(f"({len(r.kvs)} key{'' if len(r.kvs) == 1 else 's'}{more}; revision {r.revision})")
         return "\n".join(lines)
 
     def _txn(self, args: list[str]) -> str:
