@@ -639,5 +639,11 @@ def test_watch_multi_exec_discard_getset_and_msetnx(cluster: launch.Cluster, kin
         finally:
             raw.close()
         assert r.get(n) == b"mine"
+        # What MULTI queues is bounded like one request: past it, refused, and EXEC aborts.
+        with r.pipeline(transaction=True) as p:
+            p.set(n, "x" * (600 << 10)).set(n, "y" * (600 << 10))
+            with pytest.raises(redis.ResponseError, match=r"EXECABORT|at most"):
+                p.execute()
+        assert r.get(n) == b"mine"
         r.close()
         other.close()

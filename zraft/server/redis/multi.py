@@ -20,12 +20,14 @@ from zraft.server.redis import protocol as resp
 from zraft.server.redis.commands import UNSENT, _whole_store, failure
 from zraft.server.redis.conn import Conn
 from zraft.statemachine import kv
-from zraft.transport import requests
+from zraft.transport import codec, requests
 from zraft.transport.requests import Compare, Txn, TxnOp
 
 if TYPE_CHECKING:
     from zraft.server.redis.server import RespServer
 
+MAX_QUEUED_BYTES = codec.MAX_CLIENT_MESSAGE - (64 << 10)
+"""The most bytes of arguments the commands queued after MULTI hold: EXEC sends them as one zraft request."""
 Reply = Callable[[list[Any], resp.Replies], bytes]
 """A queued command's reply from its operations' results (and the protocol in use)."""
 
@@ -79,6 +81,10 @@ def queue(s: RespServer, c: Conn, a: list[bytes]) -> None:
     if len(c.multi) >= requests.MAX_TXN_OPS:
         c.multi_failed = True
         s.immediate(c, resp.error(f"ERR zraft runs at most {requests.MAX_TXN_OPS} commands in a transaction"))
+        return
+    if sum(len(x) for args in (*c.multi, a) for x in args) > MAX_QUEUED_BYTES:
+        c.multi_failed = True  # (what is queued is held in memory until EXEC: bounded like one request)
+        s.immediate(c, resp.error(f"ERR a transaction holds at most {MAX_QUEUED_BYTES} bytes of arguments"))
         return
     c.multi.append(a)
     s.immediate(c, resp.simple("QUEUED"))
