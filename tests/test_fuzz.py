@@ -122,7 +122,13 @@ REQUESTS = [
     requests.BackupEnd(17, 9, 2), requests.Range(18, b"a", b"b", 5, keys_only=True, count_only=True, stale=True),
     requests.Txn(19, 5, 7, 1, (requests.Compare(b"k", "value", "=", b"v"), requests.Compare(b"k", "version", ">", 2)),
                  (requests.TxnOp("put", b"k", b"w"), requests.TxnOp("delete_range", b"a", None),
-                  requests.TxnOp("range", b"a", b"b", 3)), (requests.TxnOp("get", b"k"),))]
+                  requests.TxnOp("range", b"a", b"b", 3)),
+                 (requests.TxnOp("get", b"k"), requests.TxnOp("put", b"k", b"v", 4))),
+    requests.LeaseGrant(20, 5, 8, 1, 5000, lease=9), requests.LeaseRevoke(21, 5, 9, 1, 9),
+    requests.LeaseKeepAlive(22, 9), requests.LeaseTTL(23, lease=9), requests.LeaseTTL(24, key=b"k"),
+    requests.Expire(25, 5, 10, 1, b"k", None), requests.Expire(26, 5, 11, 1, b"k", -5),
+    requests.Put(27, 5, 12, 1, b"k", b"v", lease=9), requests.Put(28, 5, 13, 1, b"k", b"v", xx=True, ttl_ms=100),
+    requests.Put(29, 5, 14, 1, b"k", b"v", keep_ttl=True)]
 """One request of every kind, with its options set."""
 
 

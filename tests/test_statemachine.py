@@ -17,6 +17,7 @@ from zraft.core import ClusterConfig, Options, Role
 from zraft.server.replica import Replica
 from zraft.server.settings import Settings
 from zraft.statemachine.kv import KVStore
+from zraft.statemachine.leases import Leases
 from zraft.statemachine.machine import StateMachine
 from zraft.storage import Storage
 from zraft.transport import codec
@@ -40,6 +41,7 @@ class Journal:
     def __init__(self) -> None:
         self.applied = 0
         self.revision = self.rev = 0  # a journal has no revisions
+        self.leases = Leases()  # and no leases: never granted one, so the leader never expires one
         self.keys: list[bytes] = []
         self.snapshots = 0
         self.restored_at = 0
@@ -72,6 +74,9 @@ class Journal:
 
     def leader_commands(self) -> list[bytes]:
         return []
+
+    def expire_command(self, lease_ids: list[int]) -> bytes:
+        raise AssertionError("a journal has no leases to expire")
 
     def counts(self) -> tuple[int, int]:
         return len(self.keys), 0

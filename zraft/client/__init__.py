@@ -11,6 +11,8 @@ from .client import (
     Unavailable,
     ZraftError,
 )
+from .errors import LeaseExpired
+from .leases import LeaseInfo
 
-__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "KeyValue", "OutcomeUnknown", "RangeResult",
-           "RequestRefused", "Unavailable", "ZraftError"]
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "KeyValue", "LeaseExpired", "LeaseInfo", "OutcomeUnknown",
+           "RangeResult", "RequestRefused", "Unavailable", "ZraftError"]

@@ -30,7 +30,8 @@ import zmq
 
 from zraft.client.admin import AdminCalls
 from zraft.client.data import DataCalls, KeyValue, RangeResult
-from zraft.client.errors import OutcomeUnknown, RequestRefused, Unavailable, ZraftError
+from zraft.client.errors import LeaseExpired, OutcomeUnknown, RequestRefused, Unavailable, ZraftError
+from zraft.client.leases import LeaseCalls
 from zraft.transport import codec
 from zraft.transport.security import ClientKeys, client_socket
 from zraft.transport.zmq_transport import tune_tcp
@@ -59,7 +60,7 @@ def _b(x: bytes | str) -> bytes:
     return x.encode() if isinstance(x, str) else x
 
 
-class Client(AdminCalls, DataCalls):
+class Client(AdminCalls, DataCalls, LeaseCalls):
     def __init__(self, nodes: Iterable[str], deadline: float = DEFAULT_DEADLINE,
                  attempt_timeout: float = ATTEMPT_TIMEOUT, client_id: int | None = None,
                  keys: ClientKeys | None = None) -> None:
@@ -124,9 +125,20 @@ class Client(AdminCalls, DataCalls):
 
     # ------------------------------------------------------------------ operations
 
-    def put(self, key: bytes | str, value: bytes | str) -> int:
-        """Set ``key`` to ``value``; returns the revision of the write (the key's new ``mod_revision``)."""
-        return self._write("put", _b(key), _b(value))
+    def put(self, key: bytes | str, value: bytes | str, *, lease: int = 0, ttl: float | None = None) -> int:
+        """Set ``key`` to ``value``; returns the revision of the write (the key's new ``mod_revision``). ``lease``:
+        attach the key to this lease (it is deleted when the lease expires or is revoked; ``LeaseExpired`` if the
+        lease is gone); ``ttl``: give the key its own TTL, in seconds. Without either, the key leaves any lease or
+        TTL it had."""
+        if not lease and ttl is None:
+            return self._write("put", _b(key), _b(value))
+        req: dict[str, Any] = {"op": "put", "key": _b(key), "value": _b(value)}
+        if lease:
+            req["lease"] = lease
+        if ttl is not None:
+            req["ttl_ms"] = max(1, round(ttl * 1000))
+        rev: int = self._session_call(req).get("rev", 0)
+        return rev
 
     def append(self, key: bytes | str, value: bytes | str) -> int:
         """Append ``value`` to ``key``'s value (a missing key is empty); returns the revision of the write."""
@@ -402,8 +414,11 @@ class Client(AdminCalls, DataCalls):
                 err = r.get("error", "")
                 last_error = f"{err}: {r.get('message', '')}"
                 if err in (codec.Err.TOO_LARGE, codec.Err.BAD_REQUEST, codec.Err.CONFIG_REFUSED,
-                           codec.Err.TRANSFER_FAILED):
+                           codec.Err.TRANSFER_FAILED, codec.Err.LEASE_LIMIT, codec.Err.LEASE_EXISTS,
+                           codec.Err.BAD_COMMAND):
                     raise RequestRefused(r.get("message", err))
+                if err == codec.Err.NO_LEASE:
+                    raise LeaseExpired(r.get("message", err))
                 if err == codec.Err.SESSION_EXPIRED:
                     raise OutcomeUnknown(r.get("message", err))
                 hint = self._learn(r)

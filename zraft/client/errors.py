@@ -17,3 +17,7 @@ class Unavailable(ZraftError):
 
 class RequestRefused(ZraftError):
     """The cluster refused the request; nothing was changed (for example a value over the size limit)."""
+
+
+class LeaseExpired(RequestRefused):
+    """The lease named expired, was revoked, or never was (nothing was changed)."""

@@ -76,8 +76,10 @@ def mod_revision(key: bytes | str) -> _Side:
     return _Side(key, "mod_revision")
 
 
-def put(key: bytes | str, val: bytes | str) -> TxnOp:
-    return TxnOp("put", _b(key), _b(val))
+def put(key: bytes | str, val: bytes | str, lease: int = 0) -> TxnOp:
+    """Set ``key`` to ``val``; ``lease``: attached to this lease (the transaction is refused, ``LeaseExpired``, if
+    it is gone); without one the key leaves any lease it had."""
+    return TxnOp("put", _b(key), _b(val), lease)
 
 
 def append(key: bytes | str, val: bytes | str) -> TxnOp:

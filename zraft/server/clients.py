@@ -31,6 +31,8 @@ from zraft.transport.requests import (
     BackupChunk,
     BackupEnd,
     Get,
+    LeaseKeepAlive,
+    LeaseTTL,
     Members,
     Promote,
     Range,
@@ -68,8 +70,9 @@ class PendingRead:
     arrived: float = 0.0
     backup: bool = False
     """A backup's read point, not a get."""
-    query: Range | None = None
-    """A range read, not a get (answered by ``StateMachine.query``)."""
+    query: Range | LeaseKeepAlive | LeaseTTL | None = None
+    """A range read, not a get (answered by ``StateMachine.query``), or a request only the leader answers once it
+    has confirmed it leads (by its ``Lessor``)."""
 
 
 M = TypeVar("M", bound=StateMachine)
@@ -197,6 +200,11 @@ class ClientRequests(Generic[M]):
             case Range(stale=stale):
                 if stale:
                     self._reply(identity, {"id": rid, **self.machine.query(req)}, batched)
+                    return
+                self._read_group.append(PendingRead(identity, rid, b"", batched, self._arrived, query=req))
+            case LeaseKeepAlive() | LeaseTTL():
+                if self.raft.role != Role.LEADER:
+                    self._not_leader(identity, rid, batched)
                     return
                 self._read_group.append(PendingRead(identity, rid, b"", batched, self._arrived, query=req))
             case ProbeRequest():

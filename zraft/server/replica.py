@@ -42,12 +42,14 @@ from zraft.core import (
 )
 from zraft.server.backups import Backups
 from zraft.server.clients import ClientRequests, PendingRead, PendingWrite
+from zraft.server.lessor import Lessor
 from zraft.server.membership import Membership
 from zraft.server.metrics import Runs, Stats
 from zraft.server.seams import Clock, Probe, Transport
 from zraft.server.settings import (
     DEFAULT_SETTINGS,
     SNAPSHOT_JITTER,
+    TICK_MS,
     Settings,
 )
 from zraft.server.snapshotting import STEP_BUDGET_S, Receiver, Sender, SnapshotJob
@@ -60,6 +62,8 @@ from zraft.transport.codec import Err
 from zraft.transport.requests import (
     OP_OF,
     WRITES,
+    LeaseKeepAlive,
+    Range,
     Write,
 )
 from zraft.util.logutil import LogLimiter
@@ -156,6 +160,8 @@ class Replica(ClientRequests[M]):
         here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
+        self.lessor = Lessor(clock, 2 * options.election_ticks * TICK_MS / 1000)
+        """The leader's lease deadlines (``zraft.server.lessor``)."""
         self.backups = Backups(node_id, storage, clock, self._reply)
         self.membership = Membership(node_id, self.raft, self.addresses, keys or {}, self._reply, self._leader_info)
         """Membership changes and leadership transfers clients asked for (``zraft.server.membership``)."""
@@ -268,6 +274,10 @@ class Replica(ClientRequests[M]):
             self.backups.tick(now)
         for peer in self.sender.tick():
             self.raft.report_snapshot(peer, False)
+        if self.lessor.ready and self.raft.role == Role.LEADER and self.raft.transferee == NONE:
+            expired = self.lessor.due()
+            if expired:
+                self.raft.propose([self.machine.expire_command(ids) for ids in expired])
 
     def busy(self) -> bool:
         """True while a snapshot is being written, or dropped log entries freed, and the loop should call ``work``
@@ -361,12 +371,14 @@ class Replica(ClientRequests[M]):
             if role == Role.LEADER and self._last_role != Role.LEADER:
                 stats.elections_won += 1
                 elected = True
+                self.lessor.elected(self.raft.last_index)
             if leader != NONE and leader != self._last_leader:
                 stats.leader_changes += 1
                 self._last_leader = leader
             self._last_role = role
             if rd.soft_state.role != Role.LEADER:
                 self.sender.clear()
+                self.lessor.stop()
                 # Writes waiting here may still commit under the next leader: the client retries with the same
                 # sequence number and the session answers it once.
                 for waiting in self.pending_writes.values():
@@ -397,15 +409,26 @@ class Replica(ClientRequests[M]):
                     self.membership.applied(e.index)
             if probe is not None:
                 probe.applied(self, e)
+        lessor = self.lessor
+        if lessor.start and not lessor.ready and store.applied >= lessor.start and self.raft.role == Role.LEADER:
+            lessor.promote(store.leases)
         # 5. Reads.
         for rs in rd.read_states:
             for pr in self.pending_reads.pop(rs.context, ()):
                 if pr.backup:
                     self.backups.confirmed(pr.identity, pr.req_id, pr.batched, rs.index)
                     continue
-                if pr.query is not None:
-                    self._reply(pr.identity, {"id": pr.req_id, **self.machine.query(pr.query)}, pr.batched)
-                    runs.add("range", pr.arrived)
+                q = pr.query
+                if q is not None:
+                    if isinstance(q, Range):
+                        self._reply(pr.identity, {"id": pr.req_id, **self.machine.query(q)}, pr.batched)
+                        runs.add("range", pr.arrived)
+                    elif self.raft.role != Role.LEADER:
+                        self._not_leader(pr.identity, pr.req_id, pr.batched)
+                    else:
+                        leased = lessor.keepalive(q.lease) if isinstance(q, LeaseKeepAlive) else \
+                            lessor.time_to_live(q.lease, q.key, q.key is not None and store.get(q.key) is not None)
+                        self._reply(pr.identity, {"id": pr.req_id, **leased}, pr.batched)
                     continue
                 self._answer_get(pr.identity, pr.req_id, pr.key, pr.batched)
                 runs.add("get", pr.arrived)

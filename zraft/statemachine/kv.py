@@ -35,14 +35,18 @@ import msgpack
 from msgpack import unpackb
 from sortedcontainers import SortedList
 
+from zraft.statemachine.leases import MAX_LEASE_ID, MAX_LEASES, MAX_TTL_MS, MIN_LEASE_TTL_MS, MIN_TTL_MS, Leases
 from zraft.transport.requests import (
     CMPS,
     MAX_RANGE_BYTES,
     MAX_RANGE_KEYS,
     Append,
     Delete,
+    Expire,
     GetDel,
     Incr,
+    LeaseGrant,
+    LeaseRevoke,
     MSet,
     Put,
     Range,
@@ -68,15 +72,19 @@ MAX_REPLIES_PER_SESSION = 16_384
 advances its ack). One more drops the older half: retries of those are refused as expired, never applied twice."""
 EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
-SNAPSHOT_FORMAT = 5
-"""Snapshot layout (``kvsnapshot.py`` writes and reads it): a stream of msgpack objects. First ``[5, applied,
-key_count, session_count, revision]``; then arrays ``[client, last_index, ack, {seq: reply}, client, ...]`` of at
-most ``SNAPSHOT_CHUNK_SESSIONS`` sessions (a reply is a status, or ``[status, result]`` for the ops that have
-results; a status carries the write's revision: ``revision << 4 | status``), ``session_count`` sessions in all; then
+SNAPSHOT_FORMAT = 6
+"""Snapshot layout (``kvsnapshot.py`` writes and reads it): a stream of msgpack objects. First ``[6, applied,
+key_count, session_count, revision, lease_count, next_lease_id]``; then arrays ``[client, last_index, ack, {seq:
+reply}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions (a reply is a status, or ``[status, result]``
+for the ops that have results; a status carries the write's revision: ``revision << 4 | status``), ``session_count``
+sessions in all; then arrays ``[lease_id, ttl_ms, solo, [key, ...], lease_id, ...]``, ``lease_count`` leases in all;
+then
 arrays ``[key, value, key, value, ...]`` of at most ``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES``
 bytes, ``key_count`` pairs in all, a value being the bytes (a key last written before revisions began) or
-``[value, create_revision, mod_revision, version]``. Written once revisions began; before that, as the release
-before wrote: format 4 once a session kept a result, else 3. Still read: format 4 (``[4, applied, key_count,
+``[value, create_revision, mod_revision, version]``. Written once a lease was ever granted (or a key given a TTL);
+before that, as the releases before wrote: format 5 (format 6 without the leases: ``[5, applied, key_count,
+session_count, revision]``) once revisions began, else format 4 once a session kept a result, else 3. Still read:
+format 5, format 4 (``[4, applied, key_count,
 session_count]``, values alone, statuses without revisions), format 3 (format 4 with statuses only, no results),
 format 2 (``[2, applied, key_count, sessions]`` with sessions a map client -> ``[last_index, ack, {seq: status}]``,
 then the key arrays) and format 1 (one object: ``[1, applied, {key: value}, sessions]``)."""
@@ -110,17 +118,34 @@ class Op(enum.IntEnum):
     """No session (client 0): revisions begin here, at revision 1, if they had not (see the module docstring)."""
     TXN = 9
     """``key`` empty, ``value`` the msgpack array [compares, then, else]: a compare ``[key, target, cmp, operand]``
-    and an operation ``[kind, key, arg, limit]`` as the request has them (``requests.Compare``, ``requests.TxnOp``).
-    The result: msgpack ``[succeeded, results]``."""
+    and an operation ``[kind, key, arg, limit]`` as the request has them (``requests.Compare``, ``requests.TxnOp``;
+    a put's ``limit`` is its lease). The result: msgpack ``[succeeded, results]``."""
+    LEASE_GRANT = 10
+    """``value`` the msgpack array [lease id (0: the next free one), ttl_ms]. The result: the id, in decimal ASCII."""
+    LEASE_REVOKE = 11
+    """``value`` the lease id, in decimal ASCII: the lease is dropped and its keys deleted, at one revision."""
+    LEASE_EXPIRE = 12
+    """No session (client 0; the leader's own, ``zraft.server.lessor``): ``value`` the msgpack array of the lease ids
+    that expired: each dropped (if it still is there) and its keys deleted, all at one revision."""
+    EXPIRE = 13
+    """A key's own TTL (Redis's EXPIRE, PERSIST): ``value`` msgpack of the TTL in ms (at most 0: the key is deleted
+    now) or nil (PERSIST: the TTL is dropped). Status ``NOT_FOUND`` without the key, ``NOT_SET`` for a PERSIST of a key
+    without one. The key's value and revisions do not change."""
 
 
 PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN = 1, 2, 3, 4, 5, 6, 7, 8, 9
+LEASE_GRANT, LEASE_REVOKE, LEASE_EXPIRE, EXPIRE = 10, 11, 12, 13
 """The ops as plain ints (what the log holds), for the hot path."""
-_OP_VALUES = frozenset((PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN))
-RESULT_OPS = frozenset((INCRBY, SET, GETDEL, TXN))
+_OP_VALUES = frozenset((PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN, LEASE_GRANT, LEASE_REVOKE,
+                        LEASE_EXPIRE, EXPIRE))
+RESULT_OPS = frozenset((INCRBY, SET, GETDEL, TXN, LEASE_GRANT))
 """Ops whose answer carries a result (``KVStore.result``), kept in the session for a retry."""
-SET_NX, SET_XX, SET_GET = 1, 2, 4
+SET_NX, SET_XX, SET_GET, SET_LEASE, SET_TTL, SET_KEEP = 1, 2, 4, 8, 16, 32
+"""A SET's flags. ``SET_LEASE``: attach the key to the lease whose id follows the flags byte (8 bytes, big-endian);
+``SET_TTL``: give it its own TTL, in ms (8 bytes, big-endian, after the lease id if there is one); ``SET_KEEP``: keep
+the lease (or TTL) it has (Redis's KEEPTTL). Without any of the three, a write detaches the key from its lease."""
 OK, TOO_LARGE, SESSION_EXPIRED, BAD_COMMAND, NOT_FOUND, NOT_INTEGER, OVERFLOW, NOT_SET, RESULT_LOST = range(9)
+NO_LEASE, LEASE_LIMIT, LEASE_EXISTS = 9, 10, 11
 """The statuses as plain ints."""
 MAX_CACHED_RESULT = 64 << 10
 """A result longer than this (an old value) is not kept in the session: a retry is told ``RESULT_LOST``."""
@@ -163,6 +188,12 @@ class Status(enum.IntEnum):
     """SET NX/XX whose condition did not hold: nothing changed (an answer, not an error)."""
     RESULT_LOST = 8
     """A retry of a write that was applied, whose result was too large to keep."""
+    NO_LEASE = 9
+    """The lease named does not exist (it expired, was revoked, or never was): nothing changed."""
+    LEASE_LIMIT = 10
+    """``leases.MAX_LEASES`` are held, or the lease has ``leases.MAX_KEYS_PER_LEASE`` keys: nothing changed."""
+    LEASE_EXISTS = 11
+    """A grant asked for a lease id that is taken: nothing changed."""
 
 
 STATUS_TEXT: dict[int, str] = {
@@ -172,6 +203,9 @@ STATUS_TEXT: dict[int, str] = {
     NOT_INTEGER: "value is not an integer or out of range",
     OVERFLOW: "increment or decrement would overflow",
     RESULT_LOST: "the write was applied; its result was too large to keep for a retry",
+    NO_LEASE: "no such lease (it expired, was revoked, or never was)",
+    LEASE_LIMIT: "too many leases, or too many keys on the lease",
+    LEASE_EXISTS: "a lease with this id exists already",
 }
 """The message of an error answer, by status."""
 
@@ -264,6 +298,8 @@ class KVStore:
         """Every key, in order (range reads): about 8 bytes a key beside the tables, 0.6 us to add one and 1 us to
         remove one (``sortedcontainers``, measured with a million keys here)."""
         self.sessions: dict[int, Session] = {}
+        self.leases = Leases()
+        """The leases, and the keys attached to each (``zraft.statemachine.leases``)."""
         self.applied = 0
         self.revision = 0
         """The store's revision: advanced by one by every write that changes it; 0 until revisions begin."""
@@ -343,10 +379,13 @@ class KVStore:
     def command(self, req: Write) -> bytes | tuple[str, str]:
         """The log command for a validated client write (put, append, delete, incr, getdel, mset; a put with
         ``nx``/``xx``/``get`` is a SET), or (error, message) when it is refused before it is logged."""
-        value, flags = b"", 0
+        value, flags, extra = b"", 0, b""
         if type(req) is Put:  # the common cases first, read as tuples (C speed: this runs for every write)
-            _, client, seq, ack, key, value, nx, xx, get = req
+            _, client, seq, ack, key, value, nx, xx, get, lease, ttl, keep = req
             flags = (SET_NX if nx else 0) | (SET_XX if xx else 0) | (SET_GET if get else 0)
+            if lease or ttl or keep:
+                flags |= (SET_LEASE if lease else 0) | (SET_TTL if ttl else 0) | (SET_KEEP if keep else 0)
+                extra = (lease.to_bytes(8, "big") if lease else b"") + (ttl.to_bytes(8, "big") if ttl else b"")
             kvop = SET if flags else PUT
         elif type(req) is Append:
             _, client, seq, ack, key, value, _ = req
@@ -362,6 +401,14 @@ class KVStore:
                     kvop = GETDEL
                 case Txn():
                     return self._txn_command(req)
+                case LeaseGrant(lease=lease, ttl_ms=ttl):
+                    return encode_command(LEASE_GRANT, client, seq, ack, b"", _pack([lease, ttl]))
+                case LeaseRevoke(lease=lease):
+                    return encode_command(LEASE_REVOKE, client, seq, ack, b"", b"%d" % lease)
+                case Expire(key=key, ttl_ms=left):
+                    if len(key) > MAX_KEY_BYTES:
+                        return "too_large", check_limits(key) or ""
+                    return encode_command(EXPIRE, client, seq, ack, key, _pack(left))
                 case MSet(pairs=pairs):
                     why = next((bad for i in range(0, len(pairs), 2)
                                 if (bad := check_limits(pairs[i], pairs[i + 1]))), None)
@@ -375,7 +422,7 @@ class KVStore:
             if why:
                 return "too_large", why
         if flags:  # checked above without its flags byte
-            value = bytes([flags]) + value
+            value = bytes([flags]) + extra + value
         return encode_command(kvop, client, seq, ack, key, value)
 
     def _txn_command(self, req: Txn) -> bytes | tuple[str, str]:
@@ -409,6 +456,10 @@ class KVStore:
                 r["found"] = status == OK
             case Incr() | GetDel():
                 r["value"] = self.result
+            case LeaseGrant(ttl_ms=ttl):
+                r["lease"], r["ttl_ms"] = int(self.result or b"0"), ttl
+            case Expire():
+                r["found"], r["done"] = status != NOT_FOUND, status == OK
             case Txn():
                 out = self.txn_out if self.txn_out is not None else \
                     unpackb(self.result) if self.result is not None else None  # (a retry: from the session)
@@ -437,6 +488,9 @@ class KVStore:
         """What a new leader proposes at the start of its term: the start of revisions, if they have not begun."""
         return [] if self.revision else [encode_command(REVISIONS, 0, 0, 0, b"", b"")]
 
+    def expire_command(self, lease_ids: list[int]) -> bytes:
+        return encode_command(LEASE_EXPIRE, 0, 0, 0, b"", _pack(lease_ids))
+
     def counts(self) -> tuple[int, int]:
         return len(self), len(self.sessions)
 
@@ -463,6 +517,9 @@ class KVStore:
         if op == REVISIONS:
             if not self.revision:
                 self.revision = self.rev = 1
+            return 0, 0, OK
+        if op == LEASE_EXPIRE:
+            self._expire_leases(value, self._image)
             return 0, 0, OK
         # Session (exactly-once).
         s = self.sessions.get(client)
@@ -532,6 +589,8 @@ class KVStore:
                     data_[key] = _written(old, value, rev)
                 if old is None:
                     self.index.add(key)
+                elif self.leases.of_key:
+                    self.leases.detach(key)  # (a plain put drops the key's lease or TTL, as in etcd and Redis)
             elif op == APPEND:
                 if old is None:
                     if rev:
@@ -553,6 +612,8 @@ class KVStore:
                 self.index.remove(key)
                 if img is not None:
                     img.deleted(key)
+                if self.leases.of_key:
+                    self.leases.detach(key)
                 if rev:
                     self.revision = self.rev = rev + 1
         if op <= DELETE:
@@ -565,13 +626,16 @@ class KVStore:
                 s.ack = keep
         return client, seq, status
 
-    def _put(self, h: int, key: bytes, value: bytes | None, img: SnapshotImage | None) -> None:
+    def _put(self, h: int, key: bytes, value: bytes | None, img: SnapshotImage | None, keep: bool = False) -> None:
         """Write (``value`` None: delete) one key of shard ``h`` at the revision ``self.rev`` (0: revisions have not
-        begun), saving its old entry for a snapshot image being taken."""
+        begun), saving its old entry for a snapshot image being taken. The key leaves its lease unless ``keep``
+        (a write that keeps it: INCR, SET KEEPTTL)."""
         data = self.shards[h]
         old = data.get(key)
         if img is not None and key not in img.before[h]:
             img.before[h][key] = old
+        if not keep and self.leases.of_key:
+            self.leases.detach(key)
         if value is None:
             if old is not None:
                 del data[key]
@@ -610,8 +674,12 @@ class KVStore:
             return OK
         if op == TXN:
             return self._apply_txn(value, img)
+        if op == LEASE_GRANT or op == LEASE_REVOKE:
+            return self._grant_or_revoke(op, value, img)
         if len(key) > MAX_KEY_BYTES:
             return TOO_LARGE
+        if op == EXPIRE:
+            return self._key_ttl(key, value, img)
         h = crc32(key) >> SHARD_SHIFT
         e = self.shards[h].get(key)
         old = None if e is None else _value(e)
@@ -625,20 +693,37 @@ class KVStore:
                 return OVERFLOW
             result = self.result = b"%d" % new
             self._next_revision()
-            self._put(h, key, result, img)
+            self._put(h, key, result, img, keep=True)  # (Redis's INCR keeps the key's TTL)
             return OK
         if op == SET:
             if not value:
                 return BAD_COMMAND
             flags, new_value = value[0], value[1:]
+            lease = ttl = 0
+            if flags & SET_LEASE:
+                lease, new_value = int.from_bytes(new_value[:8], "big"), new_value[8:]
+            if flags & SET_TTL:
+                ttl, new_value = int.from_bytes(new_value[:8], "big"), new_value[8:]
+            if (flags & SET_KEEP and flags & (SET_LEASE | SET_TTL)) or (lease and ttl) or (
+                    flags & SET_TTL and not MIN_TTL_MS <= ttl <= MAX_TTL_MS):
+                return BAD_COMMAND
             if len(new_value) > MAX_VALUE_BYTES:
                 return TOO_LARGE
+            leases = self.leases
+            if lease and not leases.room(lease, key):
+                return LEASE_LIMIT if lease in leases.table and not leases.table[lease].solo else NO_LEASE
+            if ttl and len(leases) >= MAX_LEASES:
+                return LEASE_LIMIT
             if flags & SET_GET:
                 self.result = old
             if (flags & SET_NX and old is not None) or (flags & SET_XX and old is None):
                 return NOT_SET
             self._next_revision()
-            self._put(h, key, new_value, img)
+            self._put(h, key, new_value, img, keep=bool(flags & SET_KEEP))
+            if lease:
+                leases.attach(key, lease)
+            elif ttl:
+                leases.attach(key, leases.grant(0, ttl, solo=True))
             return OK
         if op == GETDEL:
             self.result = old
@@ -648,6 +733,74 @@ class KVStore:
             self._put(h, key, None, img)
             return OK
         return BAD_COMMAND
+
+    def _grant_or_revoke(self, op: int, value: bytes, img: SnapshotImage | None) -> int:
+        """LEASE_GRANT (``self.result``: the id) or LEASE_REVOKE (its keys deleted, at one revision)."""
+        leases = self.leases
+        try:
+            arg = unpackb(value) if op == LEASE_GRANT else int(value)
+        except Exception:
+            return BAD_COMMAND
+        if op == LEASE_REVOKE:
+            if type(arg) is not int or arg not in leases.table or leases.table[arg].solo:
+                return NO_LEASE
+            self._delete_keys(leases.revoke(arg) or [], img)
+            return OK
+        if not (type(arg) is list and len(arg) == 2 and type(arg[0]) is int and type(arg[1]) is int
+                and 0 <= arg[0] <= MAX_LEASE_ID and MIN_LEASE_TTL_MS <= arg[1] <= MAX_TTL_MS):
+            return BAD_COMMAND
+        lease_id, ttl = arg
+        if lease_id in leases.table:
+            return LEASE_EXISTS
+        if len(leases) >= MAX_LEASES:
+            return LEASE_LIMIT
+        self.result = b"%d" % leases.grant(lease_id, ttl)
+        return OK
+
+    def _key_ttl(self, key: bytes, value: bytes, img: SnapshotImage | None) -> int:
+        """EXPIRE: give ``key`` its own TTL, drop it (PERSIST), or delete the key (a TTL of at most 0)."""
+        try:
+            ttl = unpackb(value)
+        except Exception:
+            return BAD_COMMAND
+        if not (ttl is None or (type(ttl) is int and ttl <= MAX_TTL_MS)):
+            return BAD_COMMAND
+        h = crc32(key) >> SHARD_SHIFT
+        if key not in self.shards[h]:
+            return NOT_FOUND
+        leases = self.leases
+        if ttl is None:
+            return OK if leases.detach(key) else NOT_SET
+        if ttl <= 0:
+            self._delete_keys([key], img)
+            return OK
+        if len(leases) >= MAX_LEASES:
+            return LEASE_LIMIT
+        leases.detach(key)
+        leases.attach(key, leases.grant(0, ttl, solo=True))
+        return OK
+
+    def _expire_leases(self, value: bytes, img: SnapshotImage | None) -> None:
+        """LEASE_EXPIRE: the leader found these leases expired; drop those still here, and delete their keys at one
+        revision."""
+        try:
+            ids = unpackb(value)
+        except Exception:
+            return
+        if type(ids) is not list:
+            return
+        keys: list[bytes] = []
+        for lease_id in ids:
+            if type(lease_id) is int:
+                keys += self.leases.revoke(lease_id) or ()
+        self._delete_keys(keys, img)
+
+    def _delete_keys(self, keys: list[bytes], img: SnapshotImage | None) -> None:
+        """Delete these keys (all present), at the next revision if there are any."""
+        if keys:
+            self._next_revision()
+            for k in keys:
+                self._put(crc32(k) >> SHARD_SHIFT, k, None, img)
 
     def _holds(self, c: Any) -> bool | None:
         """Whether a transaction's compare holds now; None if it is malformed."""
@@ -697,6 +850,9 @@ class KVStore:
         rev = before + 1 if before else 0  # what its writes are made at; kept only if one changes something
         self.rev = rev
         undo: list[tuple[int, bytes, Entry | None]] = []
+        leasing: list[tuple[bytes, int]] = []
+        """(key, lease) for each put (lease 0: none) and delete: the keys' leases change once it succeeded."""
+        leases = self.leases
         results: list[Any] = []
         budget = MAX_RANGE_BYTES
         shards = self.shards
@@ -724,6 +880,10 @@ class KVStore:
                     break
                 elif kind == T_PUT:
                     new = arg
+                    if limit and not (type(limit) is int and leases.room(limit, key)):
+                        status = LEASE_LIMIT if type(limit) is int and limit in leases.table \
+                            and not leases.table[limit].solo else NO_LEASE
+                        break
                     results.append(None)
                 else:
                     old_value = b"" if old is None else old[0] if isinstance(old, tuple) else old
@@ -736,6 +896,8 @@ class KVStore:
                     status = TOO_LARGE
                     break
                 undo.append((h, key, old))
+                if kind != T_APPEND:
+                    leasing.append((key, limit if kind == T_PUT else 0))
                 if img is not None and key not in img.before[h]:
                     img.before[h][key] = old
                 if new is None:
@@ -755,7 +917,8 @@ class KVStore:
                 for k in keys:
                     h = crc32(k) >> SHARD_SHIFT
                     undo.append((h, k, shards[h][k]))
-                    self._put(h, k, None, img)
+                    leasing.append((k, 0))
+                    self._put(h, k, None, img, keep=True)
                 results.append(count)
             elif kind == T_GET:
                 e = shards[crc32(key) >> SHARD_SHIFT].get(key)
@@ -777,6 +940,11 @@ class KVStore:
             self.revision = rev
         else:
             self.rev = before
+        for key, lease in leasing:
+            if lease:
+                leases.attach(key, lease)
+            elif leases.of_key:
+                leases.detach(key)
         out = self.txn_out = [succeeded, results]
         self.result = _pack(out)
         return OK
@@ -825,12 +993,12 @@ class KVStore:
             raise RuntimeError("a snapshot image is already being taken")
         from zraft.statemachine.kvsnapshot import SnapshotImage  # (kvsnapshot imports this module)
 
-        self._image = SnapshotImage(self)
+        self._image = self.leases.image = SnapshotImage(self)
         return self._image
 
     def end_snapshot(self) -> None:
         """The image is written (or abandoned): stop saving old values for it."""
-        self._image = None
+        self._image = self.leases.image = None
 
     def snapshot(self) -> bytes:
         img = self.begin_snapshot()
@@ -855,4 +1023,4 @@ class KVStore:
     def state(self) -> Any:
         """Everything that must agree across nodes (for tests)."""
         return (self.applied, self.revision, self.to_dict(meta=True),
-                {c: (s.ack, s.replies) for c, s in self.sessions.items()})
+                {c: (s.ack, s.replies) for c, s in self.sessions.items()}, self.leases.state())

@@ -20,6 +20,7 @@ from zraft.statemachine.kv import (
     KVStore,
     Session,
 )
+from zraft.statemachine.leases import MAX_LEASE_ID, MAX_TTL_MS, Lease
 
 SNAPSHOT_CHUNK_SESSIONS = 1024
 SNAPSHOT_CHUNK_PAIRS = 1024
@@ -51,6 +52,12 @@ class SnapshotImage:
         self.clients = list(kv.sessions)
         self.results = kv.results
         self._sessions = kv.sessions
+        leases = kv.leases
+        self._leases = leases.table
+        self.lease_ids = list(leases.table)
+        self.next_lease = leases.next_id
+        self.leases_before: dict[int, tuple[int, bool, list[bytes]] | None] = {}
+        """Leases as they were, saved by the store before it first changes (or drops) each (as sessions)."""
         self.sessions_before: dict[int, list[Any] | None] = {}
         """Sessions as they were, saved by the store before it first changes (or drops) each: copy-on-write, as
         for keys, so taking the image copies no session table (up to 100,000 sessions) in the loop."""
@@ -75,6 +82,11 @@ class SnapshotImage:
         self.before = []
         return [[d] for d in before]
 
+    def save_lease(self, lease_id: int, lease: Lease | None) -> None:
+        """The store is about to change (or make, or drop) a lease: keep it as it is now."""
+        if lease_id not in self.leases_before:
+            self.leases_before[lease_id] = None if lease is None else (lease.ttl_ms, lease.solo, sorted(lease.keys))
+
     def save_session(self, client: int, s: Session | None) -> None:
         """The store is about to change (or create, or drop) ``client``'s session: keep it as it is now."""
         if client not in self.sessions_before:
@@ -84,8 +96,12 @@ class SnapshotImage:
         # Format 5 once revisions began, else 4 once the store has kept a result, else 3: the releases before read
         # the older two, so a rolling upgrade works as long as the new commands wait until every node runs this
         # release (and revisions begin once a leader of this release is elected).
-        if self.revision:
-            yield _pack([SNAPSHOT_FORMAT, self.applied, self.key_count, len(self.clients), self.revision])
+        leases = bool(self.lease_ids) or self.next_lease > 1
+        if leases:  # (format 6: a release before leases never wrote one)
+            yield _pack([SNAPSHOT_FORMAT, self.applied, self.key_count, len(self.clients), self.revision,
+                         len(self.lease_ids), self.next_lease])
+        elif self.revision:
+            yield _pack([5, self.applied, self.key_count, len(self.clients), self.revision])
         else:
             yield _pack([4 if self.results else 3, self.applied, self.key_count, len(self.clients)])
         live, saved = self._sessions, self.sessions_before
@@ -102,6 +118,8 @@ class SnapshotImage:
                 sess = []
         if sess:
             yield _pack(sess)
+        if leases:
+            yield from self._lease_chunks()
         out: list[Any] = []
         size = 0
         count = 0
@@ -144,6 +162,27 @@ class SnapshotImage:
             yield _pack(out)
 
 
+    def _lease_chunks(self) -> Iterator[bytes]:
+        live, saved = self._leases, self.leases_before
+        out: list[Any] = []
+        size = 0
+        for i in self.lease_ids:
+            if i in saved:
+                lv = saved[i]
+            else:
+                ls = live[i]
+                lv = (ls.ttl_ms, ls.solo, sorted(ls.keys))
+            assert lv is not None, "a lease of the image was lost"
+            out += (i, lv[0], lv[1], lv[2])
+            size += 16 + sum(map(len, lv[2]))
+            if len(out) >= 4 * SNAPSHOT_CHUNK_SESSIONS or size >= SNAPSHOT_CHUNK_BYTES:
+                yield _pack(out)
+                out = []
+                size = 0
+        if out:
+            yield _pack(out)
+
+
 def restore_into(kv: KVStore, chunks: Iterable[bytes]) -> None:
     """Fill the empty ``kv`` from a snapshot's bytes, given in pieces of any size (``ValueError`` if they do not
     decode). The garbage collector is off meanwhile: a key's revisions are a tuple, which the collector tracks, and
@@ -176,13 +215,19 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
                                                   for k, v in data1.items()):
                 raise ValueError("bad header or data")
             kv.set_data(data1)
-        elif head[0] in (2, 3, 4, SNAPSHOT_FORMAT):
+        elif head[0] in (2, 3, 4, 5, SNAPSHOT_FORMAT):
+            n_leases = 0
             if head[0] == 2:
                 _, kv.applied, count, sessions = head
             else:
-                if head[0] == SNAPSHOT_FORMAT:
-                    _, kv.applied, count, n_sessions, kv.revision = head
-                    if type(kv.revision) is not int or kv.revision < 1:
+                if head[0] >= 5:
+                    if head[0] == 5:
+                        _, kv.applied, count, n_sessions, kv.revision = head
+                    else:
+                        _, kv.applied, count, n_sessions, kv.revision, n_leases, kv.leases.next_id = head
+                        if type(kv.leases.next_id) is not int or not 0 < kv.leases.next_id <= MAX_LEASE_ID:
+                            raise ValueError(f"bad next lease id {kv.leases.next_id!r:.20}")
+                    if type(kv.revision) is not int or kv.revision < 0 or (head[0] == 5 and not kv.revision):
                         raise ValueError(f"bad revision {kv.revision!r:.20}")
                 else:
                     _, kv.applied, count, n_sessions = head
@@ -193,6 +238,18 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
                         sessions[arr[i]] = arr[i + 1 : i + 4]
                 if len(sessions) != n_sessions:
                     raise ValueError(f"it holds {len(sessions)} sessions, its header says {n_sessions}")
+                table = kv.leases.table
+                while len(table) < _int(n_leases):
+                    arr = next(objs)
+                    for i in range(0, len(arr), 4):
+                        lid, ttl, solo, lkeys = arr[i : i + 4]
+                        if (type(lid) is not int or not 0 < lid <= MAX_LEASE_ID or type(ttl) is not int
+                                or not 0 < ttl <= MAX_TTL_MS or type(solo) is not bool or type(lkeys) is not tuple
+                                or any(type(k) is not bytes for k in lkeys) or (solo and len(lkeys) != 1)):
+                            raise ValueError("a lease is not [id, ttl_ms, solo, [key, ...]]")
+                        table[lid] = Lease(ttl, set(lkeys), solo)
+                if len(table) != n_leases:
+                    raise ValueError(f"it holds {len(table)} leases, its header says {n_leases}")
             shards = kv.shards
             keys: list[bytes] = []
             revision = kv.revision
@@ -214,6 +271,12 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
             kv.index = SortedList(keys)
             if len(kv.index) != count or sum(map(len, shards)) != count:
                 raise ValueError(f"it holds {sum(map(len, shards))} keys, its header says {count}")
+            of_key = kv.leases.of_key
+            for lid, lease in kv.leases.table.items():
+                for k in lease.keys:
+                    if k in of_key or k not in shards[crc32(k) >> SHARD_SHIFT]:
+                        raise ValueError(f"key {k!r:.40} of lease {lid} is not in the store, or on two leases")
+                    of_key[k] = lid
         else:
             raise ValueError(f"state machine snapshot format {head[0]!r:.20} is not one this version reads "
                              f"(1 to {SNAPSHOT_FORMAT}): a newer zraft wrote it")

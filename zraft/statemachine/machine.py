@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
+from zraft.statemachine.leases import Leases
 from zraft.transport.requests import Range, Write
 
 
@@ -62,6 +63,13 @@ class StateMachine(Protocol):
 
     def apply(self, index: int, data: bytes) -> tuple[int, int, int]:
         """Apply the command at log ``index``: (client, seq, status) of the write it was, to answer."""
+        ...
+
+    leases: Leases
+    """The leases and their keys (the leader's ``Lessor`` keeps their deadlines)."""
+
+    def expire_command(self, lease_ids: list[int]) -> bytes:
+        """The command a leader proposes for leases whose time ran out (no session)."""
         ...
 
     def leader_commands(self) -> list[bytes]:

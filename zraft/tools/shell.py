@@ -30,6 +30,10 @@ from zraft.transport.security import ClientKeys, KeysError, load_public
 
 HELP = """commands:
   put K V        store V under K                  append K V   append V to K's value
+  put K V --lease ID   attached to lease ID (deleted with it); put K V --ttl SECONDS: K's own TTL
+  lease grant SECONDS  a new lease (its id)       lease keepalive ID   restart its TTL from now
+  lease revoke ID      drop it and its keys       lease ttl ID         its time left and keys
+  expire K SECONDS     K's own TTL                persist K    drop K's TTL     ttl K   K's time left
   get K          read K (linearizable)            delete K     remove K
   range PREFIX   the keys that start with PREFIX ("" for all), in order: KEY: VALUE lines, then how many and
                  the revision; range --from START [--to END] for the keys in [START, END); --limit N: the first N
@@ -114,7 +118,7 @@ class Shell:
             if current is None or w not in arity or len(words) < arity[w]:
                 raise ValueError(usage)
             a = [words.pop(0) for _ in range(arity[w])]
-            branches[current].append(t.put(*a) if w == "put" else t.append(*a) if w == "append" else
+            branches[current].append(t.put(a[0], a[1]) if w == "put" else t.append(*a) if w == "append" else
                                      t.delete(a[0]) if w == "del" else t.get(a[0]) if w == "get" else
                                      t.get_range(prefix=a[0]))
         if current is None:
@@ -133,6 +137,46 @@ class Shell:
             else:
                 lines.append(f"{key}: OK")
         return "\n".join(lines)
+
+    def _lease(self, args: list[str]) -> str:
+        usage = "usage: lease grant SECONDS | lease keepalive ID | lease revoke ID | lease ttl ID"
+        if len(args) != 2 or args[0] not in ("grant", "keepalive", "revoke", "ttl"):
+            raise ValueError(usage)
+        try:
+            n = float(args[1]) if args[0] == "grant" else int(args[1])
+        except ValueError:
+            raise ValueError(usage) from None
+        cl = self.client
+        if args[0] == "grant":
+            lease = cl.grant(n)
+            return f"lease {lease} granted, TTL {n:g} s (keep it alive: lease keepalive {lease})"
+        if args[0] == "keepalive":
+            return f"lease {int(n)} kept alive: {cl.keepalive(int(n)):g} s from now"
+        if args[0] == "revoke":
+            return f"lease {int(n)} revoked (revision {cl.revoke(int(n))})"
+        info = cl.time_to_live(int(n))
+        return f"lease {info.lease}: {info.remaining:.3f} s left of {info.ttl:g} s; {info.keys} key" + (
+            "" if info.keys == 1 else "s")
+
+    def _key_ttl(self, cmd: str, args: list[str]) -> str:
+        cl = self.client
+        if cmd == "expire":
+            self._arity(cmd, args, 2, "KEY SECONDS")
+            try:
+                seconds = float(args[1])
+            except ValueError:
+                raise ValueError("usage: expire KEY SECONDS") from None
+            return "OK" if cl.expire(args[0].encode(), seconds) else "(no such key)"
+        self._arity(cmd, args, 1, "KEY")
+        if cmd == "persist":
+            return "OK" if cl.expire(args[0].encode(), None) else "(no TTL)"
+        try:
+            info = cl.key_ttl(args[0].encode())
+        except KeyError:
+            return "(no such key)"
+        if info is None:
+            return "(no TTL)"
+        return f"{info.remaining:.3f} s left of {info.ttl:g} s (lease {info.lease})"
 
     def _reconnect(self) -> None:
         """The cluster's nodes changed (add/remove): a client that knows the new list."""
@@ -155,11 +199,26 @@ class Shell:
         if cmd == "help":
             return HELP
         if cmd in ("put", "append"):
+            lease, ttl = 0, None
+            if cmd == "put" and len(args) >= 4 and args[-2] in ("--lease", "--ttl"):
+                try:
+                    lease, ttl = (int(args[-1]), None) if args[-2] == "--lease" else (0, float(args[-1]))
+                except ValueError:
+                    raise ValueError(f"usage: put KEY VALUE [--lease ID | --ttl SECONDS]; not {args[-1]!r}") \
+                        from None
+                args = args[:-2]
             if len(args) < 2:
-                raise ValueError(f"usage: {cmd} KEY VALUE")
+                raise ValueError(f"usage: {cmd} KEY VALUE" + (" [--lease ID | --ttl SECONDS]" if cmd == "put" else ""))
             value = " ".join(args[1:])
-            (self.client.put if cmd == "put" else self.client.append)(args[0].encode(), value.encode())
+            if cmd == "put":
+                self.client.put(args[0].encode(), value.encode(), lease=lease, ttl=ttl)
+            else:
+                self.client.append(args[0].encode(), value.encode())
             return "OK"
+        if cmd == "lease":
+            return self._lease(args)
+        if cmd in ("expire", "persist", "ttl"):
+            return self._key_ttl(cmd, args)
         if cmd == "get":
             self._arity(cmd, args, 1, "KEY")
             v = self.client.get(args[0].encode())

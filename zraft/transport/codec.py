@@ -217,6 +217,12 @@ class Err(enum.StrEnum):
     """A membership change that can never be made as asked (the message says why)."""
     TRANSFER_FAILED = "transfer_failed"
     """The target of a leadership transfer did not take over within an election timeout."""
+    NO_LEASE = "no_lease"
+    """The lease named expired, was revoked, or never was."""
+    LEASE_LIMIT = "lease_limit"
+    """Too many leases are held, or too many keys are attached to the lease."""
+    LEASE_EXISTS = "lease_exists"
+    """A grant asked for a lease id that is taken."""
     BACKUP_GONE = "backup_gone"
     """The backup file asked for is not open on this node (it expired after a silence, or the node restarted):
     start the backup again."""
@@ -346,7 +352,7 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
     "peer_in": (dict,), "cluster_id": (str,), "index": (int,), "size": (int,), "offset": (int,), "data": (bytes,),
     "length": (int,), "done": (bool,), "rev": (int,), "revision": (int,), "kvs": (list,), "count": (int,),
-    "more": (bool,),
+    "more": (bool,), "lease": (int,), "ttl_ms": (int,), "remaining_ms": (int,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""

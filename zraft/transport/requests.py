@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from zraft.core import MAX_TERM
+from zraft.statemachine.leases import MAX_LEASE_ID, MAX_TTL_MS, MIN_LEASE_TTL_MS, MIN_TTL_MS
 from zraft.transport.members import check_address, check_key
 
 MAX_INT = (1 << 63) - 1
@@ -47,7 +48,9 @@ class ProtocolError(Exception):
 
 class Put(NamedTuple):
     """Set ``key`` to ``value``. With options it is Redis's SET: ``nx`` only if absent, ``xx`` only if present,
-    ``get`` answer the old value."""
+    ``get`` answer the old value; ``lease``: attach the key to this lease (deleted when it expires or is revoked);
+    ``ttl_ms``: give it its own TTL (Redis's PX); ``keep_ttl``: keep the lease or TTL it has (KEEPTTL). Without
+    those three a put detaches the key from its lease."""
 
     id: int
     client: int
@@ -58,6 +61,9 @@ class Put(NamedTuple):
     nx: bool = False
     xx: bool = False
     get: bool = False
+    lease: int = 0
+    ttl_ms: int = 0
+    keep_ttl: bool = False
 
 
 class Append(NamedTuple):
@@ -109,6 +115,40 @@ class MSet(NamedTuple):
     pairs: tuple[bytes, ...]
 
 
+class LeaseGrant(NamedTuple):
+    """Grant a lease of ``ttl_ms`` (``MIN_LEASE_TTL_MS`` to ``MAX_TTL_MS``); ``lease``: its id (0: the store picks the
+    next free one). The answer says the id."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    ttl_ms: int
+    lease: int = 0
+
+
+class LeaseRevoke(NamedTuple):
+    """Drop a lease now, and delete every key attached to it (at one revision)."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    lease: int
+
+
+class Expire(NamedTuple):
+    """Give ``key`` its own TTL of ``ttl_ms`` (at most 0: delete it now; None: drop its TTL or lease, Redis's
+    PERSIST). The key's value and revisions do not change."""
+
+    id: int
+    client: int
+    seq: int
+    ack: int
+    key: bytes
+    ttl_ms: int | None
+
+
 class Compare(NamedTuple):
     """A transaction's condition on ``key``: its ``target`` (``value``, ``version``, ``create_revision`` or
     ``mod_revision``; 0 for a key that is not there, whose value compares false whatever the operator) against
@@ -131,7 +171,7 @@ class TxnOp(NamedTuple):
     arg: bytes | None = None
     """The value of a put or append; the end of a range or delete_range."""
     limit: int = 0
-    """A range's limit (0: ``MAX_RANGE_KEYS``)."""
+    """A range's limit (0: ``MAX_RANGE_KEYS``); a put's lease (0: none)."""
 
 
 class Txn(NamedTuple):
@@ -185,6 +225,22 @@ def prefix_end(prefix: bytes) -> bytes | None:
     """The first key after every key that starts with ``prefix`` (None: there is none, the range goes to the end)."""
     p = prefix.rstrip(b"\xff")
     return p[:-1] + bytes([p[-1] + 1]) if p else None
+
+
+class LeaseKeepAlive(NamedTuple):
+    """Renew a lease: the leader restarts its TTL from now (leader only; not logged). The answer says the TTL."""
+
+    id: int
+    lease: int
+
+
+class LeaseTTL(NamedTuple):
+    """A lease's TTL and the time it has left, as the leader sees it (leader only): of ``lease``, or of the lease
+    ``key`` is attached to when ``key`` is given (Redis's TTL and PTTL)."""
+
+    id: int
+    lease: int = 0
+    key: bytes | None = None
 
 
 class Status(NamedTuple):
@@ -241,18 +297,24 @@ class BackupEnd(NamedTuple):
     term: int
 
 
-Write = Put | Append | Delete | Incr | GetDel | MSet | Txn
+Write = Put | Append | Delete | Incr | GetDel | MSet | Txn | LeaseGrant | LeaseRevoke | Expire
 """A request that changes the store: it goes through the log, in a session."""
+LeaderOnly = LeaseKeepAlive | LeaseTTL
+"""A request only the leader answers, from what only it knows (when leases expire): not logged."""
 MemberChange = AddLearner | Promote | Remove | Transfer
 """A request that changes the membership or moves leadership (leader only)."""
-Request = Write | Get | Range | Status | Probe | Members | MemberChange | Backup | BackupChunk | BackupEnd
-WRITES = (Put, Append, Delete, Incr, GetDel, MSet, Txn)
+Request = (Write | LeaderOnly | Get | Range | Status | Probe | Members | MemberChange | Backup | BackupChunk
+           | BackupEnd)
+WRITES = (Put, Append, Delete, Incr, GetDel, MSet, Txn, LeaseGrant, LeaseRevoke, Expire)
 """``isinstance(req, WRITES)``: a ``Write``."""
+LEADER_ONLY = (LeaseKeepAlive, LeaseTTL)
+"""``isinstance(req, LEADER_ONLY)``: a ``LeaderOnly``."""
 KINDS: dict[str, type] = {
     "put": Put, "append": Append, "delete": Delete, "get": Get, "status": Status, "probe": Probe, "members": Members,
     "add_learner": AddLearner, "promote": Promote, "remove": Remove, "transfer": Transfer, "backup": Backup,
     "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet,
-    "range": Range, "txn": Txn}
+    "range": Range, "txn": Txn, "lease_grant": LeaseGrant, "lease_revoke": LeaseRevoke,
+    "lease_keepalive": LeaseKeepAlive, "lease_ttl": LeaseTTL, "expire": Expire}
 """Every request type, by its wire ``op``."""
 OPS = tuple(KINDS)
 OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
@@ -283,7 +345,7 @@ def from_wire(req: dict[str, Any]) -> Request:
                 return _new(Delete, (i, c, q, a, k))
             v = req.get("value")
             if type(v) is bytes:
-                return _new(Put, (i, c, q, a, k, v, False, False, False)) if op == "put" \
+                return _new(Put, (i, c, q, a, k, v, False, False, False, 0, 0, False)) if op == "put" \
                     else _new(Append, (i, c, q, a, k, v, False))
     elif op == "txn":
         c, q, a, i = req.get("client"), req.get("seq"), req.get("ack"), req.get("id")
@@ -298,7 +360,7 @@ def from_wire(req: dict[str, Any]) -> Request:
     if kind is None:
         raise ProtocolError(f"unknown op {op!r:.40}; expected one of {', '.join(OPS)}")
     rid = _uint(req, "id")
-    for flag in ("nx", "xx", "get"):
+    for flag in ("nx", "xx", "get", "keep_ttl"):
         if flag in req and (op != "put" or type(req[flag]) is not bool):
             raise ProtocolError(f"field {flag} is a boolean option of put")
     if "stale" in req and (type(req["stale"]) is not bool):
@@ -318,12 +380,26 @@ def from_wire(req: dict[str, Any]) -> Request:
         if kind is Txn:
             return Txn(rid, *session, tuple(_compare(c) for c in _list(req, "if")),
                        tuple(_txn_op(o) for o in _list(req, "then")), tuple(_txn_op(o) for o in _list(req, "else")))
+        if kind is LeaseGrant:
+            return LeaseGrant(rid, *session, _ttl(req, MIN_LEASE_TTL_MS), _uint(req, "lease") if "lease" in req else 0)
+        if kind is LeaseRevoke:
+            return LeaseRevoke(rid, *session, _lease(req))
         key = _bin(req, "key")
         if kind is Put:
             if req.get("nx") is True and req.get("xx") is True:
                 raise ProtocolError("nx and xx exclude each other")
+            lease = _lease(req) if "lease" in req else 0
+            ttl = _ttl(req, MIN_TTL_MS) if "ttl_ms" in req else 0
+            keep = req.get("keep_ttl") is True
+            if (lease > 0) + (ttl > 0) + keep > 1:
+                raise ProtocolError("a put has one of lease, ttl_ms and keep_ttl at most")
             return Put(rid, *session, key, _bin(req, "value"), req.get("nx") is True, req.get("xx") is True,
-                       req.get("get") is True)
+                       req.get("get") is True, lease, ttl, keep)
+        if kind is Expire:
+            left = req.get("ttl_ms")
+            if left is not None and (type(left) is not int or not -MAX_INT <= left <= MAX_TTL_MS):
+                raise ProtocolError(f"field ttl_ms must be nil or an integer of at most {MAX_TTL_MS}")
+            return Expire(rid, *session, key, left)
         if kind is Append:
             return Append(rid, *session, key, _bin(req, "value"), req.get("len") is True)
         if kind is Incr:
@@ -334,6 +410,15 @@ def from_wire(req: dict[str, Any]) -> Request:
         return Delete(rid, *session, key) if kind is Delete else GetDel(rid, *session, key)
     if kind is Get:
         return Get(rid, _bin(req, "key"), req.get("stale") is True)
+    if kind is LeaseKeepAlive:
+        return LeaseKeepAlive(rid, _lease(req))
+    if kind is LeaseTTL:
+        named = req.get("key")
+        if named is not None and type(named) is not bytes:
+            raise ProtocolError("field key must be nil or bytes (msgpack bin)")
+        if (named is None) == ("lease" not in req):
+            raise ProtocolError("lease_ttl names a lease or a key")
+        return LeaseTTL(rid, _lease(req) if named is None else 0, named)
     if kind is Range:
         return _range(req, rid)
     if kind in (Promote, Remove, Transfer, AddLearner):
@@ -412,7 +497,10 @@ def _txn_op(o: Any) -> TxnOp:
         raise ProtocolError(f"the third item of a {kind} is bytes or nil")
     if kind in ("delete", "get") and arg is not None:
         raise ProtocolError(f"a {kind} in a transaction is [\"{kind}\", key]")
-    if type(limit) is not int or not 0 <= limit <= MAX_RANGE_KEYS or (limit and kind != "range"):
+    if kind == "put":
+        if type(limit) is not int or not 0 <= limit <= MAX_LEASE_ID:
+            raise ProtocolError("a put's fourth item is its lease (0: none)")
+    elif type(limit) is not int or not 0 <= limit <= MAX_RANGE_KEYS or (limit and kind != "range"):
         raise ProtocolError(f"a range's limit is 0 to {MAX_RANGE_KEYS}, and only a range has one")
     return _new(TxnOp, (kind, key, arg, limit))
 
@@ -433,6 +521,20 @@ def _range(req: dict[str, Any], rid: int) -> Range:
     limit = _uint(req, "limit", MAX_RANGE_KEYS) if "limit" in req else 0
     return Range(rid, start, end, limit, req.get("keys_only") is True, req.get("count_only") is True,
                  req.get("stale") is True)
+
+
+def _lease(req: dict[str, Any]) -> int:
+    v = req.get("lease")
+    if type(v) is not int or not 0 < v <= MAX_LEASE_ID:
+        raise ProtocolError("field lease must be a lease id (a positive integer)")
+    return v
+
+
+def _ttl(req: dict[str, Any], least: int) -> int:
+    v = req.get("ttl_ms")
+    if type(v) is not int or not least <= v <= MAX_TTL_MS:
+        raise ProtocolError(f"field ttl_ms must be an integer from {least} to {MAX_TTL_MS} (milliseconds)")
+    return v
 
 
 def _uint(req: dict[str, Any], name: str, limit: int = MAX_INT) -> int:

@@ -65,6 +65,10 @@ class ReplicaBridge:
                 req = req._replace(id=rid, client=c.client, seq=c.seq, ack=min(c.unfinished))
                 self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
                 self._submit_write(rid, now)
+            elif isinstance(req, requests.LEADER_ONLY):  # to the leader, as a write (but outside the session)
+                req = req._replace(id=rid)
+                self.writes[rid] = Write(req, c.ident, now + WRITE_DEADLINE_S)
+                self._submit_write(rid, now)
             else:
                 req = req._replace(id=rid)
                 q = batch.get(c.ident)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import os
+import time
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from zraft.server.redis.conn import (
     Pending,
 )
 from zraft.statemachine import kv
+from zraft.statemachine.leases import MAX_TTL_MS
 from zraft.transport import requests
 from zraft.transport.codec import Err
 
@@ -357,22 +359,42 @@ def _scan(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 def _set(s: RespServer, c: Conn, a: list[bytes]) -> None:
+    """SET key value [NX|XX] [GET] [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]: a TTL is the key's own lease
+    (``expiry.py``)."""
     opts = set()
-    for opt in (x.upper() for x in a[3:]):
-        if opt in (b"NX", b"XX", b"GET"):
+    ttl = 0
+    i = 3
+    while i < len(a):
+        opt = a[i].upper()
+        if opt in (b"NX", b"XX", b"GET", b"KEEPTTL"):
             opts.add(opt)
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT", b"KEEPTTL"):
-            s.immediate(c, resp.error("ERR zraft keeps keys until they are deleted: SET options EX, PX, EXAT, PXAT "
-                                       "and KEEPTTL are not supported"))
-            return
+        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and i + 1 < len(a) and not ttl:
+            n = _arg_int(a[i + 1])
+            if n is None:
+                s.immediate(c, resp.error("ERR value is not an integer or out of range"))
+                return
+            if n <= 0:
+                s.immediate(c, resp.error("ERR invalid expire time in 'set' command"))
+                return
+            ms = n * (1000 if opt in (b"EX", b"EXAT") else 1)
+            if opt in (b"EXAT", b"PXAT"):
+                ms -= time.time_ns() // 1_000_000
+            if ms > MAX_TTL_MS:
+                s.immediate(c, resp.error("ERR invalid expire time in 'set' command (zraft keeps a TTL of at most "
+                                          "ten years)"))
+                return
+            ttl = max(ms, 1)  # (a time already past: the key goes at the leader's next tick)
+            i += 1
         else:
             s.immediate(c, resp.error("ERR syntax error"))
             return
-    if b"NX" in opts and b"XX" in opts:
+        i += 1
+    if (b"NX" in opts and b"XX" in opts) or (ttl and b"KEEPTTL" in opts):
         s.immediate(c, resp.error("ERR syntax error"))
         return
     conditional, get = b"NX" in opts or b"XX" in opts, b"GET" in opts
-    reqs: list[requests.Request] = [requests.Put(*UNSENT, a[1], a[2], b"NX" in opts, b"XX" in opts, get)]
+    reqs: list[requests.Request] = [requests.Put(*UNSENT, a[1], a[2], b"NX" in opts, b"XX" in opts, get,
+                                                 ttl_ms=ttl, keep_ttl=b"KEEPTTL" in opts)]
     rr = c.r  # the protocol in use now: a HELLO later in the pipeline does not change this command's reply
 
     def finish(ans: list[dict[str, Any]]) -> bytes:
@@ -493,9 +515,10 @@ COMMANDS: dict[bytes, tuple[int, Callable[[RespServer, Conn, list[bytes]], None]
 """Name -> (arity, handler): arity n means exactly n words (the name included), -n at least n."""
 BEFORE_AUTH = frozenset((b"AUTH", b"HELLO", b"PING", b"QUIT"))
 RETRY = frozenset((Err.NOT_LEADER, Err.LEADER_CHANGED, Err.NO_LEADER, Err.BUSY))
-READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN", b"WATCH"))
+READS = frozenset((b"GET", b"MGET", b"EXISTS", b"STRLEN", b"DBSIZE", b"KEYS", b"SCAN", b"WATCH", b"TTL", b"PTTL"))
 WRITES = frozenset((b"SET", b"APPEND", b"DEL", b"SETNX", b"INCR", b"DECR", b"INCRBY", b"DECRBY", b"GETDEL",
-                     b"MSET", b"EXEC", b"GETSET", b"MSETNX"))
+                     b"MSET", b"EXEC", b"GETSET", b"MSETNX", b"EXPIRE", b"PEXPIRE", b"EXPIREAT", b"PEXPIREAT",
+                     b"PERSIST", b"SETEX", b"PSETEX"))
 """The commands that read the store (held back after a write of the same connection until it is answered)."""
 
 

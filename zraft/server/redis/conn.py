@@ -75,7 +75,7 @@ class Pending:
 class Write:
     __slots__ = ("deadline", "due", "ident", "req", "sent", "target")
 
-    def __init__(self, req: requests.Write, ident: bytes, deadline: float) -> None:
+    def __init__(self, req: requests.Write | requests.LeaderOnly, ident: bytes, deadline: float) -> None:
         self.req = req
         self.ident = ident
         self.deadline = deadline

@@ -65,6 +65,7 @@ from zraft.server.redis.conn import (
     Pending,
     Write,
 )
+from zraft.server.redis.expiry import EXPIRY_COMMANDS
 from zraft.server.redis.multi import IN_MULTI, TXN_COMMANDS, queue
 from zraft.server.replica import Replica
 from zraft.statemachine import kv
@@ -75,6 +76,7 @@ from zraft.util.logutil import LogLimiter
 
 log = logging.getLogger("zraft.resp")
 COMMANDS.update(TXN_COMMANDS)  # (one table: COMMAND COUNT and DOCS read it too)
+COMMANDS.update(EXPIRY_COMMANDS)
 _IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.Poller's flags, for plain fds too
 
 
