@@ -25,6 +25,9 @@ from typing import Any
 from zraft.server.seams import Clock
 from zraft.statemachine.leases import Leases
 
+CLOCK_DRIFT = 0.01
+"""How far apart the rates of two nodes' clocks (and a client's) may run, as a fraction (1%: 36 s an hour; a
+quartz clock is off by well under 0.01%). What a holder may count on is ``safe_for``."""
 EXPIRE_KEYS = 1_000
 """About the most keys one expiry entry deletes (a lease with more goes alone in its entry)."""
 EXPIRE_LEASES = 1_000
@@ -32,6 +35,12 @@ EXPIRE_LEASES = 1_000
 EXPIRE_ENTRIES = 8
 """Most expiry entries the leader proposes per tick (50 ms): 160,000 keys a second at most, so that expiring a
 million keys at once is spread over seconds of short loop passes, not one long one."""
+
+
+def safe_for(ttl_s: float) -> float:
+    """How long after sending a keepalive (or grant) that was acknowledged a holder may count on its lease: the TTL
+    less twice ``CLOCK_DRIFT`` of it (the leader's clock may run fast, and the holder's slow)."""
+    return ttl_s * (1 - 2 * CLOCK_DRIFT)
 
 
 class Lessor:

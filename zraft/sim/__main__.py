@@ -48,13 +48,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="N simulated clients run list-append transactions (checked for strict serializability) and "
                         "compare-and-swap on registers (checked for linearizability) (0: none; default: chosen by "
                         "each seed, about one in seven has 1-2)")
+    p.add_argument("--leases", type=int, metavar="N",
+                   help="N simulated clients grant leases, attach keys and keep them alive, then let them expire, and "
+                        "every node's clock runs fast or slow by up to 1%%; checked: no lease expired while its "
+                        "holder was promised it (0: none; default: chosen by each seed, about one in seven has 1-3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"
 
     if a.seed is not None:
         r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership, pipeline=a.pipeline,
-                     redis=a.redis, txn=a.txn)
+                     redis=a.redis, txn=a.txn, leases=a.leases)
         print(f"seed {r.seed}: {r.nodes} production replicas, profile {r.profile}, {r.steps} steps, {r.faults} "
               f"faults ({r.crashes} crashes), {r.messages} messages; {r.sessions} client sessions, {r.writes_ok} "
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "
@@ -62,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if r.txn:
             print(f"transactions: {r.txn} clients, {r.txns} transactions and compare-and-swaps acknowledged, "
                   f"checked (strictly serializable, linearizable)")
+        if r.lease:
+            print(f"leases: {r.lease} clients, {r.leases} grants and keepalives acknowledged, {r.expired} leases "
+                  "expired by the leaders, none while promised")
         if r.membership:
             print(f"membership requests taken: {_changes(r.changes)}; answered OK: {_changes(r.changes_done)}; "
                   f"{r.configs_committed} configuration changes committed")
@@ -75,19 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     total_steps = total_faults = failures = done = 0
-    totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0, "txns": 0}
+    totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0, "txns": 0,
+              "leases": 0, "expired": 0}
     changes: dict[str, int] = {}  # kind -> seeds in which the leader answered OK to at least one
     member_seeds = configs = 0
     results: list[SeedResult] = []
     for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership, a.redis,
-                      a.txn):
+                      a.txn, a.leases):
         done += 1
         results.append(SeedResult(r.seed, r.nodes, r.profile, coverage=r.coverage, redis=r.redis))
         total_steps += r.steps
         total_faults += r.faults
         for k, v in (("crashes", r.crashes), ("sessions", r.sessions), ("appends", r.writes_ok),
                      ("reads", r.reads_ok), ("snapshots", r.snapshots), ("installed", r.installed),
-                     ("txns", r.txns)):
+                     ("txns", r.txns), ("leases", r.leases), ("expired", r.expired)):
             totals[k] += v
         member_seeds += r.membership
         configs += r.configs_committed
@@ -103,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"production replicas: {totals['crashes']} crashes, {totals['sessions']} client sessions, "
           f"{totals['appends']} acknowledged appends and {totals['reads']} reads checked (linearizable, exactly "
           f"once), {totals['txns']} transactions and compare-and-swaps (strictly serializable), "
+          f"{totals['leases']} lease grants and keepalives ({totals['expired']} leases expired, none early), "
           f"{totals['snapshots']} snapshots taken, {totals['installed']} installed")
     if member_seeds:
         print(f"membership: {member_seeds} seeds changed it, {configs} configuration changes committed; seeds with "

@@ -111,6 +111,15 @@ class SimCluster(DirectRequests):
         """index -> the configuration a committed configuration entry there made."""
         self.rival: tuple[int, int, int] | None = None
         """(node, term, candidate) of a crash before a vote was durable, in the batch being carried out."""
+        self.drift: dict[int, float] = {}
+        """node -> how fast its clock runs (1.0 when absent): the seeds with lease clients set it."""
+        self.lease_watch = False
+        """Whether lease expiries are recorded (``lease_expired``), for the lease clients' check."""
+        self.lease_expired: dict[int, tuple[float, str]] = {}
+        """lease id -> when an entry expiring it was first applied, and by which node at which index."""
+        self.lease_promised: dict[int, tuple[float, float]] = {}
+        """lease id -> (the latest promise until, the send time of the keepalive that made it)."""
+        self.lease_ttl: dict[int, int] = {}
         self.probe = InvariantProbe(self)
         """Every replica's probe: the invariants checked inside a ready batch, and crashes there (``probe.py``)."""
         self.nodes = {i: SimNode(i, self.rng.getrandbits(32), self.config) for i in self.config.voters}
@@ -384,7 +393,9 @@ class SimCluster(DirectRequests):
         node.disk.on_sync = lambda: self._maybe_crash_in_sync(node)
         storage = self.open_storage(node, node.disk)
         node.started = True
-        rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id), lambda: self.now / 1000.0,
+        drift = self.drift
+        rep = Replica(node.id, node.bootstrap, storage, SimTransport(self, node.id),
+                      lambda i=node.id: drift.get(i, 1.0) * self.now / 1000.0,
                       random.Random(self.rng.getrandbits(64)), self.options, self.settings, self.addresses,
                       probe=self.probe, machine=KVStore)
         node.replica = rep

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import msgpack
+
 from zraft.core import ClusterConfig, Entry, EntryKind, Ready, Role
 from zraft.server.replica import Replica
-from zraft.statemachine.kv import KVStore
+from zraft.statemachine.kv import LEASE_EXPIRE, KVStore
 
 from . import checks
 from .checks import Violation
@@ -18,6 +20,9 @@ from .node import Crash
 
 if TYPE_CHECKING:
     from .cluster import SimCluster
+
+LEASE_EXPIRE_OP = bytes([LEASE_EXPIRE])
+"""The second byte of a command that expires leases (after its array header: ``kv.encode_command``)."""
 
 
 class InvariantProbe:
@@ -92,3 +97,6 @@ class InvariantProbe:
                 self.c.config_entries[e.index] = ClusterConfig.decode(e.data)
         elif seen != (e.term, e.data):
             raise Violation(f"node {node.id} applied {e} at {e.index}, another node applied term/data {seen}")
+        if self.c.lease_watch and e.kind == EntryKind.NORMAL and e.data[1:2] == LEASE_EXPIRE_OP:
+            for lease in msgpack.unpackb(msgpack.unpackb(e.data)[5]):
+                self.c.lease_expired.setdefault(lease, (self.c.now, f"applied at index {e.index} by node {node.id}"))

@@ -12,10 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from zraft.core import Options, Role
+from zraft.server.lessor import CLOCK_DRIFT
 from zraft.tools import check, txncheck
 
 from .clients import DEADLINE_MS, SimClient, SimPipeClient
 from .cluster import TICK_MS, SimCluster, Violation
+from .leaseclients import SimLeaseClient, check_leases
 from .network import NetConfig
 from .redis import CLIENT_TIMEOUT_MS, RedisSimClient
 from .txnclients import SimTxnClient, check_txns
@@ -60,6 +62,12 @@ class SeedResult:
     """Transaction clients (``txnclients.SimTxnClient``; 0: none)."""
     txns: int = 0
     """Transactions (list-append and compare-and-swap) acknowledged."""
+    lease: int = 0
+    """Lease clients (``leaseclients.SimLeaseClient``; 0: none, and every node's clock exact)."""
+    leases: int = 0
+    """Grants and keepalives acknowledged."""
+    expired: int = 0
+    """Leases expired by the leaders."""
     pipelined: int = 0
     """Appends of the pipelined client acknowledged."""
     coverage: dict[str, int] = field(default_factory=dict)
@@ -74,7 +82,7 @@ class SeedResult:
     def replay_command(self) -> str:
         return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
                 f"--membership {'on' if self.membership else 'off'} --pipeline {self.window} --redis {self.redis} "
-                f"--txn {self.txn}")
+                f"--txn {self.txn} --leases {self.lease}")
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -91,6 +99,9 @@ as they did before the simulator ran Redis: their schedules are unchanged)."""
 TXN_SHARE = 0.15
 """The share of seeds with 1-2 transaction clients (list-append transactions and a compare-and-swap register,
 ``txnclients``), drawn from a generator of their own: the other seeds' schedules are unchanged."""
+LEASE_SHARE = 0.15
+"""The share of seeds with 1-3 lease clients (``leaseclients``) and every node's clock running fast or slow by up to
+``lessor.CLOCK_DRIFT``, drawn from a generator of their own: the other seeds' schedules are unchanged."""
 PIPELINE_BUDGET = 300
 """Appends a seed's pipelined client issues in all (what bounds the cost of a pipelined seed)."""
 
@@ -105,12 +116,15 @@ def pick(seed: int) -> tuple[int, str, bool]:
 
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
              compact_every: int | None = None, membership: bool | None = None,
-             pipeline: int | None = None, redis: int | None = None, txn: int | None = None) -> SeedResult:
+             pipeline: int | None = None, redis: int | None = None, txn: int | None = None,
+             leases: int | None = None) -> SeedResult:
     """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
     none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256). ``redis``: every node also runs its Redis
     server, and that many Redis clients append and read through them (``redis.RedisSimClient``; 0 for none; None:
     ``REDIS_SHARE`` of the seeds choose 1 to 3). ``txn``: that many transaction clients
-    (``txnclients.SimTxnClient``; None: ``TXN_SHARE`` of the seeds choose 1 or 2)."""
+    (``txnclients.SimTxnClient``; None: ``TXN_SHARE`` of the seeds choose 1 or 2). ``leases``: that many lease
+    clients, and clocks that drift (``leaseclients.SimLeaseClient``; None: ``LEASE_SHARE`` of the seeds choose 1 to
+    3)."""
     prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
     drawn = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
     if pipeline is None:  # (drawn either way: a replay with the seed's choice given runs the same schedule)
@@ -123,6 +137,10 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     drawn = trng.choice((1, 2)) if trng.random() < TXN_SHARE else 0
     if txn is None:
         txn = drawn
+    lrng = random.Random(f"lease-clients-{seed}")
+    drawn = lrng.choice((1, 2, 3)) if lrng.random() < LEASE_SHARE else 0
+    if leases is None:
+        leases = drawn
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -161,7 +179,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
         c.crash_after_vote = 0.3
         c.crash_points = True
     history: list[check.Op] = []
-    clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient] = []
+    clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient | SimLeaseClient] = []
     if pipeline:
         clients.append(SimPipeClient(c, 0, prng, KEYS, history, pipeline, budget=PIPELINE_BUDGET))
         clients[-1].start(prng.uniform(0, 200))
@@ -175,11 +193,20 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     for number in range(txn):
         clients.append(SimTxnClient(c, number, random.Random(trng.getrandbits(64)), txns, history))
         clients[-1].start(trng.uniform(0, 200))
+    res.lease = leases
+    if leases:
+        c.lease_watch = True
+        c.drift.update({i: lrng.uniform(1 - CLOCK_DRIFT, 1 + CLOCK_DRIFT) for i in sorted(c.nodes)})
+    for number in range(leases):
+        clients.append(SimLeaseClient(c, number, random.Random(lrng.getrandbits(64))))
+        clients[-1].start(lrng.uniform(0, 200))
     try:
         _drive(c, rng, prof, duration_ms, history, clients, members)
         _check_history(c, history)
         if txn:
             check_txns(c, txns)
+        if leases:
+            check_leases(c)
     except Violation as e:
         res.error = str(e)
     except Exception:  # a crash inside the core is a failure too, with its traceback
@@ -197,6 +224,8 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.snapshots = c.snapshots_taken + sum(r.snapshots_taken for r in live)
     res.installed = c.snapshots_installed + sum(r.snapshots_installed for r in live)
     res.crashes = c.crashes
+    res.leases = sum(cl.acked for cl in clients if isinstance(cl, SimLeaseClient))
+    res.expired = len(c.lease_expired)
     res.changes = dict(c.membership)
     res.changes_done = dict(c.membership_acked)
     res.configs_committed = c.committed_configs
@@ -207,7 +236,7 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
 
 
 def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, history: list[check.Op],
-           clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient],
+           clients: list[SimClient | SimPipeClient | RedisSimClient | SimTxnClient | SimLeaseClient],
            membership: bool = False) -> None:
     for number in range(rng.choice((2, 3, 5))):
         sc = SimClient(c, number, random.Random(rng.getrandbits(64)), KEYS, history)
@@ -323,6 +352,18 @@ def _drive(c: SimCluster, rng: random.Random, prof: str, duration_ms: float, his
     if not c.run_until(lambda: not any(cl.busy for cl in clients) and not c.pending_direct,
                        give_up + COMMIT_BOUND_MS):
         raise Violation("liveness: client requests still pending after the clients stopped")
+
+    if c.lease_watch:
+        # The leases the lease clients held when they stopped expire (their expiries are the leader's writes):
+        # within their TTL, a new leader's extension and a commit.
+        def no_leases() -> bool:
+            ld = c.stable_leader()
+            store = c.nodes[ld].kv if ld is not None else None
+            return store is not None and not store.leases.table
+
+        bound = max(c.lease_ttl.values(), default=0) + 2 * c.options.election_ticks * TICK_MS + COMMIT_BOUND_MS
+        if not c.run_until(no_leases, bound):
+            raise Violation(f"liveness: leases no client kept alive were not all expired within {bound:.0f} ms")
 
     def settled() -> bool:
         leader = c.leader()
@@ -526,18 +567,18 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool
     return False
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None, int | None]
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None, int | None, int | None]
          ) -> SeedResult:
-    seed, nodes, profile, duration, compact, membership, redis, txn = args
-    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis, txn=txn)
+    seed, nodes, profile, duration, compact, membership, redis, txn, leases = args
+    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis, txn=txn, leases=leases)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
              duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
              membership: bool | None = None, redis: int | None = None,
-             txn: int | None = None) -> Iterator[SeedResult]:
+             txn: int | None = None, leases: int | None = None) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
-    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis, txn) for s in seeds]
+    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis, txn, leases) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
         return
