@@ -42,6 +42,7 @@ class Journal:
         self.applied = 0
         self.revision = self.rev = 0  # a journal has no revisions
         self.leases = Leases()  # and no leases: never granted one, so the leader never expires one
+        self.events: list[Any] | None = None  # and no changes to watch
         self.keys: list[bytes] = []
         self.snapshots = 0
         self.restored_at = 0

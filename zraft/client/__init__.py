@@ -13,6 +13,7 @@ from .client import (
 )
 from .errors import LeaseExpired
 from .leases import LeaseInfo
+from .watch import Compacted, Event, WatchStream
 
-__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "KeyValue", "LeaseExpired", "LeaseInfo", "OutcomeUnknown",
-           "RangeResult", "RequestRefused", "Unavailable", "ZraftError"]
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "Compacted", "Event", "KeyValue", "LeaseExpired",
+           "LeaseInfo", "OutcomeUnknown", "RangeResult", "RequestRefused", "Unavailable", "WatchStream", "ZraftError"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from zraft.client.errors import ZraftError
+from zraft.client.watch import WatchStream
 from zraft.transport.requests import Compare, TxnOp, prefix_end
 
 
@@ -70,6 +71,24 @@ class DataCalls:
             raise ZraftError(f"malformed transaction answer {r!r:.200}")
         return TxnResult(r.get("succeeded") is True, [_result(o, x, rev) for o, x in zip(ops, results, strict=True)],
                          rev)
+
+    def watch(self, key: bytes | str = b"", *, prefix: bytes | str | None = None, end: bytes | str | None = None,
+              all_keys: bool = False, start_revision: int = 0, prev_kv: bool = False) -> WatchStream:
+        """The changes to ``key`` (or to the keys that start with ``prefix``, or in ``[key, end)``, or ``all_keys``)
+        from ``start_revision`` on (0: from now), as an iterator of ``Event``, each once and in revision order,
+        resumed on another node when one fails (``zraft.client.watch``). ``Compacted`` if no node still has the
+        changes from ``start_revision``. Close it (or use it as a context manager) when done::
+
+            with client.watch(prefix="cfg/", start_revision=r) as changes:
+                for event in changes:
+                    ...
+        """
+        if prefix is not None:
+            if end is not None or all_keys or key:
+                raise ValueError("watch a key, a prefix, a range or all keys: one of them")
+            return WatchStream(self, _b(prefix), None, True, False, start_revision, prev_kv)  # type: ignore[arg-type]
+        return WatchStream(self, _b(key), None if end is None else _b(end), False, all_keys,  # type: ignore[arg-type]
+                           start_revision, prev_kv)
 
     def cas(self, key: bytes | str, expect: bytes | str | None, new: bytes | str) -> bool:
         """Compare-and-swap: set ``key`` to ``new`` if its value is ``expect`` (None: if it is absent); whether it

@@ -20,6 +20,7 @@ from zraft.server.metrics import Stats
 from zraft.server.seams import Clock, Transport
 from zraft.server.settings import Settings
 from zraft.server.snapshotting import Receiver, Sender, SnapshotJob
+from zraft.server.watches import Watches
 from zraft.statemachine.machine import StateMachine
 from zraft.storage import Storage
 from zraft.transport import codec
@@ -40,6 +41,9 @@ from zraft.transport.requests import (
     Request,
     Status,
     Transfer,
+    Watch,
+    WatchAck,
+    WatchCancel,
     Write,
 )
 from zraft.transport.requests import Probe as ProbeRequest
@@ -90,6 +94,7 @@ class ClientRequests(Generic[M]):
     addresses: dict[int, str]
     backups: Backups
     membership: Membership
+    watches: Watches
     pending_writes: dict[tuple[int, int], list[PendingWrite]]
     pending_reads: dict[int, list[PendingRead]]
     """The reads waiting for each read index asked (a loop pass's gets share one)."""
@@ -207,6 +212,15 @@ class ClientRequests(Generic[M]):
                     self._not_leader(identity, rid, batched)
                     return
                 self._read_group.append(PendingRead(identity, rid, b"", batched, self._arrived, query=req))
+            case Watch():
+                self.watches.watch(identity, req)
+            case WatchAck(watch=wid, revision=revision):
+                self._reply(identity, {"id": rid, "ok": True} if self.watches.ack(identity, wid, revision) else
+                            {"id": rid, "ok": False, "error": "no_watch",
+                             "message": f"watch {wid} is not served here (it expired, or was cut off)"}, batched)
+            case WatchCancel(watch=wid):
+                self.watches.cancel(identity, wid)
+                self._reply(identity, {"id": rid, "ok": True}, batched)
             case ProbeRequest():
                 self._reply(identity, {"id": rid, "ok": True, "node": self.id, "role": self.raft.role.name.lower(),
                                        "term": self.raft.term, **self._leader_info()}, batched)

@@ -53,6 +53,7 @@ from zraft.server.settings import (
     Settings,
 )
 from zraft.server.snapshotting import STEP_BUDGET_S, Receiver, Sender, SnapshotJob
+from zraft.server.watches import Watches
 from zraft.statemachine.machine import MachineType, StateMachine
 from zraft.storage import CorruptionError, Storage, StorageError
 from zraft.storage.snapshots import SnapshotFile
@@ -160,6 +161,10 @@ class Replica(ClientRequests[M]):
         here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
+        self.machine.events = []
+        self.watches = Watches(clock, self._reply)
+        """The changes this node applied lately, and the watches it serves (``zraft.server.watches``)."""
+        self.watches.reset(self.machine.revision)
         self.lessor = Lessor(clock, 2 * options.election_ticks * TICK_MS / 1000)
         """The leader's lease deadlines (``zraft.server.lessor``)."""
         self.backups = Backups(node_id, storage, clock, self._reply)
@@ -315,6 +320,8 @@ class Replica(ClientRequests[M]):
         t0 = time.perf_counter() if timed else 0.0
         if self.raft.has_ready():
             self._process_ready()
+        if self.watches.watchers:
+            self.watches.send()
         if self._outbox:
             self._flush_outbox()
         if timed and self.snap_job is not None:
@@ -409,6 +416,9 @@ class Replica(ClientRequests[M]):
                     self.membership.applied(e.index)
             if probe is not None:
                 probe.applied(self, e)
+        changes = store.events
+        if changes is not None and (changes or store.revision != self.watches.revision):
+            self.watches.applied(changes, store.revision)
         lessor = self.lessor
         if lessor.start and not lessor.ready and store.applied >= lessor.start and self.raft.role == Role.LEADER:
             lessor.promote(store.leases)
@@ -525,6 +535,8 @@ class Replica(ClientRequests[M]):
         prepared, self._prepared = self._prepared, None
         self.machine = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) \
             else self._restore(snap)
+        self.machine.events = []
+        self.watches.reset(self.machine.revision)
         self.snapshots_installed += 1
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
                  self.machine.counts()[0], time.perf_counter() - t0)

@@ -215,6 +215,10 @@ Entry = bytes | tuple[bytes, int, int, int]
 mod_revision, version)."""
 
 
+Event = tuple[int, bytes, Entry | None, Entry | None]
+"""A change to a key (``KVStore.events``): (revision, key, its entry after, before); None: absent."""
+
+
 def _written(old: Entry | None, value: bytes, rev: int) -> Entry:
     """A key's entry once ``value`` is written to it at revision ``rev`` (0: revisions have not begun)."""
     if not rev:
@@ -314,6 +318,9 @@ class KVStore:
         when the last command was a retry answered from the session."""
         self.results = False
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
+        self.events: list[Event] | None = None
+        """When a list (the node's watch history takes them: ``zraft.server.watches``), every change to a key is
+        appended to it, in order: ``(revision, key, entry or None when deleted, the entry before or None)``."""
         self.trims = 0
         """Times a session forgot the answers below its client's ack (a statistic; not in snapshots)."""
 
@@ -616,6 +623,8 @@ class KVStore:
                     self.leases.detach(key)
                 if rev:
                     self.revision = self.rev = rev + 1
+            if self.events is not None and status == OK and rev:
+                self.events.append((self.revision, key, data_.get(key), old))
         if op <= DELETE:
             replies[seq] = status | self.rev << 4
         if len(replies) > MAX_REPLIES_PER_SESSION:
@@ -642,10 +651,14 @@ class KVStore:
                 self.index.remove(key)
                 if img is not None:
                     img.deleted(key)
+                if self.events is not None and self.rev:
+                    self.events.append((self.rev, key, None, old))
             return
-        data[key] = _written(old, value, self.rev)
+        new = data[key] = _written(old, value, self.rev)
         if old is None:
             self.index.add(key)
+        if self.events is not None and self.rev:
+            self.events.append((self.rev, key, new, old))
 
     def _next_revision(self) -> None:
         """This command changes the store: it is applied at the next revision (once revisions began)."""
@@ -847,6 +860,8 @@ class KVStore:
             succeeded = succeeded and held
         ops = then if succeeded else otherwise
         before = self.revision
+        events = self.events
+        mark = 0 if events is None else len(events)
         rev = before + 1 if before else 0  # what its writes are made at; kept only if one changes something
         self.rev = rev
         undo: list[tuple[int, bytes, Entry | None]] = []
@@ -905,10 +920,14 @@ class KVStore:
                     self.index.remove(key)
                     if img is not None:
                         img.deleted(key)
+                    if events is not None and rev:
+                        events.append((rev, key, None, old))
                 else:
-                    data[key] = _written(old, new, rev)
+                    entry = data[key] = _written(old, new, rev)
                     if old is None:
                         self.index.add(key)
+                    if events is not None and rev:
+                        events.append((rev, key, entry, old))
             elif kind == T_DELETE_RANGE:
                 keys, count = self.range(key, arg, MAX_DELETE_RANGE + 1, 1 << 62, values=False)
                 if count > MAX_DELETE_RANGE:
@@ -934,6 +953,8 @@ class KVStore:
                 break
         if status != OK:
             self._undo(undo)
+            if events is not None:
+                del events[mark:]
             self.rev = before
             return status
         if undo and before:

@@ -67,6 +67,9 @@ class StateMachine(Protocol):
 
     leases: Leases
     """The leases and their keys (the leader's ``Lessor`` keeps their deadlines)."""
+    events: list[Any] | None
+    """When a list (the replica sets one), every change ``apply`` makes to a key is appended to it (``kv.Event``):
+    the node's watches are served from them."""
 
     def expire_command(self, lease_ids: list[int]) -> bytes:
         """The command a leader proposes for leases whose time ran out (no session)."""

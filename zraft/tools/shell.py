@@ -22,6 +22,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from zraft.client import Client, ZraftError
@@ -34,6 +35,8 @@ HELP = """commands:
   lease grant SECONDS  a new lease (its id)       lease keepalive ID   restart its TTL from now
   lease revoke ID      drop it and its keys       lease ttl ID         its time left and keys
   expire K SECONDS     K's own TTL                persist K    drop K's TTL     ttl K   K's time left
+  watch PREFIX   print each change to the keys that start with PREFIX as it comes, until Ctrl-C;
+                 --from REV: from revision REV (resumes on another node if one fails); --count N: stop after N
   get K          read K (linearizable)            delete K     remove K
   range PREFIX   the keys that start with PREFIX ("" for all), in order: KEY: VALUE lines, then how many and
                  the revision; range --from START [--to END] for the keys in [START, END); --limit N: the first N
@@ -55,9 +58,12 @@ HELP = """commands:
 
 
 class Shell:
-    def __init__(self, client: Client, cluster: launch.Cluster | None) -> None:
+    def __init__(self, client: Client, cluster: launch.Cluster | None,
+                 out: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.cluster = cluster
+        self.out = out or (lambda line: print(line, flush=True))
+        """Where ``watch`` prints each event as it comes."""
 
     def _range(self, args: list[str]) -> str:
         usage = "usage: range PREFIX [--limit N] or range --from START [--to END] [--limit N]"
@@ -138,6 +144,44 @@ class Shell:
                 lines.append(f"{key}: OK")
         return "\n".join(lines)
 
+    def _watch(self, args: list[str]) -> str:
+        """watch PREFIX [--from REV] [--count N]: print each change to the keys that start with PREFIX as it comes
+        (from revision REV on), until Ctrl-C (or N events)."""
+        usage = "usage: watch PREFIX [--from REVISION] [--count N]  (Ctrl-C stops it)"
+        opts: dict[str, int] = {}
+        rest: list[str] = []
+        it = iter(args)
+        for a in it:
+            if a in ("--from", "--count"):
+                v = next(it, None)
+                if v is None or not v.isdigit() or a in opts:
+                    raise ValueError(usage)
+                opts[a] = int(v)
+            else:
+                rest.append(a)
+        if len(rest) != 1:
+            raise ValueError(usage)
+        count = opts.get("--count", 0)
+        seen = 0
+        with self.client.watch(prefix=rest[0], start_revision=opts.get("--from", 0), prev_kv=True) as stream:
+            self.out(f"watching {rest[0]!r} from revision {stream.next_rev} (Ctrl-C stops)")
+            try:
+                for e in stream:
+                    key = e.key.decode(errors="replace")
+                    if e.type == "put":
+                        line = f"{e.mod_revision} put {key} = {(e.value or b'').decode(errors='replace')}"
+                    else:
+                        line = f"{e.mod_revision} delete {key}"
+                    if e.prev_value is not None:
+                        line += f" (was {e.prev_value.decode(errors='replace')})"
+                    self.out(line)
+                    seen += 1
+                    if count and seen >= count:
+                        break
+            except KeyboardInterrupt:
+                pass
+        return f"({seen} event{'' if seen == 1 else 's'}; last revision {stream.revision})"
+
     def _lease(self, args: list[str]) -> str:
         usage = "usage: lease grant SECONDS | lease keepalive ID | lease revoke ID | lease ttl ID"
         if len(args) != 2 or args[0] not in ("grant", "keepalive", "revoke", "ttl"):
@@ -217,6 +261,8 @@ class Shell:
             return "OK"
         if cmd == "lease":
             return self._lease(args)
+        if cmd == "watch":
+            return self._watch(args)
         if cmd in ("expire", "persist", "ttl"):
             return self._key_ttl(cmd, args)
         if cmd == "get":

@@ -352,7 +352,8 @@ REPLY_FIELDS: dict[str, tuple[type, ...]] = {
     "members": (list,), "pending_config_index": (int,), "transferee": (int,), "vote": (int,), "sent": (dict,),
     "peer_in": (dict,), "cluster_id": (str,), "index": (int,), "size": (int,), "offset": (int,), "data": (bytes,),
     "length": (int,), "done": (bool,), "rev": (int,), "revision": (int,), "kvs": (list,), "count": (int,),
-    "more": (bool,), "lease": (int,), "ttl_ms": (int,), "remaining_ms": (int,),
+    "more": (bool,), "lease": (int,), "ttl_ms": (int,), "remaining_ms": (int,), "events": (list,),
+    "watching": (bool,), "n": (int,), "compact_revision": (int,),
 }
 """The type of each field a node's reply may hold (others are ignored by this client). A reply with a field of
 another type is malformed: the client trusts nothing it receives."""

@@ -243,6 +243,36 @@ class LeaseTTL(NamedTuple):
     key: bytes | None = None
 
 
+class Watch(NamedTuple):
+    """Be sent every change to the keys in ``[start, end)`` (``end`` None: ``start`` alone; on the wire ``prefix:
+    true`` makes it every key that starts with ``start``, and ``all: true`` every key) from ``start_revision`` (0:
+    from the next one) on, in revision order, with each key's value before it if ``prev_kv``. The answers carry
+    this request's id: first ``watching``, then batches of events (``docs/PROTOCOL.md``). Any node serves it, from
+    what it has applied; it is kept while the client acks it (``WatchAck``)."""
+
+    id: int
+    start: bytes
+    end: bytes | None = None
+    start_revision: int = 0
+    prev_kv: bool = False
+    whole: bool = False
+    """Every key from ``start`` on (``end`` ignored): a range to the last key."""
+
+
+class WatchAck(NamedTuple):
+    """The client has the events of watch ``watch`` (its request id) up to ``revision`` and wants more: renews the
+    watch (a watch not acked for ``WATCH_EXPIRY_S`` is dropped)."""
+
+    id: int
+    watch: int
+    revision: int
+
+
+class WatchCancel(NamedTuple):
+    id: int
+    watch: int
+
+
 class Status(NamedTuple):
     id: int
 
@@ -300,11 +330,12 @@ class BackupEnd(NamedTuple):
 Write = Put | Append | Delete | Incr | GetDel | MSet | Txn | LeaseGrant | LeaseRevoke | Expire
 """A request that changes the store: it goes through the log, in a session."""
 LeaderOnly = LeaseKeepAlive | LeaseTTL
+WatchRequest = Watch | WatchAck | WatchCancel
 """A request only the leader answers, from what only it knows (when leases expire): not logged."""
 MemberChange = AddLearner | Promote | Remove | Transfer
 """A request that changes the membership or moves leadership (leader only)."""
-Request = (Write | LeaderOnly | Get | Range | Status | Probe | Members | MemberChange | Backup | BackupChunk
-           | BackupEnd)
+Request = (Write | LeaderOnly | WatchRequest | Get | Range | Status | Probe | Members | MemberChange | Backup
+           | BackupChunk | BackupEnd)
 WRITES = (Put, Append, Delete, Incr, GetDel, MSet, Txn, LeaseGrant, LeaseRevoke, Expire)
 """``isinstance(req, WRITES)``: a ``Write``."""
 LEADER_ONLY = (LeaseKeepAlive, LeaseTTL)
@@ -314,7 +345,8 @@ KINDS: dict[str, type] = {
     "add_learner": AddLearner, "promote": Promote, "remove": Remove, "transfer": Transfer, "backup": Backup,
     "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet,
     "range": Range, "txn": Txn, "lease_grant": LeaseGrant, "lease_revoke": LeaseRevoke,
-    "lease_keepalive": LeaseKeepAlive, "lease_ttl": LeaseTTL, "expire": Expire}
+    "lease_keepalive": LeaseKeepAlive, "lease_ttl": LeaseTTL, "expire": Expire, "watch": Watch,
+    "watch_ack": WatchAck, "watch_cancel": WatchCancel}
 """Every request type, by its wire ``op``."""
 OPS = tuple(KINDS)
 OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
@@ -412,6 +444,12 @@ def from_wire(req: dict[str, Any]) -> Request:
         return Get(rid, _bin(req, "key"), req.get("stale") is True)
     if kind is LeaseKeepAlive:
         return LeaseKeepAlive(rid, _lease(req))
+    if kind is Watch:
+        return _watch(req, rid)
+    if kind is WatchAck:
+        return WatchAck(rid, _uint(req, "watch"), _uint(req, "revision"))
+    if kind is WatchCancel:
+        return WatchCancel(rid, _uint(req, "watch"))
     if kind is LeaseTTL:
         named = req.get("key")
         if named is not None and type(named) is not bytes:
@@ -443,7 +481,8 @@ def from_wire(req: dict[str, Any]) -> Request:
 
 
 _WIRE_NAMES: dict[tuple[type, str], str] = {(Append, "length"): "len", (Range, "start"): "key", (Txn, "compares"): "if",
-                                            (Txn, "otherwise"): "else"}
+                                            (Txn, "otherwise"): "else", (Watch, "start"): "key",
+                                            (Watch, "whole"): "all"}
 """Record fields named otherwise on the wire."""
 
 
@@ -503,6 +542,26 @@ def _txn_op(o: Any) -> TxnOp:
     elif type(limit) is not int or not 0 <= limit <= MAX_RANGE_KEYS or (limit and kind != "range"):
         raise ProtocolError(f"a range's limit is 0 to {MAX_RANGE_KEYS}, and only a range has one")
     return _new(TxnOp, (kind, key, arg, limit))
+
+
+def _watch(req: dict[str, Any], rid: int) -> Watch:
+    start = _bin(req, "key")
+    for flag in ("prefix", "prev_kv", "all"):
+        if type(req.get(flag, False)) is not bool:
+            raise ProtocolError(f"field {flag} must be a boolean")
+    end = req.get("end")
+    if end is not None and type(end) is not bytes:
+        raise ProtocolError("field end must be bytes (msgpack bin) or nil")
+    whole = req.get("all") is True
+    if req.get("prefix"):
+        if end is not None or whole:
+            raise ProtocolError("a watch is of a key, a prefix, a range or all keys: one of them")
+        end = prefix_end(start)
+        whole = end is None
+    if end is not None and end <= start:
+        raise ProtocolError("a watch's range is empty: end must come after key")
+    rev = _uint(req, "start_revision") if "start_revision" in req else 0
+    return Watch(rid, start, None if whole else end, rev, req.get("prev_kv") is True, whole)
 
 
 def _range(req: dict[str, Any], rid: int) -> Range:
