@@ -11,9 +11,11 @@ from .client import (
     Unavailable,
     ZraftError,
 )
+from .concurrency import Election, Lock, LockLost
 from .errors import LeaseExpired
 from .leases import LeaseInfo
 from .watch import Compacted, Event, WatchStream
 
-__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "Compacted", "Event", "KeyValue", "LeaseExpired",
-           "LeaseInfo", "OutcomeUnknown", "RangeResult", "RequestRefused", "Unavailable", "WatchStream", "ZraftError"]
+__all__ = ["ATTEMPT_TIMEOUT", "DEFAULT_DEADLINE", "Client", "Compacted", "Election", "Event", "KeyValue",
+           "LeaseExpired", "LeaseInfo", "Lock", "LockLost", "OutcomeUnknown", "RangeResult", "RequestRefused",
+           "Unavailable", "WatchStream", "ZraftError"]

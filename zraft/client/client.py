@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from zraft.client.admin import AdminCalls
+from zraft.client.concurrency import Election, Lock
 from zraft.client.data import DataCalls, KeyValue, RangeResult
 from zraft.client.errors import LeaseExpired, OutcomeUnknown, RequestRefused, Unavailable, ZraftError
 from zraft.client.leases import LeaseCalls
@@ -147,6 +148,15 @@ class Client(AdminCalls, DataCalls, LeaseCalls):
     def delete(self, key: bytes | str) -> int:
         """Delete ``key`` (nothing to do if it is not there); returns the revision the store was left at."""
         return self._write("delete", _b(key), b"")
+
+    def lock(self, name: bytes | str, ttl: float = 10.0) -> Lock:
+        """A distributed lock with fencing tokens (``zraft.client.concurrency``): ``with client.lock("jobs") as
+        lock: lock.put(...)``."""
+        return Lock(self, name, ttl)
+
+    def election(self, name: bytes | str, ttl: float = 10.0) -> Election:
+        """A leader election (``zraft.client.concurrency``): campaign, leader, observe, resign."""
+        return Election(self, name, ttl)
 
     def get(self, key: bytes | str, stale: bool = False) -> bytes | None:
         """A linearizable read; with ``stale=True`` any node answers from its own state, possibly out of date."""

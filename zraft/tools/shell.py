@@ -35,6 +35,8 @@ HELP = """commands:
   lease grant SECONDS  a new lease (its id)       lease keepalive ID   restart its TTL from now
   lease revoke ID      drop it and its keys       lease ttl ID         its time left and keys
   expire K SECONDS     K's own TTL                persist K    drop K's TTL     ttl K   K's time left
+  lock NAME [--ttl S] put K V   take lock NAME (waiting for it), write K fenced by its token, release it;
+                 without put: hold it until Enter or Ctrl-C      election NAME   its leader's value and token
   watch PREFIX   print each change to the keys that start with PREFIX as it comes, until Ctrl-C;
                  --from REV: from revision REV (resumes on another node if one fails); --count N: stop after N
   get K          read K (linearizable)            delete K     remove K
@@ -182,6 +184,31 @@ class Shell:
                 pass
         return f"({seen} event{'' if seen == 1 else 's'}; last revision {stream.revision})"
 
+    def _lock(self, args: list[str]) -> str:
+        """lock NAME [--ttl S] [put K V]: take the lock (waiting for it), make the write fenced by its token (or
+        hold it until Enter or Ctrl-C), release it."""
+        usage = "usage: lock NAME [--ttl SECONDS] [put KEY VALUE]  (without put: hold it until Enter or Ctrl-C)"
+        ttl = 10.0
+        if len(args) >= 3 and args[1] == "--ttl":
+            try:
+                ttl = float(args[2])
+            except ValueError:
+                raise ValueError(usage) from None
+            args = [args[0], *args[3:]]
+        if len(args) not in (1, 4) or (len(args) == 4 and args[1] != "put"):
+            raise ValueError(usage)
+        with self.client.lock(args[0], ttl=ttl) as lock:
+            held = f"lock {args[0]} held with token {lock.token}"
+            if len(args) == 4:
+                lock.put(args[2], args[3])
+                return f"{held}; put {args[2]}: OK"
+            self.out(f"{held} (Enter or Ctrl-C releases it)")
+            try:
+                input()
+            except (KeyboardInterrupt, EOFError):
+                pass
+        return f"lock {args[0]} released"
+
     def _lease(self, args: list[str]) -> str:
         usage = "usage: lease grant SECONDS | lease keepalive ID | lease revoke ID | lease ttl ID"
         if len(args) != 2 or args[0] not in ("grant", "keepalive", "revoke", "ttl"):
@@ -263,6 +290,13 @@ class Shell:
             return self._lease(args)
         if cmd == "watch":
             return self._watch(args)
+        if cmd == "lock":
+            return self._lock(args)
+        if cmd == "election":
+            self._arity(cmd, args, 1, "NAME")
+            leader = self.client.election(args[0]).leader()
+            return "(no leader)" if leader is None else \
+                f"{leader[0].decode(errors='replace')} (token {leader[1]})"
         if cmd in ("expire", "persist", "ttl"):
             return self._key_ttl(cmd, args)
         if cmd == "get":
