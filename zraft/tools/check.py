@@ -373,11 +373,13 @@ def verdict(results: list[KeyResult]) -> str:
 EXIT_OK, EXIT_VIOLATION, EXIT_USAGE, EXIT_UNKNOWN = 0, 1, 2, 3
 
 
-def load(path: str, txns: list[Any] | None = None) -> list[Op]:
+def load(path: str, txns: list[Any] | None = None, coord: list[dict[str, Any]] | None = None) -> list[Op]:
     """A history file's operations (long read outputs compacted, see ``Loader``). Lines ``{"type": "txn", ...}``
     (a chaos run's ``--workload txn``) are transactions: appended to ``txns`` as ``txncheck.Txn``s (refused when
-    ``txns`` is None); their "status" "unknown" is the checker's "info"."""
+    ``txns`` is None); their "status" "unknown" is the checker's "info". Lines of a ``--workload coord`` run
+    (locks, watches, leases) go to ``coord``, for ``zraft.tools.chaos.coordination.check``."""
     from zraft.tools import txncheck
+    from zraft.tools.chaos.coordination import COORD_TYPES
 
     out = Loader()
     with open(path) as f:
@@ -386,7 +388,9 @@ def load(path: str, txns: list[Any] | None = None) -> list[Op]:
                 continue
             try:
                 d = json.loads(line)
-                if isinstance(d, dict) and d.get("type") == "txn" and txns is not None:
+                if isinstance(d, dict) and d.get("type") in COORD_TYPES and coord is not None:
+                    coord.append(d)
+                elif isinstance(d, dict) and d.get("type") == "txn" and txns is not None:
                     txns.append(txncheck.Txn.from_json({**d, "status": "info" if d.get("status") == "unknown"
                                                         else d.get("status")}))
                 else:
@@ -414,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.txn:
         return _check_txns(a.history)
     txns: list[Any] = []
+    coord: list[dict[str, Any]] = []
     try:
-        ops = load(a.history, txns)
+        ops = load(a.history, txns, coord)
     except (OSError, ValueError) as e:
         print(f"zraft.tools.check: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -423,6 +428,19 @@ def main(argv: list[str] | None = None) -> int:
     code = report(results, len(ops))
     if txns:  # a chaos run's --workload txn: its transactions too
         code = max(code, _report_txns(txns))
+    if coord:  # a chaos run's --workload coord: its locks, watches and leases
+        from zraft.tools.chaos import coordination
+
+        try:
+            problems, counts = coordination.check(coord, None)
+        except (KeyError, TypeError, ValueError) as e:
+            print(f"zraft.tools.check: {a.history}: malformed coordination records ({e!r})", file=sys.stderr)
+            return EXIT_USAGE
+        for problem in problems:
+            print(f"VIOLATION: {problem}")
+        print("coordination: " + " ".join(f"{k}={v}" for k, v in counts.items())
+              + f" violations={len(problems)} verdict={'FAIL' if problems else 'PASS'}")
+        code = max(code, EXIT_VIOLATION if problems else 0)
     return code
 
 

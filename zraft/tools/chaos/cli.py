@@ -43,18 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resp", action="store_true",
                    help="drive the clients through the Redis protocol (redis-py, at any node) instead of zraft's "
                         "own, so that the Redis path is checked for linearizability too")
-    p.add_argument("--workload", choices=("kv", "txn"), default="kv",
+    p.add_argument("--workload", choices=("kv", "txn", "coord"), default="kv",
                    help="kv: appends, puts, deletes and gets (the default); txn: list-append transactions after "
                         "Elle's, checked strictly serializable (zraft.tools.txncheck: G0, G1a-c, G-single, G2, "
-                        "lost or duplicated appends), and compare-and-swap on registers, checked linearizable")
+                        "lost or duplicated appends), and compare-and-swap on registers, checked linearizable; "
+                        "coord: a third of the clients take a lock and write with its fencing token (some pause "
+                        "past their lease), a third write and watch a prefix, a third keep leases alive; checked: "
+                        "tokens never go down, no gap, duplicate or reordering in any watch, no lease gone while "
+                        "promised (zraft.tools.chaos.coordination)")
     p.add_argument("--snapshot-every", type=int, help="nodes snapshot and compact after this many entries (default: "
                                                       "the node's default); small values exercise snapshots")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if not 0 <= a.reads <= 1 or a.clients < 1 or a.keys < 1 or a.pipeline < 1:
         p.error("need --clients, --keys, --pipeline >= 1 and 0 <= --reads <= 1")
-    if a.workload == "txn" and a.resp:
-        p.error("--workload txn runs through zraft's own client (Client.txn); not with --resp")
+    if a.workload != "kv" and a.resp:
+        p.error(f"--workload {a.workload} runs through zraft's own client; not with --resp")
     if a.netns:
         from zraft.tools import netns
 

@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+from zraft.tools.chaos import coordination
+from zraft.tools.chaos.coordination import coord_client_proc
 from zraft.tools.chaos.faults import LanNetwork, Network, best_effort, restart, resume
 from zraft.tools.chaos.nemesis import LEADER_AFTER_HEAL_S, SPARE_NAMESPACES, membership_nemesis, run_nemesis
 from zraft.tools.chaos.timeline import report_progress, watch_leaders, write_timeline
@@ -86,7 +88,13 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     paths = [os.path.join(out_dir, f"client-{i}.jsonl") for i in range(clients)]
     try:
         # Half the clients pipeline (several requests in flight each), half send one at a time.
-        if workload == "txn":
+        if workload == "coord":
+            with c.client(deadline=30.0) as cl:
+                start_revision = cl.put(b"chaos-start", b"1") + 1
+            procs = [ctx.Process(target=coord_client_proc, args=(
+                c.addresses, i + 1, seed * 1000 + i, until, start_revision, paths[i], c.client_keys(),
+                lan.clients if lan is not None else None)) for i in range(clients)]
+        elif workload == "txn":
             procs = [ctx.Process(target=txn_client_proc, args=(
                 c.addresses, i + 1, seed * 1000 + i, until, append_keys, register_keys, paths[i], c.client_keys(),
                 lan.clients if lan is not None else None)) for i in range(clients)]
@@ -101,6 +109,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                 pipeline if i % 2 else 1, read_share, lan.clients if lan is not None else None))
                 for i in range(clients)]
         what = ("transactions: list-append and compare-and-swap" if workload == "txn" else
+                "a third each: lock holders with fencing tokens, writers and watchers, lease keepers"
+                if workload == "coord" else
                 f"{clients // 2} pipelining {pipeline} requests{', through the Redis protocol' if resp else ''}")
         say(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients ({what}), {keys} list keys "
             f"and {keys} register keys, out {out_dir}")
@@ -124,7 +134,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         if members is not None:
             members.join(120)
         for p in procs:
-            p.join(60)
+            p.join(60 + (coordination.DRAIN_S + 10 if workload == "coord" else 0))
         stop_progress.set()
         reporter.join()
         say(f"  t={time.monotonic() - t0:6.1f} s  load done; healing everything")
@@ -150,6 +160,10 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                 finals.append(json.dumps({"client": 0, "op": "get", "key": k, "value": None, "output": None if
                                           final[k] is None else (final[k] or b"").decode(), "call": call,
                                           "return": time.monotonic(), "status": "ok"}) + "\n")
+            protected = cl.get(coordination.PROTECTED) if workload == "coord" else None
+            if workload == "coord":  # (in the history too: ``zraft check`` checks the file on its own)
+                finals.append(json.dumps({"client": 0, "type": "lock", "event": "final", "value": None
+                                          if protected is None else protected.decode()}) + "\n")
             if workload == "txn":  # the final lists, as one read-only transaction the checker places last
                 call = time.monotonic()
                 got = cl.txn([], [txn.get(k) for k in append_keys]).results
@@ -169,6 +183,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     history: list[dict[str, Any]] = []
     loader = check.Loader()
     txns: list[txncheck.Txn] = []
+    coord: list[dict[str, Any]] = []
     with open(hist_path, "w") as hf:
         for path in [*paths, None]:
             lines = _read_lines(path) if path else finals
@@ -177,6 +192,9 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                     continue
                 hf.write(line)
                 h = json.loads(line)
+                if h.get("type") in coordination.COORD_TYPES:
+                    coord.append(h)
+                    continue
                 if h.get("type") == "txn":
                     txns.append(txncheck.Txn.from_json({**h, "status": {"ok": txncheck.OK, "fail": txncheck.FAIL}
                                                         .get(h["status"], txncheck.INFO)}))
@@ -199,6 +217,10 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
     if txn_result is not None and not txn_result.ok:
         problems += [f"transactions: {a.kind}: {a.explanation}" for a in txn_result.anomalies[:10]]
     unknowns = [f"key {r.key!r}: {r.explanation}" for r in results if r.ok is None]
+    coord_counts: dict[str, int] = {}
+    if workload == "coord":
+        coord_problems, coord_counts = coordination.check(coord, protected)
+        problems += coord_problems
     # Every acknowledged append is in the final value exactly once; no append appears twice.
     for k in append_keys:
         parts = [x for x in (final[k] or b"").decode().split(";") if x]
@@ -220,7 +242,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
             problems.append(f"no leader within {LEADER_AFTER_HEAL_S:.0f} s after healing {e['fault']} "
                             f"at t={e['end'] - t0:.1f} s")
     changes = sum(1 for a, b in itertools.pairwise(leaders) if b[1] and (a[1], a[2]) != (b[1], b[2]))
-    counts = {s: sum(1 for h in history if h["status"] == s and h["client"]) for s in ("ok", "fail", "unknown")}
+    counts = {s: sum(1 for h in itertools.chain(history, coord) if h.get("status") == s and h["client"])
+              for s in ("ok", "fail", "unknown")}
     where = (f"; nodes in network namespaces on 10.77.0.1-{nodes}, clients in their own at 10.77.0.100, network "
              "faults cut by nftables on the LAN's bridge (real TCP)")
     print(f"chaos run: {nodes} nodes, {duration:.0f} s, seed {seed}, {clients} clients" + (where if use_netns else ""))
@@ -248,6 +271,8 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
                                                    for m in ("list", "wgl")))
     if txn_result is not None:
         print(f"transactions: {txn_result.summary()}")
+    if coord_counts:
+        print("coordination: " + ", ".join(f"{k} {v}" for k, v in coord_counts.items()))
     for problem in problems:
         print(f"VIOLATION: {problem}")
     for u in unknowns:
