@@ -128,7 +128,9 @@ REQUESTS = [
     requests.LeaseKeepAlive(22, 9), requests.LeaseTTL(23, lease=9), requests.LeaseTTL(24, key=b"k"),
     requests.Expire(25, 5, 10, 1, b"k", None), requests.Expire(26, 5, 11, 1, b"k", -5),
     requests.Put(27, 5, 12, 1, b"k", b"v", lease=9), requests.Put(28, 5, 13, 1, b"k", b"v", xx=True, ttl_ms=100),
-    requests.Put(29, 5, 14, 1, b"k", b"v", keep_ttl=True)]
+    requests.Put(29, 5, 14, 1, b"k", b"v", keep_ttl=True), requests.Watch(30, b"a", b"b", 7, prev_kv=True),
+    requests.Watch(31, b"p", None, 0, False, True), requests.WatchAck(32, 30, 9), requests.WatchCancel(33, 30),
+    requests.WatchStart(34)]
 """One request of every kind, with its options set."""
 
 

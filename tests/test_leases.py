@@ -183,7 +183,7 @@ def test_leases_in_a_snapshot_taken_while_they_change() -> None:
     assert back.state() == moment
     assert KVStore.restore(s.snapshot()).state() == s.state()
     head = next(iter(msgpack.Unpacker(io.BytesIO(data), raw=False)))
-    assert head[0] == 6 and head[5:] == [2, 3]
+    assert head[0] == 6 and head[5:] == [2, 3, False]
     # Without any lease ever, the snapshot is format 5, as the release before wrote.
     assert next(iter(msgpack.Unpacker(io.BytesIO(_store().snapshot()), raw=False)))[0] == 5
 

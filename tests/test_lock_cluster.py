@@ -80,6 +80,7 @@ def test_an_election_is_observed_as_it_changes(cluster: launch.Cluster) -> None:
         campaigning.start()
         wait_until(lambda: seen == [None, b"node-a"], what="a observed leading")
         assert a.election("svc").leader() == (b"node-a", token_a)
+        wait_until(lambda: a.range(prefix="__election/svc/").count == 2, what="b queued behind a")
         ea.resign()
         campaigning.join(30)
         eb.resign()

@@ -43,6 +43,9 @@ class Journal:
         self.revision = self.rev = 0  # a journal has no revisions
         self.leases = Leases()  # and no leases: never granted one, so the leader never expires one
         self.events: list[Any] | None = None  # and no changes to watch
+        self.event_sink: list[Any] | None = None
+        self.watching = False
+        self.watch_start = 1
         self.keys: list[bytes] = []
         self.snapshots = 0
         self.restored_at = 0
@@ -78,6 +81,9 @@ class Journal:
 
     def expire_command(self, lease_ids: list[int]) -> bytes:
         raise AssertionError("a journal has no leases to expire")
+
+    def watch_command(self) -> bytes:
+        raise AssertionError("a journal is not watched")
 
     def counts(self) -> tuple[int, int]:
         return len(self.keys), 0

@@ -6,14 +6,27 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from clusterutil import wait_until
 
+from zraft.client import Compacted
 from zraft.tools import chaos, launch
 from zraft.tools.shell import Shell
 
 
 def test_a_watch_gets_every_change_once_in_order_across_a_node_death(cluster: launch.Cluster) -> None:
     with cluster.client() as cl, cluster.client() as writer:
+        # No history is kept until a client first watches (writes are cheaper without): a watch from before then
+        # is compacted. ``enable_watches`` starts it, on every node at once.
+        before = cl.put("w/0", "-1")
+        assert not any(st["status"]["watching"] for st in cl.status_all())
+        began = cl.enable_watches()
+        assert began > before
+        wait_until(lambda: all(st.get("status", {}).get("watching") for st in cl.status_all()),
+                   what="every node keeping the history")
+        with pytest.raises(Compacted) as e:
+            cl.watch(prefix="w/", start_revision=before)
+        assert e.value.compact_revision == began
         start = cl.put("w/0", "0")
         expected: list[tuple[str, bytes, int]] = [("put", b"w/0", start)]
         stream = cl.watch(prefix="w/", start_revision=start, prev_kv=True)

@@ -55,11 +55,12 @@ class _Node:
         self.sent: list[tuple[bytes, dict[str, Any]]] = []
         self.w = Watches(self.clock, lambda ident, msg: self.sent.append((ident, msg)))
         self.w.reset(self.s.revision)
+        self.s.events = self.w.events  # (as the replica wires them)
 
     def pass_(self) -> None:
-        assert self.s.events is not None
-        self.w.applied(self.s.events, self.s.revision)
+        self.w.applied(self.s.revision)
         self.w.send()
+        self.w.seal()
 
     def got(self, ident: bytes = b"c", wid: int | None = None) -> list[dict[str, Any]]:
         out = [m for i, m in self.sent if i == ident and (wid is None or m["id"] == wid)]
@@ -83,10 +84,12 @@ def test_every_change_is_an_event_in_revision_order() -> None:
     _put(s, b"l", lease=lease)
     s.apply(s.applied + 1, s.expire_command([lease]))
     assert s.events is not None
-    got = [(rev, k, None if new is None else new[0], None if old is None else old[0]) for rev, k, new, old in s.events]
-    assert got == [(2, b"a", b"v", None), (3, b"a", b"v+", b"v"), (4, b"a", None, b"v+"), (5, b"m1", b"1", None),
-                   (5, b"m2", b"2", None), (6, b"x", b"1", None), (6, b"m1", None, b"1"), (7, b"l", b"v", None),
-                   (8, b"l", None, b"v")]
+    flat = s.events
+    got = [(rev, k, None if new is None else new[0], None if old is None else old[0], expired)
+           for rev, k, new, old, expired in (flat[i : i + 5] for i in range(0, len(flat), 5))]
+    assert got == [(2, b"a", b"v", None, False), (3, b"a", b"v+", b"v", False), (4, b"a", None, b"v+", False),
+                   (5, b"m1", b"1", None, False), (5, b"m2", b"2", None, False), (6, b"x", b"1", None, False),
+                   (6, b"m1", None, b"1", False), (7, b"l", b"v", None, False), (8, b"l", None, b"v", True)]
 
 
 def test_watchers_get_their_range_from_their_revision_once_and_in_order() -> None:
@@ -144,8 +147,8 @@ def test_a_start_before_the_history_is_compacted_and_a_jump_cuts_watchers(monkey
     n = _Node()
     for i in range(12):
         _put(n.s, b"k%d" % i)
-    n.pass_()
-    assert n.w.compact > 2 and len(n.w.events) <= 8
+        n.pass_()  # (a pass's changes are one piece of the history: it drops whole passes)
+    assert n.w.compact > 2 and n.w.count <= 8 and n.w.events == []
     n.w.watch(b"c", r.Watch(1, b"k1", start_revision=2))
     (refused,) = n.got()
     assert refused["error"] == "compacted" and refused["compact_revision"] == n.w.compact

@@ -86,6 +86,7 @@ class WatchStream:
         self._acked_at = 0.0
         self._compacted: set[int] = set()
         self._closed = False
+        client.enable_watches()  # (the cluster keeps a history of changes from now on, if it did not)
         self._start()
         # Once the first node answers, "from now" is a revision: every change after watch() returned is delivered.
         until = time.monotonic() + client.deadline
@@ -203,6 +204,8 @@ class WatchStream:
         self._heard = time.monotonic()
         n = r.get("n")
         if not r.get("ok"):
+            if r.get("error") == "busy":
+                time.sleep(0.05)  # (a node not yet keeping the history, or serving its most watches)
             if r.get("error") == "compacted":
                 self._compacted.add(self._node)
                 if len(self._compacted) >= len(self.client.nodes):

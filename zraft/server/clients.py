@@ -44,6 +44,7 @@ from zraft.transport.requests import (
     Watch,
     WatchAck,
     WatchCancel,
+    WatchStart,
     Write,
 )
 from zraft.transport.requests import Probe as ProbeRequest
@@ -111,6 +112,9 @@ class ClientRequests(Generic[M]):
     sender: Sender
     receiver: Receiver
     peer_in: dict[int, list[int]]
+
+    def start_watching(self) -> None:
+        raise NotImplementedError  # replica.py
 
     def reads_waiting(self) -> int:
         return sum(len(g) for g in self.pending_reads.values()) + len(self._read_group)
@@ -213,7 +217,21 @@ class ClientRequests(Generic[M]):
                     return
                 self._read_group.append(PendingRead(identity, rid, b"", batched, self._arrived, query=req))
             case Watch():
-                self.watches.watch(identity, req)
+                if self.watches.on:
+                    self.watches.watch(identity, req)
+                else:
+                    self.start_watching()
+                    self._reply(identity, {"id": rid, "ok": False, "error": Err.BUSY, "message": "the cluster is "
+                                           "starting to keep the history of changes watches need; retry in a moment",
+                                           **self._leader_info()}, batched)
+            case WatchStart():
+                if self.raft.role != Role.LEADER:
+                    self._not_leader(identity, rid, batched)
+                else:
+                    self.start_watching()
+                    m = self.machine
+                    self._reply(identity, {"id": rid, "ok": True, "watching": m.watching,
+                                           "rev": m.watch_start if m.watching else 0}, batched)
             case WatchAck(watch=wid, revision=revision):
                 self._reply(identity, {"id": rid, "ok": True} if self.watches.ack(identity, wid, revision) else
                             {"id": rid, "ok": False, "error": "no_watch",
@@ -258,7 +276,7 @@ class ClientRequests(Generic[M]):
         st.update(self._leader_info())
         keys, sessions = self.machine.counts()
         st.update({"node": self.id, "address": self.addresses.get(self.id, ""), "kv_applied": self.machine.applied,
-                   "revision": self.machine.revision,
+                   "revision": self.machine.revision, "watching": self.machine.watching,
                    "keys": keys, "sessions": sessions,
                    "pending_reads": self.reads_waiting(), "pending_writes": len(self.pending_writes),
                    "log_entries": raft.last_index - raft.snapshot_index,

@@ -161,10 +161,12 @@ class Replica(ClientRequests[M]):
         here already -- what a healed link delivers late; harmless, and counted to show it)."""
         self.status_extra: Callable[[], dict[str, Any]] | None = None
         """More fields for status replies (the node adds its transport's)."""
-        self.machine.events = []
         self.watches = Watches(clock, self._reply)
         """The changes this node applied lately, and the watches it serves (``zraft.server.watches``)."""
         self.watches.reset(self.machine.revision)
+        self._watch_asked = 0
+        """The term in which this node (leading) last proposed that the store start watching."""
+        self._wire_watches()
         self.lessor = Lessor(clock, 2 * options.election_ticks * TICK_MS / 1000)
         """The leader's lease deadlines (``zraft.server.lessor``)."""
         self.backups = Backups(node_id, storage, clock, self._reply)
@@ -320,8 +322,11 @@ class Replica(ClientRequests[M]):
         t0 = time.perf_counter() if timed else 0.0
         if self.raft.has_ready():
             self._process_ready()
-        if self.watches.watchers:
-            self.watches.send()
+        watches = self.watches
+        if watches.watchers:
+            watches.send()
+        if watches.events:
+            watches.seal()
         if self._outbox:
             self._flush_outbox()
         if timed and self.snap_job is not None:
@@ -416,9 +421,11 @@ class Replica(ClientRequests[M]):
                     self.membership.applied(e.index)
             if probe is not None:
                 probe.applied(self, e)
-        changes = store.events
-        if changes is not None and (changes or store.revision != self.watches.revision):
-            self.watches.applied(changes, store.revision)
+        if store.revision != self.watches.revision:
+            self.watches.applied(store.revision)
+        if store.watching and not self.watches.on:  # (a WATCHING entry was applied: the history begins)
+            self.watches.on = True
+            self.watches.compact = store.watch_start
         lessor = self.lessor
         if lessor.start and not lessor.ready and store.applied >= lessor.start and self.raft.role == Role.LEADER:
             lessor.promote(store.leases)
@@ -459,6 +466,22 @@ class Replica(ClientRequests[M]):
             if commands:
                 self.raft.propose(commands)
         self._maybe_snapshot()
+
+    def _wire_watches(self) -> None:
+        """Give the store the watch history to append its changes to (once it is watching)."""
+        m = self.machine
+        m.event_sink = self.watches.events
+        m.events = self.watches.events if m.watching else None
+        self.watches.on = m.watching
+
+    def start_watching(self) -> None:
+        """A client wants to watch: if the store does not record its changes yet, the leader proposes that it start
+        (once a term)."""
+        raft = self.raft
+        if (not self.machine.watching and raft.role == Role.LEADER and raft.transferee == NONE
+                and self._watch_asked != raft.term):
+            self._watch_asked = raft.term
+            raft.propose([self.machine.watch_command()])
 
     def _send(self, m: Message) -> None:
         if m.type == MsgType.SNAPSHOT:
@@ -535,8 +558,8 @@ class Replica(ClientRequests[M]):
         prepared, self._prepared = self._prepared, None
         self.machine = prepared[2] if prepared is not None and prepared[:2] == (snap.index, snap.term) \
             else self._restore(snap)
-        self.machine.events = []
         self.watches.reset(self.machine.revision)
+        self._wire_watches()
         self.snapshots_installed += 1
         log.info("node=%d event=snapshot_installed index=%d keys=%d seconds=%.2f", self.id, snap.index,
                  self.machine.counts()[0], time.perf_counter() - t0)

@@ -1,9 +1,10 @@
 """Watches: a node's recent history of changes, and the clients it streams them to.
 
-Every node serves watches, from what it has applied. Its store appends each change to a key (``KVStore.events``:
-the revision, the key, its entry after and before) as it applies the log; ``Watches.applied`` moves them into a
-bounded history, and each pass sends every watcher the changes in its range it has not had, in revision order,
-the changes of one revision always in one message.
+Every node serves watches, from what it has applied. Its store appends each change to a key to the history here
+(``KVStore.events`` is ``Watches.events``, the same list: the revision, the key, its entry after and before) as it
+applies the log, and counts what they hold (``KVStore.event_bytes``); ``Watches.applied`` keeps the history bounded,
+and each pass sends every watcher the changes in its range it has not had, in revision order, the changes of one
+revision always in one message.
 
 A watch starts at a revision. Every change from there is in the history unless it was dropped to bound it, or
 happened before this node's store began (a restart, a snapshot installed): then the watch is refused with
@@ -20,13 +21,17 @@ Each message carries its number in the stream (``n``): a client that sees one mi
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zraft.statemachine.kv import Event, meta_of
+from msgpack import unpackb
+
+from zraft.statemachine.kv import EVENT_FIELDS, _pack
 from zraft.transport.requests import Watch
+
+F = EVENT_FIELDS
+"""Items per change in the flat history."""
 
 HISTORY_EVENTS = 100_000
 """Most changes a node keeps for watches to start (or resume) from."""
@@ -73,28 +78,54 @@ class Watcher:
         return self.start <= key < self.end
 
 
-def event_wire(e: Event, prev_kv: bool) -> list[Any]:
-    """An event on the wire: ``[type, key, value, create, mod, version]`` (``put``, or ``delete`` with nil value and
-    0s), then the value before when asked (nil if the key was absent)."""
-    rev, key, new, old = e
-    if new is None:
-        out: list[Any] = ["delete", key, None, 0, rev, 0]
-    else:
-        v, c, m, ver = meta_of(new)
-        out = ["put", key, v, c, m, ver]
+def find(events: list[Any], rev: int, right: bool = False) -> int:
+    """The offset in a flat list of events of the first event of revision ``rev`` or later (``right``: later)."""
+    lo, hi = 0, len(events) // F
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = events[mid * F]
+        if r < rev or (right and r == rev):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo * F
+
+
+def event_wire(events: list[Any], at: int, prev_kv: bool) -> list[Any]:
+    """The event at offset ``at`` on the wire: ``[type, key, value, create, mod, version]`` (``put``, or ``delete``
+    with nil value and 0s), then the value before when asked (nil if the key was absent)."""
+    rev, key, new, old = events[at : at + 4]  # (entries: tuples, or lists once unpacked; an old one may be bytes)
+    out: list[Any] = ["delete", key, None, 0, rev, 0] if new is None else ["put", key, new[0], new[1], rev, new[3]]
     if prev_kv:
-        out.append(None if old is None else meta_of(old)[0])
+        out.append(old if old is None or type(old) is bytes else old[0])
     return out
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One loop pass's changes, packed: whole revisions, from ``first`` to ``last``."""
+
+    first: int
+    last: int
+    data: bytes
+    count: int
 
 
 class Watches:
     def __init__(self, clock: Callable[[], float], reply: Callable[[bytes, dict[str, Any]], None]) -> None:
         self.clock = clock
         self.reply = reply
-        self.events: list[Event] = []
-        self.revs: list[int] = []
-        """The revision of each event of ``events`` (for bisect)."""
+        self.events: list[Any] = []
+        """This loop pass's changes, flat (``kv.EVENT_FIELDS`` items a change): the store appends to it (the replica
+        gives the store this list), and ``seal`` packs them into ``chunks`` at the end of the pass."""
+        self.chunks: list[Chunk] = []
+        """The history before, oldest first. Packed: kept as Python objects, a hundred thousand changes made every
+        write of a 3-node cluster about 10% slower (a queue of objects that outlive everything allocated after them:
+        bench/compare.py); packed, a pass's changes are one bytes object, and its own objects go as it ends."""
+        self.count = 0
+        """Changes in ``chunks``."""
         self.size = 0
+        """Bytes of ``chunks``."""
         self.compact = 1
         """The oldest revision whose changes are all kept (a watch from before it is refused)."""
         self.watchers: dict[tuple[bytes, int], Watcher] = {}
@@ -103,13 +134,18 @@ class Watches:
         self.cut = 0
         """Watchers cut off (behind, or the history jumped)."""
         self.sent = 0
+        self.on = True
+        """Whether the store records its changes (``KVStore.watching``; the replica sets it): until then a watch is
+        answered ``busy``."""
+        self._unpacked: dict[int, list[Any]] = {}
+        """Chunks unpacked during one ``send`` (by first revision)."""
 
     def reset(self, revision: int) -> None:
         """The store was replaced (a restart, a snapshot installed) at ``revision``: changes from the next one
         on only; every watcher that had not had them all is cut off."""
         self.events.clear()
-        self.revs.clear()
-        self.size = 0
+        self.chunks.clear()
+        self.count = self.size = 0
         self.compact = revision + 1
         for w in list(self.watchers.values()):
             if w.next_rev <= revision:
@@ -117,32 +153,58 @@ class Watches:
                           "installed); resume on another node, or read again")
         self.revision = revision
 
-    def applied(self, events: list[Event], revision: int) -> None:
-        """The store applied entries: take its new changes (``events`` is emptied)."""
+    def applied(self, revision: int) -> None:
+        """The store applied entries, up to ``revision`` (their changes are in ``events``)."""
         self.revision = revision
+
+    def seal(self) -> None:
+        """End of a loop pass: pack its changes into the history, and keep the history within its bounds."""
+        events = self.events
         if not events:
             return
-        self.events += events
-        self.revs += [e[0] for e in events]
-        self.size += sum(len(e[1]) + (0 if e[2] is None else len(meta_of(e[2])[0])) for e in events)
+        data = _pack(events)
+        self.chunks.append(Chunk(events[0], events[-F], data, len(events) // F))
+        self.count += len(events) // F
+        self.size += len(data)
         events.clear()
-        if len(self.events) > HISTORY_EVENTS or self.size > HISTORY_BYTES:
-            self._trim()
+        chunks = self.chunks
+        if self.count > HISTORY_EVENTS or self.size > HISTORY_BYTES:
+            drop = 0
+            keep_events, keep_bytes = HISTORY_EVENTS * 7 // 8, HISTORY_BYTES * 7 // 8
+            while drop < len(chunks) - 1 and (self.count > keep_events or self.size > keep_bytes):
+                self.count -= chunks[drop].count
+                self.size -= len(chunks[drop].data)
+                drop += 1
+            if drop:
+                self.compact = chunks[drop].first
+                del chunks[:drop]
+                for w in list(self.watchers.values()):
+                    if w.next_rev < self.compact:
+                        self._cut(w, "compacted", f"this node dropped the changes from revision {w.next_rev} on, not "
+                                  "yet sent to the watcher, to bound its history")
 
-    def _trim(self) -> None:
-        drop = max(len(self.events) - HISTORY_EVENTS * 3 // 4, len(self.events) // 4)
-        # Whole revisions only: the first one kept has all its events.
-        while drop < len(self.revs) and self.revs[drop] == self.revs[drop - 1]:
-            drop += 1
-        gone = self.events[:drop]
-        self.size -= sum(len(e[1]) + (0 if e[2] is None else len(meta_of(e[2])[0])) for e in gone)
-        self.compact = self.revs[drop] if drop < len(self.revs) else self.revision + 1
-        del self.events[:drop]
-        del self.revs[:drop]
-        for w in list(self.watchers.values()):
-            if w.next_rev < self.compact:
-                self._cut(w, "compacted", f"this node dropped the changes from revision {w.next_rev} on, not yet "
-                          "sent to the watcher, to bound its history")
+    def since(self, rev: int, cache: bool = True) -> list[tuple[list[Any], int]]:
+        """The flat lists of changes (and the offset to start at in the first) that hold every change from
+        revision ``rev`` on: chunks unpacked (``cache``: once per ``send``), then this pass's."""
+        out: list[tuple[list[Any], int]] = []
+        chunks = self.chunks
+        lo, hi = 0, len(chunks)
+        while lo < hi:  # the first chunk that ends at or after rev
+            mid = (lo + hi) // 2
+            if chunks[mid].last < rev:
+                lo = mid + 1
+            else:
+                hi = mid
+        for c in chunks[lo:]:
+            flat = self._unpacked.get(c.first)
+            if flat is None:
+                flat = unpackb(c.data, use_list=True)
+                if cache:
+                    self._unpacked[c.first] = flat
+            out.append((flat, find(flat, rev) if not out else 0))
+        if self.events:
+            out.append((self.events, find(self.events, rev) if not out else 0))
+        return out
 
     def watch(self, identity: bytes, req: Watch) -> None:
         key = (identity, req.id)
@@ -189,45 +251,51 @@ class Watches:
         now = self.clock()
         budget = SEND_PER_PASS
         last = self.revision
-        revs, events = self.revs, self.events
-        for w in list(self.watchers.values()):
-            if now - w.renewed > WATCH_EXPIRY_S:
-                del self.watchers[(w.identity, w.wid)]
-                continue
-            if w.next_rev <= last and budget > 0:
-                budget -= self._send_to(w, bisect.bisect_left(revs, w.next_rev), events, revs, budget)
-            elif now - w.sent_at >= PROGRESS_S:
-                w.n += 1
-                w.sent_at = now
-                self.reply(w.identity, {"id": w.wid, "ok": True, "events": [], "rev": last, "n": w.n})
+        try:
+            for w in list(self.watchers.values()):
+                if now - w.renewed > WATCH_EXPIRY_S:
+                    del self.watchers[(w.identity, w.wid)]
+                    continue
+                if w.next_rev <= last and budget > 0:
+                    budget -= self._send_to(w, budget)
+                elif now - w.sent_at >= PROGRESS_S:
+                    w.n += 1
+                    w.sent_at = now
+                    self.reply(w.identity, {"id": w.wid, "ok": True, "events": [], "rev": last, "n": w.n})
+        finally:
+            self._unpacked.clear()
 
-    def _send_to(self, w: Watcher, pos: int, events: list[Event], revs: list[int], budget: int) -> int:
-        """Send ``w`` its events from ``pos``: one message of up to ``BATCH_EVENTS``; how many events were looked
-        at."""
+    def _send_to(self, w: Watcher, budget: int) -> int:
+        """Send ``w`` its events from its next revision: one message of up to ``BATCH_EVENTS``; how many events were
+        looked at."""
         out: list[list[Any]] = []
         size = 0
         looked = 0
-        n_events = len(events)
         covers = w.covers
         prev = w.prev_kv
-        rev = w.next_rev
-        while pos < n_events and looked < budget:
-            rev = revs[pos]
-            # One revision at a time: all of its events, or none.
-            hi = pos
-            while hi < n_events and revs[hi] == rev:
-                hi += 1
-            for e in events[pos:hi]:
-                if covers(e[1]):
-                    ev = event_wire(e, prev)
-                    out.append(ev)
-                    size += len(e[1]) + len(ev[2] or b"") + (len(ev[6] or b"") if prev else 0)
-            looked += hi - pos
-            pos = hi
-            w.next_rev = rev + 1
-            if len(out) >= BATCH_EVENTS or size >= BATCH_BYTES:
+        done = True
+        for events, pos in self.since(w.next_rev):
+            n_events = len(events)
+            while pos < n_events:
+                if looked >= budget or len(out) >= BATCH_EVENTS or size >= BATCH_BYTES:
+                    done = False
+                    break
+                rev = events[pos]
+                # One revision at a time: all of its events, or none (a revision is never split between lists).
+                hi = pos
+                while hi < n_events and events[hi] == rev:
+                    hi += F
+                for at in range(pos, hi, F):
+                    if covers(events[at + 1]):
+                        ev = event_wire(events, at, prev)
+                        out.append(ev)
+                        size += len(ev[1]) + len(ev[2] or b"") + (len(ev[6] or b"") if prev else 0)
+                looked += (hi - pos) // F
+                pos = hi
+                w.next_rev = rev + 1
+            if not done:
                 break
-        if pos >= n_events:
+        if done:
             w.next_rev = self.revision + 1
         if out or w.sent_at + PROGRESS_S <= self.clock():
             w.n += 1
@@ -239,4 +307,4 @@ class Watches:
             if w.unacked_events > MAX_UNACKED_EVENTS or w.unacked_bytes > MAX_UNACKED_BYTES:
                 self._cut(w, "watch_cut", f"the watcher fell {w.unacked_events} events ({w.unacked_bytes} bytes) "
                           "behind its acks; resume from the last revision it has")
-        return looked
+        return max(looked, 1)

@@ -74,17 +74,16 @@ EXPIRY_CHECK_EVERY = 4096
 """Sessions are checked for expiry at every log index that is a multiple of this."""
 SNAPSHOT_FORMAT = 6
 """Snapshot layout (``kvsnapshot.py`` writes and reads it): a stream of msgpack objects. First ``[6, applied,
-key_count, session_count, revision, lease_count, next_lease_id]``; then arrays ``[client, last_index, ack, {seq:
-reply}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions (a reply is a status, or ``[status, result]``
-for the ops that have results; a status carries the write's revision: ``revision << 4 | status``), ``session_count``
-sessions in all; then arrays ``[lease_id, ttl_ms, solo, [key, ...], lease_id, ...]``, ``lease_count`` leases in all;
-then
-arrays ``[key, value, key, value, ...]`` of at most ``SNAPSHOT_CHUNK_PAIRS`` pairs or about ``SNAPSHOT_CHUNK_BYTES``
-bytes, ``key_count`` pairs in all, a value being the bytes (a key last written before revisions began) or
-``[value, create_revision, mod_revision, version]``. Written once a lease was ever granted (or a key given a TTL);
-before that, as the releases before wrote: format 5 (format 6 without the leases: ``[5, applied, key_count,
-session_count, revision]``) once revisions began, else format 4 once a session kept a result, else 3. Still read:
-format 5, format 4 (``[4, applied, key_count,
+key_count, session_count, revision, lease_count, next_lease_id, watching]``; then arrays ``[client, last_index,
+ack, {seq: reply}, client, ...]`` of at most ``SNAPSHOT_CHUNK_SESSIONS`` sessions (a reply is a status, or
+``[status, result]`` for the ops that have results; a status carries the write's revision: ``revision << 4 |
+status``), ``session_count`` sessions in all; then arrays ``[lease_id, ttl_ms, solo, [key, ...], lease_id, ...]``,
+``lease_count`` leases in all; then arrays ``[key, value, key, value, ...]`` of at most ``SNAPSHOT_CHUNK_PAIRS``
+pairs or about ``SNAPSHOT_CHUNK_BYTES`` bytes, ``key_count`` pairs in all, a value being the bytes (a key last
+written before revisions began) or ``[value, create_revision, mod_revision, version]``. Written once a lease was
+ever granted (or a key given a TTL), or a client watched; before that, as the releases before wrote: format 5
+(format 6 without leases and the watching flag: ``[5, applied, key_count, session_count, revision]``) once revisions
+began, else format 4 once a session kept a result, else 3. Still read: format 5, format 4 (``[4, applied, key_count,
 session_count]``, values alone, statuses without revisions), format 3 (format 4 with statuses only, no results),
 format 2 (``[2, applied, key_count, sessions]`` with sessions a map client -> ``[last_index, ack, {seq: status}]``,
 then the key arrays) and format 1 (one object: ``[1, applied, {key: value}, sessions]``)."""
@@ -127,6 +126,9 @@ class Op(enum.IntEnum):
     LEASE_EXPIRE = 12
     """No session (client 0; the leader's own, ``zraft.server.lessor``): ``value`` the msgpack array of the lease ids
     that expired: each dropped (if it still is there) and its keys deleted, all at one revision."""
+    WATCHING = 14
+    """No session (client 0; a leader's, when a client first watches): every node records its changes from here on
+    (``KVStore.watching``)."""
     EXPIRE = 13
     """A key's own TTL (Redis's EXPIRE, PERSIST): ``value`` msgpack of the TTL in ms (at most 0: the key is deleted
     now) or nil (PERSIST: the TTL is dropped). Status ``NOT_FOUND`` without the key, ``NOT_SET`` for a PERSIST of a key
@@ -134,10 +136,10 @@ class Op(enum.IntEnum):
 
 
 PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN = 1, 2, 3, 4, 5, 6, 7, 8, 9
-LEASE_GRANT, LEASE_REVOKE, LEASE_EXPIRE, EXPIRE = 10, 11, 12, 13
+LEASE_GRANT, LEASE_REVOKE, LEASE_EXPIRE, EXPIRE, WATCHING = 10, 11, 12, 13, 14
 """The ops as plain ints (what the log holds), for the hot path."""
-_OP_VALUES = frozenset((PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN, LEASE_GRANT, LEASE_REVOKE,
-                        LEASE_EXPIRE, EXPIRE))
+_OP_VALUES = frozenset((PUT, APPEND, DELETE, INCRBY, SET, GETDEL, MSET, REVISIONS, TXN, WATCHING, LEASE_GRANT,
+                        LEASE_REVOKE, LEASE_EXPIRE, EXPIRE))
 RESULT_OPS = frozenset((INCRBY, SET, GETDEL, TXN, LEASE_GRANT))
 """Ops whose answer carries a result (``KVStore.result``), kept in the session for a retry."""
 SET_NX, SET_XX, SET_GET, SET_LEASE, SET_TTL, SET_KEEP = 1, 2, 4, 8, 16, 32
@@ -215,8 +217,15 @@ Entry = bytes | tuple[bytes, int, int, int]
 mod_revision, version)."""
 
 
-Event = tuple[int, bytes, Entry | None, Entry | None]
-"""A change to a key (``KVStore.events``): (revision, key, its entry after, before); None: absent."""
+EVENT_FIELDS = 5
+"""Items per change to a key in ``KVStore.events``, flat: its revision, the key, its entry after (None: deleted) and
+before (None: it was absent), and whether it was deleted because its lease expired. The watch history packs each
+loop pass's changes into one bytes object (``zraft.server.watches``), and drops these at once."""
+
+
+def _event(rev: int, key: bytes, new: Entry | None, old: Entry | None, expired: bool = False) -> tuple[Any, ...]:
+    """A change's ``EVENT_FIELDS`` items (``KVStore.events``)."""
+    return rev, key, new, old, expired
 
 
 def _written(old: Entry | None, value: bytes, rev: int) -> Entry:
@@ -304,6 +313,8 @@ class KVStore:
         self.sessions: dict[int, Session] = {}
         self.leases = Leases()
         """The leases, and the keys attached to each (``zraft.statemachine.leases``)."""
+        self.lease_keys = self.leases.of_key
+        """``leases.of_key`` (the same dict, never replaced): read on the path of every write."""
         self.applied = 0
         self.revision = 0
         """The store's revision: advanced by one by every write that changes it; 0 until revisions begin."""
@@ -318,9 +329,17 @@ class KVStore:
         when the last command was a retry answered from the session."""
         self.results = False
         """Whether a session ever kept a result (then snapshots are written in format 4, else 3)."""
-        self.events: list[Event] | None = None
-        """When a list (the node's watch history takes them: ``zraft.server.watches``), every change to a key is
-        appended to it, in order: ``(revision, key, entry or None when deleted, the entry before or None)``."""
+        self._expiring = False
+        self.watching = False
+        """Whether the store records its changes (``events``): from a log entry (``WATCHING``) a leader proposes
+        when a client first watches, at the same index on every node; until then writes pay nothing for watches."""
+        self.watch_start = 1
+        """The first revision whose changes it recorded (since it began, or was restored from a snapshot)."""
+        self.event_sink: list[Any] | None = None
+        """The list ``events`` becomes once watching (the replica gives its watch history)."""
+        self.events: list[Any] | None = None
+        """When a list (the node's watch history: ``zraft.server.watches``), every change to a key is appended to it,
+        in order, as ``EVENT_FIELDS`` items."""
         self.trims = 0
         """Times a session forgot the answers below its client's ack (a statistic; not in snapshots)."""
 
@@ -491,6 +510,10 @@ class KVStore:
             kvs.append([k, None if req.keys_only else v, c, m, ver])
         return {"ok": True, "rev": self.revision, "kvs": kvs, "count": count, "more": count > len(kvs)}
 
+    def watch_command(self) -> bytes:
+        """The command that makes every node keep a history of its changes from here on (for watches)."""
+        return encode_command(WATCHING, 0, 0, 0, b"", b"")
+
     def leader_commands(self) -> list[bytes]:
         """What a new leader proposes at the start of its term: the start of revisions, if they have not begun."""
         return [] if self.revision else [encode_command(REVISIONS, 0, 0, 0, b"", b"")]
@@ -527,6 +550,12 @@ class KVStore:
             return 0, 0, OK
         if op == LEASE_EXPIRE:
             self._expire_leases(value, self._image)
+            return 0, 0, OK
+        if op == WATCHING:
+            if not self.watching:
+                self.watching = True
+                self.watch_start = self.revision + 1
+                self.events = self.event_sink
             return 0, 0, OK
         # Session (exactly-once).
         s = self.sessions.get(client)
@@ -585,24 +614,25 @@ class KVStore:
             if img is not None and key not in img.before[h]:
                 img.before[h][key] = old  # before the change (see SnapshotImage)
             rev = self.revision
+            new: Entry | None = None
             if op == PUT:
                 if not rev:
                     data_[key] = value
                 elif type(old) is tuple:  # (the common case written out: 0.2 us a put less than _written)
                     rev = self.revision = self.rev = rev + 1
-                    data_[key] = (value, old[1], rev, old[3] + 1)
+                    new = data_[key] = (value, old[1], rev, old[3] + 1)
                 else:
                     rev = self.revision = self.rev = rev + 1
-                    data_[key] = _written(old, value, rev)
+                    new = data_[key] = _written(old, value, rev)
                 if old is None:
                     self.index.add(key)
-                elif self.leases.of_key:
+                elif self.lease_keys:
                     self.leases.detach(key)  # (a plain put drops the key's lease or TTL, as in etcd and Redis)
             elif op == APPEND:
                 if old is None:
                     if rev:
                         rev = self.revision = self.rev = rev + 1
-                    data_[key] = _written(None, value, rev)
+                    new = data_[key] = _written(None, value, rev)
                     self.index.add(key)
                 else:
                     old_value = old[0] if isinstance(old, tuple) else old
@@ -611,7 +641,7 @@ class KVStore:
                     else:
                         if rev:
                             rev = self.revision = self.rev = rev + 1
-                        data_[key] = _written(old, old_value + value, rev)
+                        new = data_[key] = _written(old, old_value + value, rev)
             elif old is None:
                 status = NOT_FOUND
             else:
@@ -619,12 +649,13 @@ class KVStore:
                 self.index.remove(key)
                 if img is not None:
                     img.deleted(key)
-                if self.leases.of_key:
+                if self.lease_keys:
                     self.leases.detach(key)
                 if rev:
-                    self.revision = self.rev = rev + 1
-            if self.events is not None and status == OK and rev:
-                self.events.append((self.revision, key, data_.get(key), old))
+                    rev = self.revision = self.rev = rev + 1
+            events = self.events
+            if events is not None and status == OK and rev:
+                events += (rev, key, new, old, False)  # (``_event`` written out: this runs for every write)
         if op <= DELETE:
             replies[seq] = status | self.rev << 4
         if len(replies) > MAX_REPLIES_PER_SESSION:
@@ -643,7 +674,7 @@ class KVStore:
         old = data.get(key)
         if img is not None and key not in img.before[h]:
             img.before[h][key] = old
-        if not keep and self.leases.of_key:
+        if not keep and self.lease_keys:
             self.leases.detach(key)
         if value is None:
             if old is not None:
@@ -652,13 +683,13 @@ class KVStore:
                 if img is not None:
                     img.deleted(key)
                 if self.events is not None and self.rev:
-                    self.events.append((self.rev, key, None, old))
+                    self.events += _event(self.rev, key, None, old, self._expiring)
             return
         new = data[key] = _written(old, value, self.rev)
         if old is None:
             self.index.add(key)
         if self.events is not None and self.rev:
-            self.events.append((self.rev, key, new, old))
+            self.events += _event(self.rev, key, new, old)
 
     def _next_revision(self) -> None:
         """This command changes the store: it is applied at the next revision (once revisions began)."""
@@ -806,7 +837,11 @@ class KVStore:
         for lease_id in ids:
             if type(lease_id) is int:
                 keys += self.leases.revoke(lease_id) or ()
-        self._delete_keys(keys, img)
+        self._expiring = True  # (their events say so: Redis's "expired" notifications)
+        try:
+            self._delete_keys(keys, img)
+        finally:
+            self._expiring = False
 
     def _delete_keys(self, keys: list[bytes], img: SnapshotImage | None) -> None:
         """Delete these keys (all present), at the next revision if there are any."""
@@ -921,13 +956,13 @@ class KVStore:
                     if img is not None:
                         img.deleted(key)
                     if events is not None and rev:
-                        events.append((rev, key, None, old))
+                        events += _event(rev, key, None, old)
                 else:
                     entry = data[key] = _written(old, new, rev)
                     if old is None:
                         self.index.add(key)
                     if events is not None and rev:
-                        events.append((rev, key, entry, old))
+                        events += _event(rev, key, entry, old)
             elif kind == T_DELETE_RANGE:
                 keys, count = self.range(key, arg, MAX_DELETE_RANGE + 1, 1 << 62, values=False)
                 if count > MAX_DELETE_RANGE:
@@ -1044,4 +1079,4 @@ class KVStore:
     def state(self) -> Any:
         """Everything that must agree across nodes (for tests)."""
         return (self.applied, self.revision, self.to_dict(meta=True),
-                {c: (s.ack, s.replies) for c, s in self.sessions.items()}, self.leases.state())
+                {c: (s.ack, s.replies) for c, s in self.sessions.items()}, self.leases.state(), self.watching)

@@ -56,6 +56,7 @@ class SnapshotImage:
         self._leases = leases.table
         self.lease_ids = list(leases.table)
         self.next_lease = leases.next_id
+        self.watching = kv.watching
         self.leases_before: dict[int, tuple[int, bool, list[bytes]] | None] = {}
         """Leases as they were, saved by the store before it first changes (or drops) each (as sessions)."""
         self.sessions_before: dict[int, list[Any] | None] = {}
@@ -97,9 +98,9 @@ class SnapshotImage:
         # the older two, so a rolling upgrade works as long as the new commands wait until every node runs this
         # release (and revisions begin once a leader of this release is elected).
         leases = bool(self.lease_ids) or self.next_lease > 1
-        if leases:  # (format 6: a release before leases never wrote one)
+        if leases or self.watching:  # (format 6: a release before leases and watches never wrote one)
             yield _pack([SNAPSHOT_FORMAT, self.applied, self.key_count, len(self.clients), self.revision,
-                         len(self.lease_ids), self.next_lease])
+                         len(self.lease_ids), self.next_lease, self.watching])
         elif self.revision:
             yield _pack([5, self.applied, self.key_count, len(self.clients), self.revision])
         else:
@@ -224,7 +225,10 @@ def _restore(kv: KVStore, chunks: Iterable[bytes]) -> None:
                     if head[0] == 5:
                         _, kv.applied, count, n_sessions, kv.revision = head
                     else:
-                        _, kv.applied, count, n_sessions, kv.revision, n_leases, kv.leases.next_id = head
+                        _, kv.applied, count, n_sessions, kv.revision, n_leases, kv.leases.next_id, kv.watching = head
+                        if type(kv.watching) is not bool:
+                            raise ValueError(f"bad watching flag {kv.watching!r:.20}")
+                        kv.watch_start = kv.revision + 1
                         if type(kv.leases.next_id) is not int or not 0 < kv.leases.next_id <= MAX_LEASE_ID:
                             raise ValueError(f"bad next lease id {kv.leases.next_id!r:.20}")
                     if type(kv.revision) is not int or kv.revision < 0 or (head[0] == 5 and not kv.revision):

@@ -68,8 +68,17 @@ class StateMachine(Protocol):
     leases: Leases
     """The leases and their keys (the leader's ``Lessor`` keeps their deadlines)."""
     events: list[Any] | None
-    """When a list (the replica sets one), every change ``apply`` makes to a key is appended to it (``kv.Event``):
-    the node's watches are served from them."""
+    """When a list, every change ``apply`` makes to a key is appended to it (``kv.EVENT_FIELDS`` items each): the
+    node's watches are served from them. It is ``event_sink`` (the replica's watch history) once ``watching``."""
+    event_sink: list[Any] | None
+    watching: bool
+    """Whether the store records its changes: from a log entry (``watch_command``) on, the same on every node."""
+    watch_start: int
+    """The first revision recorded (since watching began, or the snapshot the store was restored from)."""
+
+    def watch_command(self) -> bytes:
+        """The command that starts ``watching`` (a leader proposes it when a client first watches)."""
+        ...
 
     def expire_command(self, lease_ids: list[int]) -> bytes:
         """The command a leader proposes for leases whose time ran out (no session)."""

@@ -259,6 +259,13 @@ class Watch(NamedTuple):
     """Every key from ``start`` on (``end`` ignored): a range to the last key."""
 
 
+class WatchStart(NamedTuple):
+    """Make the cluster keep a history of its changes for watches, if it does not yet (leader only; a watch on a
+    node before that is answered ``busy``). ``zraft.client`` sends it before its first watch."""
+
+    id: int
+
+
 class WatchAck(NamedTuple):
     """The client has the events of watch ``watch`` (its request id) up to ``revision`` and wants more: renews the
     watch (a watch not acked for ``WATCH_EXPIRY_S`` is dropped)."""
@@ -329,7 +336,7 @@ class BackupEnd(NamedTuple):
 
 Write = Put | Append | Delete | Incr | GetDel | MSet | Txn | LeaseGrant | LeaseRevoke | Expire
 """A request that changes the store: it goes through the log, in a session."""
-LeaderOnly = LeaseKeepAlive | LeaseTTL
+LeaderOnly = LeaseKeepAlive | LeaseTTL | WatchStart
 WatchRequest = Watch | WatchAck | WatchCancel
 """A request only the leader answers, from what only it knows (when leases expire): not logged."""
 MemberChange = AddLearner | Promote | Remove | Transfer
@@ -338,7 +345,7 @@ Request = (Write | LeaderOnly | WatchRequest | Get | Range | Status | Probe | Me
            | BackupChunk | BackupEnd)
 WRITES = (Put, Append, Delete, Incr, GetDel, MSet, Txn, LeaseGrant, LeaseRevoke, Expire)
 """``isinstance(req, WRITES)``: a ``Write``."""
-LEADER_ONLY = (LeaseKeepAlive, LeaseTTL)
+LEADER_ONLY = (LeaseKeepAlive, LeaseTTL, WatchStart)
 """``isinstance(req, LEADER_ONLY)``: a ``LeaderOnly``."""
 KINDS: dict[str, type] = {
     "put": Put, "append": Append, "delete": Delete, "get": Get, "status": Status, "probe": Probe, "members": Members,
@@ -346,7 +353,7 @@ KINDS: dict[str, type] = {
     "backup_chunk": BackupChunk, "backup_end": BackupEnd, "incr": Incr, "getdel": GetDel, "mset": MSet,
     "range": Range, "txn": Txn, "lease_grant": LeaseGrant, "lease_revoke": LeaseRevoke,
     "lease_keepalive": LeaseKeepAlive, "lease_ttl": LeaseTTL, "expire": Expire, "watch": Watch,
-    "watch_ack": WatchAck, "watch_cancel": WatchCancel}
+    "watch_ack": WatchAck, "watch_cancel": WatchCancel, "watch_start": WatchStart}
 """Every request type, by its wire ``op``."""
 OPS = tuple(KINDS)
 OP_OF: dict[type, str] = {t: op for op, t in KINDS.items()}
@@ -476,7 +483,7 @@ def from_wire(req: dict[str, Any]) -> Request:
                            _uint(req, "length", MAX_BACKUP_CHUNK))
     if kind is BackupEnd:
         return BackupEnd(rid, _uint(req, "index"), _uint(req, "term"))
-    plain: Status | Probe | Members | Backup = kind(rid)  # nothing but the id
+    plain: Status | Probe | Members | Backup | WatchStart = kind(rid)  # nothing but the id
     return plain
 
 

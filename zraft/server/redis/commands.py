@@ -203,6 +203,7 @@ def _command(s: RespServer, c: Conn, a: list[bytes]) -> None:
 
 
 _CONFIG = {b"save": b"", b"appendonly": b"yes", b"appendfsync": b"always", b"databases": b"1",
+           b"notify-keyspace-events": b"AKE",
            b"timeout": b"0"}
 """What CONFIG GET reports: the settings clients and tools ask about, with what zraft does in their terms."""
 
@@ -217,8 +218,11 @@ def _config(s: RespServer, c: Conn, a: list[bytes]) -> None:
                 if name == pattern or fnmatch.fnmatchcase(name, pattern):
                     found[name] = value
         s.immediate(c, c.r.map([(resp.bulk(k), resp.bulk(v)) for k, v in found.items()]))
+    elif a[1].upper() == b"SET" and len(a) == 4 and a[2].lower() == b"notify-keyspace-events":
+        s.immediate(c, resp.OK)  # (keyspace notifications are always on: notify.py)
     else:
-        s.immediate(c, resp.error("ERR CONFIG: only CONFIG GET is supported"))
+        s.immediate(c, resp.error("ERR CONFIG: only CONFIG GET (and CONFIG SET notify-keyspace-events) is "
+                                  "supported"))
 
 
 def _info(s: RespServer, c: Conn, a: list[bytes]) -> None:

@@ -107,9 +107,9 @@ class Listener(Protocol):
 
 
 class Conn:
-    __slots__ = ("auth_failures", "authed", "built", "client", "closing", "deferred", "events", "fd", "ident",
-                 "last_rx", "multi", "multi_failed", "name", "num", "out", "parser", "peer", "queue", "r", "reads",
-                 "seq", "since", "sock", "started", "unbuilt", "unfinished", "watched")
+    __slots__ = ("auth_failures", "authed", "built", "channels", "client", "closing", "deferred", "events", "fd",
+                 "ident", "last_rx", "multi", "multi_failed", "name", "num", "out", "parser", "patterns", "peer",
+                 "queue", "r", "reads", "seq", "since", "sock", "started", "unbuilt", "unfinished", "watched")
 
     def __init__(self, sock: Stream, num: int, authed: bool, peer: str = "", now: float = 0.0,
                  client: int = 0) -> None:
@@ -155,6 +155,9 @@ class Conn:
         """A command after MULTI was refused: EXEC answers EXECABORT."""
         self.watched: dict[bytes, int] = {}
         """WATCHed keys and the mod_revision each had when watched (0: absent)."""
+        self.channels: set[bytes] | None = None
+        self.patterns: set[bytes] | None = None
+        """The channels and patterns it subscribed to (``notify.py``; None: none)."""
 
     def __hash__(self) -> int:
         return self.num  # not the object's address: sets of connections iterate in the same order every run

@@ -67,6 +67,7 @@ from zraft.server.redis.conn import (
 )
 from zraft.server.redis.expiry import EXPIRY_COMMANDS
 from zraft.server.redis.multi import IN_MULTI, TXN_COMMANDS, queue
+from zraft.server.redis.notify import NOTIFY_COMMANDS, publish_changes, subscribed_refusal
 from zraft.server.replica import Replica
 from zraft.statemachine import kv
 from zraft.statemachine.kv import KVStore
@@ -77,6 +78,7 @@ from zraft.util.logutil import LogLimiter
 log = logging.getLogger("zraft.resp")
 COMMANDS.update(TXN_COMMANDS)  # (one table: COMMAND COUNT and DOCS read it too)
 COMMANDS.update(EXPIRY_COMMANDS)
+COMMANDS.update(NOTIFY_COMMANDS)
 _IN, _OUT, _ERR = int(zmq.POLLIN), int(zmq.POLLOUT), int(zmq.POLLERR)  # a zmq.Poller's flags, for plain fds too
 
 
@@ -124,6 +126,10 @@ class RespServer(ReplicaBridge):
         self.timed_out = 0
         self._next_sweep = 0.0
         self.dirty: set[Conn] = set()
+        self.subscribers: set[Conn] = set()
+        """Connections subscribed to keyspace notifications (``notify.py``)."""
+        self.notified = replica.watches.revision
+        """The revision up to which they were sent the node's changes."""
         self.again: set[Conn] = set()
         """Connections to flush in the next loop pass even if nothing happens on them (``flush``)."""
         self.forward = forward
@@ -204,6 +210,8 @@ class RespServer(ReplicaBridge):
         to the leader, in batches."""
         if self.outbox:
             self._forward()
+        if self.replica.watches.revision != self.notified:
+            publish_changes(self)
         for _ in range(8):
             if not self.waiting_resume or not self._resume():
                 break
@@ -318,6 +326,7 @@ class RespServer(ReplicaBridge):
         if self.conns.get(c.fd) is not c:
             return
         del self.conns[c.fd]
+        self.subscribers.discard(c)
         del self.by_ident[c.ident]
         if not c.authed:
             del self.unauthed[c.fd]
@@ -454,6 +463,11 @@ class RespServer(ReplicaBridge):
         if c.multi is not None and name not in IN_MULTI:
             queue(self, c, args)  # after MULTI: queued for EXEC (multi.py)
             return
+        if c.channels or c.patterns:
+            refused = subscribed_refusal(c, name)
+            if refused is not None:
+                self.immediate(c, refused)
+                return
         fn(self, c, args)
 
 

@@ -90,6 +90,7 @@ def run(nodes: int, duration: float, seed: int, clients: int, out_dir: str, rate
         # Half the clients pipeline (several requests in flight each), half send one at a time.
         if workload == "coord":
             with c.client(deadline=30.0) as cl:
+                cl.enable_watches()  # (before the revision the watchers start from)
                 start_revision = cl.put(b"chaos-start", b"1") + 1
             procs = [ctx.Process(target=coord_client_proc, args=(
                 c.addresses, i + 1, seed * 1000 + i, until, start_revision, paths[i], c.client_keys(),
