@@ -5,6 +5,7 @@ commands."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 
@@ -41,7 +42,8 @@ def test_a_lease_lives_while_kept_alive_and_takes_its_keys_when_it_stops(cluster
         cl.put("kept/b", "2", lease=lease)
         info = cl.time_to_live(lease)
         assert info.lease == lease and info.ttl == 2.0 and 0 < info.remaining <= 2.0 and info.keys == 2
-        assert cl.key_ttl("kept/a") == cl.key_ttl("kept/a")._replace(lease=lease)
+        kt = cl.key_ttl("kept/a")
+        assert kt is not None and (kt.lease, kt.ttl, kt.keys) == (lease, 2.0, 2)
         end = time.monotonic() + 5.0  # more than twice the TTL
         sent = time.monotonic()
         while time.monotonic() < end:
@@ -151,3 +153,56 @@ def test_the_shells_lease_commands(cluster: launch.Cluster) -> None:
             sh.run("lease grant x")
         with pytest.raises(ValueError, match="usage: put"):
             sh.run("put k v --ttl soon")
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_keyspace_notifications_through_a_follower(cluster: launch.Cluster, protocol: int) -> None:
+    """PSUBSCRIBE on a follower: set, del and expired events for the keys written through another node, in order, in
+    RESP2 (subscribed mode takes only pub/sub commands) and RESP3 (push messages)."""
+    ld = leader_id(cluster)
+    follower = next(n for n in cluster.nodes if n.id != ld)
+    leader = cluster.node(ld)
+    assert follower.resp and leader.resp
+    sub = redis.Redis(host="127.0.0.1", port=int(follower.resp.rpartition(":")[2]), socket_timeout=10,
+                      protocol=protocol)
+    w = redis.Redis(host="127.0.0.1", port=int(leader.resp.rpartition(":")[2]), socket_timeout=10)
+    assert sub.config_set("notify-keyspace-events", "KEA") is True
+    p = sub.pubsub()
+    p.psubscribe(f"__keyspace@0__:n{protocol}/*")
+    p.subscribe("__keyevent@0__:expired")
+    got: list[tuple[str, bytes, bytes]] = []
+
+    def drain() -> bool:
+        m = p.get_message(timeout=0.2)
+        while m is not None:
+            if m["type"] in ("pmessage", "message"):
+                got.append((m["type"], m["channel"], m["data"]))
+            m = p.get_message(timeout=0.01)
+        return False
+
+    # The subscription made the cluster keep its history (the first subscriber anywhere does): then writes.
+    wait_until(lambda: w.info("replication")["zraft_role"] and all(
+        st.get("status", {}).get("watching") for st in _status(cluster)), what="the history kept")
+    k = f"n{protocol}/a"
+    w.set(k, "1")
+    w.delete(k)
+    w.set(k, "2", px=200)
+    wait_until(lambda: drain() or len(got) >= 5, timeout=30, what="five notifications")
+    space = f"__keyspace@0__:{k}".encode()
+    assert got[:3] == [("pmessage", space, b"set"), ("pmessage", space, b"del"), ("pmessage", space, b"set")]
+    assert set(got[3:]) == {("pmessage", space, b"expired"), ("message", b"__keyevent@0__:expired", k.encode())}
+    if protocol == 2:  # a RESP2 connection that subscribed takes pub/sub commands only, as Redis's
+        with socket.create_connection(("127.0.0.1", int(follower.resp.rpartition(":")[2])), timeout=10) as raw:
+            raw.sendall(b"SUBSCRIBE x\r\nGET x\r\n")
+            buf = b""
+            while b"-ERR" not in buf or not buf.endswith(b"\r\n"):
+                buf += raw.recv(4096)
+            assert buf.startswith(b"*3\r\n$9\r\nsubscribe\r\n$1\r\nx\r\n:1\r\n-ERR Can't execute 'get'")
+    p.close()
+    sub.close()
+    w.close()
+
+
+def _status(cluster: launch.Cluster) -> list[dict[str, object]]:
+    with cluster.client() as cl:
+        return cl.status_all()
