@@ -32,9 +32,11 @@ EXPIRE_KEYS = 1_000
 """About the most keys one expiry entry deletes (a lease with more goes alone in its entry)."""
 EXPIRE_LEASES = 1_000
 """Most leases one expiry entry names."""
-EXPIRE_ENTRIES = 8
-"""Most expiry entries the leader proposes per tick (50 ms): 160,000 keys a second at most, so that expiring a
-million keys at once is spread over seconds of short loop passes, not one long one."""
+EXPIRE_ENTRIES = 2
+"""Most expiry entries the leader proposes per tick (50 ms): 40,000 keys a second at most. Deleting a key costs
+about 5 us, so that a tick's expiries are about 10 ms of work on every node, and a million keys that expire at once
+go over 25 s of short loop passes instead of stalling one (``bench/lease_bench.py``: 8 entries a tick made the
+longest 70 ms)."""
 
 
 def safe_for(ttl_s: float) -> float:

@@ -49,7 +49,7 @@ MAX_UNACKED_BYTES = 16 << 20
 BATCH_EVENTS = 1_000
 BATCH_BYTES = 1 << 20
 """About the most events and bytes of one message (the events of one revision always go together)."""
-SEND_PER_PASS = 4_000
+SEND_PER_PASS = 20_000
 """Events sent to all watchers in one loop pass at most: a watcher catching up from far back does not stall the loop
 (the rest go in the next passes)."""
 
