@@ -135,7 +135,7 @@ def test_transactions_attach_keys_all_or_nothing() -> None:
 def test_limits_and_a_retried_grant(monkeypatch: pytest.MonkeyPatch) -> None:
     s = _store()
     monkeypatch.setattr(leases, "MAX_KEYS_PER_LEASE", 2)
-    monkeypatch.setattr(kv, "MAX_LEASES", 3)
+    monkeypatch.setattr(leases, "MAX_LEASES", 3)
     first = _do(s, r.LeaseGrant(0, 0, 0, 0, 4000), seq=1000)
     again = _do(s, r.LeaseGrant(0, 0, 0, 0, 4000), seq=1000)  # a retry: the same lease, not a second one
     assert first["lease"] == again["lease"] == 1 and len(s.leases) == 1

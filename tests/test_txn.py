@@ -7,7 +7,7 @@ import msgpack
 import pytest
 
 from zraft.client import txn as t
-from zraft.statemachine import kv
+from zraft.statemachine import kv, kvtxn
 from zraft.statemachine.kv import KVStore
 from zraft.transport.requests import Compare, Put, Txn, TxnOp
 
@@ -119,7 +119,7 @@ def test_too_large_parts_are_refused_before_the_log_and_a_bad_command_applies_as
 
 
 def test_a_big_read_in_a_transaction_is_bounded_and_not_kept_for_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kv, "MAX_RANGE_BYTES", 1000)
+    monkeypatch.setattr(kvtxn, "MAX_RANGE_BYTES", 1000)
     s = _store()
     for i in range(30):
         _put(s, b"r/%02d" % i, b"v" * 100)

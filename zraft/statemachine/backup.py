@@ -69,7 +69,7 @@ def inspect(path: str, full: bool = False) -> BackupInfo:
         if type(first) is not list or len(first) < 4:
             raise ValueError("no header")
         fmt, applied, keys, sessions = first[:4]
-        if fmt not in (3, 4, kv.SNAPSHOT_FORMAT):  # what backups were written in (1 and 2 only in old snapshots)
+        if fmt not in (3, 4, 5, kv.SNAPSHOT_FORMAT):  # what backups were written in (1 and 2: old snapshots only)
             raise ValueError(f"store format {fmt}; this zraft reads backups in formats 3 to {kv.SNAPSHOT_FORMAT}")
         if applied != snap.index or type(keys) is not int or type(sessions) is not int:
             raise ValueError("its header disagrees with its metadata")

@@ -35,7 +35,8 @@ import msgpack
 from msgpack import unpackb
 from sortedcontainers import SortedList
 
-from zraft.statemachine.leases import MAX_LEASE_ID, MAX_LEASES, MAX_TTL_MS, MIN_LEASE_TTL_MS, MIN_TTL_MS, Leases
+from zraft.statemachine import leases as lease_table
+from zraft.statemachine.leases import MAX_TTL_MS, MIN_TTL_MS, Leases
 from zraft.transport.requests import (
     CMPS,
     MAX_RANGE_BYTES,
@@ -293,6 +294,10 @@ def check_limits(key: bytes, value: bytes = b"") -> str | None:
     return None
 
 
+from zraft.statemachine.kvleases import LeasePart  # noqa: E402  (they read this module's names when they run)
+from zraft.statemachine.kvtxn import TxnPart  # noqa: E402
+
+
 @dataclass(slots=True)
 class Session:
     last_index: int
@@ -302,7 +307,9 @@ class Session:
     """seq -> reply of requests at or above ``ack``: the status, or [status, result] (``RESULT_OPS``)."""
 
 
-class KVStore:
+class KVStore(TxnPart, LeasePart):
+    """The store. Its transactions are ``kvtxn.TxnPart``, its lease commands ``kvleases.LeasePart``."""
+
     def __init__(self) -> None:
         self.shards: list[dict[bytes, Entry]] = [{} for _ in range(SHARDS)]
         """The keys and their entries (``Entry``): key ``k`` lives in ``shards[crc32(k) >> SHARD_SHIFT]``. Read with
@@ -450,20 +457,6 @@ class KVStore:
         if flags:  # checked above without its flags byte
             value = bytes([flags]) + extra + value
         return encode_command(kvop, client, seq, ack, key, value)
-
-    def _txn_command(self, req: Txn) -> bytes | tuple[str, str]:
-        for key, _, _, operand in req.compares:
-            if len(key) > MAX_KEY_BYTES or (type(operand) is bytes and len(operand) > MAX_VALUE_BYTES):
-                return "too_large", check_limits(key, operand if type(operand) is bytes else b"") or ""
-        for ops in (req.then, req.otherwise):
-            for kind, key, arg, _ in ops:
-                value = kind == "put" or kind == "append"
-                if len(key) > MAX_KEY_BYTES or (arg is not None and len(arg) > (
-                        MAX_VALUE_BYTES if value else MAX_KEY_BYTES)):
-                    why = check_limits(key, arg or b"") if value else check_limits(key)
-                    return "too_large", why or f"a range's end is {len(arg or b'')} bytes; the limit is {MAX_KEY_BYTES}"
-        # The records as they are (msgpack writes a named tuple as an array): no copy on the path of every one.
-        return encode_command(TXN, req.client, req.seq, req.ack, b"", _pack([req.compares, req.then, req.otherwise]))
 
     def answer(self, req: Write, status: int) -> dict[str, Any] | None:
         """What a write just applied did, for its answer (beside ``rev``, the revision it was applied at, which the
@@ -756,7 +749,7 @@ class KVStore:
             leases = self.leases
             if lease and not leases.room(lease, key):
                 return LEASE_LIMIT if lease in leases.table and not leases.table[lease].solo else NO_LEASE
-            if ttl and len(leases) >= MAX_LEASES:
+            if ttl and len(leases) >= lease_table.MAX_LEASES:
                 return LEASE_LIMIT
             if flags & SET_GET:
                 self.result = old
@@ -777,246 +770,6 @@ class KVStore:
             self._put(h, key, None, img)
             return OK
         return BAD_COMMAND
-
-    def _grant_or_revoke(self, op: int, value: bytes, img: SnapshotImage | None) -> int:
-        """LEASE_GRANT (``self.result``: the id) or LEASE_REVOKE (its keys deleted, at one revision)."""
-        leases = self.leases
-        try:
-            arg = unpackb(value) if op == LEASE_GRANT else int(value)
-        except Exception:
-            return BAD_COMMAND
-        if op == LEASE_REVOKE:
-            if type(arg) is not int or arg not in leases.table or leases.table[arg].solo:
-                return NO_LEASE
-            self._delete_keys(leases.revoke(arg) or [], img)
-            return OK
-        if not (type(arg) is list and len(arg) == 2 and type(arg[0]) is int and type(arg[1]) is int
-                and 0 <= arg[0] <= MAX_LEASE_ID and MIN_LEASE_TTL_MS <= arg[1] <= MAX_TTL_MS):
-            return BAD_COMMAND
-        lease_id, ttl = arg
-        if lease_id in leases.table:
-            return LEASE_EXISTS
-        if len(leases) >= MAX_LEASES:
-            return LEASE_LIMIT
-        self.result = b"%d" % leases.grant(lease_id, ttl)
-        return OK
-
-    def _key_ttl(self, key: bytes, value: bytes, img: SnapshotImage | None) -> int:
-        """EXPIRE: give ``key`` its own TTL, drop it (PERSIST), or delete the key (a TTL of at most 0)."""
-        try:
-            ttl = unpackb(value)
-        except Exception:
-            return BAD_COMMAND
-        if not (ttl is None or (type(ttl) is int and ttl <= MAX_TTL_MS)):
-            return BAD_COMMAND
-        h = crc32(key) >> SHARD_SHIFT
-        if key not in self.shards[h]:
-            return NOT_FOUND
-        leases = self.leases
-        if ttl is None:
-            return OK if leases.detach(key) else NOT_SET
-        if ttl <= 0:
-            self._delete_keys([key], img)
-            return OK
-        if len(leases) >= MAX_LEASES:
-            return LEASE_LIMIT
-        leases.detach(key)
-        leases.attach(key, leases.grant(0, ttl, solo=True))
-        return OK
-
-    def _expire_leases(self, value: bytes, img: SnapshotImage | None) -> None:
-        """LEASE_EXPIRE: the leader found these leases expired; drop those still here, and delete their keys at one
-        revision."""
-        try:
-            ids = unpackb(value)
-        except Exception:
-            return
-        if type(ids) is not list:
-            return
-        keys: list[bytes] = []
-        for lease_id in ids:
-            if type(lease_id) is int:
-                keys += self.leases.revoke(lease_id) or ()
-        self._expiring = True  # (their events say so: Redis's "expired" notifications)
-        try:
-            self._delete_keys(keys, img)
-        finally:
-            self._expiring = False
-
-    def _delete_keys(self, keys: list[bytes], img: SnapshotImage | None) -> None:
-        """Delete these keys (all present), at the next revision if there are any."""
-        if keys:
-            self._next_revision()
-            for k in keys:
-                self._put(crc32(k) >> SHARD_SHIFT, k, None, img)
-
-    def _holds(self, c: Any) -> bool | None:
-        """Whether a transaction's compare holds now; None if it is malformed."""
-        if type(c) is not list or len(c) != 4:
-            return None
-        key, target, cmp, operand = c
-        if type(key) is not bytes or type(target) is not str or type(operand) is not (
-                bytes if target == V_VALUE else int):
-            return None
-        e = self.shards[crc32(key) >> SHARD_SHIFT].get(key)
-        if target == V_VALUE:
-            if e is None:
-                return False  # a missing key's value compares false, whatever the operator (as etcd)
-            have: Any = e[0] if type(e) is tuple else e
-        elif target in _META_INDEX:
-            have = 0 if e is None else (e[_META_INDEX[target]] if type(e) is tuple else 1)
-        else:
-            return None
-        if cmp == C_EQ:
-            return bool(have == operand)
-        if cmp == C_NE:
-            return bool(have != operand)
-        if cmp == C_LT:
-            return bool(have < operand)
-        return bool(have > operand) if cmp == C_GT else None
-
-    def _apply_txn(self, value: bytes, img: SnapshotImage | None) -> int:
-        """A transaction (``TXN``): its compares, then one branch's operations in order, at one revision (the next,
-        if any of them changed the store); ``self.result`` its packed ``[succeeded, results]`` (and ``self.txn_out``
-        the same unpacked, for the answer). All or nothing: a delete_range over ``MAX_DELETE_RANGE`` keys, or an
-        append past ``MAX_VALUE_BYTES``, undoes the operations before it, and the transaction is refused
-        (``TOO_LARGE``); so does a malformed operation (``BAD_COMMAND``: never proposed by a correct node)."""
-        try:
-            cmps, then, otherwise = unpackb(value)
-        except Exception:
-            return BAD_COMMAND
-        if type(cmps) is not list or type(then) is not list or type(otherwise) is not list:
-            return BAD_COMMAND
-        succeeded = True
-        for c in cmps:
-            held = self._holds(c)
-            if held is None:
-                return BAD_COMMAND
-            succeeded = succeeded and held
-        ops = then if succeeded else otherwise
-        before = self.revision
-        events = self.events
-        mark = 0 if events is None else len(events)
-        rev = before + 1 if before else 0  # what its writes are made at; kept only if one changes something
-        self.rev = rev
-        undo: list[tuple[int, bytes, Entry | None]] = []
-        leasing: list[tuple[bytes, int]] = []
-        """(key, lease) for each put (lease 0: none) and delete: the keys' leases change once it succeeded."""
-        leases = self.leases
-        results: list[Any] = []
-        budget = MAX_RANGE_BYTES
-        shards = self.shards
-        status = OK
-        for o in ops:
-            if type(o) is not list or len(o) != 4:
-                status = BAD_COMMAND
-                break
-            kind, key, arg, limit = o
-            if type(key) is not bytes or len(key) > MAX_KEY_BYTES or not (arg is None or type(arg) is bytes):
-                status = BAD_COMMAND
-                break
-            if kind == T_PUT or kind == T_APPEND or kind == T_DELETE:
-                h = crc32(key) >> SHARD_SHIFT
-                data = shards[h]
-                old = data.get(key)
-                if kind == T_DELETE:
-                    if old is None:
-                        results.append(0)
-                        continue
-                    new = None
-                    results.append(1)
-                elif arg is None:
-                    status = BAD_COMMAND
-                    break
-                elif kind == T_PUT:
-                    new = arg
-                    if limit and not (type(limit) is int and leases.room(limit, key)):
-                        status = LEASE_LIMIT if type(limit) is int and limit in leases.table \
-                            and not leases.table[limit].solo else NO_LEASE
-                        break
-                    results.append(None)
-                else:
-                    old_value = b"" if old is None else old[0] if isinstance(old, tuple) else old
-                    if len(old_value) + len(arg) > MAX_VALUE_BYTES:
-                        status = TOO_LARGE
-                        break
-                    new = old_value + arg
-                    results.append(None)
-                if len(new or b"") > MAX_VALUE_BYTES:
-                    status = TOO_LARGE
-                    break
-                undo.append((h, key, old))
-                if kind != T_APPEND:
-                    leasing.append((key, limit if kind == T_PUT else 0))
-                if img is not None and key not in img.before[h]:
-                    img.before[h][key] = old
-                if new is None:
-                    del data[key]
-                    self.index.remove(key)
-                    if img is not None:
-                        img.deleted(key)
-                    if events is not None and rev:
-                        events += _event(rev, key, None, old)
-                else:
-                    entry = data[key] = _written(old, new, rev)
-                    if old is None:
-                        self.index.add(key)
-                    if events is not None and rev:
-                        events += _event(rev, key, entry, old)
-            elif kind == T_DELETE_RANGE:
-                keys, count = self.range(key, arg, MAX_DELETE_RANGE + 1, 1 << 62, values=False)
-                if count > MAX_DELETE_RANGE:
-                    status = TOO_LARGE
-                    break
-                for k in keys:
-                    h = crc32(k) >> SHARD_SHIFT
-                    undo.append((h, k, shards[h][k]))
-                    leasing.append((k, 0))
-                    self._put(h, k, None, img, keep=True)
-                results.append(count)
-            elif kind == T_GET:
-                e = shards[crc32(key) >> SHARD_SHIFT].get(key)
-                results.append(None if e is None else list(meta_of(e)))
-                budget -= 0 if e is None else len(e[0] if type(e) is tuple else e)
-            elif kind == T_RANGE and type(limit) is int and 0 <= limit <= MAX_RANGE_KEYS:
-                keys, count = self.range(key, arg, limit or MAX_RANGE_KEYS, max(budget, 0))
-                kvs: list[list[Any]] = [[k, *meta_of(shards[crc32(k) >> SHARD_SHIFT][k])] for k in keys]
-                budget -= sum(len(k) + len(kv[1]) for k, kv in zip(keys, kvs, strict=True))
-                results.append([kvs, count, count > len(kvs)])
-            else:
-                status = BAD_COMMAND
-                break
-        if status != OK:
-            self._undo(undo)
-            if events is not None:
-                del events[mark:]
-            self.rev = before
-            return status
-        if undo and before:
-            self.revision = rev
-        else:
-            self.rev = before
-        for key, lease in leasing:
-            if lease:
-                leases.attach(key, lease)
-            elif leases.of_key:
-                leases.detach(key)
-        out = self.txn_out = [succeeded, results]
-        self.result = _pack(out)
-        return OK
-
-    def _undo(self, undo: list[tuple[int, bytes, Entry | None]]) -> None:
-        """Put back the entries a transaction changed (``undo``: each key's entry before its change, in order)."""
-        for h, key, old in reversed(undo):
-            data = self.shards[h]
-            if old is None:
-                if key in data:
-                    del data[key]
-                    self.index.remove(key)
-            else:
-                if key not in data:
-                    self.index.add(key)
-                data[key] = old
 
     def _evict_sessions(self, keep: int) -> None:
         idle = sorted((s.last_index, c) for c, s in self.sessions.items() if c != keep)
