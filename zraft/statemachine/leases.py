@@ -16,18 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-MIN_TTL_MS = 1
-"""A key's own TTL may be as short as Redis allows (1 ms; the leader's tick decides when it goes)."""
-MIN_LEASE_TTL_MS = 2_000
-"""Shortest TTL of a granted lease: a keepalive must be able to reach a new leader within it (etcd's minimum is 1.5
-election timeouts; ours is 1 s at most)."""
-MAX_TTL_MS = 10 * 365 * 86_400_000
-"""Longest TTL, of either kind: ten years."""
+from zraft.transport.requests import MAX_LEASE_ID as MAX_LEASE_ID
+from zraft.transport.requests import MAX_TTL_MS as MAX_TTL_MS
+from zraft.transport.requests import MIN_LEASE_TTL_MS as MIN_LEASE_TTL_MS
+from zraft.transport.requests import MIN_TTL_MS as MIN_TTL_MS
+
 MAX_LEASES = 1_000_000
 """Most leases held at once (granted ones and keys' own TTLs together): a grant past it is refused."""
 MAX_KEYS_PER_LEASE = 10_000
 """Most keys attached to one granted lease: its expiry is one log entry, which must not stall any node's loop."""
-MAX_LEASE_ID = (1 << 63) - 1
 
 
 @dataclass(slots=True)

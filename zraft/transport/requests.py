@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from zraft.core import MAX_TERM
-from zraft.statemachine.leases import MAX_LEASE_ID, MAX_TTL_MS, MIN_LEASE_TTL_MS, MIN_TTL_MS
 from zraft.transport.members import check_address, check_key
 
 MAX_INT = (1 << 63) - 1
@@ -27,6 +26,14 @@ MAX_BACKUP_CHUNK = 1 << 20
 """Most bytes of a backup file one ``backup_chunk`` answer carries."""
 MAX_RANGE_KEYS = 10_000
 """Most keys one range answer lists (a ``limit`` of 0 means this many)."""
+MIN_TTL_MS = 1
+"""A key's own TTL may be as short as Redis allows (1 ms; the leader's tick decides when it goes)."""
+MIN_LEASE_TTL_MS = 2_000
+"""Shortest TTL of a granted lease: a keepalive must be able to reach a new leader within it (etcd's minimum is 1.5
+election timeouts; ours is 1 s at most)."""
+MAX_TTL_MS = 10 * 365 * 86_400_000
+"""Longest TTL, of either kind: ten years."""
+MAX_LEASE_ID = (1 << 63) - 1
 MAX_RANGE_BYTES = 4 << 20
 """About the most bytes of keys and values one range answer carries (always at least one key): past it the answer
 stops early and says ``more``."""
