@@ -1,7 +1,7 @@
 """Issue 32's planted bugs: small, plausible mistakes that once survived the suite and thousands of simulator seeds
 (1-11), four more of the same classes (12-15), two in the Redis server (16-17, caught by seeds with Redis
 clients), two in transactions (18-19, caught by seeds with transaction clients) and two in leases (20-21, caught by
-seeds with lease clients). Each is a one-line change to
+seeds with lease clients) and one in watches (22, caught by seeds with watch clients). Each is a one-line change to
 the source; ``plant`` writes it into a copy of the package. The named test of each of 1-11 (``NAMED``) fails with
 it planted, and so does the simulator seed listed in ``SEEDS`` for each (test_sim_reach.py runs those); this tool
 finds which seeds of a range catch each bug:
@@ -82,7 +82,7 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
          "            self._serve_reads(self.barrier_reads, {\"id\": 0, \"ok\": True})\n"
          "            self.barrier_reads = []\n        if self.barrier_reads:\n            rid = next(self._ids)\n"),
     # Transactions' own mistakes, caught by the seeds' transaction clients (``TXN``) and their checkers.
-    18: ("a transaction's compares are not evaluated (every compare-and-swap succeeds)", "zraft/statemachine/kv.py",
+    18: ("a transaction's compares are not evaluated (every compare-and-swap succeeds)", "zraft/statemachine/kvtxn.py",
          "            succeeded = succeeded and held\n",
          "            succeeded = True\n"),
     19: ("a retried transaction is applied again", "zraft/statemachine/kv.py",
@@ -96,17 +96,23 @@ BUGS: dict[int, tuple[str, str, str, str]] = {
     21: ("a keepalive of a lease being expired is acknowledged", "zraft/server/lessor.py",
          "        if lease is None or lease.solo or lease_id in self.expiring:\n",
          "        if lease is None or lease.solo:\n"),
+    # Watches' own: caught by the seeds' watch clients (``WATCHES``): a change skipped.
+    22: ("a watch resumed from a revision starts one revision late", "zraft/server/watches.py",
+         "        start = req.start_revision or self.revision + 1\n",
+         "        start = req.start_revision + 1 if req.start_revision else self.revision + 1\n"),
 }
 """number -> (what it breaks, file, the correct text, the planted text)."""
 
 SEEDS: dict[int, int] = {1: 11, 2: 278, 3: 580, 4: 162, 5: 4, 6: 38, 7: 25, 8: 59, 9: 188, 10: 3, 11: 5, 12: 4,
-                         13: 136, 14: 2, 15: 67, 16: 7, 17: 0, 18: 0, 19: 0, 20: 1, 21: 4}
+                         13: 136, 14: 2, 15: 67, 16: 7, 17: 0, 18: 0, 19: 0, 20: 1, 21: 4, 22: 1}
 """A simulator seed that fails with each bug planted (and passes without it)."""
 REDIS: dict[int, int] = {16: 2, 17: 2}
 """Bugs whose seeds run with that many Redis clients (``zraft sim --redis N``: every node runs its Redis server)."""
 TXN: dict[int, int] = {18: 2, 19: 2}
 """Bugs whose seeds run with that many transaction clients (``zraft sim --txn N``); the others' run with none."""
 LEASES: dict[int, int] = {20: 2, 21: 3}
+WATCHES: dict[int, int] = {22: 3}
+"""Bugs whose seeds run with that many watch clients (``zraft sim --watches N``); the others' run with none."""
 """Bugs whose seeds run with that many lease clients (``zraft sim --leases N``); the others' run with none."""
 
 NAMED = {
@@ -130,11 +136,11 @@ def plant(n: int, dest: pathlib.Path) -> pathlib.Path:
 
 
 def run_seeds(where: pathlib.Path, first: int, count: int, jobs: int = 2, redis: int = 0, txn: int = 0,
-              leases: int = 0) -> list[int]:
+              leases: int = 0, watches: int = 0) -> list[int]:
     """The seeds of ``first`` .. ``first + count - 1`` that fail, run with the package under ``where``."""
     r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seeds", str(count), "--first-seed", str(first),
                         "--jobs", str(jobs), "-q", "--redis", str(redis), "--txn", str(txn), "--leases",
-                        str(leases)], cwd=where,
+                        str(leases), "--watches", str(watches)], cwd=where,
                        capture_output=True, text=True, timeout=3600)
     return [int(m) for m in re.findall(r"^FAIL seed (\d+)", r.stdout, re.M)]
 
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in a.bug or sorted(BUGS):
         with tempfile.TemporaryDirectory(prefix=f"zraft-bug{n}-") as tmp:
             failing = run_seeds(plant(n, pathlib.Path(tmp)), a.first_seed, a.seeds, a.jobs, REDIS.get(n, 0),
-                                TXN.get(n, 0), LEASES.get(n, 0))
+                                TXN.get(n, 0), LEASES.get(n, 0), WATCHES.get(n, 0))
         missed += not failing
         print(f"bug {n} ({BUGS[n][0]}): {len(failing)} of seeds {a.first_seed}-{a.first_seed + a.seeds - 1} "
               f"fail: {failing[:10]}", flush=True)

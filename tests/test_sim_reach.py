@@ -21,11 +21,12 @@ from zraft.sim.runner import run_seed
 @pytest.mark.parametrize("bug", sorted(planted.BUGS))
 def test_a_seed_catches_the_planted_bug(bug: int, tmp_path: pathlib.Path) -> None:
     seed, redis, txn = planted.SEEDS[bug], planted.REDIS.get(bug, 0), planted.TXN.get(bug, 0)
-    leases = planted.LEASES.get(bug, 0)
-    assert run_seed(seed, redis=redis, txn=txn, leases=leases).ok  # the real code passes it
+    leases, watches = planted.LEASES.get(bug, 0), planted.WATCHES.get(bug, 0)
+    assert run_seed(seed, redis=redis, txn=txn, leases=leases, watches=watches).ok  # the real code passes it
     where = planted.plant(bug, tmp_path)
     r = subprocess.run([sys.executable, "-m", "zraft", "sim", "--seed", str(seed), "--redis", str(redis), "--txn",
-                        str(txn), "--leases", str(leases)], cwd=where, capture_output=True, text=True, timeout=300)
+                        str(txn), "--leases", str(leases), "--watches", str(watches)], cwd=where,
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 1 and "FAILED:" in r.stdout, (
         f"seed {seed} no longer catches bug {bug} ({planted.BUGS[bug][0]}): {r.stdout[-2000:]}{r.stderr[-2000:]}")
 

@@ -95,6 +95,22 @@ def test_seeds_with_transaction_clients() -> None:
     assert txns > TXN_SEEDS * 30
 
 
+def test_seeds_with_lease_and_watch_clients() -> None:
+    """Lease clients keep leases alive and let them expire while every node's clock drifts up to 1%; watch clients
+    watch appended keys across the faults: no lease expires while promised, no watcher skips, repeats or reorders a
+    change (tests/planted.py bugs 20-22 are theirs)."""
+    failures = []
+    leases = watched = expired = 0
+    for r in run_many(range(TXN_SEEDS), jobs=max(2, os.cpu_count() or 1), leases=2, watches=2):
+        leases += r.leases
+        watched += r.watched
+        expired += r.expired
+        if not r.ok:
+            failures.append(f"seed {r.seed}: {r.error}\n  replay: {r.replay_command()}")
+    assert not failures, "\n".join(failures[:10])
+    assert leases > TXN_SEEDS * 2 and expired > TXN_SEEDS and watched > TXN_SEEDS * 10, (leases, expired, watched)
+
+
 def test_replay_is_deterministic() -> None:
     a = run_seed(4242)
     b = run_seed(4242)
@@ -112,6 +128,10 @@ def test_replay_is_deterministic() -> None:
     a = run_seed(4242, txn=2)
     b = run_seed(4242, txn=2)
     assert a.txns and (a.steps, a.messages, a.txns, a.unknown) == (b.steps, b.messages, b.txns, b.unknown)
+    a = run_seed(4242, leases=2, watches=2)
+    b = run_seed(4242, leases=2, watches=2)
+    assert a.leases and a.watched and (a.steps, a.messages, a.leases, a.expired, a.watched) == (
+        b.steps, b.messages, b.leases, b.expired, b.watched)
 
 
 def test_a_replay_command_runs_the_same_schedule_in_another_process() -> None:

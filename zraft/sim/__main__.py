@@ -52,13 +52,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="N simulated clients grant leases, attach keys and keep them alive, then let them expire, and "
                         "every node's clock runs fast or slow by up to 1%%; checked: no lease expired while its "
                         "holder was promised it (0: none; default: chosen by each seed, about one in seven has 1-3)")
+    p.add_argument("--watches", type=int, metavar="N",
+                   help="N simulated clients watch an appended key, resuming from node to node; checked: every "
+                        "event extends the one before by one append, and a watcher that caught up holds the final "
+                        "value (0: none; default: chosen by each seed, about one in seven has 1-3)")
     p.add_argument("-q", "--quiet", action="store_true", help="print failures and the summary only")
     a = p.parse_args(argv)
     membership = None if a.membership is None else a.membership == "on"
 
     if a.seed is not None:
         r = run_seed(a.seed, a.nodes, a.profile, a.duration, a.compact_every, membership, pipeline=a.pipeline,
-                     redis=a.redis, txn=a.txn, leases=a.leases)
+                     redis=a.redis, txn=a.txn, leases=a.leases, watches=a.watches)
         print(f"seed {r.seed}: {r.nodes} production replicas, profile {r.profile}, {r.steps} steps, {r.faults} "
               f"faults ({r.crashes} crashes), {r.messages} messages; {r.sessions} client sessions, {r.writes_ok} "
               f"appends and {r.reads_ok} reads acknowledged, {r.unknown} unknown, all checked; {r.snapshots} "
@@ -69,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         if r.lease:
             print(f"leases: {r.lease} clients, {r.leases} grants and keepalives acknowledged, {r.expired} leases "
                   "expired by the leaders, none while promised")
+        if r.watch:
+            print(f"watches: {r.watch} clients, {r.watched} events checked, {r.watch_resumes} resumes")
         if r.membership:
             print(f"membership requests taken: {_changes(r.changes)}; answered OK: {_changes(r.changes_done)}; "
                   f"{r.configs_committed} configuration changes committed")
@@ -83,19 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     seeds = range(a.first_seed, a.first_seed + a.seeds)
     total_steps = total_faults = failures = done = 0
     totals = {"crashes": 0, "sessions": 0, "appends": 0, "reads": 0, "snapshots": 0, "installed": 0, "txns": 0,
-              "leases": 0, "expired": 0}
+              "leases": 0, "expired": 0, "watched": 0}
     changes: dict[str, int] = {}  # kind -> seeds in which the leader answered OK to at least one
     member_seeds = configs = 0
     results: list[SeedResult] = []
     for r in run_many(seeds, a.nodes, a.profile, a.duration, a.jobs, a.compact_every, membership, a.redis,
-                      a.txn, a.leases):
+                      a.txn, a.leases, a.watches):
         done += 1
         results.append(SeedResult(r.seed, r.nodes, r.profile, coverage=r.coverage, redis=r.redis))
         total_steps += r.steps
         total_faults += r.faults
         for k, v in (("crashes", r.crashes), ("sessions", r.sessions), ("appends", r.writes_ok),
                      ("reads", r.reads_ok), ("snapshots", r.snapshots), ("installed", r.installed),
-                     ("txns", r.txns), ("leases", r.leases), ("expired", r.expired)):
+                     ("txns", r.txns), ("leases", r.leases), ("expired", r.expired), ("watched", r.watched)):
             totals[k] += v
         member_seeds += r.membership
         configs += r.configs_committed
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{totals['appends']} acknowledged appends and {totals['reads']} reads checked (linearizable, exactly "
           f"once), {totals['txns']} transactions and compare-and-swaps (strictly serializable), "
           f"{totals['leases']} lease grants and keepalives ({totals['expired']} leases expired, none early), "
+          f"{totals['watched']} watch events (none skipped, repeated or reordered), "
           f"{totals['snapshots']} snapshots taken, {totals['installed']} installed")
     if member_seeds:
         print(f"membership: {member_seeds} seeds changed it, {configs} configuration changes committed; seeds with "

@@ -21,6 +21,7 @@ from .leaseclients import SimLeaseClient, check_leases
 from .network import NetConfig
 from .redis import CLIENT_TIMEOUT_MS, RedisSimClient
 from .txnclients import SimTxnClient, check_txns
+from .watchclients import SimWatchClient, check_watches
 
 PROFILES = ("calm", "lossy", "partitions", "crashes", "churn", "backlog")
 """Fault mixes: none; lossy network; partitions of every shape; crash/restart (often the leader, often right
@@ -68,6 +69,11 @@ class SeedResult:
     """Grants and keepalives acknowledged."""
     expired: int = 0
     """Leases expired by the leaders."""
+    watch: int = 0
+    """Watch clients (``watchclients.SimWatchClient``; 0: none)."""
+    watched: int = 0
+    """Events the watchers got (each checked to extend the one before by one append)."""
+    watch_resumes: int = 0
     pipelined: int = 0
     """Appends of the pipelined client acknowledged."""
     coverage: dict[str, int] = field(default_factory=dict)
@@ -82,7 +88,7 @@ class SeedResult:
     def replay_command(self) -> str:
         return (f"zraft sim --seed {self.seed} --nodes {self.nodes} --profile {self.profile} "
                 f"--membership {'on' if self.membership else 'off'} --pipeline {self.window} --redis {self.redis} "
-                f"--txn {self.txn} --leases {self.lease}")
+                f"--txn {self.txn} --leases {self.lease} --watches {self.watch}")
 
 
 MEMBERSHIP_SHARE = 0.35
@@ -102,6 +108,9 @@ TXN_SHARE = 0.15
 LEASE_SHARE = 0.15
 """The share of seeds with 1-3 lease clients (``leaseclients``) and every node's clock running fast or slow by up to
 ``lessor.CLOCK_DRIFT``, drawn from a generator of their own: the other seeds' schedules are unchanged."""
+WATCH_SHARE = 0.15
+"""The share of seeds with 1-3 watch clients (``watchclients``), drawn from a generator of their own: the other seeds'
+schedules are unchanged."""
 PIPELINE_BUDGET = 300
 """Appends a seed's pipelined client issues in all (what bounds the cost of a pipelined seed)."""
 
@@ -117,14 +126,15 @@ def pick(seed: int) -> tuple[int, str, bool]:
 def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, duration_ms: float = 8000.0,
              compact_every: int | None = None, membership: bool | None = None,
              pipeline: int | None = None, redis: int | None = None, txn: int | None = None,
-             leases: int | None = None) -> SeedResult:
+             leases: int | None = None, watches: int | None = None) -> SeedResult:
     """``pipeline``: also run a client with that many appends in flight in one session (``SimPipeClient``; 0 for
     none; None: ``PIPELINE_SHARE`` of the seeds choose 64, 128 or 256). ``redis``: every node also runs its Redis
     server, and that many Redis clients append and read through them (``redis.RedisSimClient``; 0 for none; None:
     ``REDIS_SHARE`` of the seeds choose 1 to 3). ``txn``: that many transaction clients
     (``txnclients.SimTxnClient``; None: ``TXN_SHARE`` of the seeds choose 1 or 2). ``leases``: that many lease
     clients, and clocks that drift (``leaseclients.SimLeaseClient``; None: ``LEASE_SHARE`` of the seeds choose 1 to
-    3)."""
+    3). ``watches``: that many watch clients (``watchclients.SimWatchClient``; None: ``WATCH_SHARE`` of the seeds
+    choose 1 to 3)."""
     prng = random.Random(f"pipe-{seed}")  # a generator of its own: the seed's other schedules do not depend on it
     drawn = prng.choice((64, 64, 128, 256)) if prng.random() < PIPELINE_SHARE else 0
     if pipeline is None:  # (drawn either way: a replay with the seed's choice given runs the same schedule)
@@ -141,6 +151,10 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     drawn = lrng.choice((1, 2, 3)) if lrng.random() < LEASE_SHARE else 0
     if leases is None:
         leases = drawn
+    wrng = random.Random(f"watch-clients-{seed}")
+    drawn = wrng.choice((1, 2, 3)) if wrng.random() < WATCH_SHARE else 0
+    if watches is None:
+        watches = drawn
     dn, dp, dm = pick(seed)
     n = nodes or dn
     prof = profile or dp
@@ -200,8 +214,14 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     for number in range(leases):
         clients.append(SimLeaseClient(c, number, random.Random(lrng.getrandbits(64))))
         clients[-1].start(lrng.uniform(0, 200))
+    res.watch = watches
+    watchers = [SimWatchClient(c, number, random.Random(wrng.getrandbits(64)), KEYS) for number in range(watches)]
+    for w in watchers:
+        w.start(wrng.uniform(0, 500))
     try:
         _drive(c, rng, prof, duration_ms, history, clients, members)
+        if watchers:
+            check_watches(c, watchers)
         _check_history(c, history)
         if txn:
             check_txns(c, txns)
@@ -226,6 +246,8 @@ def run_seed(seed: int, nodes: int | None = None, profile: str | None = None, du
     res.crashes = c.crashes
     res.leases = sum(cl.acked for cl in clients if isinstance(cl, SimLeaseClient))
     res.expired = len(c.lease_expired)
+    res.watched = sum(w.events for w in watchers)
+    res.watch_resumes = sum(w.resumes for w in watchers)
     res.changes = dict(c.membership)
     res.changes_done = dict(c.membership_acked)
     res.configs_committed = c.committed_configs
@@ -567,18 +589,20 @@ def _random_partition(c: SimCluster, rng: random.Random, ids: list[int]) -> bool
     return False
 
 
-def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None, int | None, int | None]
-         ) -> SeedResult:
-    seed, nodes, profile, duration, compact, membership, redis, txn, leases = args
-    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis, txn=txn, leases=leases)
+def _run(args: tuple[int, int | None, str | None, float, int | None, bool | None, int | None, int | None, int | None,
+                     int | None]) -> SeedResult:
+    seed, nodes, profile, duration, compact, membership, redis, txn, leases, watches = args
+    return run_seed(seed, nodes, profile, duration, compact, membership, redis=redis, txn=txn, leases=leases,
+                    watches=watches)
 
 
 def run_many(seeds: Iterable[int], nodes: int | None = None, profile: str | None = None,
              duration_ms: float = 8000.0, jobs: int = 1, compact_every: int | None = None,
              membership: bool | None = None, redis: int | None = None,
-             txn: int | None = None, leases: int | None = None) -> Iterator[SeedResult]:
+             txn: int | None = None, leases: int | None = None,
+             watches: int | None = None) -> Iterator[SeedResult]:
     """Run seeds, in ``jobs`` worker processes (fresh interpreters: the spawn start method)."""
-    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis, txn, leases) for s in seeds]
+    work = [(s, nodes, profile, duration_ms, compact_every, membership, redis, txn, leases, watches) for s in seeds]
     if jobs <= 1:
         yield from map(_run, work)
         return
