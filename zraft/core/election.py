@@ -52,8 +52,10 @@ class ElectionRole(RaftState):
         return False
 
     def _handle_vote_request(self, m: Message) -> None:
-        if m.src not in self.config.voters:
-            return
+        # From any member, a voter or not in our configuration: a node that missed the configuration promoting the
+        # candidate still votes, as Raft has it (who a vote goes to never touches safety; a disruptive removed node
+        # is kept off by the leader lease above). Ignoring non-voters once left a cluster with no leader for good
+        # (simulator seed 91): a node that still saw the candidate as a learner was the vote it needed.
         # Figure 2, RequestVote: at most one vote per term, first come first served, and only for a log at
         # least as up to date as ours (§5.4.1). A pre-vote for a later term does not bind us to anything.
         can_vote = (
