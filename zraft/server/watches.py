@@ -78,13 +78,12 @@ class Watcher:
         return self.start <= key < self.end
 
 
-def find(events: list[Any], rev: int, right: bool = False) -> int:
-    """The offset in a flat list of events of the first event of revision ``rev`` or later (``right``: later)."""
+def find(events: list[Any], rev: int) -> int:
+    """The offset in a flat list of events of the first event of revision ``rev`` or later."""
     lo, hi = 0, len(events) // F
     while lo < hi:
         mid = (lo + hi) // 2
-        r = events[mid * F]
-        if r < rev or (right and r == rev):
+        if events[mid * F] < rev:
             lo = mid + 1
         else:
             hi = mid
